@@ -1,0 +1,186 @@
+"""Toy datasets as pure functions of a seed, seeded splits, and a one-index batch iterator.
+
+Nothing here knows about Lightning: both engines (``train.py`` and ``toyloops.loop``) read
+their batches from :class:`BatchIterator`, which is why they see the very same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+SEQUENCE_TASKS = ("parity", "majority", "contains")
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def make_blobs(
+    n_per_class: int = 100,
+    centers: Sequence[Sequence[float]] = ((-1.5, -1.0), (1.2, 1.3)),
+    variance: float = 0.5,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Isotropic Gaussian blobs, one per center: features (N, D) float32, labels (N,) int64."""
+    _check_positive("n_per_class", n_per_class)
+    _check_positive("variance", variance)
+    if len(centers) < 2:
+        raise ValueError(f"centers must list at least 2 class centers, got {len(centers)}")
+    means = torch.tensor(centers, dtype=torch.float32)  # (C, D)
+    g = _generator(seed)
+    noise = torch.randn(len(centers), n_per_class, means.shape[1], generator=g)
+    x = (means[:, None, :] + math.sqrt(variance) * noise).reshape(-1, means.shape[1])
+    y = torch.arange(len(centers)).repeat_interleave(n_per_class)
+    return x, y
+
+
+def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Points ~ N(0, I) in 2-D; label 1 outside the unit circle (radius^2 > 1).
+
+    ``noise`` is the fraction of labels flipped at random (label noise, 0 <= noise < 0.5).
+    """
+    _check_positive("n_samples", n_samples)
+    if not 0.0 <= noise < 0.5:
+        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
+    g = _generator(seed)
+    x = torch.randn(n_samples, 2, generator=g)
+    y = (x.pow(2).sum(dim=1) > 1.0).long()
+    flip = torch.rand(n_samples, generator=g) < noise
+    return x, torch.where(flip, 1 - y, y)
+
+
+def make_sequences(
+    task: str = "parity",
+    n_samples: int = 2000,
+    seq_len: int = 16,
+    vocab_size: int = 50,
+    seed: int = 0,
+    target_token: int = 1,
+) -> tuple[Tensor, Tensor]:
+    """Token sequences (N, seq_len) over [1, vocab_size) and binary labels (N,).
+
+    Tasks: ``parity`` (sum of tokens is odd), ``majority`` (more than half of the tokens are
+    below vocab_size / 2), ``contains`` (``target_token`` occurs). Token 0 is never drawn.
+    """
+    if task not in SEQUENCE_TASKS:
+        raise ValueError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}")
+    _check_positive("n_samples", n_samples)
+    _check_positive("seq_len", seq_len)
+    if vocab_size < 3:
+        raise ValueError(f"vocab_size must be >= 3, got {vocab_size}")
+    if not 1 <= target_token < vocab_size:
+        raise ValueError(f"target_token must be in [1, vocab_size={vocab_size}), got {target_token}")
+    tokens = torch.randint(1, vocab_size, (n_samples, seq_len), generator=_generator(seed))
+    if task == "parity":
+        y = tokens.sum(dim=1) % 2
+    elif task == "majority":
+        y = ((tokens < vocab_size / 2).sum(dim=1) > seq_len / 2).long()
+    else:
+        y = (tokens == target_token).any(dim=1).long()
+    return tokens, y
+
+
+def split_indices(
+    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n)."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
+    perm = torch.randperm(n, generator=_generator(seed))
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    n_train = n - n_val - n_test
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
+    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
+
+
+def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
+    """Scale every tensor with the mean/std of ``train`` alone (fitting on all data would leak)."""
+    mean, std = train.mean(dim=0), train.std(dim=0) + 1e-8
+    return tuple((t - mean) / std for t in (train, *others))
+
+
+class BatchIterator:
+    """Batches of ``(x[idx], y[idx])`` gathered with one tensor index per batch.
+
+    Each pass over it is one epoch; the order of epoch ``e`` is a permutation drawn from
+    ``seed + e``, so any engine can replay it. ``rank``/``world_size`` give each process a
+    disjoint, equally long shard of every epoch. ``state_dict`` records the epoch and how many
+    batches were handed out, so a run resumed mid-epoch gets exactly the remaining batches.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        _check_positive("batch_size", batch_size)
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if batch_size * world_size > len(x):
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {len(x)} samples of the split"
+                + (f" shared by {world_size} processes" if world_size > 1 else "")
+            )
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0  # the epoch the next (or current) pass yields
+        self.batches_done = 0  # batches already yielded in that epoch
+        self._fresh = True  # True until a pass starts, and again after load_state_dict
+
+    def indices(self, epoch: int) -> Tensor:
+        """This rank's sample indices for ``epoch``, in the order they are served."""
+        n = len(self.x)
+        if self.shuffle:
+            order = torch.randperm(n, generator=_generator(self.seed + epoch))
+        else:
+            order = torch.arange(n)
+        per_rank = n // self.world_size  # equal shards: DDP ranks must take the same number of steps
+        return order[: per_rank * self.world_size][self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        per_rank = len(self.x) // self.world_size
+        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A new pass is a new epoch, however the last one ended; a restored state that had
+        # finished its epoch continues with the next one.
+        if not self._fresh or self.batches_done >= len(self):
+            self.epoch, self.batches_done = self.epoch + 1, 0
+        self._fresh = False
+        batches = self.indices(self.epoch).split(self.batch_size)[: len(self)]
+        for idx in batches[self.batches_done :]:
+            self.batches_done += 1
+            yield self.x[idx], self.y[idx]
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the iterator stands: the epoch and the batches already served in it."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from ``state``: the next pass yields the rest of that epoch."""
+        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+        self._fresh = True
+
+
+def _check_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")

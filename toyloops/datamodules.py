@@ -1,0 +1,156 @@
+"""``LightningDataModule``s over :mod:`toyloops.data`: 2-D points and token sequences.
+
+Each exposes the facts a model needs (``num_features``, ``num_classes``, ``vocab_size``,
+``seq_len``) so the CLI links them into the net and no config states a size twice.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+from torch import Tensor
+
+from toyloops import data
+
+SPLITS = ("train", "val", "test")
+
+
+class _SplitDataModule(L.LightningDataModule):
+    """Shared split/iterator plumbing; subclasses implement ``generate``."""
+
+    def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
+                 seed: int, drop_last: bool) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.rank, self.world_size = 0, 1
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        self.prepare()  # small and deterministic: build now so bad arguments fail at construction
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # Lightning's own __str__ expects DataLoaders
+        sizes = ", ".join(f"{name}={len(xy[0])}" for name, xy in self.splits.items())
+        return f"{type(self).__name__}({sizes}, batch_size={self.batch_size}, seed={self.seed})"
+
+    __str__ = __repr__
+
+    def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
+        return train, val, test
+
+    def prepare(self) -> None:
+        """Generate the data and split it into train/val/test (the same for every seed)."""
+        x, y = self.generate()
+        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
+        xs = self.transform(*(x[i] for i in idx))
+        self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
+        n_train = len(idx[0])
+        if self.batch_size > n_train:
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the train split ({n_train} samples)"
+            )
+
+    def setup(self, stage: str) -> None:
+        if self.trainer is not None:  # shard every epoch across DDP processes
+            self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
+
+    def iterator(self, split: str) -> data.BatchIterator:
+        """A fresh batch iterator over one split (train shuffles; val/test/predict do not)."""
+        x, y = self.splits[split]
+        train = split == "train"
+        return data.BatchIterator(
+            x, y, self.batch_size, shuffle=train, seed=self.seed,
+            drop_last=self.drop_last and train, rank=self.rank, world_size=self.world_size,
+        )
+
+    def train_dataloader(self) -> data.BatchIterator:
+        return self.iterator("train")
+
+    def val_dataloader(self) -> data.BatchIterator:
+        return self.iterator("val")
+
+    def test_dataloader(self) -> data.BatchIterator:
+        return self.iterator("test")
+
+    def predict_dataloader(self) -> data.BatchIterator:
+        return self.iterator("test")
+
+
+
+class PointsDataModule(_SplitDataModule):
+    """2-D point sets (``blobs`` or ``circles``), standardised with train-split statistics."""
+
+    def __init__(
+        self,
+        dataset: Literal["blobs", "circles"] = "blobs",
+        n_samples: int = 1000,
+        centers: list[list[float]] | None = None,
+        variance: float = 0.5,
+        noise: float = 0.0,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        """Args:
+        dataset: which generator; ``n_samples`` is split evenly across blob centers.
+        centers: blob class centers (default: the seeds' (-1.5, -1.0) and (1.2, 1.3)).
+        variance: isotropic blob variance. noise: circles label-flip fraction.
+        """
+        if dataset not in ("blobs", "circles"):
+            raise ValueError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
+        self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
+        self.centers = centers or [[-1.5, -1.0], [1.2, 1.3]]
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        if self.dataset == "blobs":
+            per_class = self.n_samples // len(self.centers)
+            return data.make_blobs(per_class, self.centers, self.variance, self.seed)
+        return data.make_circles(self.n_samples, self.noise, self.seed)
+
+    def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
+        return data.standardize(train, val, test)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.centers) if self.dataset == "blobs" else 2
+
+    @property
+    def num_features(self) -> int:
+        return self.splits["train"][0].shape[1]
+
+
+class SequenceDataModule(_SplitDataModule):
+    """Token-sequence tasks (``parity``, ``majority``, ``contains``) with binary labels."""
+
+    def __init__(
+        self,
+        task: Literal["parity", "majority", "contains"] = "majority",
+        n_samples: int = 4000,
+        seq_len: int = 16,
+        vocab_size: int = 50,
+        target_token: int = 1,
+        batch_size: int = 64,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        """Args: see :func:`toyloops.data.make_sequences`."""
+        self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
+        self.vocab_size, self.target_token = vocab_size, target_token
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        return data.make_sequences(self.task, self.n_samples, self.seq_len, self.vocab_size,
+                                   self.seed, self.target_token)
+
+    @property
+    def num_classes(self) -> int:
+        return 2  # every sequence task is a yes/no question

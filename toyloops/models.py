@@ -1,0 +1,158 @@
+"""The three classifiers as plain ``nn.Module``s, and the loss/prediction rules both engines share.
+
+Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE, as in
+the seeds) and (B, C) for C > 2 classes (softmax + cross-entropy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import Accuracy
+
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+def output_size(num_classes: int) -> int:
+    """Number of logits a net emits for ``num_classes`` classes: 1 for binary, else one each."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    return 1 if num_classes == 2 else num_classes
+
+
+def _squeeze_binary(logits: Tensor) -> Tensor:
+    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
+
+
+class LogisticRegression(nn.Module):
+    """Linear classifier: logistic regression for 2 classes, softmax regression for more."""
+
+    def __init__(self, in_features: int = 2, num_classes: int = 2) -> None:
+        super().__init__()
+        _check_positive("in_features", in_features)
+        self.linear = nn.Linear(in_features, output_size(num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _squeeze_binary(self.linear(x))  # (B, F) -> (B,) or (B, C)
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron: [Linear -> activation -> Dropout] per hidden size, then Linear."""
+
+    def __init__(
+        self,
+        in_features: int = 2,
+        num_classes: int = 2,
+        hidden_sizes: Sequence[int] = (16,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_positive("in_features", in_features)
+        for size in hidden_sizes:
+            if size <= 0:
+                raise ValueError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        _check_dropout(dropout)
+        layers: list[nn.Module] = []
+        width = in_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), ACTIVATIONS[activation](), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, output_size(num_classes)))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _squeeze_binary(self.layers(x))
+
+
+class TransformerClassifier(nn.Module):
+    """Transformer encoder over token sequences, pooled by a CLS token or the mean, then Linear."""
+
+    def __init__(
+        self,
+        vocab_size: int = 50,
+        seq_len: int = 16,
+        num_classes: int = 2,
+        d_model: int = 64,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 128,
+        dropout: float = 0.1,
+        pooling: str = "cls",
+        max_len: int = 256,
+    ) -> None:
+        super().__init__()
+        for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
+                            ("nhead", nhead), ("num_layers", num_layers),
+                            ("dim_feedforward", dim_feedforward), ("max_len", max_len)):
+            _check_positive(name, value)
+        if d_model % nhead:
+            raise ValueError(f"nhead={nhead} must divide d_model={d_model}")
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        positions = seq_len + (pooling == "cls")
+        if positions > max_len:
+            cls_note = " + 1 CLS token" if pooling == "cls" else ""
+            raise ValueError(
+                f"seq_len={seq_len}{cls_note} exceeds max_len={max_len}: raise max_len or shorten seq_len"
+            )
+        _check_dropout(dropout)
+        self.pooling, self.seq_len = pooling, seq_len
+        self.tok_emb = nn.Embedding(vocab_size + 1, d_model)  # the extra id is the CLS token
+        self.pos_emb = nn.Embedding(max_len, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, output_size(num_classes))
+        self.cls_id = vocab_size
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if self.pooling == "cls":  # (B, L) -> (B, 1 + L), CLS first
+            cls = tokens.new_full((tokens.shape[0], 1), self.cls_id)
+            tokens = torch.cat([cls, tokens], dim=1)
+        pos = torch.arange(tokens.shape[1], device=tokens.device)
+        h = self.encoder(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, L', d_model)
+        pooled = h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
+        return _squeeze_binary(self.head(pooled))
+
+
+def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """BCE-with-logits for one logit per sample, cross-entropy for one logit per class."""
+    if logits.ndim == 1:
+        return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+    return F.cross_entropy(logits, target)
+
+
+def predicted_class(logits: Tensor) -> Tensor:
+    """Class index per sample: logit > 0 for binary, argmax otherwise."""
+    return (logits > 0).long() if logits.ndim == 1 else logits.argmax(dim=-1)
+
+
+def make_accuracy(num_classes: int) -> Accuracy:
+    """A torchmetrics accuracy over class indices (inputs are known-good: no argument checks)."""
+    if num_classes == 2:
+        return Accuracy(task="binary", validate_args=False)
+    return Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
+
+
+def probabilities(logits: Tensor) -> Tensor:
+    """Class probabilities (B, C) from either logit layout (for binary C = 2)."""
+    logits = logits.float()
+    if logits.ndim == 1:
+        p1 = torch.sigmoid(logits)
+        return torch.stack([1 - p1, p1], dim=-1)
+    return logits.softmax(dim=-1)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+
+
+def _check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")

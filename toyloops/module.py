@@ -1,0 +1,94 @@
+"""``Classifier``: the LightningModule that wraps any net from :mod:`toyloops.models`.
+
+Read it side by side with :mod:`toyloops.loop`, which does the same steps by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
+
+OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
+    """AdamW with PyTorch's defaults."""
+    return torch.optim.AdamW(params)
+
+
+class Classifier(L.LightningModule):
+    """Trains any classifier net: loss, accuracy per stage, optimizer and scheduler from config."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int = 2,
+        optimizer: OptimizerCallable = default_optimizer,
+        scheduler: SchedulerCallable | None = None,
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+    ) -> None:
+        """Args:
+        net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C).
+        num_classes: linked from the data module.
+        optimizer / scheduler: callables from the config (``class_path`` + ``init_args``).
+        scheduler_interval: step the scheduler after every ``epoch`` or every optimizer ``step``.
+        """
+        super().__init__()
+        # Through the CLI the hparams are the config (class_path + init_args of the net), so a
+        # checkpoint rebuilds its own net; elsewhere the net is a live module and stays out.
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() else ["net"])
+        self.net, self.num_classes = net, num_classes
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        # One metric object per stage; loss means weighted by batch size, as the hand loop does.
+        self.train_acc, self.val_acc, self.test_acc = (make_accuracy(num_classes) for _ in range(3))
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = classification_loss(logits, y)
+        accuracy = getattr(self, f"{stage}_acc")
+        accuracy.update(predicted_class(logits), y)
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=False)
+        else:
+            mean_loss = getattr(self, f"{stage}_loss")
+            mean_loss.update(loss, len(y))
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return probabilities(self.net(batch[0]))
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several shapes
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        config = {"scheduler": scheduler, "interval": self.scheduler_interval}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = "val/loss"
+        return {"optimizer": optimizer, "lr_scheduler": config}
