@@ -8,7 +8,10 @@ next to its logs, and a one-paragraph summary at the end of ``fit``.
 from __future__ import annotations
 
 import logging
+import re
+import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
@@ -89,6 +92,12 @@ class ToyCLI(LightningCLI):
         ):
             parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # our constructors name the argument, its value and what is allowed
+            raise ConfigError(one_line(str(err))) from err
+
     def before_instantiate_classes(self) -> None:
         # Name the TensorBoard run after the config file: logs/blobs_mlp/version_0/...
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -99,6 +108,31 @@ class ToyCLI(LightningCLI):
             init_args.name = Path(str(files[0])).stem if files else "default"
 
 
+class ConfigError(Exception):
+    """A config value that the classes it configures reject."""
+
+
+def one_line(message: str) -> str:
+    """Condense jsonargparse's nested, multi-line errors to 'key.path: what was expected/given'."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
+    if not keys:  # a constructor's ValueError, wrapped by jsonargparse in a list of union errors
+        return reasons[0] if "Errors:" in message and reasons else (lines[0] if lines else message)
+    detail = next((line for line in lines if "Got value" in line), None)
+    if detail is None:
+        expected = [line[2:] for line in lines if line.startswith("- Expected")]
+        given = next((line for line in lines if line.startswith("Given value:")), "")
+        detail = f"{' or '.join(expected) or lines[-1]}. {given}".strip()
+    detail = re.sub(r"<class '([\w.]+)'>", r"\1", re.sub(r'Parser key "[^"]+":\s*', "", detail))
+    return f"{'.'.join(dict.fromkeys(keys))}: {detail}"
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``train.py``."""
-    ToyCLI(args=args)
+    """Entry point of ``train.py``: user errors end in one line on stderr and exit code 2."""
+    try:
+        ToyCLI(args=args, parser_kwargs={"exit_on_error": False})
+    except ArgumentError as err:
+        sys.exit(f"error: {one_line(str(err))}  (see --help)")
+    except ConfigError as err:
+        sys.exit(f"error: {err}")

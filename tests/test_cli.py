@@ -1,0 +1,131 @@
+"""train.py end to end: shipped configs reach their accuracy, logs/checkpoints land, errors are clean."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import CONFIGS, RUN_CONFIGS, documented_accuracy, run_cli, run_train_py
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from toyloops import Classifier, probabilities
+
+TARGETS = {"blobs": 0.98, "circles": 0.97, "majority": 0.95}
+
+
+def test_every_run_config_has_a_target():
+    assert set(RUN_CONFIGS) == {
+        "blobs_logistic", "blobs_mlp", "circles_mlp", "majority_transformer", "parity_transformer"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_run_config_reaches_its_documented_accuracy(name, in_tmp):
+    cli = run_cli("fit", "--config", str(CONFIGS / f"{name}.yaml"))
+    best = cli.trainer.checkpoint_callback.best_model_score.item()
+    assert best == pytest.approx(documented_accuracy(name), abs=0.0051)
+    task = name.split("_")[0]
+    if task == "parity":  # the seeds' Transformer does not learn parity: it must stay at chance
+        assert best < 0.56
+    else:
+        assert best >= TARGETS[task]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One real ``python train.py fit`` run (subprocess), shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("run")
+    result = run_train_py("fit", "--config", str(CONFIGS / "blobs_logistic.yaml"),
+                          "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result
+
+
+def test_fit_writes_tensorboard_scalars_checkpoints_config_and_a_summary(trained_run):
+    cwd, result = trained_run
+    run_dir = cwd / "logs" / "blobs_logistic" / "version_0"
+    events = EventAccumulator(str(run_dir)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-SGD", "epoch"} <= tags
+    assert len(events.Scalars("val/acc")) == 3
+    ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch=") for n in ckpts)
+    assert "class_path: toyloops.LogisticRegression" in (run_dir / "config.yaml").read_text()
+    assert "best val/acc: 0.99" in result.stdout and "tensorboard --logdir logs/blobs_logistic" in result.stdout
+    assert "Tip" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_validate_and_test_from_a_checkpoint(trained_run, stage):
+    cwd, _ = trained_run
+    run_dir = cwd / "logs/blobs_logistic/version_0"
+    result = run_train_py(stage, "--config", str(CONFIGS / "blobs_logistic.yaml"),
+                          "--ckpt_path", str(run_dir / "checkpoints/last.ckpt"),
+                          "--trainer.enable_progress_bar=false", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    prefix = "val" if stage == "validate" else "test"
+    accuracy = float(re.search(rf"{prefix}/acc\W+([0-9.]+)", result.stdout).group(1))
+    if stage == "validate":  # the last checkpoint scores what the last epoch logged
+        logged = EventAccumulator(str(run_dir)).Reload().Scalars("val/acc")[-1].value
+        assert accuracy == pytest.approx(logged, abs=1e-4)
+    else:
+        assert accuracy >= 0.93
+
+
+def test_predict_returns_the_models_class_probabilities(in_tmp):
+    config = str(CONFIGS / "blobs_logistic.yaml")
+    run_cli("fit", "--config", config, "--trainer.max_epochs=2")
+    ckpt = in_tmp / "logs/blobs_logistic/version_0/checkpoints/last.ckpt"
+    cli = run_cli("predict", "--config", config, "--ckpt_path", str(ckpt))
+    probs = torch.cat(cli.trainer.predict_loop.predictions)
+    x_test, y_test = cli.datamodule.splits["test"]
+    model = Classifier.load_from_checkpoint(ckpt)
+    with torch.no_grad():
+        assert torch.allclose(probs, probabilities(model(x_test)))
+    assert probs.shape == (200, 2) and torch.allclose(probs.sum(1), torch.ones(200))
+    assert (probs.argmax(1) == y_test).float().mean() >= 0.9
+
+
+def test_load_from_checkpoint_in_a_plain_script_needs_no_arguments(trained_run):
+    cwd, _ = trained_run
+    script = (
+        "import torch; from toyloops import Classifier, make_blobs\n"
+        "m = Classifier.load_from_checkpoint('logs/blobs_logistic/version_0/checkpoints/last.ckpt')\n"
+        "x, y = make_blobs(200, seed=1)\n"
+        "x = (x - x.mean(0)) / x.std(0)\n"
+        "print(type(m.net).__name__, (m(x) > 0).long().eq(y).float().mean().item())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    name, accuracy = result.stdout.split()
+    assert name == "LogisticRegression" and float(accuracy) > 0.95
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "message"),
+    [
+        ("blobs_mlp", ["--data.dataset", "moons"], "data.dataset: Expected a typing.Literal['blobs', 'circles']"),
+        ("blobs_mlp", ["--model.net.hidden_sizes", "[16, -4]"], "hidden_sizes must all be > 0, got [16, -4]"),
+        ("majority_transformer", ["--model.net.max_len", "8"], "seq_len=16 exceeds max_len=8"),
+        ("blobs_mlp", ["--model.hidden", "3"], "unrecognized arguments: --model.hidden 3"),
+        ("blobs_mlp", ["--data.batch_size", "0"], "batch_size must be > 0, got 0"),
+    ],
+)
+def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, config, args, message):
+    result = run_train_py("fit", "--config", str(CONFIGS / f"{config}.yaml"), *args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        result.stderr.strip().splitlines()[-1]
+    ]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_an_unknown_key_in_a_config_file_is_an_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "blobs_mlp.yaml").read_text().replace("max_epochs: 10", "max_epoch: 10"))
+    result = run_train_py("fit", "--config", str(bad), cwd=tmp_path)
+    assert result.returncode != 0 and "max_epoch" in result.stderr and "Traceback" not in result.stderr
