@@ -149,10 +149,7 @@ class BatchIterator:
     def indices(self, epoch: int) -> Tensor:
         """This rank's sample indices for ``epoch``, in the order they are served."""
         n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=_generator(self.seed + epoch))
-        else:
-            order = torch.arange(n)
+        order = torch.randperm(n, generator=_generator(self.seed + epoch)) if self.shuffle else torch.arange(n)
         per_rank = n // self.world_size  # equal shards: DDP ranks must take the same number of steps
         return order[: per_rank * self.world_size][self.rank :: self.world_size]
 
