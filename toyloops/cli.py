@@ -8,7 +8,6 @@ next to its logs, and a one-paragraph summary at the end of ``fit``.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import warnings
 from argparse import ArgumentError
@@ -19,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
+from toyloops.config import LOG_DIR, LOG_EVERY_N_STEPS, MONITOR, MONITOR_MODE, add_links, one_line
 from toyloops.module import Classifier
 
 
@@ -64,33 +64,22 @@ class ToyCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/acc",
-            "checkpoint.mode": "max",
+            "checkpoint.monitor": MONITOR,
+            "checkpoint.mode": MONITOR_MODE,
             "checkpoint.save_last": True,
             "checkpoint.filename": "best-{epoch:03d}",
         })
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({
             "seed_everything": 0,
-            "trainer.log_every_n_steps": 10,
+            "trainer.log_every_n_steps": LOG_EVERY_N_STEPS,
             "trainer.logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "logs", "name": ""},
+                "init_args": {"save_dir": LOG_DIR, "name": ""},
             },
             "trainer.callbacks": [{"class_path": "toyloops.cli.RunSummary"}],
         })
-        # One seed drives data generation, split and shuffles as well as init.
-        parser.link_arguments("seed_everything", "data.init_args.seed")
-        # Facts the data owns reach the model; a module lacking one (sequences have no
-        # num_features) leaves that link out, so one set of links serves every net.
-        for source, target in (
-            ("num_classes", "model.num_classes"),
-            ("num_classes", "model.net.init_args.num_classes"),
-            ("num_features", "model.net.init_args.in_features"),
-            ("vocab_size", "model.net.init_args.vocab_size"),
-            ("seq_len", "model.net.init_args.seq_len"),
-        ):
-            parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
+        add_links(parser)
 
     def instantiate_classes(self) -> None:
         try:
@@ -110,22 +99,6 @@ class ToyCLI(LightningCLI):
 
 class ConfigError(Exception):
     """A config value that the classes it configures reject."""
-
-
-def one_line(message: str) -> str:
-    """Condense jsonargparse's nested, multi-line errors to 'key.path: what was expected/given'."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
-    if not keys:  # a constructor's ValueError, wrapped by jsonargparse in a list of union errors
-        return reasons[0] if "Errors:" in message and reasons else (lines[0] if lines else message)
-    detail = next((line for line in lines if "Got value" in line), None)
-    if detail is None:
-        expected = [line[2:] for line in lines if line.startswith("- Expected")]
-        given = next((line for line in lines if line.startswith("Given value:")), "")
-        detail = f"{' or '.join(expected) or lines[-1]}. {given}".strip()
-    detail = re.sub(r"<class '([\w.]+)'>", r"\1", re.sub(r'Parser key "[^"]+":\s*', "", detail))
-    return f"{'.'.join(dict.fromkeys(keys))}: {detail}"
 
 
 def main(args: list[str] | None = None) -> None:

@@ -112,8 +112,8 @@ def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
 class BatchIterator:
     """Batches of ``(x[idx], y[idx])`` gathered with one tensor index per batch.
 
-    Each pass over it is one epoch; the order of epoch ``e`` is a permutation drawn from
-    ``seed + e``, so any engine can replay it. ``rank``/``world_size`` give each process a
+    The order of epoch ``e`` is a permutation drawn from ``seed + e``, so any engine can replay
+    it; call ``set_epoch(e)`` before each epoch (Lightning does, through ``.sampler``). ``rank``/``world_size`` give each process a
     disjoint, equally long shard of every epoch. ``state_dict`` records the epoch and how many
     batches were handed out, so a run resumed mid-epoch gets exactly the remaining batches.
     """
@@ -144,7 +144,6 @@ class BatchIterator:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0  # the epoch the next (or current) pass yields
         self.batches_done = 0  # batches already yielded in that epoch
-        self._fresh = True  # True until a pass starts, and again after load_state_dict
 
     def indices(self, epoch: int) -> Tensor:
         """This rank's sample indices for ``epoch``, in the order they are served."""
@@ -157,13 +156,26 @@ class BatchIterator:
         per_rank = len(self.x) // self.world_size
         return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Serve epoch ``epoch`` next (called before each epoch, as on a DistributedSampler)."""
+        if epoch != self.epoch:
+            self.epoch, self.batches_done = epoch, 0
+
+    @property
+    def sampler(self) -> BatchIterator:
+        """Lightning calls ``loader.sampler.set_epoch(epoch)`` each epoch: that is this object."""
+        return self
+
+    batch_sampler = None  # with ``sampler``, the two attributes Lightning reads off a loader
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # A new pass is a new epoch, however the last one ended; a restored state that had
-        # finished its epoch continues with the next one.
-        if not self._fresh or self.batches_done >= len(self):
-            self.epoch, self.batches_done = self.epoch + 1, 0
-        self._fresh = False
-        batches = self.indices(self.epoch).split(self.batch_size)[: len(self)]
+        # Serving is lazy (``batches_done`` moves only as batches are taken), so an iter() that
+        # merely probes the object, as Lightning's checks do, changes nothing.
+        if self.batches_done >= len(self):  # the epoch was served in full: serve it again
+            self.batches_done = 0
+        return self._serve(self.indices(self.epoch).split(self.batch_size)[: len(self)])
+
+    def _serve(self, batches: tuple[Tensor, ...]) -> Iterator[tuple[Tensor, Tensor]]:
         for idx in batches[self.batches_done :]:
             self.batches_done += 1
             yield self.x[idx], self.y[idx]
@@ -175,7 +187,6 @@ class BatchIterator:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state``: the next pass yields the rest of that epoch."""
         self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
-        self._fresh = True
 
 
 def _check_positive(name: str, value: float) -> None:

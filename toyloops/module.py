@@ -5,7 +5,6 @@ Read it side by side with :mod:`toyloops.loop`, which does the same steps by han
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Literal
 
 import lightning as L
@@ -14,15 +13,8 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from toyloops.config import OptimizerCallable, SchedulerCallable, default_optimizer
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
-
-OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
-SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
-
-
-def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
-    """AdamW with PyTorch's defaults."""
-    return torch.optim.AdamW(params)
 
 
 class Classifier(L.LightningModule):

@@ -1,0 +1,84 @@
+"""python -m toyloops.compare --config configs/blobs_mlp.yaml [more train.py/loop arguments]
+
+Trains one config with both engines, Lightning (``train.py``) and the hand loop
+(``toyloops.loop``), in this process and in a temporary folder, then prints one table: final
+metrics per engine, the largest absolute weight difference, and time per training step.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from contextlib import chdir
+from pathlib import Path
+from unittest import mock
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series a TensorBoard run holds: tag -> [(step, value), ...]."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def run_lightning(args: list[str]) -> dict:
+    """``train.py fit`` in-process; returns the run dir, final weights and seconds spent in fit."""
+    from toyloops.cli import ToyCLI
+
+    with mock.patch.object(sys, "argv", ["train.py"]):
+        cli = ToyCLI(args=[*args, *QUIET], run=False)
+    started = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    seconds = time.perf_counter() - started
+    return {"run_dir": Path(cli.trainer.log_dir), "weights": cli.model.net.state_dict(),
+            "steps": cli.trainer.global_step, "seconds": seconds}
+
+
+def run_hand_loop(args: list[str]) -> dict:
+    """``python -m toyloops.loop fit`` in-process; same return shape as :func:`run_lightning`."""
+    from toyloops.loop import load_checkpoint, run
+
+    started = time.perf_counter()
+    result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    seconds = time.perf_counter() - started
+    return {"run_dir": result["last_checkpoint"].parent.parent,
+            "weights": load_checkpoint(result["last_checkpoint"])["net"],
+            "steps": result["global_step"], "seconds": seconds}
+
+
+def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |a - b| over all weights (0.0 means bit-identical); the key sets must match."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the two nets differ in their weights: {sorted(a.keys() ^ b.keys())}")
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+def compare(args: list[str]) -> dict[str, dict]:
+    """Run both engines on the same arguments; returns {'lightning': ..., 'loop': ...}."""
+    return {"lightning": run_lightning(args), "loop": run_hand_loop(args)}
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    args = [os.path.abspath(a) if a.endswith((".yaml", ".yml")) else a for a in args]
+    with tempfile.TemporaryDirectory() as tmp, chdir(tmp):
+        runs = compare(args)
+        final = {name: {tag: series[-1][1] for tag, series in scalars(r["run_dir"]).items()}
+                 for name, r in runs.items()}
+    diff = max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"])
+    tags = ["train/loss", "train/acc", "val/loss", "val/acc"]
+    print(f"\n{'engine':<10}" + "".join(f"{t:>12}" for t in tags) + f"{'us/step':>10}{'steps':>7}")
+    for name, run in runs.items():
+        cells = "".join(f"{final[name].get(t, float('nan')):>12.6f}" for t in tags)
+        print(f"{name:<10}{cells}{1e6 * run['seconds'] / max(run['steps'], 1):>10.0f}{run['steps']:>7}")
+    print(f"max |weight difference|: {diff:.3g}" + ("  (bit-identical)" if diff == 0 else ""))
+
+
+if __name__ == "__main__":
+    main()
