@@ -75,7 +75,7 @@ class ToyCLI(LightningCLI):
             "trainer.log_every_n_steps": LOG_EVERY_N_STEPS,
             "trainer.logger": {
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": LOG_DIR, "name": ""},
+                "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
             },
             "trainer.callbacks": [{"class_path": "toyloops.cli.RunSummary"}],
         })

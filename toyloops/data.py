@@ -113,9 +113,10 @@ class BatchIterator:
     """Batches of ``(x[idx], y[idx])`` gathered with one tensor index per batch.
 
     The order of epoch ``e`` is a permutation drawn from ``seed + e``, so any engine can replay
-    it; call ``set_epoch(e)`` before each epoch (Lightning does, through ``.sampler``). ``rank``/``world_size`` give each process a
-    disjoint, equally long shard of every epoch. ``state_dict`` records the epoch and how many
-    batches were handed out, so a run resumed mid-epoch gets exactly the remaining batches.
+    it; call ``set_epoch(e)`` before each epoch (Lightning does, through ``.sampler``).
+    ``rank``/``world_size`` give each process a disjoint, equally long shard of every epoch.
+    ``state_dict`` records the epoch and how many batches were handed out, so a run resumed
+    mid-epoch gets exactly the remaining batches.
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class BatchIterator:
         self.rank, self.world_size = rank, world_size
         self.epoch = 0  # the epoch the next (or current) pass yields
         self.batches_done = 0  # batches already yielded in that epoch
+        self._resume_at = 0  # where the next pass starts: 0, or a loaded mid-epoch position
 
     def indices(self, epoch: int) -> Tensor:
         """This rank's sample indices for ``epoch``, in the order they are served."""
@@ -159,7 +161,7 @@ class BatchIterator:
     def set_epoch(self, epoch: int) -> None:
         """Serve epoch ``epoch`` next (called before each epoch, as on a DistributedSampler)."""
         if epoch != self.epoch:
-            self.epoch, self.batches_done = epoch, 0
+            self.epoch, self._resume_at = epoch, 0
 
     @property
     def sampler(self) -> BatchIterator:
@@ -169,14 +171,15 @@ class BatchIterator:
     batch_sampler = None  # with ``sampler``, the two attributes Lightning reads off a loader
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # Serving is lazy (``batches_done`` moves only as batches are taken), so an iter() that
-        # merely probes the object, as Lightning's checks do, changes nothing.
-        if self.batches_done >= len(self):  # the epoch was served in full: serve it again
-            self.batches_done = 0
-        return self._serve(self.indices(self.epoch).split(self.batch_size)[: len(self)])
+        return self._serve()
 
-    def _serve(self, batches: tuple[Tensor, ...]) -> Iterator[tuple[Tensor, Tensor]]:
-        for idx in batches[self.batches_done :]:
+    def _serve(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # A generator: nothing below runs until the first batch is asked for, so an iter() that
+        # only probes the object (as Lightning's checks do) changes no state.
+        start, self._resume_at = self._resume_at, 0  # a pass starts at 0 unless a state was loaded
+        batches = self.indices(self.epoch).split(self.batch_size)[: len(self)]
+        self.batches_done = start
+        for idx in batches[start:]:
             self.batches_done += 1
             yield self.x[idx], self.y[idx]
 
@@ -187,6 +190,7 @@ class BatchIterator:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from ``state``: the next pass yields the rest of that epoch."""
         self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+        self._resume_at = self.batches_done if self.batches_done < len(self) else 0
 
 
 def _check_positive(name: str, value: float) -> None:

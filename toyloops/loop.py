@@ -142,8 +142,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
             writer.add_scalar(lr_tag, optimizer.param_groups[0]["lr"], state["global_step"])
         started = time.perf_counter()
         train_batches.set_epoch(epoch)  # order from seed + epoch; keeps a mid-epoch resume's place
-        batches = iter(train_batches)
-        for x, y in islice(batches, max(n_train - train_batches.batches_done, 0)):
+        for x, y in train_batches:
             step = state["global_step"]
             log_now = (step + 1) % trainer.log_every_n_steps == 0
             if log_now and (scheduler is None or scheduler_interval == "step"):
@@ -167,22 +166,23 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
                 scheduler.step()
             state["global_step"] += 1
             if log_now:  # the only host sync of a step, every log_every_n_steps
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("epoch", epoch, step)
+                log(writer, {"train/loss": loss.item()}, step, epoch)
+            if train_batches.batches_done >= n_train:  # limit_train_batches
+                break
         seconds = time.perf_counter() - started
         if scheduler is not None and scheduler_interval == "epoch" and not plateau:
             scheduler.step()
 
         last_step = state["global_step"] - 1  # epoch-end metrics go to the epoch's last step
-        metrics = {"train/acc": train_acc.compute().item()}
-        train_acc.reset()
+        metrics = {}
         if (epoch + 1) % trainer.check_val_every_n_epoch == 0:
-            metrics |= evaluate(net, val_batches, engine, num_classes, "val", trainer.limit_val_batches)
+            metrics = evaluate(net, val_batches, engine, num_classes, "val", trainer.limit_val_batches)
+            log(writer, metrics, last_step, epoch)
             if plateau:
                 scheduler.step(metrics["val/loss"])
-        for tag, value in metrics.items():
-            writer.add_scalar(tag, value, last_step)
-        writer.add_scalar("epoch", epoch, last_step)
+        metrics["train/acc"] = train_acc.compute().item()
+        train_acc.reset()
+        log(writer, {"train/acc": metrics["train/acc"]}, last_step, epoch)
         writer.flush()
 
         state["epoch"] = epoch + 1
@@ -200,6 +200,13 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
     writer.close()
     return {**metrics, "best": state["best"], "best_checkpoint": ckpt_dir / "best.ckpt",
             "last_checkpoint": ckpt_dir / "last.ckpt", "global_step": state["global_step"]}
+
+
+def log(writer: SummaryWriter, metrics: dict[str, float], step: int, epoch: int) -> None:
+    """Write scalars plus the epoch number, as Lightning's logger connector does with each log."""
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value, step)
+    writer.add_scalar("epoch", epoch, step)
 
 
 def _better(score: float, best: float) -> bool:

@@ -1,0 +1,86 @@
+"""The hand loop against Lightning: same config and seed -> bit-identical weights and logs."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import CONFIGS
+
+from toyloops.compare import compare, max_weight_difference, scalars
+from toyloops.loop import SUPPORTED_TRAINER_KEYS, load_checkpoint, run
+
+# Every case trains with dropout, gradient clipping, AdamW and an LR scheduler.
+CASES = {
+    "logistic": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--trainer.gradient_clip_val=0.05",
+                 "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.05",
+                 "--model.scheduler=torch.optim.lr_scheduler.StepLR", "--model.scheduler.step_size=1",
+                 "--model.scheduler.gamma=0.5", "--model.scheduler_interval=step"],
+    "mlp": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.net.dropout=0.3"],
+    "transformer": ["--config", str(CONFIGS / "parity_transformer.yaml"), "--data.n_samples=600",
+                    "--model.scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.scheduler.gamma=0.9"],
+}
+
+
+def assert_same_runs(runs):
+    lightning, loop = runs["lightning"], runs["loop"]
+    for name, weights in lightning["weights"].items():
+        assert torch.equal(weights, loop["weights"][name]), f"{name} differs"
+    assert lightning["steps"] == loop["steps"]
+    ours, theirs = scalars(loop["run_dir"]), scalars(lightning["run_dir"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch"} <= theirs.keys()
+    assert ours == theirs  # every tag, step and value: the two runs overlay exactly
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hand_loop_matches_lightning_bit_for_bit(case, in_tmp):
+    runs = compare([*CASES[case], "--trainer.max_epochs=2"])
+    assert_same_runs(runs)
+    assert max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"]) == 0.0
+
+
+@pytest.mark.parametrize("case", ["mlp", "transformer"])
+def test_hand_loop_matches_lightning_under_bf16_autocast(case, in_tmp):
+    assert_same_runs(compare([*CASES[case], "--trainer.max_epochs=2", "--trainer.precision=bf16-mixed"]))
+
+
+def test_resume_from_last_equals_an_uninterrupted_run(in_tmp):
+    args = [*CASES["mlp"], "--trainer.enable_progress_bar=false"]
+    full = run(["fit", *args, "--trainer.max_epochs=4"])
+    half = run(["fit", *args, "--trainer.max_epochs=2"])
+    resumed = run(["fit", *args, "--trainer.max_epochs=4", "--ckpt_path", str(half["last_checkpoint"])])
+    assert resumed["last_checkpoint"] == half["last_checkpoint"]  # continues in the same run folder
+    a, b = load_checkpoint(full["last_checkpoint"]), load_checkpoint(resumed["last_checkpoint"])
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+    assert a["loop"] == b["loop"] and resumed["val/acc"] == full["val/acc"]
+
+
+def test_checkpoints_are_plain_data(in_tmp):
+    result = run(["fit", *CASES["logistic"], "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    for path in (result["best_checkpoint"], result["last_checkpoint"]):
+        checkpoint = torch.load(path, weights_only=True)
+        assert set(checkpoint) == {"net", "optimizer", "scheduler", "scaler", "loop", "data", "rng"}
+    assert not list(result["last_checkpoint"].parent.glob("*.tmp"))
+
+
+def test_validate_and_test_subcommands_score_a_checkpoint(in_tmp):
+    result = run(["fit", *CASES["mlp"], "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+    args = [*CASES["mlp"], "--ckpt_path", str(result["last_checkpoint"])]
+    assert run(["validate", *args])["val/acc"] == result["val/acc"]
+    assert run(["test", *args])["test/acc"] > 0.95
+
+
+def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "toyloops.loop", "fit", "--config", str(CONFIGS / "blobs_mlp.yaml"),
+         "--trainer.accumulate_grad_batches=2"], cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "accumulate_grad_batches" in result.stderr
+    assert all(key in result.stderr for key in SUPPORTED_TRAINER_KEYS)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_16_mixed_on_cpu_is_refused_with_the_alternative(in_tmp):
+    with pytest.raises(ValueError, match="16-mixed.*bf16-mixed"):
+        run(["fit", *CASES["mlp"], "--trainer.precision=16-mixed", "--trainer.accelerator=cpu"])
