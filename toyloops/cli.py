@@ -8,17 +8,21 @@ next to its logs, and a one-paragraph summary at the end of ``fit``.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
+import tempfile
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_only
 
+from toyloops.checkpoints import load_checkpoint
 from toyloops.config import LOG_DIR, LOG_EVERY_N_STEPS, MONITOR, MONITOR_MODE, add_links, one_line
+from toyloops.errors import ConfigError, NonFiniteLossError
 from toyloops.module import Classifier
 
 
@@ -32,24 +36,6 @@ class _DropTips(logging.Filter):
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_DropTips())
-
-
-class RunSummary(Callback):
-    """Prints where the run went at the end of ``fit``: best score, checkpoints, logs."""
-
-    @rank_zero_only
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ckpt = trainer.checkpoint_callback
-        lines = ["", "== toyloops run summary =="]
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
-            lines.append(f"best {ckpt.monitor}: {ckpt.best_model_score.item():.4f}")
-            lines.append(f"best checkpoint: {ckpt.best_model_path}")
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.last_model_path:
-            lines.append(f"last checkpoint: {ckpt.last_model_path}")
-        if trainer.log_dir:
-            lines.append(f"logs: {trainer.log_dir}")
-            lines.append(f"view: tensorboard --logdir {Path(trainer.log_dir).parent}")
-        print("\n".join(lines), flush=True)
 
 
 class ToyCLI(LightningCLI):
@@ -77,7 +63,11 @@ class ToyCLI(LightningCLI):
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
             },
-            "trainer.callbacks": [{"class_path": "toyloops.cli.RunSummary"}],
+            "trainer.callbacks": [
+                {"class_path": "toyloops.callbacks.ResumeState"},
+                {"class_path": "toyloops.callbacks.StopOnNonFiniteLoss"},
+                {"class_path": "toyloops.callbacks.RunSummary"},
+            ],
         })
         add_links(parser)
 
@@ -88,24 +78,90 @@ class ToyCLI(LightningCLI):
             raise ConfigError(one_line(str(err))) from err
 
     def before_instantiate_classes(self) -> None:
-        # Name the TensorBoard run after the config file: logs/blobs_mlp/version_0/...
         config = self.config[self.subcommand] if self.subcommand else self.config
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None) if logger else None
         if init_args is not None and "name" in init_args and not init_args.name:
+            # Name the TensorBoard run after the config file: logs/blobs_mlp/version_0/...
             files = config.get("config") or []
             init_args.name = Path(str(files[0])).stem if files else "default"
+        _check_precision(config.trainer)
+        self._run_root = None
+        if init_args is not None and "save_dir" in init_args:
+            self._run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
+            _check_writable(init_args.save_dir)
+            self._runs_before = set(self._run_root.glob("version_*"))
+        if self.subcommand and config.get("ckpt_path"):
+            config.ckpt_path = self._resolve_ckpt(config.ckpt_path, init_args)
+
+    def _resolve_ckpt(self, ckpt_path: str, init_args) -> str:  # noqa: ANN001 - a jsonargparse Namespace
+        """Check the checkpoint now (before anything is written); resume ``fit`` in its own run folder.
+
+        Lightning's own ``last`` looks only in the new run's folder, finds nothing and silently
+        starts from scratch; here ``last`` means the newest ``last.ckpt`` of this config's runs,
+        and a resumed run keeps writing logs and checkpoints where it left off.
+        """
+        if ckpt_path == "last":
+            runs = sorted(self._run_root.glob("version_*/checkpoints/last.ckpt"),
+                          key=lambda p: int(p.parent.parent.name.split("_")[-1]))
+            if not runs:
+                raise ConfigError(f"ckpt_path='last' but no run has a last.ckpt under {self._run_root}/: "
+                                  "nothing to resume (drop --ckpt_path to start a new run)")
+            ckpt_path = str(runs[-1])
+        elif ckpt_path in ("best", "hpc", "registry"):
+            raise ConfigError(f"ckpt_path={ckpt_path!r} is not supported here: give a file path or 'last'")
+        load_checkpoint(ckpt_path)  # raises a one-line ConfigError for a missing or unreadable file
+        run_dir = Path(ckpt_path).resolve().parent.parent
+        if (self.subcommand == "fit" and init_args is not None and self._run_root is not None
+                and run_dir.parent == self._run_root.resolve() and run_dir.name.startswith("version_")):
+            init_args.version = int(run_dir.name.split("_")[-1])
+        return ckpt_path
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._remove_half_made_runs()
+            raise
+
+    def _remove_half_made_runs(self) -> None:
+        """A run that failed before writing any checkpoint leaves no folder behind."""
+        if self._run_root is None or self.trainer.global_rank != 0:
+            return
+        for run_dir in set(self._run_root.glob("version_*")) - self._runs_before:
+            if not any(run_dir.rglob("*.ckpt")):
+                shutil.rmtree(run_dir, ignore_errors=True)
 
 
-class ConfigError(Exception):
-    """A config value that the classes it configures reject."""
+def _check_precision(trainer) -> None:  # noqa: ANN001 - a jsonargparse Namespace
+    """Lightning silently swaps 16-mixed for bf16-mixed on CPU; a template says so instead."""
+    precision, accelerator = str(trainer.precision), str(trainer.accelerator)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in ("16-mixed", "16") and on_cpu:
+        raise ConfigError(f"trainer.precision={precision!r} needs a CUDA GPU and this run is on CPU: "
+                          "use 'bf16-mixed' or '32-true' (or --trainer.accelerator gpu on a GPU machine)")
+
+
+def _check_writable(save_dir: str) -> None:
+    """Fail now, creating nothing, if the log folder could not be made or written."""
+    path = Path(save_dir).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"log folder {save_dir!r} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"log folder {save_dir!r} is not writable ({err.strerror or err})") from None
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``train.py``: user errors end in one line on stderr and exit code 2."""
+    """Entry point of ``train.py``: user errors end in one line on stderr and a non-zero exit."""
     try:
         ToyCLI(args=args, parser_kwargs={"exit_on_error": False})
     except ArgumentError as err:
         sys.exit(f"error: {one_line(str(err))}  (see --help)")
-    except ConfigError as err:
+    except (ConfigError, NonFiniteLossError) as err:
+        sys.exit(f"error: {err}")
+    except OSError as err:  # a failed write (read-only folder, full disk) stops the run loudly
         sys.exit(f"error: {err}")

@@ -9,7 +9,7 @@ bit-identical to Lightning's (``tests/test_loop.py`` holds it to that). Read it 
 
 from __future__ import annotations
 
-import random
+import shutil
 import sys
 import time
 from argparse import ArgumentError
@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import torch
 from jsonargparse import ActionConfigFile, ArgumentParser
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics import MeanMetric
 
+from toyloops.checkpoints import load_checkpoint, save_checkpoint
 from toyloops.config import (
     LOG_DIR,
     LOG_EVERY_N_STEPS,
@@ -38,7 +38,9 @@ from toyloops.config import (
     default_optimizer,
     one_line,
 )
+from toyloops.errors import ConfigError, NonFiniteLossError, check_finite
 from toyloops.models import classification_loss, make_accuracy, predicted_class
+from toyloops.seeding import rng_state, seed_everything, set_rng_state
 
 
 @dataclass
@@ -74,13 +76,13 @@ class Engine:
     @classmethod
     def create(cls, accelerator: str, devices: int | str, precision: str) -> Engine:
         if devices not in (1, "auto"):
-            raise ValueError(f"devices={devices!r}: the hand loop runs one process; use train.py for several")
+            raise ConfigError(f"devices={devices!r}: the hand loop runs one process; use train.py for several")
         cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
         if cuda and not torch.cuda.is_available():
-            raise ValueError(f"accelerator={accelerator!r} but no CUDA device is available")
+            raise ConfigError(f"accelerator={accelerator!r} but no CUDA device is available")
         device = torch.device("cuda" if cuda else "cpu")
         if precision == "16-mixed" and not cuda:
-            raise ValueError("precision='16-mixed' needs a CUDA device; on CPU use 'bf16-mixed'")
+            raise ConfigError("precision='16-mixed' needs a CUDA device; on CPU use 'bf16-mixed'")
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         # fp16 gradients can underflow: scale the loss up, unscale before the step (no-op otherwise).
         return cls(device, dtype, torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
@@ -113,9 +115,12 @@ def evaluate(net: nn.Module, batches, engine: Engine, num_classes: int, stage: s
 
 def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None, trainer: TrainerOptions, run_dir: Path,
-        scheduler_interval: str = "epoch", ckpt_path: str | Path | None = None,
+        scheduler_interval: str = "epoch", resume: dict[str, Any] | None = None,
         config_text: str = "") -> dict[str, Any]:
-    """Train ``net`` as Lightning's fit loop would; returns the final metrics and checkpoint paths."""
+    """Train ``net`` as Lightning's fit loop would; returns the final metrics and checkpoint paths.
+
+    ``resume`` is a checkpoint from :func:`load_hand_checkpoint` to continue from.
+    """
     engine = Engine.create(trainer.accelerator, trainer.devices, trainer.precision)
     net.to(engine.device)  # before the optimizer state exists, so its tensors follow the weights
     train_batches, val_batches = datamodule.train_dataloader(), datamodule.val_dataloader()
@@ -127,9 +132,9 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
     n_train = _limit(len(train_batches), trainer.limit_train_batches)
 
     state = {"epoch": 0, "global_step": 0, "best": None}
-    if ckpt_path is not None:  # resume: weights, optimizer, scheduler, scaler, counters, data, RNG
-        state = restore(load_checkpoint(ckpt_path), net, optimizer, scheduler, engine.scaler, train_batches)
-    writer = SummaryWriter(str(run_dir))
+    if resume is not None:  # weights, optimizer, scheduler, scaler, counters, data order, RNG
+        state = restore(resume, net, optimizer, scheduler, engine.scaler, train_batches)
+    writer = SummaryWriter(str(run_dir))  # creates the run folder
     ckpt_dir = run_dir / "checkpoints"
     if config_text:
         (run_dir / "config.yaml").write_text(config_text)
@@ -151,6 +156,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
             with engine.autocast():  # forward and loss in low precision; weights stay fp32
                 logits = net(x)
                 loss = classification_loss(logits, y)
+            check_finite(loss, step, epoch)  # stop before a NaN reaches the weights
             train_acc.update(predicted_class(logits), y)  # no host sync: counts stay on the device
             optimizer.zero_grad(set_to_none=True)
             engine.scaler.scale(loss).backward()
@@ -218,7 +224,6 @@ def _better(score: float, best: float) -> bool:
 def snapshot(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
              train_batches, state: dict) -> dict[str, Any]:
     """Everything a resumed run needs to continue as if it had never stopped."""
-    np_state = np.random.get_state()
     return {
         "net": net.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -226,13 +231,16 @@ def snapshot(net: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler
         "scaler": scaler.state_dict(),
         "loop": dict(state),
         "data": train_batches.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        },
+        "rng": rng_state(),
     }
+
+
+def load_hand_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by this loop (``weights_only=True``); anything else is a ConfigError."""
+    checkpoint = load_checkpoint(path)
+    if "net" not in checkpoint or "loop" not in checkpoint:
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a hand-loop checkpoint (train.py writes its own format)")
+    return checkpoint
 
 
 def restore(checkpoint: dict, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
@@ -244,35 +252,8 @@ def restore(checkpoint: dict, net: nn.Module, optimizer: torch.optim.Optimizer, 
         scheduler.load_state_dict(checkpoint["scheduler"])
     scaler.load_state_dict(checkpoint["scaler"])
     train_batches.load_state_dict(checkpoint["data"])
-    rng = checkpoint["rng"]
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"]:
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
-    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+    set_rng_state(checkpoint["rng"])
     return dict(checkpoint["loop"])
-
-
-def save_checkpoint(checkpoint: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash mid-save never leaves a broken checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)  # atomic on POSIX
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a hand-loop checkpoint with ``weights_only=True``: data, never code."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"ckpt_path={str(path)!r}: no such file") from None
-    except Exception as err:  # truncated, garbage, or a pickle that tries to run code
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"ckpt_path={str(path)!r} is not a readable toyloops checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict) or "net" not in checkpoint:
-        raise ValueError(f"ckpt_path={str(path)!r} is not a hand-loop checkpoint (no 'net' weights)")
-    return checkpoint
 
 
 # --- the same config file as train.py -------------------------------------------------------
@@ -308,12 +289,10 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics."""
     args = list(sys.argv[1:] if args is None else args)
     if not args or args[0] not in ("fit", "validate", "test"):
-        raise ValueError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
+        raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
     stage, parser = args[0], build_parser()
     cfg = parser.parse_args(args[1:])
-    torch.manual_seed(cfg.seed_everything)  # what Lightning's seed_everything does for torch
-    random.seed(cfg.seed_everything)
-    np.random.seed(cfg.seed_everything)
+    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
     objects = parser.instantiate_classes(cfg)
     trainer: TrainerOptions = objects.trainer
     datamodule, net = objects.data, objects.model.net
@@ -324,8 +303,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
 
     if stage != "fit":
         if ckpt_path is None:
-            raise ValueError(f"{stage} needs --ckpt_path (a hand-loop checkpoint or 'last')")
-        net.load_state_dict(load_checkpoint(ckpt_path)["net"])
+            raise ConfigError(f"{stage} needs --ckpt_path (a hand-loop checkpoint or 'last')")
+        net.load_state_dict(load_hand_checkpoint(ckpt_path)["net"])
         engine = Engine.create(trainer.accelerator, trainer.devices, trainer.precision)
         split = "val" if stage == "validate" else "test"
         batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -336,11 +315,17 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
 
     optimizer = objects.model.optimizer(net.parameters())
     scheduler = objects.model.scheduler(optimizer) if objects.model.scheduler else None
-    run_dir = Path(ckpt_path).parent.parent if ckpt_path else _next_run_dir(trainer, name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = fit(net, datamodule, optimizer, scheduler, trainer, run_dir,
-                 scheduler_interval=objects.model.scheduler_interval, ckpt_path=ckpt_path,
-                 config_text=parser.dump(cfg))
+    resume = load_hand_checkpoint(ckpt_path) if ckpt_path else None  # a bad file fails before any folder
+    run_dir = ckpt_path.parent.parent if ckpt_path else _next_run_dir(trainer, name)
+    fresh = not run_dir.exists()
+    try:
+        result = fit(net, datamodule, optimizer, scheduler, trainer, run_dir,
+                     scheduler_interval=objects.model.scheduler_interval, resume=resume,
+                     config_text=parser.dump(cfg))
+    except BaseException:
+        if fresh and not any(run_dir.glob("checkpoints/*.ckpt")):  # leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     print(f"\n== toyloops hand loop ==\nbest {MONITOR}: {result['best']:.4f}\n"
           f"best checkpoint: {result['best_checkpoint']}\nlast checkpoint: {result['last_checkpoint']}\n"
           f"logs: {run_dir}\nview: tensorboard --logdir {run_dir.parent}", flush=True)
@@ -353,7 +338,7 @@ def _resolve_ckpt(ckpt_path: str | None, trainer: TrainerOptions, name: str) -> 
     runs = sorted((Path(trainer.default_root_dir or ".") / LOG_DIR / name).glob("loop_version_*/checkpoints/last.ckpt"),
                   key=lambda p: int(p.parent.parent.name.split("_")[-1]))
     if not runs:
-        raise ValueError(f"ckpt_path='last' but no hand-loop run of {name!r} has a last.ckpt under {LOG_DIR}/{name}/")
+        raise ConfigError(f"ckpt_path='last' but no hand-loop run of {name!r} has a last.ckpt under {LOG_DIR}/{name}/")
     return runs[-1]
 
 
@@ -366,8 +351,10 @@ def main(args: list[str] | None = None) -> None:
         if "trainer" in message:
             message += f"  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})"
         sys.exit(f"error: {message}")
-    except ValueError as err:
+    except (ValueError, NonFiniteLossError) as err:
         sys.exit(f"error: {one_line(str(err))}")
+    except OSError as err:  # a failed write (read-only folder, full disk) stops the run loudly
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

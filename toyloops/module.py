@@ -5,7 +5,8 @@ Read it side by side with :mod:`toyloops.loop`, which does the same steps by han
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -13,6 +14,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from toyloops.checkpoints import load_checkpoint
 from toyloops.config import OptimizerCallable, SchedulerCallable, default_optimizer
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
 
@@ -44,6 +46,17 @@ class Classifier(L.LightningModule):
         # One metric object per stage; loss means weighted by batch size, as the hand loop does.
         self.train_acc, self.val_acc, self.test_acc = (make_accuracy(num_classes) for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Classifier:
+        """Lightning's loader, read as data only (``weights_only=True``).
+
+        A missing, truncated or hostile file raises :class:`toyloops.errors.ConfigError` naming it.
+        """
+        if isinstance(checkpoint_path, (str, Path)):
+            load_checkpoint(checkpoint_path)  # fails in one clear line, before Lightning's traceback
+        kwargs.setdefault("weights_only", True)
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

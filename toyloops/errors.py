@@ -1,0 +1,22 @@
+"""The errors toyloops reports to a user as one line (the CLIs print them and exit non-zero)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ConfigError(ValueError):
+    """A config or command-line value the run cannot use; the message names it and what is allowed."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; training stopped before the step that would use it."""
+
+
+def check_finite(loss: torch.Tensor, step: int, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` for a NaN/Inf loss, before it reaches the weights."""
+    if not torch.isfinite(loss).item():  # one host sync a step: free on CPU, ~10 us on a GPU
+        raise NonFiniteLossError(
+            f"loss is {loss.item()} at step {step} (epoch {epoch}); training stopped before that step's "
+            "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val)."
+        )
