@@ -43,19 +43,35 @@ class StopOnNonFiniteLoss(Callback):
         check_finite(loss, trainer.global_step, trainer.current_epoch)
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``, rewritten at every epoch end (or every N steps): always the newest state.
+
+    Lightning's own ``save_last`` rewrites last.ckpt only when the monitored metric improved, so
+    after a plateau "last" silently lags behind; a resume point has to be the latest state.
+    """
+
+    def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None,
+                 every_n_epochs: int | None = None) -> None:
+        """Args: every_n_train_steps: also save mid-epoch, every that many optimizer steps."""
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
+                         every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
+                         enable_version_counter=False)
+
+
 class RunSummary(Callback):
     """Prints where the run went at the end of ``fit``: best score, checkpoints, logs."""
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ckpt = trainer.checkpoint_callback
         lines = ["", "== toyloops run summary =="]
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
-            lines.append(f"best {ckpt.monitor}: {ckpt.best_model_score.item():.4f}")
-            lines.append(f"best checkpoint: {ckpt.best_model_path}")
-        if isinstance(ckpt, ModelCheckpoint) and ckpt.last_model_path:
-            lines.append(f"last checkpoint: {ckpt.last_model_path}")
-        if trainer.log_dir:
-            lines.append(f"logs: {trainer.log_dir}")
-            lines.append(f"view: tensorboard --logdir {Path(trainer.log_dir).parent}")
+        for ckpt in trainer.checkpoint_callbacks:
+            if isinstance(ckpt, LastCheckpoint):
+                lines.append(f"last checkpoint: {ckpt.best_model_path}")
+            elif isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
+                lines.append(f"best {ckpt.monitor}: {ckpt.best_model_score.item():.4f}")
+                lines.append(f"best checkpoint: {ckpt.best_model_path}")
+        log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
+        if log_dir:
+            lines.append(f"logs: {log_dir}")
+            lines.append(f"view: tensorboard --logdir {Path(log_dir).parent}")
         print("\n".join(lines), flush=True)

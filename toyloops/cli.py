@@ -1,8 +1,9 @@
 """The LightningCLI behind ``train.py``: template defaults and data -> model links.
 
-Defaults a user gets without writing them: TensorBoard under ``logs/<config name>/``,
-ModelCheckpoint (best by ``val/acc`` + last), a learning-rate monitor, the run's config saved
-next to its logs, and a one-paragraph summary at the end of ``fit``.
+Defaults a user gets without writing them: TensorBoard under ``logs/<config name>/``, the best
+checkpoint by ``val/acc`` and ``last.ckpt`` (every epoch, or every N steps), a learning-rate
+monitor, the run's config saved next to its logs, RNG state in checkpoints, a stop at the first
+NaN loss, and a one-paragraph summary at the end of ``fit``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from toyloops.callbacks import LastCheckpoint
 from toyloops.checkpoints import load_checkpoint
 from toyloops.config import LOG_DIR, LOG_EVERY_N_STEPS, MONITOR, MONITOR_MODE, add_links, one_line
 from toyloops.errors import ConfigError, NonFiniteLossError
@@ -52,9 +54,9 @@ class ToyCLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": MONITOR,
             "checkpoint.mode": MONITOR_MODE,
-            "checkpoint.save_last": True,
             "checkpoint.filename": "best-{epoch:03d}",
         })
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({
             "seed_everything": 0,
@@ -77,8 +79,21 @@ class ToyCLI(LightningCLI):
         except ValueError as err:  # our constructors name the argument, its value and what is allowed
             raise ConfigError(one_line(str(err))) from err
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters right after parsing: check the run
+        # (and the checkpoint) first, so a bad file is one clear line, not a traceback.
+        if self.config.get("subcommand"):
+            self._prepare_run(self.config[self.config.subcommand])
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._prepare_run(self.config[self.subcommand] if self.subcommand else self.config)
+
+    def _prepare_run(self, config) -> None:  # noqa: ANN001 - a jsonargparse Namespace
+        """Name the run, check precision, log folder and checkpoint before anything is written."""
+        if getattr(self, "_prepared", False):
+            return
+        self._prepared = True
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None) if logger else None
         if init_args is not None and "name" in init_args and not init_args.name:
@@ -91,7 +106,7 @@ class ToyCLI(LightningCLI):
             self._run_root = Path(init_args.save_dir) / (init_args.get("name") or "")
             _check_writable(init_args.save_dir)
             self._runs_before = set(self._run_root.glob("version_*"))
-        if self.subcommand and config.get("ckpt_path"):
+        if config.get("ckpt_path"):
             config.ckpt_path = self._resolve_ckpt(config.ckpt_path, init_args)
 
     def _resolve_ckpt(self, ckpt_path: str, init_args) -> str:  # noqa: ANN001 - a jsonargparse Namespace
@@ -112,7 +127,7 @@ class ToyCLI(LightningCLI):
             raise ConfigError(f"ckpt_path={ckpt_path!r} is not supported here: give a file path or 'last'")
         load_checkpoint(ckpt_path)  # raises a one-line ConfigError for a missing or unreadable file
         run_dir = Path(ckpt_path).resolve().parent.parent
-        if (self.subcommand == "fit" and init_args is not None and self._run_root is not None
+        if (self.config.get("subcommand") == "fit" and init_args is not None and self._run_root is not None
                 and run_dir.parent == self._run_root.resolve() and run_dir.name.startswith("version_")):
             init_args.version = int(run_dir.name.split("_")[-1])
         return ckpt_path

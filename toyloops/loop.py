@@ -116,10 +116,11 @@ def evaluate(net: nn.Module, batches, engine: Engine, num_classes: int, stage: s
 def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None, trainer: TrainerOptions, run_dir: Path,
         scheduler_interval: str = "epoch", resume: dict[str, Any] | None = None,
-        config_text: str = "") -> dict[str, Any]:
+        every_n_steps: int | None = None, config_text: str = "") -> dict[str, Any]:
     """Train ``net`` as Lightning's fit loop would; returns the final metrics and checkpoint paths.
 
-    ``resume`` is a checkpoint from :func:`load_hand_checkpoint` to continue from.
+    ``resume`` is a checkpoint from :func:`load_hand_checkpoint` to continue from;
+    ``every_n_steps`` also writes ``last.ckpt`` every that many optimizer steps (mid-epoch).
     """
     engine = Engine.create(trainer.accelerator, trainer.devices, trainer.precision)
     net.to(engine.device)  # before the optimizer state exists, so its tensors follow the weights
@@ -173,6 +174,9 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
             state["global_step"] += 1
             if log_now:  # the only host sync of a step, every log_every_n_steps
                 log(writer, {"train/loss": loss.item()}, step, epoch)
+            if every_n_steps and state["global_step"] % every_n_steps == 0:  # a mid-epoch resume point
+                save_checkpoint(snapshot(net, optimizer, scheduler, engine.scaler, train_batches, state),
+                                ckpt_dir / "last.ckpt")
             if train_batches.batches_done >= n_train:  # limit_train_batches
                 break
         seconds = time.perf_counter() - started
@@ -273,6 +277,8 @@ def build_parser() -> ArgumentParser:
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
     parser.add_argument("--checkpoint.monitor", type=Literal["val/acc"], default=MONITOR)
     parser.add_argument("--checkpoint.mode", type=Literal["max"], default=MONITOR_MODE)
+    parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
+                        help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="resume (fit) or evaluate (validate/test) this checkpoint; 'last' = newest run's")
     add_links(parser)
@@ -293,7 +299,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     stage, parser = args[0], build_parser()
     cfg = parser.parse_args(args[1:])
     seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
-    objects = parser.instantiate_classes(cfg)
+    objects = parser.instantiate(cfg)
     trainer: TrainerOptions = objects.trainer
     datamodule, net = objects.data, objects.model.net
     name = Path(str(cfg.config[0])).stem if cfg.get("config") else "default"
@@ -321,7 +327,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     try:
         result = fit(net, datamodule, optimizer, scheduler, trainer, run_dir,
                      scheduler_interval=objects.model.scheduler_interval, resume=resume,
-                     config_text=parser.dump(cfg))
+                     every_n_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg))
     except BaseException:
         if fresh and not any(run_dir.glob("checkpoints/*.ckpt")):  # leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)

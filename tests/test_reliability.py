@@ -1,0 +1,220 @@
+"""Failure behaviour: real kills and resumes, broken checkpoints, NaN losses, write errors, DDP."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIGS, ROOT, run_cli, run_train_py
+
+from toyloops import Classifier
+from toyloops.checkpoints import load_checkpoint
+from toyloops.errors import ConfigError, NonFiniteLossError
+from toyloops.loop import run
+
+CIRCLES = str(CONFIGS / "circles_mlp.yaml")
+# circles_mlp: 1200 train samples / 64 = 19 steps an epoch; dropout makes the RNG state matter.
+STEPS_PER_EPOCH, EPOCHS = 19, 12
+COMMON = [f"--trainer.max_epochs={EPOCHS}", "--model.net.dropout=0.2", "--trainer.enable_progress_bar=false",
+          "--trainer.enable_model_summary=false"]
+MID_EPOCH = ["--last_checkpoint.every_n_train_steps=4"]  # 4 never divides a multiple of 19 below 76
+ENGINES = {
+    "lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
+    "loop": [sys.executable, "-m", "toyloops.loop", "fit"],
+}
+
+
+def _last_ckpt(cwd: Path, engine: str) -> Path:
+    pattern = "logs/circles_mlp/version_*/checkpoints/last.ckpt" if engine == "lightning" else \
+        "logs/circles_mlp/loop_version_*/checkpoints/last.ckpt"
+    found = sorted(cwd.glob(pattern))
+    return found[-1] if found else None
+
+
+def _kill_after_first_checkpoint(cmd: list[str], cwd: Path, engine: str, rng: random.Random) -> int:
+    """Start ``cmd``, wait for a last.ckpt, wait a random 0-150 ms more, SIGKILL it."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while _last_ckpt(cwd, engine) is None:
+        assert proc.poll() is None, f"ended before its first checkpoint: {proc.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.15))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return proc.returncode
+
+
+def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
+    checkpoint = load_checkpoint(_last_ckpt(cwd, engine))
+    if engine == "loop":
+        return checkpoint["net"]
+    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["between_epochs", "mid_epoch"])
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path):
+    extra = MID_EPOCH if where == "mid_epoch" else []
+    args = ["--config", CIRCLES, *COMMON, *extra]
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    reference.mkdir(), crashed.mkdir()
+    subprocess.run([*ENGINES[engine], *args], cwd=reference, check=True, capture_output=True)
+
+    returncode = _kill_after_first_checkpoint([*ENGINES[engine], *args], crashed, engine, random.Random(where))
+    assert returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(_last_ckpt(crashed, engine))
+    step = killed_at["global_step"] if engine == "lightning" else killed_at["loop"]["global_step"]
+    assert 0 < step < EPOCHS * STEPS_PER_EPOCH  # killed in the middle of the run
+    assert (step % STEPS_PER_EPOCH == 0) == (where == "between_epochs")
+
+    resumed = subprocess.run([*ENGINES[engine], *args, "--ckpt_path", "last"], cwd=crashed,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list((crashed / "logs/circles_mlp").iterdir())) == 1  # resumed in the same run folder
+    expected, got = _final_weights(engine, reference), _final_weights(engine, crashed)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
+    """Save every step, kill at random moments, resume each time: last.ckpt always loads."""
+    args = ["--config", CIRCLES, *COMMON, "--last_checkpoint.every_n_train_steps=1"]
+    rng, kills, torn_writes = random.Random(0), 0, 0
+    for _ in range(4):
+        cmd = [*ENGINES["loop"], *args] + (["--ckpt_path", "last"] if kills else [])
+        if _kill_after_first_checkpoint(cmd, tmp_path, "loop", rng) != -signal.SIGKILL:
+            break
+        kills += 1
+        last = _last_ckpt(tmp_path, "loop")
+        torn_writes += any(last.parent.glob(".*.tmp"))  # the kill landed inside a save
+        assert torch.load(last, weights_only=True)["loop"]["global_step"] > 0
+    assert kills >= 3
+    done = subprocess.run([*ENGINES["loop"], *args, "--ckpt_path", "last"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    print(f"kills survived: {kills}, of which inside a checkpoint write: {torn_writes}")
+
+
+def test_lightning_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    result = run_train_py("fit", "--config", CIRCLES, "--ckpt_path", "last", cwd=tmp_path)
+    assert result.returncode != 0 and "nothing to resume" in result.stderr
+    assert not (tmp_path / "logs/circles_mlp").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
+def test_broken_checkpoints_give_one_line_naming_the_file(tmp_path, content):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(content)
+    for cmd in (["train.py", "validate"], ["-m", "toyloops.loop", "validate"]):
+        exe = [sys.executable, str(ROOT / cmd[0]), *cmd[1:]] if cmd[0] == "train.py" else [sys.executable, *cmd]
+        result = subprocess.run([*exe, "--config", CIRCLES, "--ckpt_path", str(bad)], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert str(bad) in result.stderr.strip().splitlines()[-1]
+    with pytest.raises(ConfigError, match="broken.ckpt"):
+        Classifier.load_from_checkpoint(bad)
+
+
+class _Evil:
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.sentinel}",)
+
+
+def test_a_checkpoint_whose_pickle_runs_code_is_refused(tmp_path, in_tmp):
+    sentinel, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save({"net": _Evil(sentinel), "loop": {}, "state_dict": {}}, evil)
+    with pytest.raises(ConfigError, match="evil.ckpt.*not a readable checkpoint"):
+        run(["validate", "--config", CIRCLES, "--ckpt_path", str(evil)])
+    with pytest.raises(ConfigError, match="evil.ckpt"):
+        Classifier.load_from_checkpoint(evil)
+    result = run_train_py("validate", "--config", CIRCLES, "--ckpt_path", str(evil), cwd=tmp_path)
+    assert result.returncode != 0 and "evil.ckpt" in result.stderr
+    assert not sentinel.exists()
+
+
+def test_every_checkpoint_toyloops_writes_loads_as_plain_data(in_tmp):
+    run_cli("fit", "--config", CIRCLES, "--trainer.max_epochs=2")
+    run(["fit", "--config", CIRCLES, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+    paths = list(Path("logs").rglob("*.ckpt"))
+    assert len(paths) == 4  # best + last for each engine
+    for path in paths:
+        assert isinstance(torch.load(path, weights_only=True), dict)
+
+
+EXPLODING = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.scheduler=torch.optim.lr_scheduler.ExponentialLR",
+             "--model.scheduler.gamma=1e6"]  # epoch 0 trains; epoch 1 runs at lr 1e4 and diverges
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp):
+    if engine == "lightning":
+        result = run_train_py("fit", *EXPLODING, "--trainer.enable_progress_bar=false", cwd=in_tmp)
+        last = next(Path("logs").rglob("version_*/checkpoints/last.ckpt"))
+        weights = load_checkpoint(last)["state_dict"]
+    else:
+        result = subprocess.run([*ENGINES["loop"], *EXPLODING], cwd=in_tmp, capture_output=True, text=True)
+        last = next(Path("logs").rglob("loop_version_*/checkpoints/last.ckpt"))
+        weights = load_checkpoint(last)["net"]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: loss is nan at step 21 (epoch 1)" in result.stderr  # the same step in both engines
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_non_finite_loss_check_raises_before_the_update():
+    from toyloops.errors import check_finite
+
+    check_finite(torch.tensor(0.5), 3, 0)
+    with pytest.raises(NonFiniteLossError, match="inf at step 7"):
+        check_finite(torch.tensor(float("inf")), 7, 1)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_failing_checkpoint_write_stops_the_run(engine, in_tmp, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        if engine == "lightning":
+            run_cli("fit", "--config", CIRCLES, "--trainer.max_epochs=2")
+        else:
+            run(["fit", "--config", CIRCLES, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
+
+
+def test_a_checkpoint_folder_that_cannot_be_made_is_a_loud_error(tmp_path):
+    (tmp_path / "blocker").write_text("a file where a folder should go")
+    result = run_train_py("fit", "--config", CIRCLES, "--trainer.max_epochs=1",
+                          "--checkpoint.dirpath", str(tmp_path / "blocker" / "ckpts"), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "blocker" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_shards_batches_and_matches_single_process(tmp_path, monkeypatch):
+    config = str(CONFIGS / "blobs_mlp.yaml")
+    result = run_train_py("fit", "--config", config, "--config", str(CONFIGS / "presets/ddp_cpu.yaml"),
+                          "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "logs/blobs_mlp").iterdir())
+    assert [r.name for r in runs] == ["version_0"]  # only rank 0 wrote a run
+    last = load_checkpoint(runs[0] / "checkpoints/last.ckpt")
+    assert last["global_step"] == 10 * 8  # 900 train samples: 450 a rank, 8 batches of 64 an epoch
+    ddp_acc = last["callbacks"][next(k for k in last["callbacks"] if k.startswith("ModelCheckpoint"))][
+        "best_model_score"].item()
+    (tmp_path / "single").mkdir()
+    monkeypatch.chdir(tmp_path / "single")
+    single = run_cli("fit", "--config", config).trainer.checkpoint_callback.best_model_score.item()
+    assert abs(ddp_acc - single) <= 0.01
