@@ -82,5 +82,5 @@ def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(tm
 
 
 def test_16_mixed_on_cpu_is_refused_with_the_alternative(in_tmp):
-    with pytest.raises(ValueError, match="16-mixed.*bf16-mixed"):
+    with pytest.raises(ValueError, match="16-mixed.*needs a CUDA GPU.*bf16-mixed"):
         run(["fit", *CASES["mlp"], "--trainer.precision=16-mixed", "--trainer.accelerator=cpu"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import CONFIGS, ROOT, run_cli, run_train_py
 
-from toyloops import Classifier
+from toyloops import Classifier, cli, loop
 from toyloops.checkpoints import load_checkpoint
 from toyloops.errors import ConfigError, NonFiniteLossError
 from toyloops.loop import run
@@ -112,17 +112,24 @@ def test_lightning_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
-def test_broken_checkpoints_give_one_line_naming_the_file(tmp_path, content):
-    bad = tmp_path / "broken.ckpt"
+def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
+    bad = in_tmp / "broken.ckpt"
     bad.write_bytes(content)
-    for cmd in (["train.py", "validate"], ["-m", "toyloops.loop", "validate"]):
-        exe = [sys.executable, str(ROOT / cmd[0]), *cmd[1:]] if cmd[0] == "train.py" else [sys.executable, *cmd]
-        result = subprocess.run([*exe, "--config", CIRCLES, "--ckpt_path", str(bad)], cwd=tmp_path,
-                                capture_output=True, text=True)
-        assert result.returncode != 0 and "Traceback" not in result.stderr
-        assert str(bad) in result.stderr.strip().splitlines()[-1]
+    for main in (cli.main, loop.main):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["validate", "--config", CIRCLES, "--ckpt_path", str(bad)])
+        assert str(bad) in exit_info.value.code and "\n" not in exit_info.value.code
     with pytest.raises(ConfigError, match="broken.ckpt"):
         Classifier.load_from_checkpoint(bad)
+
+
+def test_a_broken_checkpoint_through_the_real_command(tmp_path):
+    bad = tmp_path / "broken.ckpt"
+    bad.write_bytes(b"PK\x03\x04truncated zip")
+    result = run_train_py("fit", "--config", CIRCLES, "--ckpt_path", str(bad), cwd=tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: ckpt_path='{bad}' is not a readable")
+    assert not (tmp_path / "logs").exists()
 
 
 class _Evil:
@@ -140,8 +147,9 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused(tmp_path, in_tmp):
         run(["validate", "--config", CIRCLES, "--ckpt_path", str(evil)])
     with pytest.raises(ConfigError, match="evil.ckpt"):
         Classifier.load_from_checkpoint(evil)
-    result = run_train_py("validate", "--config", CIRCLES, "--ckpt_path", str(evil), cwd=tmp_path)
-    assert result.returncode != 0 and "evil.ckpt" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["validate", "--config", CIRCLES, "--ckpt_path", str(evil)])
+    assert "evil.ckpt" in exit_info.value.code and "refused, it needs code to load" in exit_info.value.code
     assert not sentinel.exists()
 
 

@@ -39,11 +39,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except IsADirectoryError:
         raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
     except Exception as err:  # truncated zip, garbage bytes, or a pickle that wants to run code
-        lines = [line for line in str(err).splitlines() if line.strip()]
-        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
-        raise ConfigError(
-            f"ckpt_path={str(path)!r} is not a readable checkpoint ({type(err).__name__}: {reason[:160]})"
-        ) from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        if str(err).startswith("Weights only load failed"):
+            detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "not plain data")
+            reason = f"refused, it needs code to load: {detail}"
+        else:
+            reason = f"{type(err).__name__}: {lines[0] if lines else 'empty or truncated file'}"
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint")
     return checkpoint

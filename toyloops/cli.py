@@ -23,7 +23,16 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from toyloops.callbacks import LastCheckpoint
 from toyloops.checkpoints import load_checkpoint
-from toyloops.config import LOG_DIR, LOG_EVERY_N_STEPS, MONITOR, MONITOR_MODE, add_links, one_line
+from toyloops.config import (
+    LOG_DIR,
+    LOG_EVERY_N_STEPS,
+    MONITOR,
+    MONITOR_MODE,
+    add_links,
+    check_net_fits_data,
+    one_line,
+    with_config_files,
+)
 from toyloops.errors import ConfigError, NonFiniteLossError
 from toyloops.module import Classifier
 
@@ -78,6 +87,7 @@ class ToyCLI(LightningCLI):
             super().instantiate_classes()
         except ValueError as err:  # our constructors name the argument, its value and what is allowed
             raise ConfigError(one_line(str(err))) from err
+        check_net_fits_data(self.model.net, self.datamodule)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads the checkpoint's hyperparameters right after parsing: check the run
@@ -173,9 +183,11 @@ def _check_writable(save_dir: str) -> None:
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``train.py``: user errors end in one line on stderr and a non-zero exit."""
     try:
-        ToyCLI(args=args, parser_kwargs={"exit_on_error": False})
+        # allow_abbrev=False: a misspelt --trainer.max_epoch must not silently mean max_epochs
+        ToyCLI(args=args, parser_kwargs={"exit_on_error": False, "allow_abbrev": False})
     except ArgumentError as err:
-        sys.exit(f"error: {one_line(str(err))}  (see --help)")
+        message = with_config_files(one_line(str(err)), list(sys.argv[1:] if args is None else args))
+        sys.exit(f"error: {message}  (see --help)")
     except (ConfigError, NonFiniteLossError) as err:
         sys.exit(f"error: {err}")
     except OSError as err:  # a failed write (read-only folder, full disk) stops the run loudly

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterable
 
 import torch
+
+from toyloops.errors import ConfigError
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -35,6 +38,30 @@ def add_links(parser) -> None:  # noqa: ANN001 - a jsonargparse ArgumentParser
     parser.link_arguments("seed_everything", "data.init_args.seed")  # one seed drives everything
     for source, target in DATA_TO_MODEL:
         parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
+
+
+def check_net_fits_data(net: object, datamodule: object) -> None:
+    """Fail at construction when the data provides a size the net has no argument for.
+
+    (Sequence data with an MLP would otherwise fail at the first step with a dtype error.)
+    """
+    params = inspect.signature(type(net)).parameters
+    for source, target in DATA_TO_MODEL:
+        name = target.rsplit(".", 1)[-1]
+        if target.startswith("model.net.") and hasattr(datamodule, source) and name not in params:
+            raise ConfigError(
+                f"model.net={type(net).__name__} does not fit data={type(datamodule).__name__}: the data provides "
+                f"{source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
+                "2-D points need LogisticRegression or MLP)"
+            )
+
+
+def with_config_files(message: str, args: list[str]) -> str:
+    """Name the config file(s) in a YAML syntax error, which jsonargparse reports without them."""
+    if "parsing config" not in message:
+        return message
+    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    return f"{message} (in {', '.join(files)})" if files else message
 
 
 def one_line(message: str) -> str:

@@ -35,8 +35,10 @@ from toyloops.config import (
     OptimizerCallable,
     SchedulerCallable,
     add_links,
+    check_net_fits_data,
     default_optimizer,
     one_line,
+    with_config_files,
 )
 from toyloops.errors import ConfigError, NonFiniteLossError, check_finite
 from toyloops.models import classification_loss, make_accuracy, predicted_class
@@ -82,7 +84,8 @@ class Engine:
             raise ConfigError(f"accelerator={accelerator!r} but no CUDA device is available")
         device = torch.device("cuda" if cuda else "cpu")
         if precision == "16-mixed" and not cuda:
-            raise ConfigError("precision='16-mixed' needs a CUDA device; on CPU use 'bf16-mixed'")
+            raise ConfigError("trainer.precision='16-mixed' needs a CUDA GPU and this run is on CPU: "
+                              "use 'bf16-mixed' or '32-true'")
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         # fp16 gradients can underflow: scale the loss up, unscale before the step (no-op otherwise).
         return cls(device, dtype, torch.amp.GradScaler(device.type, enabled=precision == "16-mixed"))
@@ -264,7 +267,7 @@ def restore(checkpoint: dict, net: nn.Module, optimizer: torch.optim.Optimizer, 
 
 def build_parser() -> ArgumentParser:
     """A jsonargparse parser for the subset of a ``train.py`` config that the hand loop runs."""
-    parser = ArgumentParser(prog="python -m toyloops.loop", exit_on_error=False,
+    parser = ArgumentParser(prog="python -m toyloops.loop", exit_on_error=False, allow_abbrev=False,
                             description="The hand-written training loop, driven by a train.py config.")
     parser.add_argument("--config", action=ActionConfigFile, help="a run config (YAML), as for train.py")
     parser.add_argument("--seed_everything", type=int, default=0)
@@ -302,6 +305,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     objects = parser.instantiate(cfg)
     trainer: TrainerOptions = objects.trainer
     datamodule, net = objects.data, objects.model.net
+    check_net_fits_data(net, datamodule)
     name = Path(str(cfg.config[0])).stem if cfg.get("config") else "default"
     if trainer.enable_model_summary:
         print(f"{type(net).__name__}: {sum(p.numel() for p in net.parameters()):,} parameters", flush=True)
@@ -353,7 +357,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         run(args)
     except ArgumentError as err:
-        message = one_line(str(err))
+        message = with_config_files(one_line(str(err)), list(sys.argv[1:] if args is None else args))
         if "trainer" in message:
             message += f"  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})"
         sys.exit(f"error: {message}")
