@@ -81,7 +81,7 @@ def test_predict_returns_the_models_class_probabilities(in_tmp):
     cli = run_cli("predict", "--config", config, "--ckpt_path", str(ckpt))
     probs = torch.cat(cli.trainer.predict_loop.predictions)
     x_test, y_test = cli.datamodule.splits["test"]
-    model = Classifier.load_from_checkpoint(ckpt)
+    model = Classifier.load_from_checkpoint(ckpt).eval()
     with torch.no_grad():
         assert torch.allclose(probs, probabilities(model(x_test)))
     assert probs.shape == (200, 2) and torch.allclose(probs.sum(1), torch.ones(200))

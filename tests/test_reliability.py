@@ -62,12 +62,13 @@ def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["between_epochs", "mid_epoch"])
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path):
+def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path, monkeypatch):
     extra = MID_EPOCH if where == "mid_epoch" else []
     args = ["--config", CIRCLES, *COMMON, *extra]
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     reference.mkdir(), crashed.mkdir()
-    subprocess.run([*ENGINES[engine], *args], cwd=reference, check=True, capture_output=True)
+    monkeypatch.chdir(reference)  # the uninterrupted run, in-process (same code as the command)
+    run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
 
     returncode = _kill_after_first_checkpoint([*ENGINES[engine], *args], crashed, engine, random.Random(where))
     assert returncode == -signal.SIGKILL

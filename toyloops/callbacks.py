@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.errors import check_finite
+from toyloops.dashboard import Dashboard, log_graph, log_hparams
+from toyloops.errors import ConfigError, check_finite
 from toyloops.seeding import rng_state, set_rng_state
 
 
@@ -75,3 +79,64 @@ class RunSummary(Callback):
             lines.append(f"logs: {log_dir}")
             lines.append(f"view: tensorboard --logdir {Path(log_dir).parent}")
         print("\n".join(lines), flush=True)
+
+
+class DashboardCallback(Dashboard, Callback):
+    """Lightning's side of :class:`toyloops.dashboard.Dashboard` (same arguments, same images)."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.graph and isinstance(trainer.logger, TensorBoardLogger):
+            log_graph(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"][0][:2])
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if isinstance(trainer.logger, TensorBoardLogger):
+            last = trainer.current_epoch + 1 == trainer.max_epochs
+            self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
+                           trainer.current_epoch, trainer.global_step - 1, last)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(trainer.logger, TensorBoardLogger):
+            return
+        writer, step = trainer.logger.experiment, trainer.global_step - 1
+        self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
+        best = next((c.best_model_score for c in trainer.checkpoint_callbacks
+                     if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
+        config = Path(trainer.logger.log_dir) / "config.yaml"
+        if best is not None and config.exists():
+            final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
+            log_hparams(writer, config.read_text(), {"val/acc_best": best.item(), "val/loss_final": final_loss},
+                        step)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1) into the run folder.
+
+    The run folder is the checkpoint's (``--ckpt_path logs/x/version_0/...`` -> ``logs/x/version_0``),
+    so predictions sit next to the model that made them.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: list,
+                           batch_indices: list) -> None:
+        if trainer.world_size > 1:
+            raise ConfigError("predict writes one CSV from one process: run it with --trainer.devices 1")
+        probs = torch.cat(predictions).cpu()
+        targets = torch.cat([y for _, y in trainer.predict_dataloaders]) if trainer.predict_dataloaders else None
+        run_dir = Path(trainer.ckpt_path).resolve().parent.parent if trainer.ckpt_path else Path(trainer.log_dir)
+        path = run_dir / self.filename
+        header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
+        rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()), *(f"{v:.6f}" for v in p.tolist())]
+                for i, p in enumerate(probs)]
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        tmp.replace(path)
+        print(f"predictions: {path} ({len(rows)} rows)", flush=True)

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from toyloops.callbacks import LastCheckpoint
+from toyloops.callbacks import DashboardCallback, LastCheckpoint
 from toyloops.checkpoints import load_checkpoint
 from toyloops.config import (
     LOG_DIR,
@@ -66,6 +66,7 @@ class ToyCLI(LightningCLI):
             "checkpoint.filename": "best-{epoch:03d}",
         })
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(DashboardCallback, "dashboard")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({
             "seed_everything": 0,
@@ -78,6 +79,7 @@ class ToyCLI(LightningCLI):
                 {"class_path": "toyloops.callbacks.ResumeState"},
                 {"class_path": "toyloops.callbacks.StopOnNonFiniteLoss"},
                 {"class_path": "toyloops.callbacks.RunSummary"},
+                {"class_path": "toyloops.callbacks.PredictionWriter"},
             ],
         })
         add_links(parser)

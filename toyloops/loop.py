@@ -40,6 +40,7 @@ from toyloops.config import (
     one_line,
     with_config_files,
 )
+from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, NonFiniteLossError, check_finite
 from toyloops.models import classification_loss, make_accuracy, predicted_class
 from toyloops.seeding import rng_state, seed_everything, set_rng_state
@@ -119,11 +120,13 @@ def evaluate(net: nn.Module, batches, engine: Engine, num_classes: int, stage: s
 def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None, trainer: TrainerOptions, run_dir: Path,
         scheduler_interval: str = "epoch", resume: dict[str, Any] | None = None,
-        every_n_steps: int | None = None, config_text: str = "") -> dict[str, Any]:
+        every_n_steps: int | None = None, config_text: str = "",
+        dashboard: Dashboard | None = None) -> dict[str, Any]:
     """Train ``net`` as Lightning's fit loop would; returns the final metrics and checkpoint paths.
 
     ``resume`` is a checkpoint from :func:`load_hand_checkpoint` to continue from;
-    ``every_n_steps`` also writes ``last.ckpt`` every that many optimizer steps (mid-epoch).
+    ``every_n_steps`` also writes ``last.ckpt`` every that many optimizer steps (mid-epoch);
+    ``dashboard`` adds the graph, boundary and confusion images and the HParams entry.
     """
     engine = Engine.create(trainer.accelerator, trainer.devices, trainer.precision)
     net.to(engine.device)  # before the optimizer state exists, so its tensors follow the weights
@@ -144,6 +147,9 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
         (run_dir / "config.yaml").write_text(config_text)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     metrics: dict[str, float] = {}
+    val_data = (val_batches.x, val_batches.y)
+    if dashboard and dashboard.graph and resume is None:
+        log_graph(writer, net, val_data[0][:2])
 
     for epoch in range(state["epoch"], max_epochs):
         net.train()
@@ -196,6 +202,8 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
         metrics["train/acc"] = train_acc.compute().item()
         train_acc.reset()
         log(writer, {"train/acc": metrics["train/acc"]}, last_step, epoch)
+        if dashboard:
+            dashboard.epoch_end(writer, net, val_data, epoch, last_step, last=epoch + 1 == max_epochs)
         writer.flush()
 
         state["epoch"] = epoch + 1
@@ -210,6 +218,12 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
         if trainer.enable_progress_bar:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"epoch {epoch:3d}  {shown}  ({1e6 * seconds / max(n_train, 1):.0f} us/step)", flush=True)
+    if dashboard and state["global_step"]:
+        dashboard.fit_end(writer, net, val_data, num_classes, state["global_step"] - 1)
+        if state["best"] is not None and config_text:
+            log_hparams(writer, config_text, {"val/acc_best": state["best"],
+                                              "val/loss_final": metrics.get("val/loss", float("nan"))},
+                        state["global_step"] - 1)
     writer.close()
     return {**metrics, "best": state["best"], "best_checkpoint": ckpt_dir / "best.ckpt",
             "last_checkpoint": ckpt_dir / "last.ckpt", "global_step": state["global_step"]}
@@ -282,6 +296,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint.mode", type=Literal["max"], default=MONITOR_MODE)
     parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
                         help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
+    parser.add_class_arguments(Dashboard, "dashboard")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="resume (fit) or evaluate (validate/test) this checkpoint; 'last' = newest run's")
     add_links(parser)
@@ -331,7 +346,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     try:
         result = fit(net, datamodule, optimizer, scheduler, trainer, run_dir,
                      scheduler_interval=objects.model.scheduler_interval, resume=resume,
-                     every_n_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg))
+                     every_n_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg),
+                     dashboard=objects.dashboard)
     except BaseException:
         if fresh and not any(run_dir.glob("checkpoints/*.ckpt")):  # leave no half-made run behind
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -1,0 +1,135 @@
+"""TensorBoard as a person sees it: a real server over both engines' runs, images, hparams, CSV."""
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CONFIGS, run_cli
+
+from toyloops import MLP, Classifier, PointsDataModule, probabilities
+from toyloops.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
+from toyloops.loop import run
+
+MLP_CONFIG = str(CONFIGS / "blobs_mlp.yaml")
+SHORT = ["--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str, body: dict | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
+    run_cli("fit", *SHORT)
+    run(["fit", *SHORT, "--trainer.enable_progress_bar=false"])
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "logs", "--host", "127.0.0.1",
+                               "--port", str(port), "--reload_interval", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        runs, deadline = [], time.monotonic() + 60
+        while len(runs) < 2:
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, f"runs seen: {runs}"
+            time.sleep(0.5)
+            try:
+                runs = _get(port, "/data/runs")
+            except OSError:
+                continue
+        assert sorted(runs) == ["blobs_mlp/loop_version_0", "blobs_mlp/version_0"]
+        scalars, images = _get(port, "/data/plugin/scalars/tags"), _get(port, "/data/plugin/images/tags")
+        graphs = _get(port, "/data/plugin/graphs/info")
+        groups = _get(port, "/data/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 10, "colParams": [],
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+        sessions = {group["name"]: group for group in groups["sessionGroups"]}
+        for name in runs:
+            assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-AdamW", "val/acc_best"} <= set(scalars[name])
+            assert {"val/decision_boundary", "val/confusion_matrix"} <= set(images[name])
+            assert graphs[name]["run_graph"]
+            assert sessions[name]["hparams"]["model.net"] == "MLP"
+            assert sessions[name]["hparams"]["model.optimizer.lr"] == 0.01
+            metrics = {m["name"]["tag"]: m["value"] for m in sessions[name]["metricValues"]}
+            assert metrics["val/acc_best"] > 0.95
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_boundary_images_follow_the_interval_and_switch_off(in_tmp):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(["fit", "--config", MLP_CONFIG, "--trainer.max_epochs=5", "--dashboard.boundary_every_n_epochs=2",
+         "--trainer.enable_progress_bar=false"])
+    run(["fit", "--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=0",
+         "--dashboard.confusion_matrix=false", "--dashboard.graph=false", "--trainer.enable_progress_bar=false"])
+    on, off = (EventAccumulator(f"logs/blobs_mlp/loop_version_{i}").Reload() for i in (0, 1))
+    steps_per_epoch = 15
+    assert [e.step for e in on.Images("val/decision_boundary")] == [
+        2 * steps_per_epoch - 1, 4 * steps_per_epoch - 1, 5 * steps_per_epoch - 1]  # epochs 2, 4, last
+    assert off.Tags()["images"] == [] and not off.Tags()["graph"]
+
+
+def test_decision_boundary_colours_each_blob_with_its_class():
+    dm = PointsDataModule("blobs", n_samples=600, centers=[[-3, 0], [3, 0]], seed=0)
+    x, y = dm.splits["train"]
+    net = MLP(2, 2, hidden_sizes=[8])
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(200):
+        optimizer.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(net(x), y.float()).backward()
+        optimizer.step()
+    image = decision_boundary(net, x, y, resolution=64).astype(int)
+    assert image.shape == (64, 64, 3) and image.dtype == np.int64
+    left, right = image[32, 2], image[32, -3]  # far left is class 0 (blue), far right class 1 (red)
+    assert left[2] > left[0] and right[0] > right[2]
+
+
+def test_confusion_matrix_image_has_one_cell_per_class_pair():
+    net = MLP(2, 3)
+    image = confusion_matrix_image(net, torch.randn(30, 2), torch.randint(0, 3, (30,)), 3, cell=40)
+    assert image.shape == (160, 160, 3)
+
+
+def test_hparams_are_the_configs_scalars():
+    flat = flat_hparams((CONFIGS / "blobs_mlp.yaml").read_text())
+    assert flat["model.net"] == "MLP" and flat["model.net.hidden_sizes"] == "[32, 32]"
+    assert flat["model.optimizer.lr"] == 0.01 and flat["data.dataset"] == "blobs"
+    assert flat["trainer.max_epochs"] == 10 and flat["seed_everything"] == 0
+
+
+def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
+    run_cli("fit", "--config", MLP_CONFIG, "--trainer.max_epochs=2")
+    ckpt = Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt")
+    cli = run_cli("predict", "--config", MLP_CONFIG, "--ckpt_path", str(ckpt))
+    path = Path("logs/blobs_mlp/version_0/predictions.csv")
+    assert f"predictions: {path.resolve()}" in capsys.readouterr().out
+    rows = list(csv.DictReader(path.open()))
+    x_test, y_test = cli.datamodule.splits["test"]
+    model = Classifier.load_from_checkpoint(ckpt).eval()  # eval: the MLP has dropout
+    with torch.no_grad():
+        expected = probabilities(model(x_test))
+    assert len(rows) == len(x_test) == 300
+    for i, row in enumerate(rows):
+        assert int(row["index"]) == i and int(row["target"]) == int(y_test[i])
+        probs = torch.tensor([float(row[f"p_{c}"]) for c in range(3)])
+        assert torch.allclose(probs, expected[i], atol=1e-6)
+        assert int(row["predicted"]) == int(expected[i].argmax())
