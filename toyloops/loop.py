@@ -147,6 +147,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
         (run_dir / "config.yaml").write_text(config_text)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     metrics: dict[str, float] = {}
+    seconds_per_step: list[float] = []  # training phase of each epoch (for benchmarks/bench.py)
     val_data = (val_batches.x, val_batches.y)
     if dashboard and dashboard.graph and resume is None:
         log_graph(writer, net, val_data[0][:2])
@@ -189,6 +190,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
             if train_batches.batches_done >= n_train:  # limit_train_batches
                 break
         seconds = time.perf_counter() - started
+        seconds_per_step.append(seconds / max(n_train, 1))
         if scheduler is not None and scheduler_interval == "epoch" and not plateau:
             scheduler.step()
 
@@ -217,7 +219,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
         save_checkpoint(checkpoint, ckpt_dir / "last.ckpt")
         if trainer.enable_progress_bar:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            print(f"epoch {epoch:3d}  {shown}  ({1e6 * seconds / max(n_train, 1):.0f} us/step)", flush=True)
+            print(f"epoch {epoch:3d}  {shown}  ({1e6 * seconds_per_step[-1]:.0f} us/step)", flush=True)
     if dashboard and state["global_step"]:
         dashboard.fit_end(writer, net, val_data, num_classes, state["global_step"] - 1)
         if state["best"] is not None and config_text:
@@ -226,7 +228,8 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
                         state["global_step"] - 1)
     writer.close()
     return {**metrics, "best": state["best"], "best_checkpoint": ckpt_dir / "best.ckpt",
-            "last_checkpoint": ckpt_dir / "last.ckpt", "global_step": state["global_step"]}
+            "last_checkpoint": ckpt_dir / "last.ckpt", "global_step": state["global_step"],
+            "train_seconds_per_step": seconds_per_step}
 
 
 def log(writer: SummaryWriter, metrics: dict[str, float], step: int, epoch: int) -> None:
