@@ -17,6 +17,7 @@ the bare `import lightning` time. Prints markdown tables and writes them to --ou
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import statistics
@@ -236,6 +237,7 @@ def machine() -> str:
 
 
 def main() -> None:
+    logging.getLogger("lightning").setLevel(logging.WARNING)  # no per-run banners between the tables
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and sizes (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))

@@ -141,6 +141,8 @@ def test_batch_iterator_state_resumes_mid_epoch_with_the_remaining_batches():
     assert torch.equal(torch.cat([*seen, _epoch(resumed, 1)]), expected)
 
 
-def test_batch_iterator_rejects_a_batch_larger_than_the_data():
-    with pytest.raises(ValueError, match="batch_size=11"):
-        BatchIterator(torch.zeros(10), torch.zeros(10), 11)
+def test_a_split_smaller_than_a_batch_is_one_batch_unless_drop_last():
+    x = torch.arange(10)
+    assert [b.tolist() for b, _ in BatchIterator(x, x, 11, shuffle=False)] == [list(range(10))]
+    with pytest.raises(ValueError, match="batch_size=11 with drop_last"):
+        BatchIterator(x, x, 11, drop_last=True)

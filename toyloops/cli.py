@@ -21,7 +21,14 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from toyloops.callbacks import DashboardCallback, LastCheckpoint
+from toyloops.callbacks import (
+    DashboardCallback,
+    LastCheckpoint,
+    PredictionWriter,
+    ResumeState,
+    RunSummary,
+    StopOnNonFiniteLoss,
+)
 from toyloops.checkpoints import load_checkpoint
 from toyloops.config import (
     LOG_DIR,
@@ -54,6 +61,9 @@ class ToyCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # Always on, whatever trainer.callbacks a config lists (those are added to these).
+        kwargs.setdefault("trainer_defaults", {"callbacks": [
+            ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()]})
         super().__init__(
             Classifier, L.LightningDataModule, subclass_mode_data=True, args=args, run=run, **kwargs
         )
@@ -75,12 +85,6 @@ class ToyCLI(LightningCLI):
                 "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
             },
-            "trainer.callbacks": [
-                {"class_path": "toyloops.callbacks.ResumeState"},
-                {"class_path": "toyloops.callbacks.StopOnNonFiniteLoss"},
-                {"class_path": "toyloops.callbacks.RunSummary"},
-                {"class_path": "toyloops.callbacks.PredictionWriter"},
-            ],
         })
         add_links(parser)
 

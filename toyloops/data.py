@@ -135,9 +135,11 @@ class BatchIterator:
             raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if batch_size * world_size > len(x):
+        if len(x) < world_size:
+            raise ValueError(f"{len(x)} samples cannot be shared by {world_size} processes")
+        if drop_last and batch_size * world_size > len(x):  # would serve no batch at all
             raise ValueError(
-                f"batch_size={batch_size} is larger than the {len(x)} samples of the split"
+                f"batch_size={batch_size} with drop_last is larger than the {len(x)} samples of the split"
                 + (f" shared by {world_size} processes" if world_size > 1 else "")
             )
         self.x, self.y = x, y

@@ -133,6 +133,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
     train_batches, val_batches = datamodule.train_dataloader(), datamodule.val_dataloader()
     num_classes = datamodule.num_classes
     train_acc = make_accuracy(num_classes).to(engine.device)
+    train_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []  # (predicted, target) per step
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     lr_tag = f"lr-{type(optimizer).__name__}"
     max_epochs = 1000 if trainer.max_epochs is None else trainer.max_epochs
@@ -168,7 +169,7 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
                 logits = net(x)
                 loss = classification_loss(logits, y)
             check_finite(loss, step, epoch)  # stop before a NaN reaches the weights
-            train_acc.update(predicted_class(logits), y)  # no host sync: counts stay on the device
+            train_outputs.append((predicted_class(logits.detach()), y))  # counted once at epoch end
             optimizer.zero_grad(set_to_none=True)
             engine.scaler.scale(loss).backward()
             if trainer.gradient_clip_val:
@@ -201,6 +202,8 @@ def fit(net: nn.Module, datamodule: L.LightningDataModule, optimizer: torch.opti
             log(writer, metrics, last_step, epoch)
             if plateau:
                 scheduler.step(metrics["val/loss"])
+        train_acc.update(*(torch.cat(t) for t in zip(*train_outputs, strict=True)))
+        train_outputs.clear()
         metrics["train/acc"] = train_acc.compute().item()
         train_acc.reset()
         log(writer, {"train/acc": metrics["train/acc"]}, last_step, epoch)
