@@ -129,6 +129,9 @@ def median_after_warmup(runs: list[list[float]]) -> float:
     return statistics.median(t for times in runs for t in times[1:])
 
 
+RESULTS: dict[str, float] = {}  # ratios the targets table reads
+
+
 def step_table(rounds: int, epochs: int) -> list[str]:
     rows = ["| model | bare µs/step | hand loop | lightning | seed style | loop/bare | lightning/loop "
             "| seed/bare |", "|---|---|---|---|---|---|---|---|"]
@@ -143,6 +146,8 @@ def step_table(rounds: int, epochs: int) -> list[str]:
                 runs["lightning"].append(lightning(config, epochs, ["--data.n_samples=4000", "--data.batch_size=64"]))
                 runs["seed"].append(seed_style(dm, make_net, epochs))
         m = {k: 1e6 * median_after_warmup(v) for k, v in runs.items()}
+        RESULTS[f"loop/bare {name}"] = m["loop"] / m["bare"]
+        RESULTS[f"lightning/loop {name}"] = m["lightning"] / m["loop"]
         rows.append(f"| {name} | {m['bare']:.0f} | {m['loop']:.0f} | {m['lightning']:.0f} | {m['seed']:.0f} "
                     f"| {m['loop'] / m['bare']:.2f} | {m['lightning'] / m['loop']:.2f} "
                     f"| {m['seed'] / m['bare']:.2f} |")
@@ -165,6 +170,7 @@ def data_path_table(repeats: int) -> list[str]:
         n = sum(1 for _ in loader)
         theirs.append((time.perf_counter() - started) / n)
     a, b = 1e6 * statistics.median(ours), 1e6 * statistics.median(theirs)
+    RESULTS["data path"] = b / a
     return ["| data path (64-sample batch) | µs/batch |", "|---|---|", f"| BatchIterator | {a:.1f} |",
             f"| DataLoader(TensorDataset, shuffle=True) | {b:.1f} |", f"| ratio (DataLoader / ours) | {b / a:.1f}x |"]
 
@@ -223,9 +229,26 @@ def e2e_table(repeats: int) -> list[str]:
             trains.append(wall([sys.executable, str(ROOT / "train.py"), "fit", "--config",
                                 str(ROOT / "configs/blobs_logistic.yaml")]))
     i, t = statistics.median(imports), statistics.median(trains)
+    RESULTS["e2e minus floor"] = t - i
     return ["| command | median s |", "|---|---|", f"| python -c 'import lightning' (floor) | {i:.2f} |",
             f"| python train.py fit --config configs/blobs_logistic.yaml | {t:.2f} |",
             f"| train.py minus floor | {t - i:.2f} |"]
+
+
+def targets_table() -> list[str]:
+    """Each target of the performance issue, met or plainly missed."""
+    checks = [("data path: DataLoader / BatchIterator >= 10x", RESULTS["data path"], lambda v: v >= 10, "x")]
+    for key in sorted(RESULTS):
+        if key.startswith("loop/bare"):
+            checks.append((f"hand loop <= 1.1x bare ({key.split(' ', 1)[1]})", RESULTS[key], lambda v: v <= 1.1, "x"))
+        elif key.startswith("lightning/loop"):
+            checks.append((f"Lightning <= 1.2x hand loop ({key.split(' ', 1)[1]})", RESULTS[key],
+                           lambda v: v <= 1.2, "x"))
+    checks.append(("train.py fit <= import floor + 3 s", RESULTS["e2e minus floor"], lambda v: v <= 3, " s"))
+    rows = ["| target | measured | |", "|---|---|---|"]
+    rows += [f"| {name} | {value:.2f}{unit} | {'met' if ok(value) else '**MISSED**'} |"
+             for name, value, ok, unit in checks]
+    return rows
 
 
 def machine() -> str:
@@ -252,6 +275,7 @@ def main() -> None:
          dataset_sweep_table([1000, 10000] if args.quick else [1000, 10000, 100000, 1000000])),
         ("End to end", e2e_table(1 if args.quick else 3)),
     ]
+    sections.append(("Targets", targets_table()))
     text = [f"# Benchmark results\n\nMachine: {machine()}\n\nCommand: `python benchmarks/bench.py`"
             f"{' --quick' if args.quick else ''}\n"]
     for title, rows in sections:
