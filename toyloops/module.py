@@ -86,8 +86,17 @@ class Classifier(L.LightningModule):
         accuracy, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
         accuracy.update(predicted_class(logits), y)
         mean_loss.update(classification_loss(logits, y), len(y))
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
-        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True)
+
+    def _log_eval_epoch(self, stage: str) -> None:
+        # Logged once per epoch, not per batch: each self.log of a metric object costs ~1 ms.
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True)
+        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval_epoch("test")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "val")
