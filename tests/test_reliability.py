@@ -106,6 +106,35 @@ def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
     print(f"kills survived: {kills}, of which inside a checkpoint write: {torn_writes}")
 
 
+_SAVE_FOREVER = """
+import sys, torch
+from toyloops.checkpoints import save_checkpoint
+step = 0
+while True:  # ~32 MB a save, so most kills land inside a write
+    step += 1
+    save_checkpoint({"step": step, "w": torch.full((8_000_000,), float(step))}, sys.argv[1])
+"""
+
+
+def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    target, rng, torn = tmp_path / "last.ckpt", random.Random(1), 0
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, str(target)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not target.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        torn += (tmp_path / ".last.ckpt.tmp").exists()  # the kill interrupted a write
+        checkpoint = torch.load(target, weights_only=True)
+        assert torch.equal(checkpoint["w"], torch.full((8_000_000,), float(checkpoint["step"])))
+    assert torn >= 3, f"only {torn} of 5 kills landed inside a write"
+    print(f"kills inside a checkpoint write: {torn} of 5, every last.ckpt whole")
+
+
 def test_lightning_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     result = run_train_py("fit", "--config", CIRCLES, "--ckpt_path", "last", cwd=tmp_path)
     assert result.returncode != 0 and "nothing to resume" in result.stderr

@@ -73,10 +73,11 @@ def main() -> None:
                  for name, r in runs.items()}
     diff = max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"])
     tags = ["train/loss", "train/acc", "val/loss", "val/acc"]
-    print(f"\n{'engine':<10}" + "".join(f"{t:>12}" for t in tags) + f"{'us/step':>10}{'steps':>7}")
+    # wall time of the whole fit (validation, checkpoints, images included) per training step
+    print(f"\n{'engine':<10}" + "".join(f"{t:>12}" for t in tags) + f"{'fit us/step':>13}{'steps':>7}")
     for name, run in runs.items():
         cells = "".join(f"{final[name].get(t, float('nan')):>12.6f}" for t in tags)
-        print(f"{name:<10}{cells}{1e6 * run['seconds'] / max(run['steps'], 1):>10.0f}{run['steps']:>7}")
+        print(f"{name:<10}{cells}{1e6 * run['seconds'] / max(run['steps'], 1):>13.0f}{run['steps']:>7}")
     print(f"max |weight difference|: {diff:.3g}" + ("  (bit-identical)" if diff == 0 else ""))
 
 
