@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import CONFIGS
 
+from toyloops.checkpoints import load_checkpoint
 from toyloops.compare import compare, max_weight_difference, scalars
-from toyloops.loop import SUPPORTED_TRAINER_KEYS, load_checkpoint, run
+from toyloops.loop import SUPPORTED_TRAINER_KEYS, run
 
 # Every case trains with dropout, gradient clipping, AdamW and an LR scheduler.
 CASES = {

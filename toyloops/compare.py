@@ -42,7 +42,8 @@ def run_lightning(args: list[str]) -> dict:
 
 def run_hand_loop(args: list[str]) -> dict:
     """``python -m toyloops.loop fit`` in-process; same return shape as :func:`run_lightning`."""
-    from toyloops.loop import load_checkpoint, run
+    from toyloops.checkpoints import load_checkpoint
+    from toyloops.loop import run
 
     started = time.perf_counter()
     result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
