@@ -20,6 +20,12 @@ CASES = {
     "mlp": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.net.dropout=0.3"],
     "transformer": ["--config", str(CONFIGS / "parity_transformer.yaml"), "--data.n_samples=600",
                     "--model.scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.scheduler.gamma=0.9"],
+    # ReduceLROnPlateau on val/loss with validation every other epoch (stepped on the latest
+    # val/loss, skipped before the first), and clipping by value.
+    "plateau": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--trainer.check_val_every_n_epoch=2",
+                "--trainer.gradient_clip_val=0.01", "--trainer.gradient_clip_algorithm=value",
+                "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau", "--model.scheduler.patience=0",
+                "--model.scheduler.factor=0.5", "--model.scheduler.threshold=0.5"],
 }
 
 
@@ -35,8 +41,10 @@ def assert_same_runs(runs):
 
 @pytest.mark.parametrize("case", CASES)
 def test_hand_loop_matches_lightning_bit_for_bit(case, in_tmp):
-    runs = compare([*CASES[case], "--trainer.max_epochs=2"])
+    runs = compare([*CASES[case], f"--trainer.max_epochs={5 if case == 'plateau' else 2}"])
     assert_same_runs(runs)
+    if case == "plateau":  # the scheduler acted: the learning rate was cut after a validation
+        assert len({value for _, value in scalars(runs["loop"]["run_dir"])["lr-AdamW"]}) > 1
     assert max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"]) == 0.0
 
 

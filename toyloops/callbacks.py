@@ -13,13 +13,15 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from toyloops.checkpoints import SECTION, toyloops_section
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.seeding import rng_state, set_rng_state
+from toyloops.seeding import set_rng_state
 
 
 class ResumeState(Callback):
-    """Saves the random-number state (Python, NumPy, torch) with every checkpoint and restores it.
+    """Saves toyloops' section (the engine, the random-number state) with every checkpoint and
+    restores the random-number state on resume.
 
     Lightning's checkpoints leave it out, so without this dropout after a resume draws other masks
     than the uninterrupted run would have. (The data order needs nothing extra: the batch
@@ -28,12 +30,12 @@ class ResumeState(Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng"] = rng_state()
+        checkpoint[SECTION] = toyloops_section("lightning")
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
-        if "rng" in checkpoint:
-            set_rng_state(checkpoint["rng"])
+        if trainer.state.fn == "fit" and SECTION in checkpoint:
+            set_rng_state(checkpoint[SECTION]["rng"])
 
 
 class StopOnNonFiniteLoss(Callback):

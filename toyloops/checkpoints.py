@@ -1,4 +1,11 @@
-"""Checkpoint files: written atomically, read as data only (``weights_only=True``)."""
+"""Checkpoint files, one format for both engines: Lightning's keys plus a ``toyloops`` section.
+
+Lightning's keys (``state_dict``, ``hyper_parameters``, ``optimizer_states``, ``lr_schedulers``,
+``epoch``, ``global_step``, ...) let either engine evaluate the other's checkpoints and let
+``Classifier.load_from_checkpoint`` read both. The ``toyloops`` section holds what a resume needs
+beyond them: which engine wrote it, the RNG state and (hand loop) the loop and data position.
+Files are written atomically and read as data only (``weights_only=True``).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,39 @@ from typing import Any
 
 import torch
 
+from toyloops.config import check_plain, resolve
 from toyloops.errors import ConfigError
+from toyloops.seeding import rng_state
+
+SECTION = "toyloops"
+HPARAM_SPECS = ("net", "optimizer", "scheduler")  # hyperparameters that name a class
+
+
+def toyloops_section(engine: str, **extra: Any) -> dict[str, Any]:
+    """What a resume needs beyond Lightning's keys: the engine and every generator's state."""
+    return {"engine": engine, "rng": rng_state(), **extra}
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file, then rename: a crash mid-save never leaves a broken checkpoint.
-
-    A failing write (read-only folder, full disk) raises; it is never swallowed.
+    """Write to a temporary file in the same folder, fsync, rename: a crash mid-save never
+    leaves a broken checkpoint. A failing write (read-only folder, full disk) raises.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(checkpoint, f)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
-    tmp.replace(path)  # atomic on POSIX: readers see the old file or the new one, never half
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+        tmp.replace(path)  # atomic on POSIX: readers see the old file or the new one, never half
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read any toyloops checkpoint (either engine) as plain data; never runs pickled code.
+    """Read any checkpoint as plain data; never runs pickled code.
 
     A missing, truncated or hostile file raises :class:`ConfigError` naming the file. There is
     no retry with ``weights_only=False``: a checkpoint that needs it is refused.
@@ -38,14 +58,38 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={str(path)!r}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
-    except Exception as err:  # truncated zip, garbage bytes, or a pickle that wants to run code
+    except (RuntimeError, EOFError, ValueError, OSError) as err:  # truncated zip, garbage, a pickle wanting code
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         if str(err).startswith("Weights only load failed"):
             detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "not plain data")
-            reason = f"refused, it needs code to load: {detail}"
+            reason = f"refused, it needs code to load: {detail.split('. ')[0]}"
         else:
             reason = f"{type(err).__name__}: {lines[0] if lines else 'empty or truncated file'}"
-        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason[:200]})") from None
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint")
     return checkpoint
+
+
+def check_hparams(hparams: dict[str, Any], path: str | Path) -> None:
+    """Refuse hyperparameters that would import or call code when a model is rebuilt from them.
+
+    A net, optimizer or scheduler may only name toyloops' nets and torch's optimizers and
+    schedulers; every other value must be plain data. Checked before anything is built.
+    """
+    where = f"ckpt_path={str(path)!r}: hyper_parameters"
+    for key, value in hparams.items():
+        if key in HPARAM_SPECS and value is not None:
+            resolve(value, key, f"{where}.{key}")
+        else:
+            check_plain(value, f"{where}.{key}")
+
+
+def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> None:
+    """A run resumes only in the engine that wrote it (either engine can evaluate any checkpoint)."""
+    wrote = (checkpoint.get(SECTION) or {}).get("engine")
+    if wrote != engine:
+        how = {"lightning": "python train.py fit", "loop": "python -m toyloops.loop fit"}.get(wrote)
+        hint = f"resume it with `{how} ... --ckpt_path {path}`" if how else "it holds no toyloops resume state"
+        raise ConfigError(f"ckpt_path={str(path)!r} was written by {wrote or 'another program'}, not {engine}: {hint} "
+                          "(validate, test and predict read it in either engine)")

@@ -36,7 +36,7 @@ def run_lightning(args: list[str]) -> dict:
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - started
-    return {"run_dir": Path(cli.trainer.log_dir), "weights": cli.model.net.state_dict(),
+    return {"run_dir": Path(cli.trainer.log_dir), "weights": cli.model.state_dict(),
             "steps": cli.trainer.global_step, "seconds": seconds}
 
 
@@ -49,7 +49,7 @@ def run_hand_loop(args: list[str]) -> dict:
     result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
     seconds = time.perf_counter() - started
     return {"run_dir": result["last_checkpoint"].parent.parent,
-            "weights": load_checkpoint(result["last_checkpoint"])["net"],
+            "weights": load_checkpoint(result["last_checkpoint"])["state_dict"],
             "steps": result["global_step"], "seconds": seconds}
 
 

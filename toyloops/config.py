@@ -1,59 +1,141 @@
-"""What both engines read the same way from a run config: links, template defaults, types."""
+"""What both engines read the same way from a run config: links, template defaults, and the
+optimizer/scheduler/net specs (``class_path`` + ``init_args``) a checkpoint stores as plain data.
+"""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+from torch import nn
 
+from toyloops import models
 from toyloops.errors import ConfigError
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 LOG_DIR = "logs"
-LOG_EVERY_N_STEPS = 10
 MONITOR, MONITOR_MODE = "val/acc", "max"
+# Template defaults for Lightning's own keys, set on both engines' parsers.
+TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
 
-# Facts the data module owns -> where the model takes them. A data module that lacks a fact
+# Facts the data module owns -> where the net takes them. A data module that lacks a fact
 # (sequences have no num_features) leaves that link out, so one list serves every net.
-DATA_TO_MODEL = (
-    ("num_classes", "model.num_classes"),
-    ("num_classes", "model.net.init_args.num_classes"),
-    ("num_features", "model.net.init_args.in_features"),
-    ("vocab_size", "model.net.init_args.vocab_size"),
-    ("seq_len", "model.net.init_args.seq_len"),
+DATA_TO_NET = (
+    ("num_classes", "num_classes"),
+    ("num_features", "in_features"),
+    ("vocab_size", "vocab_size"),
+    ("seq_len", "seq_len"),
 )
 
+# What a stored spec may name: toyloops' nets and torch's optimizers and schedulers, found as
+# attributes of modules that are already imported (nothing named in a checkpoint is imported).
+SPEC_HOMES = {
+    "net": (("toyloops", "toyloops.models"), models, nn.Module),
+    "optimizer": (("torch.optim",), torch.optim, torch.optim.Optimizer),
+    "scheduler": (("torch.optim.lr_scheduler",), torch.optim.lr_scheduler,
+                  (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)),
+}
+# Schedulers whose arguments are functions or other schedulers: not expressible as plain data.
+CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler")
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
-def default_optimizer(params: Iterable) -> torch.optim.Optimizer:
-    """AdamW with PyTorch's defaults (a config normally names its own)."""
-    return torch.optim.AdamW(params)
 
-
-def add_links(parser) -> None:  # noqa: ANN001 - a jsonargparse ArgumentParser
-    """Link the seed and the data's facts into the model, as both engines do."""
+def add_links(parser, net_key: str = "model.net.init_args") -> None:  # noqa: ANN001 - a jsonargparse parser
+    """Link the seed and the data's facts into the net, as both engines do."""
     parser.link_arguments("seed_everything", "data.init_args.seed")  # one seed drives everything
-    for source, target in DATA_TO_MODEL:
-        parser.link_arguments(f"data.{source}", target, apply_on="instantiate")
+    for source, target in DATA_TO_NET:
+        parser.link_arguments(f"data.{source}", f"{net_key}.{target}", apply_on="instantiate")
 
 
-def check_net_fits_data(net: object, datamodule: object) -> None:
-    """Fail at construction when the data provides a size the net has no argument for.
-
-    (Sequence data with an MLP would otherwise fail at the first step with a dtype error.)
-    """
-    params = inspect.signature(type(net)).parameters
-    for source, target in DATA_TO_MODEL:
-        name = target.rsplit(".", 1)[-1]
-        if target.startswith("model.net.") and hasattr(datamodule, source) and name not in params:
+def check_net_fits_data(model: nn.Module, datamodule: object) -> None:
+    """Fail at construction when the data provides a size the net has no argument for, or the
+    net predicts another number of classes than the data has."""
+    params = inspect.signature(type(model.net)).parameters
+    for source, name in DATA_TO_NET:
+        if hasattr(datamodule, source) and name not in params:
             raise ConfigError(
-                f"model.net={type(net).__name__} does not fit data={type(datamodule).__name__}: the data provides "
-                f"{source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
+                f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
+                f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
                 "2-D points need LogisticRegression or MLP)"
             )
+    if model.num_classes != datamodule.num_classes:
+        raise ConfigError(f"model.num_classes={model.num_classes} but the data has {datamodule.num_classes} classes")
+
+
+def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
+    """The steps whose training loss is logged (Lightning's logger connector writes on these)."""
+    return (global_step + 1) % log_every_n_steps == 0
+
+
+def describe(obj: Any) -> dict[str, Any] | None:
+    """A factory or toyloops net as plain data (``class_path`` + ``init_args``), or None if it has none.
+
+    Understands a class, ``functools.partial(cls, **kwargs)`` (what jsonargparse builds from a
+    config), a spec dict, and a net that records its ``init_args`` (every toyloops net does).
+    """
+    if obj is None or isinstance(obj, dict):
+        return obj
+    if isinstance(obj, functools.partial):
+        cls = next((a for a in (obj.func, *obj.args) if isinstance(a, type)), None)
+        kwargs = obj.keywords
+    elif isinstance(obj, type):
+        cls, kwargs = obj, {}
+    else:
+        cls, kwargs = type(obj), getattr(obj, "init_args", None)
+    if cls is None or kwargs is None:
+        return None
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    for (public, *_), home, _ in SPEC_HOMES.values():  # prefer the documented name: torch.optim.AdamW
+        if getattr(home, cls.__name__, None) is cls:
+            path = f"{public}.{cls.__name__}"
+    return {"class_path": path, "init_args": dict(kwargs)}
+
+
+def resolve(spec: dict[str, Any], kind: str, where: str) -> type:
+    """The class a spec names, if it is on the allow-list for ``kind``; a ConfigError otherwise.
+
+    Its ``init_args`` must be plain values. Nothing is imported: a name resolves only to an
+    attribute of toyloops.models, torch.optim or torch.optim.lr_scheduler.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise ConfigError(f"{where}: expected {{class_path, init_args}}, got {type(spec).__name__}")
+    modules, home, base = SPEC_HOMES[kind]
+    module, _, name = spec["class_path"].rpartition(".")
+    cls = getattr(home, name, None) if module in modules else None
+    if not (isinstance(cls, type) and issubclass(cls, base)) or name in CALLABLE_SCHEDULERS:
+        allowed = f"a class of {modules[-1]}" + (f" other than {', '.join(CALLABLE_SCHEDULERS)}"
+                                                 if kind == "scheduler" else "")
+        raise ConfigError(f"{where}.class_path={spec['class_path']!r} is not allowed: expected {allowed}")
+    check_plain(spec.get("init_args") or {}, f"{where}.init_args")
+    return cls
+
+
+def build(spec: dict[str, Any] | None, kind: str, where: str) -> Callable | None:
+    """The factory (optimizer, scheduler) or the object (net) a spec describes."""
+    if spec is None:
+        return None
+    factory = functools.partial(resolve(spec, kind, where), **(spec.get("init_args") or {}))
+    return factory() if kind == "net" else factory
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Numbers, booleans, None, strings that are not import paths, and lists/dicts of them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif isinstance(value, str) and _IMPORT_PATH.fullmatch(value):
+        raise ConfigError(f"{where}={value!r}: a stored value may not name Python code")
+    elif not isinstance(value, (bool, int, float, str, type(None))):
+        raise ConfigError(f"{where}: {type(value).__name__} is not a plain value")
 
 
 def with_config_files(message: str, args: list[str]) -> str:

@@ -18,7 +18,6 @@ import yaml
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from toyloops.models import predicted_class, probabilities
@@ -149,11 +148,6 @@ def flat_hparams(config_yaml: str) -> dict[str, Any]:
 
 
 def log_hparams(writer: SummaryWriter, config_yaml: str, metrics: dict[str, float], step: int) -> None:
-    """Register the run in the HParams tab with its final metrics (written into this same run)."""
-    experiment, start, end = hparams_summary(flat_hparams(config_yaml), metrics)
-    file_writer = writer._get_file_writer()  # the same run folder (add_hparams would open a new one)
-    for summary in (experiment, start, end):
-        file_writer.add_summary(summary)
-    for tag, value in metrics.items():
-        writer.add_scalar(tag, value, step)
-    writer.flush()
+    """Register the run in the HParams tab with its final metrics, in this same run folder
+    (``run_name="."``: a second event file beside the run's own, not a new run)."""
+    writer.add_hparams(flat_hparams(config_yaml), metrics, run_name=".", global_step=step)

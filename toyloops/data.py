@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from toyloops.errors import ConfigError
+
 SEQUENCE_TASKS = ("parity", "majority", "contains")
 
 
@@ -29,7 +31,7 @@ def make_blobs(
     _check_positive("n_per_class", n_per_class)
     _check_positive("variance", variance)
     if len(centers) < 2:
-        raise ValueError(f"centers must list at least 2 class centers, got {len(centers)}")
+        raise ConfigError(f"centers must list at least 2 class centers, got {len(centers)}")
     means = torch.tensor(centers, dtype=torch.float32)  # (C, D)
     g = _generator(seed)
     noise = torch.randn(len(centers), n_per_class, means.shape[1], generator=g)
@@ -45,7 +47,7 @@ def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tu
     """
     _check_positive("n_samples", n_samples)
     if not 0.0 <= noise < 0.5:
-        raise ValueError(f"noise must be in [0, 0.5), got {noise}")
+        raise ConfigError(f"noise must be in [0, 0.5), got {noise}")
     g = _generator(seed)
     x = torch.randn(n_samples, 2, generator=g)
     y = (x.pow(2).sum(dim=1) > 1.0).long()
@@ -67,13 +69,13 @@ def make_sequences(
     below vocab_size / 2), ``contains`` (``target_token`` occurs). Token 0 is never drawn.
     """
     if task not in SEQUENCE_TASKS:
-        raise ValueError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}")
+        raise ConfigError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}")
     _check_positive("n_samples", n_samples)
     _check_positive("seq_len", seq_len)
     if vocab_size < 3:
-        raise ValueError(f"vocab_size must be >= 3, got {vocab_size}")
+        raise ConfigError(f"vocab_size must be >= 3, got {vocab_size}")
     if not 1 <= target_token < vocab_size:
-        raise ValueError(f"target_token must be in [1, vocab_size={vocab_size}), got {target_token}")
+        raise ConfigError(f"target_token must be in [1, vocab_size={vocab_size}), got {target_token}")
     tokens = torch.randint(1, vocab_size, (n_samples, seq_len), generator=_generator(seed))
     if task == "parity":
         y = tokens.sum(dim=1) % 2
@@ -90,23 +92,28 @@ def split_indices(
     """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n)."""
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < value < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {value}")
+            raise ConfigError(f"{name} must be in (0, 1), got {value}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
     perm = torch.randperm(n, generator=_generator(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_train = n - n_val - n_test
     if min(n_train, n_val, n_test) < 1:
-        raise ValueError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
+        raise ConfigError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
 def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     """Scale every tensor with the mean/std of ``train`` alone (fitting on all data would leak)."""
-    mean, std = train.mean(dim=0), train.std(dim=0) + 1e-8
+    mean, std = feature_statistics(train)
     return tuple((t - mean) / std for t in (train, *others))
+
+
+def feature_statistics(train: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-feature mean and std (+1e-8) of the train split: what :func:`standardize` scales by."""
+    return train.mean(dim=0), train.std(dim=0) + 1e-8
 
 
 class BatchIterator:
@@ -132,13 +139,13 @@ class BatchIterator:
     ) -> None:
         _check_positive("batch_size", batch_size)
         if len(x) != len(y):
-            raise ValueError(f"x and y differ in length: {len(x)} != {len(y)}")
+            raise ConfigError(f"x and y differ in length: {len(x)} != {len(y)}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+            raise ConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if len(x) < world_size:
-            raise ValueError(f"{len(x)} samples cannot be shared by {world_size} processes")
+            raise ConfigError(f"{len(x)} samples cannot be shared by {world_size} processes")
         if drop_last and batch_size * world_size > len(x):  # would serve no batch at all
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={batch_size} with drop_last is larger than the {len(x)} samples of the split"
                 + (f" shared by {world_size} processes" if world_size > 1 else "")
             )
@@ -197,4 +204,4 @@ class BatchIterator:
 
 def _check_positive(name: str, value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ConfigError(f"{name} must be > 0, got {value}")

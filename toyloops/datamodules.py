@@ -1,17 +1,23 @@
 """``LightningDataModule``s over :mod:`toyloops.data`: 2-D points and token sequences.
 
 Each exposes the facts a model needs (``num_features``, ``num_classes``, ``vocab_size``,
-``seq_len``) so the CLI links them into the net and no config states a size twice.
+``seq_len``) so the CLI links them into the net and no config states a size twice. Their settings
+are saved as hyperparameters and their train-split statistics as state, so
+``PointsDataModule.load_from_checkpoint(path)`` returns the data module a run trained on, and its
+:meth:`~PointsDataModule.preprocess` scales new raw points as the model saw them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch import Tensor
 
 from toyloops import data
+from toyloops.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -23,12 +29,14 @@ class _SplitDataModule(L.LightningDataModule):
                  seed: int, drop_last: bool) -> None:
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+            raise ConfigError(f"batch_size must be > 0, got {batch_size}")
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         self.prepare()  # small and deterministic: build now so bad arguments fail at construction
+        # Every constructor argument is kept under its own name: these are the run's data settings.
+        self.save_hyperparameters({name: getattr(self, name) for name in inspect.signature(type(self)).parameters})
 
     def generate(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -50,7 +58,7 @@ class _SplitDataModule(L.LightningDataModule):
         self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
         n_train = len(idx[0])
         if self.batch_size > n_train:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={self.batch_size} is larger than the train split ({n_train} samples)"
             )
 
@@ -103,7 +111,7 @@ class PointsDataModule(_SplitDataModule):
         variance: isotropic blob variance. noise: circles label-flip fraction.
         """
         if dataset not in ("blobs", "circles"):
-            raise ValueError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
+            raise ConfigError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
         self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
         self.centers = centers or [[-1.5, -1.0], [1.2, 1.3]]
         super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
@@ -115,7 +123,22 @@ class PointsDataModule(_SplitDataModule):
         return data.make_circles(self.n_samples, self.noise, self.seed)
 
     def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
-        return data.standardize(train, val, test)
+        self.mean, self.std = data.feature_statistics(train)
+        return tuple(self.preprocess(t) for t in (train, val, test))
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Raw points (N, F) scaled with the train split's statistics, as every split was."""
+        return (x - self.mean) / self.std
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train-split statistics, saved in checkpoints (Lightning and the hand loop alike)."""
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Take the checkpoint's statistics; they must be those this data regenerates."""
+        if not (torch.allclose(state_dict["mean"], self.mean) and torch.allclose(state_dict["std"], self.std)):
+            raise ConfigError("the checkpoint's train-split statistics differ from this data's: "
+                              "the data settings or toyloops' generators changed since it was written")
 
     @property
     def num_classes(self) -> int:

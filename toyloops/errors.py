@@ -1,15 +1,22 @@
-"""The errors toyloops reports to a user as one line (the CLIs print them and exit non-zero)."""
+"""The errors toyloops reports to a user as one line (the entry points print them and exit non-zero).
+
+Anything else that escapes a run is a bug and keeps its traceback (see :func:`toyloops.runs.main`).
+"""
 
 from __future__ import annotations
 
 import torch
 
 
-class ConfigError(ValueError):
+class ToyloopsError(Exception):
+    """Base of the errors a user can act on; the message names the key, the value and what is allowed."""
+
+
+class ConfigError(ToyloopsError, ValueError):
     """A config or command-line value the run cannot use; the message names it and what is allowed."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ToyloopsError, RuntimeError):
     """The training loss became NaN or infinite; training stopped before the step that would use it."""
 
 

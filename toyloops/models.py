@@ -1,7 +1,10 @@
 """The three classifiers as plain ``nn.Module``s, and the loss/prediction rules both engines share.
 
 Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE, as in
-the seeds) and (B, C) for C > 2 classes (softmax + cross-entropy).
+the seeds) and (B, C) for C > 2 classes (softmax + cross-entropy). With two classes, call
+:func:`classification_loss` (or ``F.binary_cross_entropy_with_logits(logits, y.float())``), not
+``F.cross_entropy``; :func:`probabilities` turns either layout into (B, C) class probabilities.
+Each net records its constructor arguments in ``init_args``, so a checkpoint can rebuild it.
 """
 
 from __future__ import annotations
@@ -13,13 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Accuracy
 
+from toyloops.errors import ConfigError
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
 def output_size(num_classes: int) -> int:
     """Number of logits a net emits for ``num_classes`` classes: 1 for binary, else one each."""
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
     return 1 if num_classes == 2 else num_classes
 
 
@@ -28,10 +33,16 @@ def _squeeze_binary(logits: Tensor) -> Tensor:
 
 
 class LogisticRegression(nn.Module):
-    """Linear classifier: logistic regression for 2 classes, softmax regression for more."""
+    """Linear classifier: logistic regression for 2 classes (one logit), softmax regression for more.
+
+    Args:
+        in_features: features per sample (linked from the data module).
+        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+    """
 
     def __init__(self, in_features: int = 2, num_classes: int = 2) -> None:
         super().__init__()
+        self.init_args, self.num_classes = dict(in_features=in_features, num_classes=num_classes), num_classes
         _check_positive("in_features", in_features)
         self.linear = nn.Linear(in_features, output_size(num_classes))
 
@@ -40,7 +51,15 @@ class LogisticRegression(nn.Module):
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron: [Linear -> activation -> Dropout] per hidden size, then Linear."""
+    """Multi-layer perceptron: [Linear -> activation -> Dropout] per hidden size, then Linear.
+
+    Args:
+        in_features: features per sample (linked from the data module).
+        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+        hidden_sizes: width of each hidden layer, input side first.
+        activation: one of relu, gelu, tanh, silu.
+        dropout: drop probability after each hidden layer, in [0, 1).
+    """
 
     def __init__(
         self,
@@ -51,12 +70,15 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden_sizes=list(hidden_sizes),
+                              activation=activation, dropout=dropout)
+        self.num_classes = num_classes
         _check_positive("in_features", in_features)
         for size in hidden_sizes:
             if size <= 0:
-                raise ValueError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
+                raise ConfigError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+            raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         _check_dropout(dropout)
         layers: list[nn.Module] = []
         width = in_features
@@ -71,7 +93,16 @@ class MLP(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Transformer encoder over token sequences, pooled by a CLS token or the mean, then Linear."""
+    """Transformer encoder over token sequences, pooled by a CLS token or the mean, then Linear.
+
+    Args:
+        vocab_size: token ids are in [0, vocab_size) (linked from the data module).
+        seq_len: tokens per sequence (linked from the data module).
+        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+        d_model, nhead, num_layers, dim_feedforward, dropout: as in ``nn.TransformerEncoderLayer``.
+        pooling: ``cls`` reads a prepended CLS token, ``mean`` averages all positions.
+        max_len: positions the learned position embedding covers.
+    """
 
     def __init__(
         self,
@@ -87,18 +118,22 @@ class TransformerClassifier(nn.Module):
         max_len: int = 256,
     ) -> None:
         super().__init__()
+        self.init_args = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
+                              nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
+                              dropout=dropout, pooling=pooling, max_len=max_len)
+        self.num_classes = num_classes
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("nhead", nhead), ("num_layers", num_layers),
                             ("dim_feedforward", dim_feedforward), ("max_len", max_len)):
             _check_positive(name, value)
         if d_model % nhead:
-            raise ValueError(f"nhead={nhead} must divide d_model={d_model}")
+            raise ConfigError(f"nhead={nhead} must divide d_model={d_model}")
         if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+            raise ConfigError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
         positions = seq_len + (pooling == "cls")
         if positions > max_len:
             cls_note = " + 1 CLS token" if pooling == "cls" else ""
-            raise ValueError(
+            raise ConfigError(
                 f"seq_len={seq_len}{cls_note} exceeds max_len={max_len}: raise max_len or shorten seq_len"
             )
         _check_dropout(dropout)
@@ -121,7 +156,7 @@ class TransformerClassifier(nn.Module):
 
 
 def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """BCE-with-logits for one logit per sample, cross-entropy for one logit per class."""
+    """The loss for either logit layout: BCE-with-logits for (B,), cross-entropy for (B, C)."""
     if logits.ndim == 1:
         return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
     return F.cross_entropy(logits, target)
@@ -150,9 +185,9 @@ def probabilities(logits: Tensor) -> Tensor:
 
 def _check_positive(name: str, value: int) -> None:
     if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
+        raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 def _check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")

@@ -1,6 +1,8 @@
 """``Classifier``: the LightningModule that wraps any net from :mod:`toyloops.models`.
 
-Read it side by side with :mod:`toyloops.loop`, which does the same steps by hand.
+:meth:`Classifier.model_step` is the one definition of what a batch computes; Lightning's hooks
+below call it, and so does the hand-written trainer in :mod:`toyloops.loop`, which drives this
+same object as a plain ``nn.Module``. Read the two side by side.
 """
 
 from __future__ import annotations
@@ -10,13 +12,15 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 
-from toyloops.checkpoints import load_checkpoint
-from toyloops.config import OptimizerCallable, SchedulerCallable, default_optimizer
+from toyloops.checkpoints import check_hparams, load_checkpoint
+from toyloops.config import OptimizerCallable, SchedulerCallable, build, describe, is_log_step
+from toyloops.errors import ConfigError
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
+
+DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
 
 
 class Classifier(L.LightningModule):
@@ -25,94 +29,121 @@ class Classifier(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        num_classes: int = 2,
-        optimizer: OptimizerCallable = default_optimizer,
+        optimizer: OptimizerCallable | None = None,
         scheduler: SchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
+        num_classes: int | None = None,
     ) -> None:
         """Args:
-        net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C).
-        num_classes: linked from the data module.
-        optimizer / scheduler: callables from the config (``class_path`` + ``init_args``).
+        net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
+            (``class_path`` + ``init_args``, as a checkpoint stores it).
+        optimizer / scheduler: a class, ``functools.partial(cls, **kwargs)`` or spec; from a config,
+            ``class_path`` + ``init_args``. None: AdamW with PyTorch's defaults / no scheduler.
         scheduler_interval: step the scheduler after every ``epoch`` or every optimizer ``step``.
+        num_classes: read from ``net.num_classes``; give it only for a net without that attribute.
         """
         super().__init__()
-        # Through the CLI the hparams are the config (class_path + init_args of the net), so a
-        # checkpoint rebuilds its own net; elsewhere the net is a live module and stays out.
-        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() else ["net"])
-        self.net, self.num_classes = net, num_classes
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
+        if not isinstance(self.net, nn.Module):
+            raise ConfigError("Classifier(net=None): this checkpoint does not store its net (it was built live); "
+                              "pass net= to load_from_checkpoint")
+        net_classes = getattr(self.net, "num_classes", None)
+        if net_classes is not None and num_classes not in (None, net_classes):
+            raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
+        self.num_classes = num_classes or net_classes
+        if self.num_classes is None:
+            raise ConfigError(f"num_classes: net {type(self.net).__name__} has no num_classes attribute; pass it")
+        optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+        self.optimizer_factory = build(optimizer, "optimizer", "model.optimizer") if isinstance(optimizer, dict) \
+            else optimizer
+        self.scheduler_factory = build(scheduler, "scheduler", "model.scheduler") if isinstance(scheduler, dict) \
+            else scheduler
         self.scheduler_interval = scheduler_interval
-        # One metric object per stage; loss means weighted by batch size, as the hand loop does.
-        self.train_acc, self.val_acc, self.test_acc = (make_accuracy(num_classes) for _ in range(3))
+        # Plain data only, so every checkpoint loads with weights_only=True and rebuilds this model
+        # (a net or factory that cannot be described is stored as None: pass it when loading).
+        self.save_hyperparameters({"net": describe(self.net), "optimizer": describe(optimizer),
+                                   "scheduler": describe(scheduler), "scheduler_interval": scheduler_interval,
+                                   "num_classes": self.num_classes})
+        # One metric object per stage; loss means weighted by batch size.
+        self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self._train_outputs: list[tuple[Tensor, Tensor]] = []
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Classifier:
-        """Lightning's loader, read as data only (``weights_only=True``).
+        """Lightning's loader, for checkpoints of ``train.py``, the hand loop or a plain ``Trainer``.
 
-        A missing, truncated or hostile file raises :class:`toyloops.errors.ConfigError` naming it.
+        Read as data only (``weights_only=True``) unless the caller passes ``weights_only=False``;
+        a missing, truncated or hostile file, or hyperparameters naming code outside toyloops'
+        nets and torch's optimizers and schedulers, raise :class:`ConfigError` naming the file.
         """
-        if isinstance(checkpoint_path, (str, Path)):
-            load_checkpoint(checkpoint_path)  # fails in one clear line, before Lightning's traceback
-        kwargs.setdefault("weights_only", True)
+        if kwargs.get("weights_only") is not False and isinstance(checkpoint_path, (str, Path)):
+            check_hparams(load_checkpoint(checkpoint_path).get("hyper_parameters") or {}, checkpoint_path)
+            kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def model_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """What one batch computes, in every stage and both engines: the loss, and the metric updates."""
         x, y = batch
         logits = self.net(x)
         loss = classification_loss(logits, y)
-        # Stash predictions; torchmetrics counts them once at epoch end (an update a step costs
-        # ~100 us, as much as a whole logistic-regression step).
-        self._train_outputs.append((predicted_class(logits.detach()), y))
-        if (self.trainer.global_step + 1) % self.trainer.log_every_n_steps == 0:  # the steps the logger writes
+        if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
+            self._train_outputs.append((predicted_class(logits.detach()), y))
+        else:
+            getattr(self, f"{stage}_acc").update(predicted_class(logits), y)
+            getattr(self, f"{stage}_loss").update(loss, len(y))
+        return loss
+
+    def epoch_metrics(self, stage: str) -> dict[str, Metric]:
+        """The stage's metric objects by TensorBoard tag, ready to compute at the end of an epoch."""
+        if stage == "train":
+            if self._train_outputs:
+                preds, targets = (torch.cat(t) for t in zip(*self._train_outputs, strict=True))
+                self._train_outputs.clear()
+                self.train_acc.update(preds, targets)
+            return {"train/acc": self.train_acc}
+        return {f"{stage}/loss": getattr(self, f"{stage}_loss"), f"{stage}/acc": getattr(self, f"{stage}_acc")}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model_step(batch, "train")
+        if is_log_step(self.trainer.global_step, self.trainer.log_every_n_steps):  # no host sync otherwise
             self.log("train/loss", loss)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        if self._train_outputs:
-            preds, targets = (torch.cat(t) for t in zip(*self._train_outputs, strict=True))
-            self._train_outputs.clear()
-            self.train_acc.update(preds, targets)
-            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-
-    def _eval_step(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        x, y = batch
-        logits = self.net(x)
-        accuracy, mean_loss = getattr(self, f"{stage}_acc"), getattr(self, f"{stage}_loss")
-        accuracy.update(predicted_class(logits), y)
-        mean_loss.update(classification_loss(logits, y), len(y))
-
-    def _log_eval_epoch(self, stage: str) -> None:
-        # Logged once per epoch, not per batch: each self.log of a metric object costs ~1 ms.
-        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True)
-        self.log(f"{stage}/acc", getattr(self, f"{stage}_acc"), on_step=False, on_epoch=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval_epoch("test")
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self.model_step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self.model_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        # Logged once per epoch, not per batch: each self.log of a metric object costs ~1 ms.
+        for tag, metric in self.epoch_metrics(stage).items():
+            self.log(tag, metric, on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return probabilities(self.net(batch[0]))
 
-    def configure_optimizers(self):  # noqa: ANN201 - Lightning accepts several shapes
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        """The optimizer, and the scheduler with when to step it (both engines read this)."""
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         config = {"scheduler": scheduler, "interval": self.scheduler_interval}
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            config["monitor"] = "val/loss"
+            # Steps on the latest val/loss; skipped (not an error) before the first validation.
+            config.update(monitor="val/loss", strict=False)
         return {"optimizer": optimizer, "lr_scheduler": config}

@@ -1,0 +1,142 @@
+"""Run management both entry points share: run folders, ``last``, precision checks, error -> exit.
+
+A run lives in ``logs/<config name>/<prefix>N`` (``version_N`` for Lightning, ``loop_version_N``
+for the hand loop). A new run claims its folder with an atomic ``mkdir``, so two runs started
+together never share one, and only the run that made a folder may remove it (when it ends
+before writing any checkpoint).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import tempfile
+from argparse import ArgumentError
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from toyloops.config import one_line, with_config_files
+from toyloops.errors import ConfigError, ToyloopsError
+
+# Environment failures a user can act on; any other OSError is a bug and keeps its traceback.
+ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+
+
+@dataclass
+class RunFolder:
+    """One run's folder; ``created`` when this process made it (and so may remove it again)."""
+
+    path: Path
+    created: bool
+
+    @property
+    def version(self) -> int:
+        return int(self.path.name.rsplit("_", 1)[-1])
+
+    def release(self, failed: bool) -> None:
+        """After a failure, remove the folder if this process made it and it holds no checkpoint."""
+        if failed and self.created and not any(self.path.rglob("*.ckpt")):
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run_name(config_files: list | None) -> str:
+    """A run is named after its first config file: ``configs/blobs_mlp.yaml`` -> ``blobs_mlp``."""
+    return Path(str(config_files[0])).stem if config_files else "default"
+
+
+def _versions(root: Path, prefix: str) -> dict[int, Path]:
+    found = {}
+    for path in root.glob(f"{prefix}*"):
+        suffix = path.name[len(prefix):]
+        if suffix.isdigit():
+            found[int(suffix)] = path
+    return found
+
+
+def claim_new_run(root: Path, prefix: str) -> RunFolder:
+    """Create the next free ``<prefix>N`` under ``root`` atomically and own it."""
+    check_writable(root)
+    root.mkdir(parents=True, exist_ok=True)
+    version = max(_versions(root, prefix), default=-1) + 1
+    while True:
+        try:
+            (root / f"{prefix}{version}").mkdir()
+            return RunFolder(root / f"{prefix}{version}", created=True)
+        except FileExistsError:  # another run took it between our look and our claim
+            version += 1
+
+
+def resolve_ckpt(ckpt_path: str, root: Path, prefix: str) -> Path:
+    """``last`` means the newest ``last.ckpt`` among this config's runs; anything else is a path."""
+    if ckpt_path != "last":
+        return Path(ckpt_path)
+    runs = _versions(root, prefix)
+    found = [runs[v] / "checkpoints/last.ckpt" for v in sorted(runs) if (runs[v] / "checkpoints/last.ckpt").is_file()]
+    if not found:
+        raise ConfigError(f"ckpt_path='last' but no run has a last.ckpt under {root}/{prefix}N: "
+                          "nothing to resume (drop --ckpt_path to start a new run)")
+    return found[-1]
+
+
+def open_run(root: Path, prefix: str, resume_from: Path | None = None) -> RunFolder:
+    """The folder a ``fit`` writes to: the resumed checkpoint's own run when it is one of this
+    config's runs, otherwise a new one, claimed now."""
+    if resume_from is not None:
+        run_dir = resume_from.resolve().parent.parent
+        if run_dir.parent == root.resolve() and run_dir.name.startswith(prefix) \
+                and run_dir.name[len(prefix):].isdigit():
+            return RunFolder(run_dir, created=False)
+    return claim_new_run(root, prefix)
+
+
+def check_precision(precision: object, accelerator: object) -> None:
+    """Lightning silently swaps 16-mixed for bf16-mixed on CPU; a template says so instead."""
+    on_cpu = str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
+    if str(precision) in ("16-mixed", "16") and on_cpu:
+        raise ConfigError(f"trainer.precision={str(precision)!r} needs a CUDA GPU and this run is on CPU: "
+                          "use 'bf16-mixed' or '32-true' (or --trainer.accelerator gpu on a GPU machine)")
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, creating nothing, if the log folder could not be made or written."""
+    path = folder.absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"log folder {str(folder)!r} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"log folder {str(folder)!r} is not writable ({err.strerror or err})") from None
+
+
+def user_message(err: BaseException, args: list[str]) -> str | None:
+    """The one line for an error a user can act on; None for a bug (which keeps its traceback)."""
+    if isinstance(err, ArgumentError):
+        return with_config_files(one_line(str(err)), args)
+    if isinstance(err, ToyloopsError):
+        return str(err)
+    if isinstance(err, OSError) and err.errno in ACTIONABLE_ERRNOS:
+        return f"{err.strerror}: {err.filename}" if err.filename else str(err)
+    return None
+
+
+def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
+         hint: Callable[[str], str] = lambda message: message) -> None:
+    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, an
+    interrupt in exit code 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
+    """
+    try:
+        entry(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as err:
+        message = user_message(err, list(sys.argv[1:] if args is None else args))
+        if message is None or os.environ.get("TOYLOOPS_DEBUG") == "1":
+            raise
+        sys.exit(f"error: {hint(message)}")
