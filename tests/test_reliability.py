@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,32 +29,22 @@ ENGINES = {
 }
 
 
-def _last_ckpt(cwd: Path, engine: str) -> Path:
-    pattern = "logs/circles_mlp/version_*/checkpoints/last.ckpt" if engine == "lightning" else \
-        "logs/circles_mlp/loop_version_*/checkpoints/last.ckpt"
-    found = sorted(cwd.glob(pattern))
+KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
+
+
+def _last_ckpt(cwd: Path, engine: str) -> Path | None:
+    prefix = "version_" if engine == "lightning" else "loop_version_"
+    found = sorted(cwd.glob(f"logs/circles_mlp/{prefix}*/checkpoints/last.ckpt"))
     return found[-1] if found else None
 
 
-def _kill_after_first_checkpoint(cmd: list[str], cwd: Path, engine: str, rng: random.Random) -> int:
-    """Start ``cmd``, wait for a last.ckpt, wait a random 0-150 ms more, SIGKILL it."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while _last_ckpt(cwd, engine) is None:
-        assert proc.poll() is None, f"ended before its first checkpoint: {proc.stderr.read()}"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    time.sleep(rng.uniform(0, 0.15))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return proc.returncode
+def _killed_at_save(n: int, mode: str, engine: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run an engine that SIGKILLs itself at its n-th checkpoint write (see tests/kill_switch.py)."""
+    return subprocess.run([*KILL_SWITCH, str(n), mode, engine, "fit", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
-    checkpoint = load_checkpoint(_last_ckpt(cwd, engine))
-    if engine == "loop":
-        return checkpoint["net"]
-    return {k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    return load_checkpoint(_last_ckpt(cwd, engine))["state_dict"]
 
 
 @pytest.mark.slow
@@ -70,10 +58,9 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     monkeypatch.chdir(reference)  # the uninterrupted run, in-process (same code as the command)
     run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
 
-    returncode = _kill_after_first_checkpoint([*ENGINES[engine], *args], crashed, engine, random.Random(where))
-    assert returncode == -signal.SIGKILL
-    killed_at = load_checkpoint(_last_ckpt(crashed, engine))
-    step = killed_at["global_step"] if engine == "lightning" else killed_at["loop"]["global_step"]
+    killed = _killed_at_save(7, "between", engine, args, crashed)  # trained past its 7th write, then killed
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    step = load_checkpoint(_last_ckpt(crashed, engine))["global_step"]
     assert 0 < step < EPOCHS * STEPS_PER_EPOCH  # killed in the middle of the run
     assert (step % STEPS_PER_EPOCH == 0) == (where == "between_epochs")
 
@@ -88,51 +75,40 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
 
 @pytest.mark.slow
 def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
-    """Save every step, kill at random moments, resume each time: last.ckpt always loads."""
+    """Save every step; kill inside a write, resume, kill inside another: last.ckpt always loads."""
     args = ["--config", CIRCLES, *COMMON, "--last_checkpoint.every_n_train_steps=1"]
-    rng, kills, torn_writes = random.Random(0), 0, 0
-    for _ in range(4):
-        cmd = [*ENGINES["loop"], *args] + (["--ckpt_path", "last"] if kills else [])
-        if _kill_after_first_checkpoint(cmd, tmp_path, "loop", rng) != -signal.SIGKILL:
-            break
-        kills += 1
+    steps = []
+    for kill in range(3):
+        killed = _killed_at_save(5, "inside", "loop", [*args, *(["--ckpt_path", "last"] if kill else [])], tmp_path)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
         last = _last_ckpt(tmp_path, "loop")
-        torn_writes += any(last.parent.glob(".*.tmp"))  # the kill landed inside a save
-        assert torch.load(last, weights_only=True)["loop"]["global_step"] > 0
-    assert kills >= 3
+        torn = last.with_name(".last.ckpt.tmp")
+        assert torn.exists() and torn.stat().st_size > 0  # the kill landed inside a write: half a file there
+        steps.append(torch.load(last, weights_only=True)["global_step"])
+    assert steps == [4, 8, 12]  # each resume went on from the last whole checkpoint
     done = subprocess.run([*ENGINES["loop"], *args, "--ckpt_path", "last"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    print(f"kills survived: {kills}, of which inside a checkpoint write: {torn_writes}")
+    assert torch.load(_last_ckpt(tmp_path, "loop"), weights_only=True)["global_step"] == EPOCHS * STEPS_PER_EPOCH
 
 
-_SAVE_FOREVER = """
+_SAVE_STEPS = """
 import sys, torch
 from toyloops.checkpoints import save_checkpoint
-step = 0
-while True:  # ~32 MB a save, so most kills land inside a write
-    step += 1
-    save_checkpoint({"step": step, "w": torch.full((8_000_000,), float(step))}, sys.argv[1])
+for step in range(1, 10):
+    save_checkpoint({"step": step, "w": torch.full((1_000_000,), float(step))}, sys.argv[1])
 """
 
 
 def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path):
-    target, rng, torn = tmp_path / "last.ckpt", random.Random(1), 0
-    for _ in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, str(target)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while not target.exists():
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.05, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        torn += (tmp_path / ".last.ckpt.tmp").exists()  # the kill interrupted a write
-        checkpoint = torch.load(target, weights_only=True)
-        assert torch.equal(checkpoint["w"], torch.full((8_000_000,), float(checkpoint["step"])))
-    assert torn >= 3, f"only {torn} of 5 kills landed inside a write"
-    print(f"kills inside a checkpoint write: {torn} of 5, every last.ckpt whole")
+    target = tmp_path / "last.ckpt"
+    script = tmp_path / "save_steps.py"
+    script.write_text(_SAVE_STEPS)
+    proc = subprocess.run([*KILL_SWITCH, "3", "inside", str(script), str(target)], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (tmp_path / ".last.ckpt.tmp").stat().st_size > 0  # half of write 3 is on disk
+    checkpoint = torch.load(target, weights_only=True)
+    assert checkpoint["step"] == 2 and torch.equal(checkpoint["w"], torch.full((1_000_000,), 2.0))
 
 
 def test_lightning_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
@@ -201,11 +177,10 @@ def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_go
     if engine == "lightning":
         result = run_train_py("fit", *EXPLODING, "--trainer.enable_progress_bar=false", cwd=in_tmp)
         last = next(Path("logs").rglob("version_*/checkpoints/last.ckpt"))
-        weights = load_checkpoint(last)["state_dict"]
     else:
         result = subprocess.run([*ENGINES["loop"], *EXPLODING], cwd=in_tmp, capture_output=True, text=True)
         last = next(Path("logs").rglob("loop_version_*/checkpoints/last.ckpt"))
-        weights = load_checkpoint(last)["net"]
+    weights = load_checkpoint(last)["state_dict"]
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "error: loss is nan at step 21 (epoch 1)" in result.stderr  # the same step in both engines
     assert all(torch.isfinite(w).all() for w in weights.values())

@@ -1,12 +1,14 @@
 """The NumPy rung: manual gradients vs finite differences vs autograd, and vs the hand loop."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from toyloops import MLP, LogisticRegression, PointsDataModule, classification_loss, scratch
-from toyloops.loop import TrainerOptions, fit
+from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, classification_loss, scratch
+from toyloops.loop import fit, trainer_options
 
 
 def _random_problem(model_cls, num_classes, seed=0):
@@ -70,8 +72,8 @@ def test_numpy_matches_the_hand_loop_after_one_epoch_in_float64(kind, weight_dec
     order = dm.train_dataloader().indices(0).split(32)
     batches = [(x_train[i].numpy(), y_train[i].numpy()) for i in order]
 
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, weight_decay=weight_decay)
-    fit(net, dm, optimizer, None, TrainerOptions(max_epochs=1, enable_progress_bar=False), tmp_path)
+    optimizer = partial(torch.optim.SGD, lr=0.1, weight_decay=weight_decay)
+    fit(Classifier(net, optimizer), dm, trainer_options(max_epochs=1, enable_progress_bar=False), tmp_path)
     scratch.train_epoch(model, batches, lr=0.1, weight_decay=weight_decay)
 
     expected = {}

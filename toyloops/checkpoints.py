@@ -10,6 +10,7 @@ Files are written atomically and read as data only (``weights_only=True``).
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={str(path)!r}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as err:  # truncated zip, garbage, a pickle wanting code
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # torn, garbage, hostile
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         if str(err).startswith("Weights only load failed"):
             detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "not plain data")

@@ -120,4 +120,4 @@ class ToyCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``train.py``: user errors end in one line on stderr and a non-zero exit."""
-    runs.main(ToyCLI, args, hint=lambda message: message)
+    runs.main(ToyCLI, args)

@@ -65,6 +65,13 @@ TRAINER_NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip
                       "limit_val_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True}
 
 
+def trainer_options(**values: Any) -> Namespace:
+    """The hand loop's ``trainer:`` settings, each unset one as ``L.Trainer`` would take it."""
+    defaults = {key: TRAINER_NONE_MEANS.get(key) for key in SUPPORTED_TRAINER_KEYS}
+    defaults.update(accelerator="auto", devices="auto", log_every_n_steps=TRAINER_DEFAULTS["trainer.log_every_n_steps"])
+    return Namespace({**defaults, **{key: value for key, value in values.items() if value is not None}})
+
+
 @dataclass
 class LoopState:
     """The fit loop's progress (Lightning keeps it in ``trainer.fit_loop`` and ModelCheckpoint)."""
@@ -398,8 +405,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
     objects = parser.instantiate(cfg)
     model, datamodule = objects.model, objects.data
-    trainer = Namespace({key: TRAINER_NONE_MEANS.get(key) if value is None else value
-                         for key, value in vars(cfg.trainer).items()})
+    trainer = trainer_options(**vars(cfg.trainer))
     check_net_fits_data(model, datamodule)
     if trainer.enable_model_summary:
         print(f"{type(model.net).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)

@@ -33,6 +33,7 @@ class RunFolder:
 
     path: Path
     created: bool
+    made_parents: tuple[Path, ...] = ()  # empty folders made for it (logs/<name>), deepest first
 
     @property
     def version(self) -> int:
@@ -42,6 +43,11 @@ class RunFolder:
         """After a failure, remove the folder if this process made it and it holds no checkpoint."""
         if failed and self.created and not any(self.path.rglob("*.ckpt")):
             shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.made_parents:
+                try:
+                    parent.rmdir()  # only while empty: another run's folder keeps it
+                except OSError:
+                    break
 
 
 def run_name(config_files: list | None) -> str:
@@ -61,14 +67,17 @@ def _versions(root: Path, prefix: str) -> dict[int, Path]:
 def claim_new_run(root: Path, prefix: str) -> RunFolder:
     """Create the next free ``<prefix>N`` under ``root`` atomically and own it."""
     check_writable(root)
-    root.mkdir(parents=True, exist_ok=True)
-    version = max(_versions(root, prefix), default=-1) + 1
+    made = tuple(p for p in (root, *root.parents) if not p.exists())
+    version = max(_versions(root, prefix), default=-1) + 1 if root.exists() else 0
     while True:
         try:
+            root.mkdir(parents=True, exist_ok=True)
             (root / f"{prefix}{version}").mkdir()
-            return RunFolder(root / f"{prefix}{version}", created=True)
+            return RunFolder(root / f"{prefix}{version}", created=True, made_parents=made)
         except FileExistsError:  # another run took it between our look and our claim
             version += 1
+        except FileNotFoundError:  # another run's release removed the empty root just now
+            continue
 
 
 def resolve_ckpt(ckpt_path: str, root: Path, prefix: str) -> Path:
@@ -115,10 +124,16 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"log folder {str(folder)!r} is not writable ({err.strerror or err})") from None
 
 
-def user_message(err: BaseException, args: list[str]) -> str | None:
+def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
     """The one line for an error a user can act on; None for a bug (which keeps its traceback)."""
     if isinstance(err, ArgumentError):
-        return with_config_files(one_line(str(err)), args)
+        return hint(with_config_files(one_line(str(err)), args))
+    if isinstance(err, ValueError) and not isinstance(err, ToyloopsError):
+        # jsonargparse reports a constructor's error as a ValueError raised while handling it
+        cause = err.__cause__ or err.__context__
+        while cause is not None and not isinstance(cause, ToyloopsError):
+            cause = cause.__cause__ or cause.__context__
+        err = cause or err
     if isinstance(err, ToyloopsError):
         return str(err)
     if isinstance(err, OSError) and err.errno in ACTIONABLE_ERRNOS:
@@ -130,13 +145,14 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
          hint: Callable[[str], str] = lambda message: message) -> None:
     """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, an
     interrupt in exit code 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
+    ``hint`` may add to the message of a command-line parse error.
     """
     try:
         entry(args)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as err:
-        message = user_message(err, list(sys.argv[1:] if args is None else args))
+        message = user_message(err, list(sys.argv[1:] if args is None else args), hint)
         if message is None or os.environ.get("TOYLOOPS_DEBUG") == "1":
             raise
-        sys.exit(f"error: {hint(message)}")
+        sys.exit(f"error: {message}")

@@ -1,0 +1,50 @@
+"""python tests/kill_switch.py N between|inside lightning|loop|SCRIPT.py ARGS...
+
+Runs ``train.py`` (lightning), ``python -m toyloops.loop`` (loop) or a script with ARGS and kills itself with a
+real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by counting
+``torch.save`` calls instead of sleeping:
+
+- ``between``: at the start of write N + 1, so write N is complete and the run has trained on
+  past it (the steps since then are lost and must be redone by a resume);
+- ``inside``: halfway through write N (half its bytes are on disk, the rename never happens).
+"""
+
+import io
+import os
+import runpy
+import signal
+import sys
+
+import torch
+
+n, mode, engine, *args = sys.argv[1:]
+n, calls, real_save = int(n), 0, torch.save
+
+
+def save(obj, f, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - torch.save's signature
+    global calls
+    calls += 1
+    if mode == "between" and calls == n + 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "inside" and calls == n and hasattr(f, "fileno"):  # a real file, not Lightning's BytesIO buffer
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *rest, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        f.flush()
+        os.fsync(f.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *rest, **kwargs)
+
+
+torch.save = save
+sys.argv = [engine, *args]
+if engine == "lightning":
+    from toyloops.cli import main
+
+    main(args)
+elif engine == "loop":
+    from toyloops.loop import main
+
+    main(args)
+else:
+    runpy.run_path(engine, run_name="__main__")

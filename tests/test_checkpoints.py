@@ -1,0 +1,175 @@
+"""One checkpoint format: either engine evaluates the other's checkpoints, and a library user
+reloads any Classifier checkpoint (train.py, hand loop, plain Trainer) as plain data."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import CONFIGS, run_cli
+
+from toyloops import MLP, Classifier, PointsDataModule, TransformerClassifier, classification_loss, runs
+from toyloops.checkpoints import load_checkpoint
+from toyloops.errors import ConfigError
+from toyloops.loop import run
+
+CONFIG = str(CONFIGS / "blobs_mlp.yaml")
+SHORT = ["--config", CONFIG, "--trainer.max_epochs=2", "--data.n_samples=600", "--trainer.enable_progress_bar=false",
+         "--dashboard.boundary_every_n_epochs=0"]
+
+
+@pytest.fixture(scope="module")
+def both_engines(tmp_path_factory):
+    """One short blobs_mlp run per engine, in one folder: (lightning last.ckpt, loop last.ckpt, val/acc each)."""
+    cwd = tmp_path_factory.mktemp("engines")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        cli = run_cli("fit", *SHORT)
+        loop = run(["fit", *SHORT])
+    lightning_acc = cli.trainer.callback_metrics["val/acc"].item()
+    return cwd, cwd / "logs/blobs_mlp/version_0/checkpoints/last.ckpt", cwd / loop["last_checkpoint"], \
+        lightning_acc, loop["val/acc"]
+
+
+def test_each_engine_evaluates_the_others_checkpoint(both_engines, monkeypatch):
+    cwd, lightning_ckpt, loop_ckpt, lightning_acc, loop_acc = both_engines
+    monkeypatch.chdir(cwd)
+    assert run(["validate", *SHORT, "--ckpt_path", str(lightning_ckpt)])["val/acc"] == pytest.approx(lightning_acc)
+    cli = run_cli("validate", *SHORT, "--ckpt_path", str(loop_ckpt))
+    assert cli.trainer.callback_metrics["val/acc"].item() == pytest.approx(loop_acc)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_resuming_in_the_other_engine_is_refused_in_one_line(both_engines, engine, monkeypatch):
+    cwd, lightning_ckpt, loop_ckpt, *_ = both_engines
+    monkeypatch.chdir(cwd)
+    other = loop_ckpt if engine == "lightning" else lightning_ckpt
+    with pytest.raises(ConfigError, match=f"was written by {'loop' if engine == 'lightning' else 'lightning'}"):
+        (run_cli if engine == "lightning" else lambda *a: run(list(a)))("fit", *SHORT, "--ckpt_path", str(other))
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_load_from_checkpoint_rebuilds_model_and_data_from_either_engine(both_engines, engine):
+    _, lightning_ckpt, loop_ckpt, *_ = both_engines
+    path = lightning_ckpt if engine == "lightning" else loop_ckpt
+    assert isinstance(torch.load(path, weights_only=True), dict)  # plain data
+    model = Classifier.load_from_checkpoint(path).eval()
+    datamodule = PointsDataModule.load_from_checkpoint(path)
+    assert isinstance(model.net, MLP) and model.num_classes == 3
+    assert datamodule.hparams["n_samples"] == 600 and len(datamodule.centers) == 3  # the run's data, not defaults
+    raw_x, raw_y = datamodule.generate()  # new raw points, scaled as the model saw them in training
+    with torch.no_grad():
+        accuracy = (model(datamodule.preprocess(raw_x)).argmax(1) == raw_y).float().mean().item()
+    assert accuracy > 0.9
+    assert torch.equal(datamodule.mean, load_checkpoint(path)["PointsDataModule"]["mean"])
+
+
+def _plain_trainer_checkpoint(tmp_path: Path, model: Classifier) -> Path:
+    trainer = L.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(model, datamodule=PointsDataModule(n_samples=300))
+    path = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("optimizer", [None, functools.partial(torch.optim.AdamW, lr=0.02), torch.optim.SGD],
+                         ids=["default", "partial", "class"])
+def test_a_plain_trainer_checkpoint_reloads_with_weights_only(tmp_path, optimizer):
+    model = Classifier(MLP(2, 2), optimizer=optimizer) if optimizer is not torch.optim.SGD \
+        else Classifier(MLP(2, 2), optimizer=functools.partial(optimizer, lr=0.1))
+    path = _plain_trainer_checkpoint(tmp_path, model)
+    hparams = torch.load(path, weights_only=True)["hyper_parameters"]  # refuses any pickled function
+    assert hparams["optimizer"]["class_path"] in ("torch.optim.AdamW", "torch.optim.SGD")
+    loaded = Classifier.load_from_checkpoint(path)
+    assert loaded.hparams == model.hparams
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+    assert type(loaded.configure_optimizers()) is type(model.configure_optimizers())
+
+
+def test_a_live_net_without_init_args_needs_net_when_loading(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
+    path = _plain_trainer_checkpoint(tmp_path, Classifier(net, num_classes=2))
+    with pytest.raises(ConfigError, match="pass net= to load_from_checkpoint"):
+        Classifier.load_from_checkpoint(path)
+    fresh = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
+    loaded = Classifier.load_from_checkpoint(path, net=fresh)
+    assert torch.equal(loaded.net[0].weight, net[0].weight)
+
+
+def test_weights_only_false_is_the_callers_choice_and_refusals_are_whole_sentences(tmp_path):
+    path = tmp_path / "pickled.ckpt"
+    checkpoint = torch.load(_plain_trainer_checkpoint(tmp_path, Classifier(MLP(2, 2))), weights_only=True)
+    checkpoint["hyper_parameters"]["optimizer"] = functools.partial(torch.optim.SGD, lr=0.1)  # an old-style hparam
+    torch.save(checkpoint, path)
+    with pytest.raises(ConfigError) as refused:
+        Classifier.load_from_checkpoint(path)
+    message = str(refused.value)
+    assert "refused, it needs code to load" in message and "functools.partial" in message
+    assert message.endswith(")") and "\n" not in message  # whole, one line, not cut mid-word
+    loaded = Classifier.load_from_checkpoint(path, weights_only=False)
+    assert isinstance(loaded.configure_optimizers(), torch.optim.SGD)
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    ("net", {"class_path": "this.Foo", "init_args": {}}),
+    ("scheduler", {"class_path": "torch.optim.lr_scheduler.LambdaLR", "init_args": {"lr_lambda": "os._exit"}}),
+    ("optimizer", {"class_path": "torch.optim.SGD", "init_args": {"lr": "os.system"}}),
+    ("_instantiator", "lightning.pytorch.cli.instantiate_module"),
+])
+def test_hyperparameters_naming_code_are_refused_before_anything_is_imported(tmp_path, where, value):
+    checkpoint = torch.load(_plain_trainer_checkpoint(tmp_path, Classifier(MLP(2, 2))), weights_only=True)
+    checkpoint["hyper_parameters"][where] = value
+    torch.save(checkpoint, tmp_path / "hostile.ckpt")
+    script = ("import sys; from toyloops import Classifier\n"
+              "try:\n    Classifier.load_from_checkpoint(sys.argv[1])\nexcept ValueError as err: print(err)\n"
+              "print('imported this' if 'this' in sys.modules else 'nothing imported')\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hostile.ckpt")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert "not allowed" in result.stdout or "may not name Python code" in result.stdout, result.stdout
+    assert result.stdout.strip().endswith("nothing imported")
+
+
+def test_num_classes_has_one_source_the_net():
+    assert Classifier(MLP(2, 3)).num_classes == 3
+    assert Classifier(TransformerClassifier(num_classes=4)).num_classes == 4
+    with pytest.raises(ConfigError, match="num_classes=2 but net MLP predicts 3"):
+        Classifier(MLP(2, 3), num_classes=2)
+
+
+def test_two_classes_are_one_logit_and_the_shared_loss_takes_it():
+    logits, y = MLP(2, 2)(torch.randn(8, 2)), torch.randint(0, 2, (8,))
+    assert logits.shape == (8,) and torch.isfinite(classification_loss(logits, y))
+    assert "classification_loss" in (MLP.__module__ and sys.modules[MLP.__module__].__doc__)
+
+
+def _raises(exc: BaseException):
+    def entry(args):  # noqa: ANN001, ANN202
+        raise exc
+    return entry
+
+
+@pytest.mark.parametrize(("error", "one_line"), [
+    (ConfigError("data.batch_size: must be > 0"), True),
+    (OSError(errno.ENOSPC, "No space left on device", "logs/x"), True),
+    (ValueError("a bug in our code"), False),
+    (KeyError("state_dict"), False),
+    (OSError(errno.EIO, "Input/output error"), False),
+])
+def test_only_a_users_mistake_becomes_one_line(error, one_line, monkeypatch):
+    monkeypatch.delenv("TOYLOOPS_DEBUG", raising=False)
+    if one_line:
+        with pytest.raises(SystemExit) as exit_info:
+            runs.main(_raises(error), [])
+        assert exit_info.value.code.startswith("error: ") and "\n" not in exit_info.value.code
+        monkeypatch.setenv("TOYLOOPS_DEBUG", "1")  # the traceback, on request
+    with pytest.raises(type(error)):
+        runs.main(_raises(error), [])
