@@ -33,9 +33,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from toyloops import MLP, LogisticRegression, PointsDataModule, SequenceDataModule, TransformerClassifier
+from toyloops import (
+    MLP,
+    Classifier,
+    LogisticRegression,
+    PointsDataModule,
+    SequenceDataModule,
+    TransformerClassifier,
+    loop,
+)
 from toyloops.cli import ToyCLI
-from toyloops.loop import TrainerOptions, fit
 from toyloops.models import classification_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +98,21 @@ def seed_style(dm, make_net, epochs: int) -> list[float]:
 
 
 def hand_loop(dm, make_net, epochs: int, run_dir: Path) -> list[float]:
-    net = make_net()
-    result = fit(net, dm, _optimizer(net), None, TrainerOptions(max_epochs=epochs, enable_progress_bar=False),
-                 run_dir)
-    return result["train_seconds_per_step"]
+    """Seconds per step, one value per epoch: ``toyloops.loop.train_epoch`` itself, timed from outside."""
+    model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
+    trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
+    precision = loop.Precision.create(trainer)
+    optimizer, scheduler = loop.configure_optimizers(model)
+    fit = loop.Fit(model, dm, trainer, precision, optimizer, scheduler, loop.SummaryWriter(str(run_dir)), run_dir)
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        loop.train_epoch(fit)
+        times.append((time.perf_counter() - started) / len(fit.train_batches))
+        loop.compute_epoch_metrics(model, "train")  # what on_train_epoch_end does with the stash, untimed
+        fit.state.epoch += 1
+    fit.writer.close()
+    return times
 
 
 class _TrainPhaseTimer(L.Callback):
@@ -189,20 +207,15 @@ def batch_sweep_table(sizes: list[int]) -> list[str]:
 
 
 _SIZE_PROBE = """
-import resource, sys, time, tempfile
+import resource, sys, tempfile
 from pathlib import Path
-import torch
-from toyloops import MLP, PointsDataModule
-from toyloops.loop import TrainerOptions, fit
-n = int(sys.argv[1])
-dm = PointsDataModule("circles", n_samples=n, batch_size=256)
-net = MLP(2, 2, hidden_sizes=[32, 32])
+sys.path.insert(0, sys.argv[2])
+from bench import hand_loop, MODELS
+from toyloops import PointsDataModule
+dm = PointsDataModule("circles", n_samples=int(sys.argv[1]), batch_size=256)
 with tempfile.TemporaryDirectory() as tmp:
-    started = time.perf_counter()
-    result = fit(net, dm, torch.optim.AdamW(net.parameters()), None,
-                 TrainerOptions(max_epochs=2, enable_progress_bar=False), Path(tmp))
-print(sorted(result["train_seconds_per_step"])[-1] * len(dm.train_dataloader()),
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    times = hand_loop(dm, MODELS["MLP / circles"][2], 2, Path(tmp))
+print(max(times) * len(dm.train_dataloader()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
@@ -210,8 +223,8 @@ def dataset_sweep_table(sizes: list[int]) -> list[str]:
     """Seconds per training epoch and peak resident memory of a whole process, per dataset size."""
     rows = ["| points | train s/epoch | peak RSS MiB |", "|---|---|---|"]
     for n in sizes:
-        out = subprocess.run([sys.executable, "-c", _SIZE_PROBE, str(n)], capture_output=True, text=True,
-                             check=True).stdout.split()
+        out = subprocess.run([sys.executable, "-c", _SIZE_PROBE, str(n), str(Path(__file__).parent)],
+                             capture_output=True, text=True, check=True).stdout.split()
         rows.append(f"| {n:,} | {float(out[0]):.3f} | {float(out[1]):.0f} |")
     return rows
 
