@@ -50,7 +50,7 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``, rewritten at every epoch end (or every N steps): always the newest state.
+    """``last.ckpt``, rewritten at every training epoch end, validated or not (or every N steps).
 
     Lightning's own ``save_last`` rewrites last.ckpt only when the monitored metric improved, so
     after a plateau "last" silently lags behind; a resume point has to be the latest state.
@@ -61,7 +61,7 @@ class LastCheckpoint(ModelCheckpoint):
         """Args: every_n_train_steps: also save mid-epoch, every that many optimizer steps."""
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
-                         enable_version_counter=False)
+                         enable_version_counter=False, save_on_train_epoch_end=True)
 
 
 class RunSummary(Callback):
