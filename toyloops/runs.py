@@ -99,7 +99,7 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None) -> RunFol
         run_dir = resume_from.resolve().parent.parent
         if run_dir.parent == root.resolve() and run_dir.name.startswith(prefix) \
                 and run_dir.name[len(prefix):].isdigit():
-            return RunFolder(run_dir, created=False)
+            return RunFolder(root / run_dir.name, created=False)
     return claim_new_run(root, prefix)
 
 
