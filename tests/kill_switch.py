@@ -1,4 +1,4 @@
-"""python tests/kill_switch.py N between|inside lightning|loop|SCRIPT.py ARGS...
+"""python tests/kill_switch.py N between|inside|TERM|INT|fill lightning|loop|SCRIPT.py ARGS...
 
 Runs ``train.py`` (lightning), ``python -m toyloops.loop`` (loop) or a script with ARGS and kills itself with a
 real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by counting
@@ -6,7 +6,9 @@ real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by
 
 - ``between``: at the start of write N + 1, so write N is complete and the run has trained on
   past it (the steps since then are lost and must be redone by a resume);
-- ``inside``: halfway through write N (half its bytes are on disk, the rename never happens).
+- ``inside``: halfway through write N (half its bytes are on disk, the rename never happens);
+- ``TERM`` / ``INT``: sends itself that signal as write N + 1 starts, and lets the run go on;
+- ``fill``: before write N, fills the filesystem of ``$BALLAST`` (a file path) to the last byte.
 """
 
 import io
@@ -26,6 +28,17 @@ def save(obj, f, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - torch.save'
     calls += 1
     if mode == "between" and calls == n + 1:
         os.kill(os.getpid(), signal.SIGKILL)
+    if mode in ("TERM", "INT") and calls == n + 1:
+        os.kill(os.getpid(), getattr(signal, f"SIG{mode}"))
+    if mode == "fill" and calls == n:
+        fd = os.open(os.environ["BALLAST"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        for block in (65536, 1):  # big blocks, then the last bytes
+            try:
+                while True:
+                    os.write(fd, b"\0" * block)
+            except OSError:  # ENOSPC: the filesystem is full
+                pass
+        os.close(fd)
     if mode == "inside" and calls == n and hasattr(f, "fileno"):  # a real file, not Lightning's BytesIO buffer
         buffer = io.BytesIO()
         real_save(obj, buffer, *rest, **kwargs)

@@ -10,12 +10,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.checkpoints import SECTION, toyloops_section
+from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
+from toyloops.runs import Stopped, StopRequest
 from toyloops.seeding import set_rng_state
 
 
@@ -38,6 +40,18 @@ class ResumeState(Callback):
             set_rng_state(checkpoint[SECTION]["rng"])
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writes, made atomic on any filesystem: a temporary file in the
+    checkpoint's own folder, fsync, rename (:func:`toyloops.checkpoints.save_checkpoint`).
+
+    Lightning's default writes go through fsspec, whose move from ``$TMPDIR`` falls back to
+    truncating and copying into the target when ``logs/`` is on another filesystem.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        save_checkpoint(checkpoint, path)
+
+
 class StopOnNonFiniteLoss(Callback):
     """Stops training at the first NaN/Inf loss, before its backward pass can touch the weights.
 
@@ -50,10 +64,12 @@ class StopOnNonFiniteLoss(Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``, rewritten at every training epoch end, validated or not (or every N steps).
+    """``last.ckpt``, rewritten at every training epoch end, validated or not (or every N steps),
+    and the resume point SIGTERM and SIGINT leave (see :class:`toyloops.runs.StopRequest`).
 
     Lightning's own ``save_last`` rewrites last.ckpt only when the monitored metric improved, so
-    after a plateau "last" silently lags behind; a resume point has to be the latest state.
+    after a plateau "last" silently lags behind; a resume point has to be the latest state. And
+    Lightning ends a run on SIGTERM with exit code 0 and nothing saved since the last epoch.
     """
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None,
@@ -62,6 +78,28 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
                          enable_version_counter=False, save_on_train_epoch_end=True)
+        self.stop = StopRequest()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop.__enter__()  # in place of Lightning's SIGTERM handler, which it restores at teardown
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop.__exit__()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.stop.__exit__()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.stop.signum and batch_idx + 1 < trainer.num_training_batches:  # mid-epoch: save here
+            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
+            raise Stopped(self.stop.signum, trainer.global_step, Path(self.dirpath) / "last.ckpt")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self.stop.signum:  # this epoch's last.ckpt is the resume point
+            raise Stopped(self.stop.signum, trainer.global_step, Path(self.dirpath) / "last.ckpt")
 
 
 class RunSummary(Callback):

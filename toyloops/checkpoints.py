@@ -9,6 +9,7 @@ Files are written atomically and read as data only (``weights_only=True``).
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -36,12 +37,17 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)  # serialised first, so a full disk is a plain OSError (ENOSPC)
     try:
         with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
         tmp.replace(path)  # atomic on POSIX: readers see the old file or the new one, never half
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror, str(path)) from err  # name the checkpoint (disk full, ...)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from toyloops import runs
 from toyloops.callbacks import (
+    AtomicCheckpointIO,
     DashboardCallback,
     LastCheckpoint,
     PredictionWriter,
@@ -53,8 +54,9 @@ class ToyCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Always on, whatever trainer.callbacks a config lists (those are added to these).
-        kwargs.setdefault("trainer_defaults", {"callbacks": [
-            ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()]})
+        kwargs.setdefault("trainer_defaults", {
+            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()],
+            "plugins": [AtomicCheckpointIO()]})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         self.run_folder: runs.RunFolder | None = None
         try:
@@ -64,6 +66,8 @@ class ToyCLI(LightningCLI):
             if self.run_folder is not None:
                 self.run_folder.release(failed=True)  # a run that wrote no checkpoint leaves no folder
             raise
+        if self.run_folder is not None and run:
+            self.run_folder.release(failed=False)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

@@ -126,6 +126,7 @@ class Fit:
     dashboard: Dashboard | None = None
     every_n_train_steps: int | None = None
     state: LoopState = field(default_factory=LoopState)
+    stop: runs.StopRequest = field(default_factory=runs.StopRequest)  # SIGTERM/SIGINT, acted on between steps
 
     def __post_init__(self) -> None:
         self.train_batches, self.val_batches = self.datamodule.train_dataloader(), self.datamodule.val_dataloader()
@@ -145,13 +146,16 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
     if config_text:
         (run_dir / "config.yaml").write_text(config_text)
     on_fit_start(loop)
-    while loop.state.epoch < trainer.max_epochs:
-        train_epoch(loop)
-        metrics = {}
-        if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0:
-            metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
-            log_metrics(loop, metrics)
-        on_train_epoch_end(loop, metrics)
+    with loop.stop:
+        while loop.state.epoch < trainer.max_epochs:
+            train_epoch(loop)
+            metrics = {}
+            if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0:
+                metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
+                log_metrics(loop, metrics)
+            on_train_epoch_end(loop, metrics)
+            if loop.stop.signum:  # the epoch's checkpoint is the resume point
+                raise runs.Stopped(loop.stop.signum, loop.state.global_step, loop.run_dir / "checkpoints/last.ckpt")
     on_fit_end(loop)
     loop.writer.close()
     return loop.state
@@ -190,10 +194,12 @@ def train_epoch(loop: Fit) -> None:
         state.global_step += 1
         if log_now:  # the only host sync of a step, every log_every_n_steps
             log_metrics(loop, {"train/loss": loss.item()}, step=state.global_step - 1)
-        if loop.every_n_train_steps and state.global_step % loop.every_n_train_steps == 0:
-            save_checkpoint(dump_checkpoint(loop), loop.run_dir / "checkpoints/last.ckpt")  # a mid-epoch resume point
         if loop.train_batches.batches_done >= n_batches:  # limit_train_batches
             break
+        if loop.stop.signum or (loop.every_n_train_steps and state.global_step % loop.every_n_train_steps == 0):
+            save_checkpoint(dump_checkpoint(loop), loop.run_dir / "checkpoints/last.ckpt")  # a mid-epoch resume point
+            if loop.stop.signum:
+                raise runs.Stopped(loop.stop.signum, state.global_step, loop.run_dir / "checkpoints/last.ckpt")
     update_lr_schedulers(loop, "epoch")  # at the epoch's last batch, before validation, as Lightning does
 
 
@@ -433,6 +439,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     except BaseException:
         run_folder.release(failed=True)
         raise
+    run_folder.release(failed=False)
     checkpoints = run_folder.path / "checkpoints"
     best = f"{state.best:.4f}" if state.best is not None else "none (no validation ran)"
     print(f"\n== toyloops hand loop ==\nbest {MONITOR}: {best}\nbest checkpoint: {checkpoints / 'best.ckpt'}\n"

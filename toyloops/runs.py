@@ -9,10 +9,13 @@ before writing any checkpoint).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from argparse import ArgumentError
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +25,8 @@ import torch
 
 from toyloops.config import one_line, with_config_files
 from toyloops.errors import ConfigError, ToyloopsError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # Environment failures a user can act on; any other OSError is a bug and keeps its traceback.
 ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
@@ -39,8 +44,25 @@ class RunFolder:
     def version(self) -> int:
         return int(self.path.name.rsplit("_", 1)[-1])
 
+    def lock(self) -> RunFolder:
+        """Hold the folder for this process's run; the OS lets go when the process ends, even on SIGKILL."""
+        self._lock = open(self.path / ".lock", "a")  # noqa: SIM115 - held open for the run's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise ConfigError(f"run folder {self.path} is in use by another process: let that run end, "
+                              "or start a new run (drop --ckpt_path)") from None
+        return self
+
+    def unlock(self) -> None:
+        if getattr(self, "_lock", None):
+            self._lock.close()
+            self._lock = None
+
     def release(self, failed: bool) -> None:
         """After a failure, remove the folder if this process made it and it holds no checkpoint."""
+        self.unlock()
         if failed and self.created and not any(self.path.rglob("*.ckpt")):
             shutil.rmtree(self.path, ignore_errors=True)
             for parent in self.made_parents:
@@ -73,7 +95,7 @@ def claim_new_run(root: Path, prefix: str) -> RunFolder:
         try:
             root.mkdir(parents=True, exist_ok=True)
             (root / f"{prefix}{version}").mkdir()
-            return RunFolder(root / f"{prefix}{version}", created=True, made_parents=made)
+            return RunFolder(root / f"{prefix}{version}", created=True, made_parents=made).lock()
         except FileExistsError:  # another run took it between our look and our claim
             version += 1
         except FileNotFoundError:  # another run's release removed the empty root just now
@@ -99,7 +121,7 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None) -> RunFol
         run_dir = resume_from.resolve().parent.parent
         if run_dir.parent == root.resolve() and run_dir.name.startswith(prefix) \
                 and run_dir.name[len(prefix):].isdigit():
-            return RunFolder(root / run_dir.name, created=False)
+            return RunFolder(root / run_dir.name, created=False).lock()
     return claim_new_run(root, prefix)
 
 
@@ -124,6 +146,41 @@ def check_writable(folder: Path) -> None:
         raise ConfigError(f"log folder {str(folder)!r} is not writable ({err.strerror or err})") from None
 
 
+class Stopped(ToyloopsError):
+    """Training stopped on SIGTERM or SIGINT; ``checkpoint`` is the resume point (None: before training)."""
+
+    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None) -> None:
+        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as a shell reports them
+        where = f"at step {step}; resume point {checkpoint}; to resume, run the same command with --ckpt_path last" \
+            if checkpoint else "before training started; nothing to resume"
+        super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+
+
+class StopRequest:
+    """While training, SIGTERM and SIGINT are remembered (``signum``) instead of ending the process:
+    the engine saves a resume point at the next step boundary and raises :class:`Stopped`."""
+
+    signum: int | None = None
+
+    def __enter__(self) -> StopRequest:
+        self.signum, self._previous = None, {}
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = {sig: signal.signal(sig, self._remember) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.signum = signum
+
+
+def _stop_before_training(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
     """The one line for an error a user can act on; None for a bug (which keeps its traceback)."""
     if isinstance(err, ArgumentError):
@@ -137,22 +194,27 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
     if isinstance(err, ToyloopsError):
         return str(err)
     if isinstance(err, OSError) and err.errno in ACTIONABLE_ERRNOS:
-        return f"{err.strerror}: {err.filename}" if err.filename else str(err)
+        return f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
     return None
 
 
 def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
          hint: Callable[[str], str] = lambda message: message) -> None:
-    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, an
-    interrupt in exit code 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
+    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or
+    SIGINT in one line and 143 or 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
     ``hint`` may add to the message of a command-line parse error.
     """
+    previous = signal.signal(signal.SIGTERM, _stop_before_training)  # training installs StopRequest
     try:
         entry(args)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except (KeyboardInterrupt, Stopped) as err:
+        stopped = err if isinstance(err, Stopped) else Stopped(signal.SIGINT)
+        sys.stderr.write(f"{stopped}\n")
+        sys.exit(stopped.exit_code)
     except Exception as err:
         message = user_message(err, list(sys.argv[1:] if args is None else args), hint)
         if message is None or os.environ.get("TOYLOOPS_DEBUG") == "1":
             raise
         sys.exit(f"error: {message}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

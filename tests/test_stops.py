@@ -1,0 +1,157 @@
+"""Stops a user meets: SIGTERM/SIGINT, a full disk, runs started together, a resume of a live run.
+
+Real processes and real signals; each stop is placed by counting checkpoint writes
+(``tests/kill_switch.py``), never by a timed wait.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import CONFIGS, QUIET, ROOT, run_cli
+
+from toyloops import runs
+from toyloops.checkpoints import load_checkpoint
+from toyloops.errors import ConfigError, NonFiniteLossError
+from toyloops.loop import run
+
+CIRCLES = str(CONFIGS / "circles_mlp.yaml")
+ARGS = ["--config", CIRCLES, "--trainer.max_epochs=3", "--model.net.dropout=0.2", *QUIET,
+        "--last_checkpoint.every_n_train_steps=4", "--dashboard.boundary_every_n_epochs=0"]
+KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
+ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
+           "loop": [sys.executable, "-m", "toyloops.loop", "fit"]}
+PREFIX = {"lightning": "version_", "loop": "loop_version_"}
+
+
+def _last(cwd: Path, engine: str) -> Path:
+    (found,) = cwd.glob(f"logs/circles_mlp/{PREFIX[engine]}*/checkpoints/last.ckpt")
+    return found
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
+    """Final weights of an uninterrupted run, per engine."""
+    cwd = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        run_cli("fit", *ARGS)
+        run(["fit", *ARGS])
+    return {engine: load_checkpoint(_last(cwd, engine))["state_dict"] for engine in ENGINES}
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT"])
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine, sig, uninterrupted, tmp_path):
+    stopped = subprocess.run([*KILL_SWITCH, "3", sig, engine, "fit", *ARGS], cwd=tmp_path, capture_output=True,
+                             text=True)  # the signal arrives during the 4th checkpoint write (step 16)
+    assert stopped.returncode == 128 + getattr(signal, f"SIG{sig}"), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        f"stopped by SIG{sig} at step 16; resume point {_last(tmp_path, engine).relative_to(tmp_path)}; "
+        "to resume, run the same command with --ckpt_path last")
+    assert load_checkpoint(_last(tmp_path, engine))["global_step"] == 16  # mid-epoch: 19 steps an epoch
+
+    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=tmp_path, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    weights = load_checkpoint(_last(tmp_path, engine))["state_dict"]
+    assert all(torch.equal(weights[k], uninterrupted[engine][k]) for k in weights)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 16 MB filesystem (tmpfs), so a full disk is a real ENOSPC."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True,
+                            text=True)
+    if result.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_full_disk_stops_in_one_line_and_leaves_every_checkpoint_whole(engine, small_disk):
+    env = {**os.environ, "BALLAST": str(small_disk / "ballast")}
+    full = subprocess.run([*KILL_SWITCH, "3", "fill", engine, "fit", *ARGS], cwd=small_disk, capture_output=True,
+                          text=True, env=env)  # the disk fills up just before the 3rd checkpoint write
+    assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr
+    assert full.stderr.strip().splitlines()[-1].startswith("error: No space left on device")
+    checkpoints = list(small_disk.rglob("*.ckpt"))
+    assert checkpoints and not list(small_disk.rglob("*.tmp"))  # no torn or temporary file left behind
+    assert load_checkpoint(_last(small_disk, engine))["global_step"] == 8  # the 2nd write, whole
+    (small_disk / "ballast").unlink()
+    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=small_disk, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_runs_started_together_each_claim_their_own_folder(tmp_path):
+    root = tmp_path / "logs/x"
+    claimed: list[runs.RunFolder] = []
+    threads = [threading.Thread(target=lambda: claimed.append(runs.claim_new_run(root, "version_")))
+               for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.version for r in claimed) == list(range(8))
+
+
+def test_two_hand_loop_fits_started_together_land_in_two_folders(tmp_path):
+    args = ["--config", CIRCLES, "--trainer.max_epochs=1", *QUIET, "--dashboard.boundary_every_n_epochs=0"]
+    procs = [subprocess.Popen([*ENGINES["loop"], *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    assert [p.wait() for p in procs] == [0, 0], [p.stderr.read() for p in procs]
+    folders = sorted(tmp_path.glob("logs/circles_mlp/loop_version_*"))
+    assert len(folders) == 2
+    for folder in folders:
+        assert (folder / "config.yaml").exists() and (folder / "checkpoints/last.ckpt").exists()
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_failing_run_removes_only_its_own_folder(engine, in_tmp, monkeypatch):
+    """Another run claims a folder while this one is training; this one then fails before its
+    first checkpoint: its own folder goes, the other run's stays."""
+    other: list[runs.RunFolder] = []
+
+    def another_run_starts_then_loss_is_nan(loss, step, epoch):  # noqa: ANN001, ANN202
+        other.append(runs.claim_new_run(Path("logs/circles_mlp"), PREFIX[engine]))
+        raise NonFiniteLossError("loss is nan")
+
+    monkeypatch.setattr(f"toyloops.{'callbacks' if engine == 'lightning' else 'loop'}.check_finite",
+                        another_run_starts_then_loss_is_nan)
+    with pytest.raises(NonFiniteLossError):
+        run_cli("fit", *ARGS) if engine == "lightning" else run(["fit", *ARGS])
+    assert [p.name for p in Path("logs/circles_mlp").iterdir()] == [other[0].path.name]
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
+    run_cli("fit", *ARGS, "--trainer.max_epochs=1") if engine == "lightning" else \
+        run(["fit", *ARGS, "--trainer.max_epochs=1"])
+    folder = _last(in_tmp, engine).parent.parent
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from toyloops.runs import RunFolder; held = RunFolder(Path(sys.argv[1]), False).lock(); "
+                               "print('locked', flush=True); sys.stdin.read()", str(folder)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # the other process holds the run now
+        with pytest.raises(ConfigError, match="is in use by another process"):
+            run_cli("fit", *ARGS, "--ckpt_path", "last") if engine == "lightning" else \
+                run(["fit", *ARGS, "--ckpt_path", "last"])
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    (run_cli if engine == "lightning" else lambda *a: run(list(a)))("fit", *ARGS, "--trainer.max_epochs=2",
+                                                                     "--ckpt_path", "last")  # free again
+    assert load_checkpoint(_last(in_tmp, engine))["epoch"] == 1
