@@ -141,7 +141,8 @@ def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
         run(["fit", *ARGS, "--trainer.max_epochs=1"])
     folder = _last(in_tmp, engine).parent.parent
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from toyloops.runs import RunFolder; held = RunFolder(Path(sys.argv[1]), False).lock(); "
+                               "from toyloops.runs import RunFolder; "
+                               "held = RunFolder(Path(sys.argv[1]), False).lock(); "
                                "print('locked', flush=True); sys.stdin.read()", str(folder)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
