@@ -118,10 +118,15 @@ def test_hparams_are_the_configs_scalars():
 
 def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
     run_cli("fit", "--config", MLP_CONFIG, "--trainer.max_epochs=2")
-    ckpt = Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt")
+    models = Path("models")  # a user's folder, with a file of the user's beside the checkpoint
+    models.mkdir()
+    (models / "predictions.csv").write_text("mine")
+    ckpt = models / "mine.ckpt"
+    ckpt.write_bytes(Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt").read_bytes())
     cli = run_cli("predict", "--config", MLP_CONFIG, "--ckpt_path", str(ckpt))
-    path = Path("logs/blobs_mlp/version_0/predictions.csv")
-    assert f"predictions: {path.resolve()}" in capsys.readouterr().out
+    path = Path("logs/blobs_mlp/version_1/predictions.csv")  # the predict run's own folder
+    assert f"predictions: {path} (300 rows)" in capsys.readouterr().out
+    assert (models / "predictions.csv").read_text() == "mine"
     rows = list(csv.DictReader(path.open()))
     x_test, y_test = cli.datamodule.splits["test"]
     model = Classifier.load_from_checkpoint(ckpt).eval()  # eval: the MLP has dropout

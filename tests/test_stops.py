@@ -156,3 +156,37 @@ def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
     (run_cli if engine == "lightning" else lambda *a: run(list(a)))("fit", *ARGS, "--trainer.max_epochs=2",
                                                                      "--ckpt_path", "last")  # free again
     assert load_checkpoint(_last(in_tmp, engine))["epoch"] == 1
+
+
+def _fit(engine: str, *args: str):  # noqa: ANN202
+    return run_cli("fit", *ARGS, *args) if engine == "lightning" else run(["fit", *ARGS, *args])
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(engine, in_tmp):
+    _fit(engine, "--trainer.max_epochs=1")
+    run_dir = _last(in_tmp, engine).parent.parent
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    with pytest.raises(ConfigError, match=r"other settings \(data.init_args.n_samples: 2000 -> 900; "
+                                          r"model.net.init_args.hidden_sizes: \[32, 32\] -> \[8\]\)"):
+        _fit(engine, "--trainer.max_epochs=2", "--model.net.hidden_sizes=[8]", "--data.n_samples=900",
+             "--ckpt_path", "last")
+    assert before == {p: p.read_bytes() for p in before}  # nothing in the run was rewritten
+    _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", "last")  # max_epochs may change, and is recorded
+    assert "max_epochs: 2" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, in_tmp):
+    _fit(engine, "--trainer.max_epochs=1")
+    last = _last(in_tmp, engine)
+    older = last.with_name("after-epoch-0.ckpt")
+    older.write_bytes(last.read_bytes())
+    _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", "last")
+    newest = last.read_bytes()
+    _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", str(older))
+    assert last.read_bytes() == newest  # the run's newer last.ckpt is untouched
+    runs_now = sorted(p.name for p in (in_tmp / "logs/circles_mlp").iterdir())
+    assert runs_now == [f"{PREFIX[engine]}0", f"{PREFIX[engine]}1"]
+    forked = load_checkpoint(in_tmp / f"logs/circles_mlp/{PREFIX[engine]}1/checkpoints/last.ckpt")
+    assert forked["global_step"] == load_checkpoint(last)["global_step"]  # the fork trained the same epochs

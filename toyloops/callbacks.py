@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section
+from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
 from toyloops.runs import Stopped, StopRequest
@@ -152,10 +153,9 @@ class DashboardCallback(Dashboard, Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1) into the run folder.
-
-    The run folder is the checkpoint's (``--ckpt_path logs/x/version_0/...`` -> ``logs/x/version_0``),
-    so predictions sit next to the model that made them.
+    """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1) into its own run
+    folder (``logs/<config>/version_N``, which also records the checkpoint it used in config.yaml);
+    it never overwrites a file toyloops did not write.
     """
 
     def __init__(self, filename: str = "predictions.csv") -> None:
@@ -168,15 +168,14 @@ class PredictionWriter(BasePredictionWriter):
             raise ConfigError("predict writes one CSV from one process: run it with --trainer.devices 1")
         probs = torch.cat(predictions).cpu()
         targets = torch.cat([y for _, y in trainer.predict_dataloaders]) if trainer.predict_dataloaders else None
-        run_dir = Path(trainer.ckpt_path).resolve().parent.parent if trainer.ckpt_path else Path(trainer.log_dir)
-        path = run_dir / self.filename
+        path = Path(trainer.log_dir) / self.filename  # this predict run's own folder, made by toyloops
+        if path.exists():  # only without a logger: log_dir is then a folder of the user's
+            raise ConfigError(f"{path} exists and toyloops did not write it: move it, or predict with the "
+                              "TensorBoard logger on (predictions then go into the run's own folder)")
         header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
         rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()), *(f"{v:.6f}" for v in p.tolist())]
                 for i, p in enumerate(probs)]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        tmp.replace(path)
+        text = io.StringIO()
+        csv.writer(text).writerows([header, *rows])
+        write_atomic(path, text.getvalue().encode())
         print(f"predictions: {path} ({len(rows)} rows)", flush=True)

@@ -31,23 +31,29 @@ def toyloops_section(engine: str, **extra: Any) -> dict[str, Any]:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: a crash mid-save never
-    leaves a broken checkpoint. A failing write (read-only folder, full disk) raises.
+    """Serialise, then :func:`write_atomic`: a crash mid-save never leaves a broken checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)  # serialised first, so a full disk is a plain OSError (ENOSPC)
+    write_atomic(path, buffer.getbuffer())
+
+
+def write_atomic(path: str | Path, data: bytes | memoryview) -> None:
+    """Write to a temporary file in the same folder, fsync, rename: readers see the old file or
+    the new one, never half, on any filesystem. A failing write (read-only, full disk) raises an
+    OSError naming ``path`` and leaves no temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)  # serialised first, so a full disk is a plain OSError (ENOSPC)
     try:
         with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
+            f.write(data)
             f.flush()
-            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
-        tmp.replace(path)  # atomic on POSIX: readers see the old file or the new one, never half
+            os.fsync(f.fileno())  # on disk before the rename makes it the file
+        tmp.replace(path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, err.strerror, str(path)) from err  # name the checkpoint (disk full, ...)
+        raise OSError(err.errno, err.strerror, str(path)) from err
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

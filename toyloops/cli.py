@@ -110,11 +110,12 @@ class ToyCLI(LightningCLI):
             checkpoint = load_checkpoint(ckpt)  # a missing or unreadable file is one line, here
             check_hparams(checkpoint.get("hyper_parameters") or {}, ckpt)
             config.ckpt_path = str(ckpt)
-        resume = self.config.get("subcommand") == "fit" and config.get("ckpt_path")
+        resume = Path(config.ckpt_path) if self.config.get("subcommand") == "fit" and config.get("ckpt_path") else None
         if resume:
-            check_resume(checkpoint, "lightning", config.ckpt_path)
+            check_resume(checkpoint, "lightning", resume)
+            runs.check_resume_config(resume, config)
         if tensorboard and rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
-            self.run_folder = runs.open_run(root, RUN_PREFIX, Path(config.ckpt_path) if resume else None)
+            self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
             init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
 
     def instantiate_classes(self) -> None:

@@ -39,7 +39,14 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from toyloops import runs
-from toyloops.checkpoints import SECTION, check_resume, load_checkpoint, save_checkpoint, toyloops_section
+from toyloops.checkpoints import (
+    SECTION,
+    check_resume,
+    load_checkpoint,
+    save_checkpoint,
+    toyloops_section,
+    write_atomic,
+)
 from toyloops.config import (
     LOG_DIR,
     MONITOR,
@@ -144,7 +151,7 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
     if checkpoint is not None:
         restore(loop, checkpoint)
     if config_text:
-        (run_dir / "config.yaml").write_text(config_text)
+        write_atomic(run_dir / "config.yaml", config_text.encode())
     on_fit_start(loop)
     with loop.stop:
         while loop.state.epoch < trainer.max_epochs:
@@ -432,7 +439,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
 
     if checkpoint is not None:
         check_resume(checkpoint, "loop", ckpt)
-    run_folder = runs.open_run(root, RUN_PREFIX, ckpt)
+        runs.check_resume_config(ckpt, cfg)
+    run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
     try:
         state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
                     every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg))

@@ -20,10 +20,13 @@ from argparse import ArgumentError
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
-from toyloops.config import one_line, with_config_files
+from toyloops.checkpoints import load_checkpoint
+from toyloops.config import DATA_TO_NET, one_line, with_config_files
 from toyloops.errors import ConfigError, ToyloopsError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -114,15 +117,45 @@ def resolve_ckpt(ckpt_path: str, root: Path, prefix: str) -> Path:
     return found[-1]
 
 
-def open_run(root: Path, prefix: str, resume_from: Path | None = None) -> RunFolder:
-    """The folder a ``fit`` writes to: the resumed checkpoint's own run when it is one of this
-    config's runs, otherwise a new one, claimed now."""
+def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_step: int = 0) -> RunFolder:
+    """The folder a ``fit`` writes to, locked for this process: the resumed checkpoint's own run
+    when it is one of this config's runs and its newest state; otherwise a new run, claimed now
+    (so resuming from an older checkpoint forks, and never overwrites a newer ``last.ckpt``)."""
     if resume_from is not None:
         run_dir = resume_from.resolve().parent.parent
+        last = run_dir / "checkpoints/last.ckpt"
+        newest = not last.is_file() or last.samefile(resume_from) or load_checkpoint(last)["global_step"] <= resume_step
         if run_dir.parent == root.resolve() and run_dir.name.startswith(prefix) \
-                and run_dir.name[len(prefix):].isdigit():
+                and run_dir.name[len(prefix):].isdigit() and newest:
             return RunFolder(root / run_dir.name, created=False).lock()
     return claim_new_run(root, prefix)
+
+
+FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
+
+
+def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
+    """A resume continues the run it names: the requested seed, model and data must equal those in
+    the run's recorded ``config.yaml``; the rest (max_epochs, logging, checkpoints) may change."""
+    recorded_file = resume_from.resolve().parent.parent / "config.yaml"
+    if not recorded_file.is_file():
+        return  # a checkpoint outside a run folder: nothing recorded to compare with
+    recorded = _flat({key: (yaml.safe_load(recorded_file.read_text()) or {}).get(key) for key in FROZEN_ON_RESUME})
+    wanted = _flat({key: requested.get(key) for key in FROZEN_ON_RESUME})
+    derived = {"model.num_classes", "data.init_args.seed", *(f"model.net.init_args.{t}" for _, t in DATA_TO_NET)}
+    changes = [f"{key}: {recorded.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(recorded.keys() | wanted.keys())
+               if recorded.get(key) != wanted.get(key) and key not in derived]
+    if changes:
+        raise ConfigError(f"ckpt_path={str(resume_from)!r} continues a run trained with other settings "
+                          f"({'; '.join(changes)}): start a new run instead (drop --ckpt_path)")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts/Namespaces as dotted keys; tuples as lists (as YAML records them)."""
+    value = value.as_dict() if hasattr(value, "as_dict") else value
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
 def check_precision(precision: object, accelerator: object) -> None:
