@@ -6,12 +6,11 @@ real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by
 
 - ``between``: at the start of write N + 1, so write N is complete and the run has trained on
   past it (the steps since then are lost and must be redone by a resume);
-- ``inside``: halfway through write N (half its bytes are on disk, the rename never happens);
+- ``inside``: inside write N, with half its bytes on disk and the rename not yet done;
 - ``TERM`` / ``INT``: sends itself that signal as write N + 1 starts, and lets the run go on;
 - ``fill``: before write N, fills the filesystem of ``$BALLAST`` (a file path) to the last byte.
 """
 
-import io
 import os
 import runpy
 import signal
@@ -24,7 +23,7 @@ n, calls, real_save = int(n), 0, torch.save
 
 
 def save(obj, f, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - torch.save's signature
-    global calls
+    global calls, armed
     calls += 1
     if mode == "between" and calls == n + 1:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -39,17 +38,20 @@ def save(obj, f, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - torch.save'
             except OSError:  # ENOSPC: the filesystem is full
                 pass
         os.close(fd)
-    if mode == "inside" and calls == n and hasattr(f, "fileno"):  # a real file, not Lightning's BytesIO buffer
-        buffer = io.BytesIO()
-        real_save(obj, buffer, *rest, **kwargs)
-        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-        f.flush()
-        os.fsync(f.fileno())
-        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "inside" and calls == n:
+        armed = True  # the file write that follows this serialisation dies halfway
     return real_save(obj, f, *rest, **kwargs)
 
 
-torch.save = save
+def fsync(fd: int) -> None:
+    if armed:
+        os.ftruncate(fd, os.fstat(fd).st_size // 2)  # half the file on disk ...
+        real_fsync(fd)
+        os.kill(os.getpid(), signal.SIGKILL)  # ... and no rename
+    real_fsync(fd)
+
+
+torch.save, os.fsync, armed, real_fsync = save, fsync, False, os.fsync
 sys.argv = [engine, *args]
 if engine == "lightning":
     from toyloops.cli import main

@@ -50,10 +50,26 @@ CASES = {
     "malformed yaml": ("bad.yaml", [], "bad.yaml"),
     "unknown key in the file": ("typo.yaml", [], "max_epoch"),
     "mismatched data and net": (SEQ, ["--model.net", "toyloops.MLP"], "vocab_size"),
+    "seed out of range": (MLP, ["--seed_everything", "-1"], "seed_everything=-1: expected an int in [0, 2**32)"),
+    "negative lr": (MLP, ["--model.optimizer.lr", "-0.1"], "model.optimizer.init_args.lr=-0.1: expected a finite"),
+    "NaN lr": (MLP, ["--model.optimizer.lr", "nan"], "model.optimizer.lr: Given value: nan"),
+    "NaN in the file": ("nan.yaml", [], ".nan at line"),
+    "check_val_every_n_epoch 0": (MLP, ["--trainer.check_val_every_n_epoch", "0"], "check_val_every_n_epoch=0"),
+    "log_every_n_steps 0": (MLP, ["--trainer.log_every_n_steps", "0"], "trainer.log_every_n_steps=0"),
+    "max_epochs 0": (MLP, ["--trainer.max_epochs", "0"], "trainer.max_epochs=0: expected an int >= 1"),
+    "max_epochs -1": (MLP, ["--trainer.max_epochs", "-1"], "trainer.max_epochs=-1"),
+    "limit_train_batches 0": (MLP, ["--trainer.limit_train_batches", "0"], "limit_train_batches=0 trains nothing"),
+    "every_n_train_steps -1": (MLP, ["--last_checkpoint.every_n_train_steps", "-1"], "every_n_train_steps=-1"),
+    "non-UTF-8 config": ("latin1.yaml", [], "not UTF-8 text"),
+    "duplicate key": ("twice.yaml", [], "key 'max_epochs' appears twice"),
+    "YAML alias bomb": ("bomb.yaml", [], "YAML aliases; a config may use at most"),
+    "empty centers": (MLP, ["--data.centers", "[]"], "centers must list at least 2 class centers, got 0"),
+    "a scheduler that calls a named function": (
+        MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
+        "LambdaLR' is not allowed"),
 }
-LOOP_CASES = ["unknown key", "unknown trainer key", "wrong type batch", "unknown dataset", "negative hidden size",
-              "fractions sum to 1", "seq_len > max_len", "nhead vs d_model", "batch_size > split",
-              "16-mixed on CPU", "missing checkpoint", "missing config", "malformed yaml", "unknown key in the file"]
+# Cases through both entry points: all but the Lightning-only keys (logger, checkpoint.dirpath).
+LOOP_CASES = [case for case in CASES if case not in ("unwritable log dir",)]
 
 
 def _error_line(main, args, capsys) -> str:
@@ -71,6 +87,12 @@ def workdir(in_tmp):
     Path("blocker").write_text("a file where a folder should be")
     Path("bad.yaml").write_text("trainer: {max_epochs: 3\nmodel: [unclosed")
     Path("typo.yaml").write_text(Path(MLP).read_text().replace("max_epochs: 10", "max_epoch: 10"))
+    Path("nan.yaml").write_text(Path(MLP).read_text().replace("lr: 0.01", "lr: .nan"))
+    Path("latin1.yaml").write_bytes(Path(MLP).read_bytes().replace(b"# MLP", "# Modèle".encode("latin-1")))
+    Path("twice.yaml").write_text(Path(MLP).read_text().replace("max_epochs: 10", "max_epochs: 10\n  max_epochs: 3"))
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    Path("bomb.yaml").write_text(Path(MLP).read_text() + "\n".join(levels) + "\n")  # 9**9 strings if expanded
     return in_tmp
 
 
@@ -100,3 +122,47 @@ def test_a_run_that_fails_midway_keeps_its_checkpoints(workdir, capsys):
     assert "loss is nan" in _error_line(cli.main, args, capsys)
     (last,) = Path("logs").glob("blobs_mlp/version_0/checkpoints/last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 0
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(tmp_path_factory) -> Path:
+    """Checkpoint files a user might pass by mistake, made from one real hand-loop run."""
+    folder = tmp_path_factory.mktemp("bad_ckpts")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        good = loop.run(["fit", "--config", MLP, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+                         "--dashboard.boundary_every_n_epochs=0"])["last_checkpoint"]
+        checkpoint = torch.load(good, weights_only=True)
+    torch.save({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}, folder / "bare.ckpt")
+    del checkpoint["hyper_parameters"]["net"]  # as when the net was passed live: the config builds it
+    torch.save(checkpoint, folder / "livenet.ckpt")
+    checkpoint["state_dict"]["net.layers.0.weight"][0, 0] = float("nan")
+    torch.save(checkpoint, folder / "nan.ckpt")
+    (folder / "garbage.ckpt").write_bytes(bytes(range(256)) * 4)
+    (folder / "good.ckpt").write_bytes((folder / good).read_bytes())
+    return folder
+
+
+CHECKPOINT_CASES = {  # file, extra arguments, what the one line says
+    "a bare state_dict": ("bare.ckpt", [], "has no state_dict: not a Lightning or toyloops checkpoint"),
+    "weights of another net": ("livenet.ckpt", ["--model.net.hidden_sizes", "[16, 16]"],
+                               "does not fit the configured model: net.layers.0.weight is (32, 2)"),
+    "NaN weights": ("nan.ckpt", [], "holds NaN or infinite weights (net.layers.0.weight)"),
+    "garbage bytes": ("garbage.ckpt", [], "is not a readable checkpoint (UnpicklingError: Unsupported operand"),
+    "another data set's model": ("good.ckpt", ["--config", str(CONFIGS / "circles_mlp.yaml")],
+                                 "num_classes=3 but "),
+}
+
+
+@pytest.mark.parametrize("main", [cli.main, loop.main], ids=["train.py", "hand loop"])
+@pytest.mark.parametrize("case", CHECKPOINT_CASES)
+def test_a_wrong_checkpoint_is_one_line(case, main, bad_checkpoints, in_tmp, capsys):
+    name, extra, expected = CHECKPOINT_CASES[case]
+    message = _error_line(main, ["validate", "--config", MLP, "--ckpt_path", str(bad_checkpoints / name), *extra],
+                          capsys)
+    assert expected in message and "needs code" not in message
+
+
+def test_validate_without_a_checkpoint_is_refused_not_scored_at_random(in_tmp, capsys):
+    for main in (cli.main, loop.main):
+        assert "validate needs --ckpt_path" in _error_line(main, ["validate", "--config", MLP], capsys)

@@ -97,6 +97,7 @@ def test_a_plain_trainer_checkpoint_reloads_with_weights_only(tmp_path, optimize
 def test_a_live_net_without_init_args_needs_net_when_loading(tmp_path):
     net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))
     path = _plain_trainer_checkpoint(tmp_path, Classifier(net, num_classes=2))
+    assert "net" not in torch.load(path, weights_only=True)["hyper_parameters"]
     with pytest.raises(ConfigError, match="pass net= to load_from_checkpoint"):
         Classifier.load_from_checkpoint(path)
     fresh = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Flatten(0))

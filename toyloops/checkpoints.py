@@ -73,15 +73,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # torn, garbage, hostile
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        if str(err).startswith("Weights only load failed"):
-            detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), "not plain data")
+        weights_only = str(err).startswith("Weights only load failed")
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
+        if weights_only and detail:  # a pickle that names code to run
             reason = f"refused, it needs code to load: {detail.split('. ')[0]}"
+        elif weights_only:  # torch's own advice fills the first lines; the cause comes after them
+            cause = next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
+                         "not plain data")
+            reason = f"{type(err).__name__}: {cause}"
         else:
             reason = f"{type(err).__name__}: {lines[0] if lines else 'empty or truncated file'}"
         raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict):
         raise ConfigError(f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint")
     return checkpoint
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
+    from it: plain data, weights present, hyperparameters naming only allowed classes."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
+                          "(a bare state_dict loads with model.net.load_state_dict)")
+    check_hparams(checkpoint.get("hyper_parameters") or {}, path)
+    return checkpoint
+
+
+def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:
+    """The checkpoint's weights fit ``model`` and are finite (else an evaluation scores nonsense)."""
+    state, expected = checkpoint["state_dict"], model.state_dict()
+    if state.keys() != expected.keys():
+        names = sorted(state.keys() ^ expected.keys())
+        raise ConfigError(f"ckpt_path={str(path)!r} does not fit the configured model: {len(names)} weights "
+                          f"differ by name, e.g. {names[0]}")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ConfigError(f"ckpt_path={str(path)!r} does not fit the configured model: {name} is "
+                              f"{tuple(tensor.shape)} in the checkpoint, {tuple(expected[name].shape)} here")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ConfigError(f"ckpt_path={str(path)!r} holds NaN or infinite weights ({name})")
 
 
 def check_hparams(hparams: dict[str, Any], path: str | Path) -> None:

@@ -10,6 +10,7 @@ checks and error -> exit come from :mod:`toyloops.runs`, shared with the hand lo
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,8 +29,17 @@ from toyloops.callbacks import (
     RunSummary,
     StopOnNonFiniteLoss,
 )
-from toyloops.checkpoints import check_hparams, check_resume, load_checkpoint
-from toyloops.config import LOG_DIR, MONITOR, MONITOR_MODE, TRAINER_DEFAULTS, add_links, check_net_fits_data
+from toyloops.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
+from toyloops.config import (
+    LOG_DIR,
+    MONITOR,
+    MONITOR_MODE,
+    TRAINER_DEFAULTS,
+    add_links,
+    check_config_file,
+    check_net_fits_data,
+    check_values,
+)
 from toyloops.errors import ConfigError
 from toyloops.module import Classifier
 
@@ -89,13 +99,20 @@ class ToyCLI(LightningCLI):
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
+        for path in runs.config_files(list(sys.argv[1:] if args is None else args)):
+            check_config_file(path)  # before the YAML is expanded
         super().parse_arguments(parser, args)
         # Before Lightning reads the checkpoint's hyperparameters into the config: check the
         # checkpoint, then name and claim the run folder.
         self._prepare_run(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
 
     def _prepare_run(self, config) -> None:  # noqa: ANN001 - a jsonargparse Namespace
+        check_values(config)
         runs.check_precision(config.trainer.precision, config.trainer.accelerator)
+        subcommand = self.config.get("subcommand")
+        if subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
+            raise ConfigError(f"{subcommand} needs --ckpt_path (a checkpoint of either engine, or 'last'); "
+                              "without one it would score untrained weights")
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None) if logger else None
         tensorboard = init_args is not None and "save_dir" in init_args
@@ -107,10 +124,9 @@ class ToyCLI(LightningCLI):
                 raise ConfigError(f"ckpt_path={config.ckpt_path!r} is not supported here: "
                                        "give a file path, or 'last' with the TensorBoard logger")
             ckpt = runs.resolve_ckpt(config.ckpt_path, root, RUN_PREFIX)
-            checkpoint = load_checkpoint(ckpt)  # a missing or unreadable file is one line, here
-            check_hparams(checkpoint.get("hyper_parameters") or {}, ckpt)
+            checkpoint = read_checkpoint(ckpt)  # a missing, unreadable or hostile file is one line, here
             config.ckpt_path = str(ckpt)
-        resume = Path(config.ckpt_path) if self.config.get("subcommand") == "fit" and config.get("ckpt_path") else None
+        resume = Path(config.ckpt_path) if subcommand == "fit" and config.get("ckpt_path") else None
         if resume:
             check_resume(checkpoint, "lightning", resume)
             runs.check_resume_config(resume, config)
@@ -121,6 +137,9 @@ class ToyCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         check_net_fits_data(self.model, self.datamodule)
+        ckpt = (self.config[self.subcommand] if self.subcommand else self.config).get("ckpt_path")
+        if ckpt:
+            check_weights(load_checkpoint(ckpt), self.model, ckpt)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from toyloops import models
@@ -42,6 +45,7 @@ SPEC_HOMES = {
                   (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)),
 }
 # Schedulers whose arguments are functions or other schedulers: not expressible as plain data.
+MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
 CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler")
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
@@ -136,6 +140,75 @@ def check_plain(value: Any, where: str) -> None:
         raise ConfigError(f"{where}={value!r}: a stored value may not name Python code")
     elif not isinstance(value, (bool, int, float, str, type(None))):
         raise ConfigError(f"{where}: {type(value).__name__} is not a plain value")
+
+
+def check_values(config: Any) -> None:
+    """Values both engines refuse, with one line naming the key: legal to the parser, but they would
+    crash later, be silently replaced, or mean different things in the two engines."""
+    seed = config.get("seed_everything")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed_everything={seed!r}: expected an int in [0, 2**32) (NumPy's seed range)")
+    trainer = config.trainer
+    for key in ("max_epochs", "check_val_every_n_epoch", "log_every_n_steps"):
+        value = trainer.get(key)
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{key}={value}: expected an int >= 1"
+                              + (" (toy runs end: -1, 'no limit', is not offered)" if key == "max_epochs" else ""))
+    if trainer.get("limit_train_batches") == 0:
+        raise ConfigError("trainer.limit_train_batches=0 trains nothing: expected > 0")
+    every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
+    if every is not None and every < 0:
+        raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
+    for kind in ("optimizer", "scheduler"):
+        spec = config.model.get(kind)
+        if spec is not None:
+            spec = spec.as_dict() if hasattr(spec, "as_dict") else spec
+            resolve(spec, kind, f"model.{kind}")  # torch's own classes, plain arguments: nothing to call
+            for key, value in (spec.get("init_args") or {}).items():
+                if isinstance(value, float) and (not math.isfinite(value) or (key == "lr" and value < 0)):
+                    raise ConfigError(f"model.{kind}.init_args.{key}={value}: expected a finite number"
+                                      + (" >= 0" if key == "lr" else ""))
+
+
+def check_config_file(path: str | Path) -> None:
+    """A config file is small, UTF-8 YAML, with each key once, a few aliases and finite numbers.
+
+    Checked before the file is parsed: a 451-byte YAML alias bomb expands to gigabytes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return  # the parser reports a missing file
+    data = path.read_bytes()
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path}: {len(data):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+        aliases = sum(isinstance(token, yaml.AliasToken) for token in yaml.scan(text))
+        root = yaml.compose(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError:
+        return  # malformed YAML: the parser reports it with its position
+    if aliases > MAX_CONFIG_ALIASES:
+        raise ConfigError(f"--config {path}: {aliases} YAML aliases; a config may use at most {MAX_CONFIG_ALIASES}")
+    nodes, seen = [root] if root is not None else [], set()
+    while nodes:
+        node = nodes.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = [key.value for key, _ in node.value]
+            twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+            if twice is not None:
+                raise ConfigError(f"--config {path}: key {twice!r} appears twice in one mapping "
+                                  f"(line {node.start_mark.line + 1})")
+            nodes += [value for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            nodes += node.value
+        elif node.tag == "tag:yaml.org,2002:float" and node.value.lower().lstrip("+-") in (".nan", ".inf"):
+            raise ConfigError(f"--config {path}: {node.value} at line {node.start_mark.line + 1}: expected a "
+                              "finite number")
 
 
 def with_config_files(message: str, args: list[str]) -> str:

@@ -113,7 +113,9 @@ class PointsDataModule(_SplitDataModule):
         if dataset not in ("blobs", "circles"):
             raise ConfigError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
         self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
-        self.centers = centers or [[-1.5, -1.0], [1.2, 1.3]]
+        self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
+        if dataset == "blobs" and len(self.centers) < 2:
+            raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
         super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
 
     def generate(self) -> tuple[Tensor, Tensor]:

@@ -42,7 +42,8 @@ from toyloops import runs
 from toyloops.checkpoints import (
     SECTION,
     check_resume,
-    load_checkpoint,
+    check_weights,
+    read_checkpoint,
     save_checkpoint,
     toyloops_section,
     write_atomic,
@@ -53,7 +54,9 @@ from toyloops.config import (
     MONITOR_MODE,
     TRAINER_DEFAULTS,
     add_links,
+    check_config_file,
     check_net_fits_data,
+    check_values,
     is_log_step,
 )
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
@@ -371,15 +374,6 @@ def restore(loop: Fit, checkpoint: dict[str, Any]) -> None:
     loop.state = LoopState(**section["loop"])
 
 
-def load_weights(model: Classifier, checkpoint: dict[str, Any], path: Path) -> None:
-    """Either engine's weights into the config's model; a checkpoint of another net is one line."""
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ConfigError(f"ckpt_path='{path}' does not fit model.net={type(model.net).__name__}: {first}") from None
-
-
 # --- the command line: the same config file as train.py ---------------------------------------
 
 def build_parser() -> ArgumentParser:
@@ -414,7 +408,10 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         return {}
     if not args or args[0] not in ("fit", "validate", "test"):
         raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
+    for path in runs.config_files(args):
+        check_config_file(path)
     stage, cfg = args[0], parser.parse_args(args[1:])
+    check_values(cfg)
     seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
     objects = parser.instantiate(cfg)
     model, datamodule = objects.model, objects.data
@@ -424,12 +421,16 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         print(f"{type(model.net).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
     root = Path(trainer.default_root_dir or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
     ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
-    checkpoint = load_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
+    checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
 
     if stage != "fit":
         if checkpoint is None:
             raise ConfigError(f"{stage} needs --ckpt_path (a checkpoint of either engine, or 'last')")
-        load_weights(model, checkpoint, ckpt)
+        if (checkpoint.get("hyper_parameters") or {}).get("net"):  # as LightningCLI: the checkpoint's own model
+            model = Classifier(**checkpoint["hyper_parameters"])
+            check_net_fits_data(model, datamodule)
+        check_weights(checkpoint, model, ckpt)
+        model.load_state_dict(checkpoint["state_dict"])
         precision = Precision.create(trainer)
         split = "val" if stage == "validate" else "test"
         batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
@@ -458,8 +459,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
 
 
 def _trainer_keys_hint(message: str) -> str:
-    return f"{message}  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})" if "trainer" in message \
-        else message
+    unknown = "--trainer." in message or "'trainer' does not accept" in message
+    return f"{message}  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})" if unknown else message
 
 
 def main(args: list[str] | None = None) -> None:

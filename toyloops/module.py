@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
-from toyloops.checkpoints import check_hparams, load_checkpoint
+from toyloops.checkpoints import read_checkpoint
 from toyloops.config import OptimizerCallable, SchedulerCallable, build, describe, is_log_step
 from toyloops.errors import ConfigError
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
@@ -28,7 +28,7 @@ class Classifier(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: nn.Module | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: SchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -45,8 +45,8 @@ class Classifier(L.LightningModule):
         super().__init__()
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
         if not isinstance(self.net, nn.Module):
-            raise ConfigError("Classifier(net=None): this checkpoint does not store its net (it was built live); "
-                              "pass net= to load_from_checkpoint")
+            raise ConfigError("model.net is missing: give the net (a checkpoint of a net built live does not "
+                              "store it; pass net= to load_from_checkpoint)")
         net_classes = getattr(self.net, "num_classes", None)
         if net_classes is not None and num_classes not in (None, net_classes):
             raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
@@ -61,7 +61,8 @@ class Classifier(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         # Plain data only, so every checkpoint loads with weights_only=True and rebuilds this model
         # (a net or factory that cannot be described is stored as None: pass it when loading).
-        self.save_hyperparameters({"net": describe(self.net), "optimizer": describe(optimizer),
+        net_spec = describe(self.net)  # a net of the user's own is stored by reference only: no "net" key
+        self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), "optimizer": describe(optimizer),
                                    "scheduler": describe(scheduler), "scheduler_interval": scheduler_interval,
                                    "num_classes": self.num_classes})
         # One metric object per stage; loss means weighted by batch size.
@@ -78,7 +79,7 @@ class Classifier(L.LightningModule):
         nets and torch's optimizers and schedulers, raise :class:`ConfigError` naming the file.
         """
         if kwargs.get("weights_only") is not False and isinstance(checkpoint_path, (str, Path)):
-            check_hparams(load_checkpoint(checkpoint_path).get("hyper_parameters") or {}, checkpoint_path)
+            read_checkpoint(checkpoint_path)
             kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

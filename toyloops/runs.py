@@ -75,6 +75,12 @@ class RunFolder:
                     break
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The ``--config`` files named on a command line."""
+    return [arg.split("=", 1)[1] if "=" in arg else args[i + 1] for i, arg in enumerate(args)
+            if (arg == "--config" and i + 1 < len(args)) or arg.startswith("--config=")]
+
+
 def run_name(config_files: list | None) -> str:
     """A run is named after its first config file: ``configs/blobs_mlp.yaml`` -> ``blobs_mlp``."""
     return Path(str(config_files[0])).stem if config_files else "default"
