@@ -8,7 +8,8 @@ real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by
   past it (the steps since then are lost and must be redone by a resume);
 - ``inside``: inside write N, with half its bytes on disk and the rename not yet done;
 - ``TERM`` / ``INT``: sends itself that signal as write N + 1 starts, and lets the run go on;
-- ``fill``: before write N, fills the filesystem of ``$BALLAST`` (a file path) to the last byte.
+- ``fill``: before write N, fills the filesystem of ``$BALLAST`` (a file path) to the last byte;
+- ``rank1-KILL`` / ``rank1-STOP``: DDP rank 1 sends itself that signal at training step N.
 """
 
 import os
@@ -52,7 +53,19 @@ def fsync(fd: int) -> None:
 
 
 torch.save, os.fsync, armed, real_fsync = save, fsync, False, os.fsync
-sys.argv = [engine, *args]
+if mode.startswith("rank1-") and os.environ.get("LOCAL_RANK") == "1":
+    import toyloops.errors  # patched before the engines import it
+
+    real_check = toyloops.errors.check_finite
+
+    def check_finite(loss, step, epoch):  # noqa: ANN001, ANN202 - called once a training step
+        if step == n:
+            os.kill(os.getpid(), getattr(signal, f"SIG{mode.split('-')[1]}"))
+        return real_check(loss, step, epoch)
+
+    toyloops.errors.check_finite = check_finite
+# DDP starts its other ranks by running sys.argv again: this same script with the same arguments
+sys.argv = [os.path.abspath(__file__), *sys.argv[1:]] if mode.startswith("rank1-") else [engine, *args]
 if engine == "lightning":
     from toyloops.cli import main
 

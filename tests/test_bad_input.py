@@ -64,6 +64,8 @@ CASES = {
     "duplicate key": ("twice.yaml", [], "key 'max_epochs' appears twice"),
     "YAML alias bomb": ("bomb.yaml", [], "YAML aliases; a config may use at most"),
     "empty centers": (MLP, ["--data.centers", "[]"], "centers must list at least 2 class centers, got 0"),
+    "data too large for memory": (MLP, ["--data.n_samples", "100000000000"], "data.n_samples=100,000,000,000 needs"),
+    "image resolution": (MLP, ["--dashboard.resolution", "100000"], "dashboard.resolution=100000: expected 16"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

@@ -20,6 +20,9 @@ CASES = {
     "mlp": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.net.dropout=0.3"],
     "transformer": ["--config", str(CONFIGS / "parity_transformer.yaml"), "--data.n_samples=600",
                     "--model.scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.scheduler.gamma=0.9"],
+    # The debug preset: an int limit_*_batches is a count of batches in both engines.
+    "debug": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/debug.yaml"),
+              "--trainer.log_every_n_steps=1"],
     # ReduceLROnPlateau on val/loss with validation every other epoch (stepped on the latest
     # val/loss, skipped before the first), and clipping by value.
     "plateau": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--trainer.check_val_every_n_epoch=2",

@@ -190,3 +190,32 @@ def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, in_tmp):
     assert runs_now == [f"{PREFIX[engine]}0", f"{PREFIX[engine]}1"]
     forked = load_checkpoint(in_tmp / f"logs/circles_mlp/{PREFIX[engine]}1/checkpoints/last.ckpt")
     assert forked["global_step"] == load_checkpoint(last)["global_step"]  # the fork trained the same epochs
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_stray_folders_and_files_beside_the_runs_are_left_alone(engine, in_tmp):
+    root = in_tmp / "logs/circles_mlp"
+    strays = [root / f"{PREFIX[engine]}old", root / "notes", root / f"{PREFIX[engine]}7.bak"]
+    for stray in strays[:2]:
+        stray.mkdir(parents=True)
+    strays[2].write_text("a user's file")
+    _fit(engine, "--trainer.max_epochs=1")
+    _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", "last")
+    assert load_checkpoint(root / f"{PREFIX[engine]}0/checkpoints/last.ckpt")["epoch"] == 1
+    assert all(stray.exists() for stray in strays) and strays[2].read_text() == "a user's file"
+
+
+DDP = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/ddp_cpu.yaml"), *QUIET]
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize(("how", "says"), [("KILL", "Connection reset by peer"), ("STOP", "Timed out waiting 10000ms")])
+def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, says, tmp_path):
+    result = subprocess.run([*KILL_SWITCH, "20", f"rank1-{how}", "lightning", "fit", *DDP,
+                             "--trainer.strategy.init_args.timeout=0:00:10"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)  # rank 1 is killed or frozen at its step 20 (epoch 2)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: a DDP peer process ended or stopped answering") and says in last_line
+    assert load_checkpoint(tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt")["epoch"] == 1

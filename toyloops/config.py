@@ -156,6 +156,10 @@ def check_values(config: Any) -> None:
                               + (" (toy runs end: -1, 'no limit', is not offered)" if key == "max_epochs" else ""))
     if trainer.get("limit_train_batches") == 0:
         raise ConfigError("trainer.limit_train_batches=0 trains nothing: expected > 0")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        value = trainer.get(key)
+        if value is not None and (value < 0 or (value > 1 and value % 1)):
+            raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")

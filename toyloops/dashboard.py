@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from toyloops.errors import ConfigError
 from toyloops.models import predicted_class, probabilities
 
 # one colour per class (RGB), light enough to show the points drawn over it
@@ -45,6 +46,13 @@ class Dashboard:
     confusion_matrix: bool = True
     graph: bool = True
     resolution: int = 160
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.resolution <= 2048:
+            raise ConfigError(f"dashboard.resolution={self.resolution}: expected 16 to 2048 pixels a side")
+        if self.boundary_every_n_epochs < 0:
+            raise ConfigError(f"dashboard.boundary_every_n_epochs={self.boundary_every_n_epochs}: expected >= 0 "
+                              "(0: off)")
 
     def epoch_end(self, writer: SummaryWriter, net: nn.Module, val: tuple[Tensor, Tensor], epoch: int,
                   step: int, last: bool) -> None:

@@ -10,6 +10,7 @@ are saved as hyperparameters and their train-split statistics as state, so
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Literal
 
 import lightning as L
@@ -34,12 +35,19 @@ class _SplitDataModule(L.LightningDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+        needed = self.n_samples * self.bytes_per_sample * 4  # the data, its splits and their batches, roughly
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if needed > free:
+            raise ConfigError(f"data.n_samples={self.n_samples:,} needs about {needed / 2**30:.1f} GiB of memory; "
+                              f"{free / 2**30:.1f} GiB is free")
         self.prepare()  # small and deterministic: build now so bad arguments fail at construction
         # Every constructor argument is kept under its own name: these are the run's data settings.
         self.save_hyperparameters({name: getattr(self, name) for name in inspect.signature(type(self)).parameters})
 
     def generate(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    bytes_per_sample = 16  # features and label of one sample (subclasses say more where they hold more)
 
     def __repr__(self) -> str:  # Lightning's own __str__ expects DataLoaders
         sizes = ", ".join(f"{name}={len(xy[0])}" for name, xy in self.splits.items())
@@ -171,6 +179,10 @@ class SequenceDataModule(_SplitDataModule):
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
         super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 8 * (self.seq_len + 1)  # int64 tokens and label
 
     def generate(self) -> tuple[Tensor, Tensor]:
         return data.make_sequences(self.task, self.n_samples, self.seq_len, self.vocab_size,

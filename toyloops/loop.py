@@ -160,7 +160,7 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
         while loop.state.epoch < trainer.max_epochs:
             train_epoch(loop)
             metrics = {}
-            if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0:
+            if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
                 metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
                 log_metrics(loop, metrics)
             on_train_epoch_end(loop, metrics)
@@ -330,7 +330,10 @@ def log_metrics(loop: Fit, metrics: dict[str, float], step: int | None = None) -
 
 
 def num_batches(available: int, limit: int | float) -> int:
-    """``limit_*_batches``: an int is a count, a float a fraction of the batches (Lightning's rule)."""
+    """``limit_*_batches`` as the Trainer reads it: a whole number above 1 is a count of batches, a
+    number from 0 to 1 a fraction (the parser hands ``1`` over as ``1.0``: all batches)."""
+    if isinstance(limit, float) and limit > 1 and limit.is_integer():
+        limit = int(limit)
     return min(available, limit) if isinstance(limit, int) else int(available * limit)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,6 +32,8 @@ from toyloops.errors import ConfigError, ToyloopsError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
+# What gloo says when a DDP peer has died or hangs (it raises a plain RuntimeError).
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Timed out", "timed out")
 # Environment failures a user can act on; any other OSError is a bug and keeps its traceback.
 ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
 
@@ -232,6 +235,12 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
         err = cause or err
     if isinstance(err, ToyloopsError):
         return str(err)
+    if isinstance(err, torch.distributed.DistError) or (  # a DDP peer died, or went silent past the timeout
+            isinstance(err, RuntimeError) and "gloo" in str(err) and any(text in str(err) for text in PEER_LOST)):
+        first = re.sub(r"\[[^\]]*\.cc:\d+\] ", "", str(err).strip().splitlines()[0]).split(". ")[0]
+        return (f"a DDP peer process ended or stopped answering ({first[:160]}); the last checkpoint is the "
+                "resume point: run the same command with --ckpt_path last (trainer.strategy.init_args.timeout "
+                "sets how long a rank waits)")
     if isinstance(err, OSError) and err.errno in ACTIONABLE_ERRNOS:
         return f"{err.strerror}" + (f": {err.filename}" if err.filename else "")
     return None
