@@ -66,6 +66,16 @@ CASES = {
     "empty centers": (MLP, ["--data.centers", "[]"], "centers must list at least 2 class centers, got 0"),
     "data too large for memory": (MLP, ["--data.n_samples", "100000000000"], "data.n_samples=100,000,000,000 needs"),
     "image resolution": (MLP, ["--dashboard.resolution", "100000"], "dashboard.resolution=100000: expected 16"),
+    "negative clip": (MLP, ["--trainer.gradient_clip_val", "-1"], "trainer.gradient_clip_val=-1"),
+    "unknown clip algorithm": (MLP, ["--trainer.gradient_clip_algorithm", "foo"], "gradient_clip_algorithm='foo'"),
+    "unknown accelerator": (MLP, ["--trainer.accelerator", "tpu"], "trainer.accelerator='tpu': expected auto"),
+    "GPU on a CPU machine": (MLP, ["--trainer.accelerator", "gpu"], "this machine has no CUDA GPU"),
+    "a precision neither engine runs": (MLP, ["--trainer.precision", "64-true"], "trainer.precision='64-true'"),
+    "limit a fraction above 1": (MLP, ["--trainer.limit_train_batches", "1.5"], "limit_train_batches=1.5"),
+    "negative weight decay": (MLP, ["--model.optimizer.weight_decay", "-1"], "Invalid weight_decay value: -1"),
+    "betas out of range": (MLP, ["--model.optimizer.betas", "[0.9, 2.0]"], "Invalid beta parameter at index 1"),
+    "scheduler period 0": (MLP, ["--model.scheduler.T_max", "0"], "model.scheduler=torch.optim.lr_scheduler.Cos"),
+    "a net without the linked arguments": (MLP, ["--model.net", "torch.nn.Identity"], "takes no num_classes"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),
@@ -141,6 +151,8 @@ def bad_checkpoints(tmp_path_factory) -> Path:
     checkpoint["state_dict"]["net.layers.0.weight"][0, 0] = float("nan")
     torch.save(checkpoint, folder / "nan.ckpt")
     (folder / "garbage.ckpt").write_bytes(bytes(range(256)) * 4)
+    (folder / "notes.ckpt").write_text("these are my notes, not a checkpoint\n" * 10)
+    torch.save({**checkpoint, "hyper_parameters": [1, 2]}, folder / "listhp.ckpt")
     (folder / "good.ckpt").write_bytes((folder / good).read_bytes())
     return folder
 
@@ -150,6 +162,9 @@ CHECKPOINT_CASES = {  # file, extra arguments, what the one line says
     "weights of another net": ("livenet.ckpt", ["--model.net.hidden_sizes", "[16, 16]"],
                                "does not fit the configured model: net.layers.0.weight is (32, 2)"),
     "NaN weights": ("nan.ckpt", [], "holds NaN or infinite weights (net.layers.0.weight)"),
+    "a text file": ("notes.ckpt", [], "is not a readable checkpoint"),
+    "hyperparameters that are not a mapping": ("listhp.ckpt", [], "its hyper_parameters are not a mapping"),
+    "another data size": ("good.ckpt", ["--data.n_samples", "900"], "train-split statistics differ"),
     "garbage bytes": ("garbage.ckpt", [], "is not a readable checkpoint (UnpicklingError: Unsupported operand"),
     "another data set's model": ("good.ckpt", ["--config", str(CONFIGS / "circles_mlp.yaml")],
                                  "num_classes=3 but "),

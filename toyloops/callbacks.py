@@ -18,7 +18,7 @@ from torch import Tensor
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest
+from toyloops.runs import Stopped, StopRequest, summary
 from toyloops.seeding import set_rng_state
 
 
@@ -108,18 +108,12 @@ class RunSummary(Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        lines = ["", "== toyloops run summary =="]
-        for ckpt in trainer.checkpoint_callbacks:
-            if isinstance(ckpt, LastCheckpoint):
-                lines.append(f"last checkpoint: {ckpt.best_model_path}")
-            elif isinstance(ckpt, ModelCheckpoint) and ckpt.best_model_score is not None:
-                lines.append(f"best {ckpt.monitor}: {ckpt.best_model_score.item():.4f}")
-                lines.append(f"best checkpoint: {ckpt.best_model_path}")
+        last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
+        best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
+                     and c.best_model_score is not None), None)
         log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
-        if log_dir:
-            lines.append(f"logs: {log_dir}")
-            lines.append(f"view: tensorboard --logdir {Path(log_dir).parent}")
-        print("\n".join(lines), flush=True)
+        print(summary("toyloops run summary", best.best_model_score.item() if best else None,
+                      best.best_model_path if best else None, last, Path(log_dir or ".")), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):

@@ -71,7 +71,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"ckpt_path={str(path)!r}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:  # torn, garbage, hostile
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, OSError) as err:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         weights_only = str(err).startswith("Weights only load failed")
         detail = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
@@ -89,14 +89,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, Any]:
     """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
     from it: plain data, weights present, hyperparameters naming only allowed classes."""
     checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("hyper_parameters", {}), dict):
+        raise ConfigError(f"ckpt_path={str(path)!r}: its hyper_parameters are not a mapping")
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
                           "(a bare state_dict loads with model.net.load_state_dict)")
-    check_hparams(checkpoint.get("hyper_parameters") or {}, path)
+    check_hparams(checkpoint.get("hyper_parameters") or {}, path, given)
     return checkpoint
 
 
@@ -115,7 +117,7 @@ def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str 
             raise ConfigError(f"ckpt_path={str(path)!r} holds NaN or infinite weights ({name})")
 
 
-def check_hparams(hparams: dict[str, Any], path: str | Path) -> None:
+def check_hparams(hparams: dict[str, Any], path: str | Path, given: tuple[str, ...] = ()) -> None:
     """Refuse hyperparameters that would import or call code when a model is rebuilt from them.
 
     A net, optimizer or scheduler may only name toyloops' nets and torch's optimizers and
@@ -123,6 +125,8 @@ def check_hparams(hparams: dict[str, Any], path: str | Path) -> None:
     """
     where = f"ckpt_path={str(path)!r}: hyper_parameters"
     for key, value in hparams.items():
+        if key in given:  # the caller passes this one itself (e.g. net=): the stored spec is not used
+            continue
         if key in HPARAM_SPECS and value is not None:
             resolve(value, key, f"{where}.{key}")
         else:
@@ -131,7 +135,10 @@ def check_hparams(hparams: dict[str, Any], path: str | Path) -> None:
 
 def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> None:
     """A run resumes only in the engine that wrote it (either engine can evaluate any checkpoint)."""
-    wrote = (checkpoint.get(SECTION) or {}).get("engine")
+    section = checkpoint.get(SECTION)
+    complete = isinstance(section, dict) and {"engine", "rng"} <= section.keys() and (
+        section["engine"] != "loop" or {"loop", "data"} <= section.keys())
+    wrote = section["engine"] if complete else None
     if wrote != engine:
         how = {"lightning": "python train.py fit", "loop": "python -m toyloops.loop fit"}.get(wrote)
         hint = f"resume it with `{how} ... --ckpt_path {path}`" if how else "it holds no toyloops resume state"

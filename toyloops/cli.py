@@ -39,6 +39,7 @@ from toyloops.config import (
     check_config_file,
     check_net_fits_data,
     check_values,
+    links_into_net,
 )
 from toyloops.errors import ConfigError
 from toyloops.module import Classifier
@@ -118,6 +119,8 @@ class ToyCLI(LightningCLI):
         tensorboard = init_args is not None and "save_dir" in init_args
         if tensorboard and not init_args.get("name"):
             init_args.name = runs.run_name(config.get("config"))  # logs/blobs_mlp/version_0/...
+        if tensorboard and config.trainer.get("default_root_dir") and init_args.save_dir == LOG_DIR:
+            init_args.save_dir = str(Path(config.trainer.default_root_dir) / LOG_DIR)  # as the hand loop
         root = Path(init_args.save_dir) / init_args.name if tensorboard else None
         if config.get("ckpt_path"):
             if config.ckpt_path in ("best", "hpc", "registry") or (config.ckpt_path == "last" and root is None):
@@ -135,7 +138,8 @@ class ToyCLI(LightningCLI):
             init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        with links_into_net():
+            super().instantiate_classes()
         check_net_fits_data(self.model, self.datamodule)
         ckpt = (self.config[self.subcommand] if self.subcommand else self.config).get("ckpt_path")
         if ckpt:

@@ -8,7 +8,8 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,8 @@ SPEC_HOMES = {
 }
 # Schedulers whose arguments are functions or other schedulers: not expressible as plain data.
 MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
-CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "SequentialLR", "ChainedScheduler")
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
+CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "CyclicLR", "SequentialLR", "ChainedScheduler")
+NETS = ("LogisticRegression", "MLP", "TransformerClassifier")
 
 
 def add_links(parser, net_key: str = "model.net.init_args") -> None:  # noqa: ANN001 - a jsonargparse parser
@@ -57,11 +58,11 @@ def add_links(parser, net_key: str = "model.net.init_args") -> None:  # noqa: AN
         parser.link_arguments(f"data.{source}", f"{net_key}.{target}", apply_on="instantiate")
 
 
-def check_net_fits_data(model: nn.Module, datamodule: object) -> None:
-    """Fail at construction when the data provides a size the net has no argument for, or the
-    net predicts another number of classes than the data has."""
+def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = True) -> None:
+    """Fail at construction when the net predicts another number of classes than the data has, or
+    (``linked``: a config's links) the data provides a size the net has no argument for."""
     params = inspect.signature(type(model.net)).parameters
-    for source, name in DATA_TO_NET:
+    for source, name in DATA_TO_NET if linked else ():
         if hasattr(datamodule, source) and name not in params:
             raise ConfigError(
                 f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
@@ -70,6 +71,20 @@ def check_net_fits_data(model: nn.Module, datamodule: object) -> None:
             )
     if model.num_classes != datamodule.num_classes:
         raise ConfigError(f"model.num_classes={model.num_classes} but the data has {datamodule.num_classes} classes")
+
+
+@contextmanager
+def links_into_net() -> Iterator[None]:
+    """jsonargparse asserts when a link targets an argument the configured net lacks: say which."""
+    try:
+        yield
+    except AssertionError as err:
+        match = re.fullmatch(r"Expected key (\S+) to be in data", str(err).strip())
+        if not match:
+            raise
+        arg = match[1].rsplit(".", 1)[-1]
+        raise ConfigError(f"model.net takes no {arg} argument, but the data links its {arg} into it: give the net "
+                          "that argument, or use one of toyloops' nets") from None
 
 
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
@@ -112,9 +127,10 @@ def resolve(spec: dict[str, Any], kind: str, where: str) -> type:
     modules, home, base = SPEC_HOMES[kind]
     module, _, name = spec["class_path"].rpartition(".")
     cls = getattr(home, name, None) if module in modules else None
-    if not (isinstance(cls, type) and issubclass(cls, base)) or name in CALLABLE_SCHEDULERS:
-        allowed = f"a class of {modules[-1]}" + (f" other than {', '.join(CALLABLE_SCHEDULERS)}"
-                                                 if kind == "scheduler" else "")
+    if not (isinstance(cls, type) and issubclass(cls, base)) or name in CALLABLE_SCHEDULERS \
+            or (kind == "net" and name not in NETS):
+        allowed = f"one of {', '.join(NETS)}" if kind == "net" else f"a class of {modules[-1]}" + (
+            f" other than {', '.join(CALLABLE_SCHEDULERS)}" if kind == "scheduler" else "")
         raise ConfigError(f"{where}.class_path={spec['class_path']!r} is not allowed: expected {allowed}")
     check_plain(spec.get("init_args") or {}, f"{where}.init_args")
     return cls
@@ -136,7 +152,7 @@ def check_plain(value: Any, where: str) -> None:
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             check_plain(item, f"{where}[{i}]")
-    elif isinstance(value, str) and _IMPORT_PATH.fullmatch(value):
+    elif isinstance(value, str) and "." in value and all(part.isidentifier() for part in value.split(".")):
         raise ConfigError(f"{where}={value!r}: a stored value may not name Python code")
     elif not isinstance(value, (bool, int, float, str, type(None))):
         raise ConfigError(f"{where}: {type(value).__name__} is not a plain value")
@@ -154,6 +170,13 @@ def check_values(config: Any) -> None:
         if value is not None and value < 1:
             raise ConfigError(f"trainer.{key}={value}: expected an int >= 1"
                               + (" (toy runs end: -1, 'no limit', is not offered)" if key == "max_epochs" else ""))
+    clip, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm")
+    if clip is not None and clip < 0:
+        raise ConfigError(f"trainer.gradient_clip_val={clip}: expected >= 0 (0 or null: no clipping)")
+    if algorithm not in (None, "norm", "value"):
+        raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm!r}: expected 'norm' or 'value'")
+    if str(trainer.get("accelerator")) not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={trainer.get('accelerator')!r}: expected auto, cpu, gpu or cuda")
     if trainer.get("limit_train_batches") == 0:
         raise ConfigError("trainer.limit_train_batches=0 trains nothing: expected > 0")
     for key in ("limit_train_batches", "limit_val_batches"):
@@ -167,11 +190,23 @@ def check_values(config: Any) -> None:
         spec = config.model.get(kind)
         if spec is not None:
             spec = spec.as_dict() if hasattr(spec, "as_dict") else spec
-            resolve(spec, kind, f"model.{kind}")  # torch's own classes, plain arguments: nothing to call
-            for key, value in (spec.get("init_args") or {}).items():
+            cls = resolve(spec, kind, f"model.{kind}")  # torch's own classes, plain arguments: nothing to call
+            init_args = spec.get("init_args") or {}
+            for key, value in init_args.items():
                 if isinstance(value, float) and (not math.isfinite(value) or (key == "lr" and value < 0)):
                     raise ConfigError(f"model.{kind}.init_args.{key}={value}: expected a finite number"
                                       + (" >= 0" if key == "lr" else ""))
+            try:  # torch checks its own arguments when it builds and steps one: do both now, on a stand-in
+                optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+                if kind == "optimizer":
+                    cls([torch.zeros(1, requires_grad=True)], **init_args)
+                else:
+                    optimizer.step()
+                    scheduler = cls(optimizer, **init_args)
+                    scheduler.step(0.0) if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) \
+                        else scheduler.step()
+            except (ValueError, ZeroDivisionError) as err:
+                raise ConfigError(f"model.{kind}={spec['class_path']}: {err}") from None
 
 
 def check_config_file(path: str | Path) -> None:

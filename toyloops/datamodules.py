@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -18,6 +19,8 @@ import torch
 from torch import Tensor
 
 from toyloops import data
+from toyloops.checkpoints import load_checkpoint
+from toyloops.config import check_plain
 from toyloops.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -46,6 +49,18 @@ class _SplitDataModule(L.LightningDataModule):
 
     def generate(self) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> _SplitDataModule:
+        """The data module a run trained on, with its settings and statistics; a checkpoint that
+        holds no data module of this class is a :class:`ConfigError`, not a default one."""
+        checkpoint = load_checkpoint(checkpoint_path)
+        if not isinstance(checkpoint.get("datamodule_hyper_parameters"), dict) or cls.__qualname__ not in checkpoint:
+            raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
+                              "other data, or without a data module")
+        check_plain(checkpoint["datamodule_hyper_parameters"], "datamodule_hyper_parameters")
+        kwargs["weights_only"] = True
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     bytes_per_sample = 16  # features and label of one sample (subclasses say more where they hold more)
 

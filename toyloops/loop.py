@@ -58,6 +58,7 @@ from toyloops.config import (
     check_net_fits_data,
     check_values,
     is_log_step,
+    links_into_net,
 )
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
@@ -68,11 +69,13 @@ RUN_PREFIX = "loop_version_"
 # The Trainer arguments the hand loop implements; their types and defaults come from L.Trainer.
 SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
                           "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
-                          "limit_val_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary")
+                          "limit_val_batches", "limit_test_batches", "default_root_dir", "enable_progress_bar",
+                          "enable_model_summary")
 # What the Trainer does when one of them is left at None.
 TRAINER_NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm",
                       "check_val_every_n_epoch": 1, "log_every_n_steps": 50, "limit_train_batches": 1.0,
-                      "limit_val_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True}
+                      "limit_val_batches": 1.0, "limit_test_batches": 1.0, "enable_progress_bar": True,
+                      "enable_model_summary": True}
 
 
 def trainer_options(**values: Any) -> Namespace:
@@ -105,13 +108,8 @@ class Precision:
         if trainer.devices not in (1, "1", "auto"):
             raise ConfigError(f"trainer.devices={trainer.devices!r}: the hand loop runs one process; "
                               "use train.py for several")
-        if str(trainer.precision) not in ("32", "32-true", "bf16-mixed", "16-mixed"):
-            raise ConfigError(f"trainer.precision={trainer.precision!r}: the hand loop runs 32-true, "
-                              "bf16-mixed or 16-mixed")
         runs.check_precision(trainer.precision, trainer.accelerator)
         cuda = trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
-        if cuda and not torch.cuda.is_available():
-            raise ConfigError(f"trainer.accelerator={trainer.accelerator!r} but no CUDA device is available")
         device = torch.device("cuda" if cuda else "cpu")
         dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
         # fp16 gradients can underflow: scale the loss up, unscale before the step (no-op otherwise).
@@ -174,6 +172,10 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
 def configure_optimizers(model: Classifier) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
     """The model's ``configure_optimizers``, read as Lightning reads its return value."""
     config = model.configure_optimizers()
+    optimizer = config if isinstance(config, torch.optim.Optimizer) else config["optimizer"]
+    if isinstance(optimizer, torch.optim.LBFGS):
+        raise ConfigError("model.optimizer=LBFGS calls the model again inside its step (a closure); the hand loop "
+                          "does not: use train.py")
     if isinstance(config, torch.optim.Optimizer):
         return config, None
     scheduler = config.get("lr_scheduler")
@@ -201,6 +203,7 @@ def train_epoch(loop: Fit) -> None:
         loss = training_step(loop, batch)
         optimizer_step(loop)
         update_lr_schedulers(loop, "step")
+        update_lr_schedulers(loop, "step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest val/loss
         state.global_step += 1
         if log_now:  # the only host sync of a step, every log_every_n_steps
             log_metrics(loop, {"train/loss": loss.item()}, step=state.global_step - 1)
@@ -416,7 +419,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     stage, cfg = args[0], parser.parse_args(args[1:])
     check_values(cfg)
     seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
-    objects = parser.instantiate(cfg)
+    with links_into_net():
+        objects = parser.instantiate(cfg)
     model, datamodule = objects.model, objects.data
     trainer = trainer_options(**vars(cfg.trainer))
     check_net_fits_data(model, datamodule)
@@ -434,16 +438,20 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             check_net_fits_data(model, datamodule)
         check_weights(checkpoint, model, ckpt)
         model.load_state_dict(checkpoint["state_dict"])
+        if type(datamodule).__qualname__ in checkpoint:  # the train-split statistics must be these data's
+            datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
         precision = Precision.create(trainer)
         split = "val" if stage == "validate" else "test"
         batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-        metrics = validation_loop(model.to(precision.device), batches, precision, split, trainer.limit_val_batches)
+        limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
+        metrics = validation_loop(model.to(precision.device), batches, precision, split, limit)
         print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 
     if checkpoint is not None:
         check_resume(checkpoint, "loop", ckpt)
         runs.check_resume_config(ckpt, cfg)
+        check_weights(checkpoint, model, ckpt)
     run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
     try:
         state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
@@ -453,10 +461,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         raise
     run_folder.release(failed=False)
     checkpoints = run_folder.path / "checkpoints"
-    best = f"{state.best:.4f}" if state.best is not None else "none (no validation ran)"
-    print(f"\n== toyloops hand loop ==\nbest {MONITOR}: {best}\nbest checkpoint: {checkpoints / 'best.ckpt'}\n"
-          f"last checkpoint: {checkpoints / 'last.ckpt'}\nlogs: {run_folder.path}\n"
-          f"view: tensorboard --logdir {run_folder.path.parent}", flush=True)
+    print(runs.summary("toyloops hand loop", state.best, checkpoints / "best.ckpt", checkpoints / "last.ckpt",
+                       run_folder.path), flush=True)
     return {**state.callback_metrics, "best": state.best, "global_step": state.global_step,
             "best_checkpoint": checkpoints / "best.ckpt", "last_checkpoint": checkpoints / "last.ckpt"}
 

@@ -16,11 +16,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from toyloops.checkpoints import read_checkpoint
-from toyloops.config import OptimizerCallable, SchedulerCallable, build, describe, is_log_step
+from toyloops.config import OptimizerCallable, SchedulerCallable, build, check_net_fits_data, describe, is_log_step
 from toyloops.errors import ConfigError
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
+NOT_STORED = "not stored: a function, not a class"
 
 
 class Classifier(L.LightningModule):
@@ -54,17 +55,19 @@ class Classifier(L.LightningModule):
         if self.num_classes is None:
             raise ConfigError(f"num_classes: net {type(self.net).__name__} has no num_classes attribute; pass it")
         optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
-        self.optimizer_factory = build(optimizer, "optimizer", "model.optimizer") if isinstance(optimizer, dict) \
-            else optimizer
-        self.scheduler_factory = build(scheduler, "scheduler", "model.scheduler") if isinstance(scheduler, dict) \
-            else scheduler
+        self.optimizer_factory, self.scheduler_factory = (
+            build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory
+            for factory, kind in ((optimizer, "optimizer"), (scheduler, "scheduler")))
         self.scheduler_interval = scheduler_interval
         # Plain data only, so every checkpoint loads with weights_only=True and rebuilds this model
         # (a net or factory that cannot be described is stored as None: pass it when loading).
         net_spec = describe(self.net)  # a net of the user's own is stored by reference only: no "net" key
-        self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), "optimizer": describe(optimizer),
-                                   "scheduler": describe(scheduler), "scheduler_interval": scheduler_interval,
-                                   "num_classes": self.num_classes})
+        # A factory that is not a class or partial of one (a lambda) is stored as a note, and a model
+        # rebuilt from it refuses to train until it is given one (it still predicts).
+        specs = {kind: describe(factory) or (NOT_STORED if factory is not None else None)
+                 for kind, factory in (("optimizer", optimizer), ("scheduler", scheduler))}
+        self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
+                                   "scheduler_interval": scheduler_interval, "num_classes": self.num_classes})
         # One metric object per stage; loss means weighted by batch size.
         self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -79,7 +82,7 @@ class Classifier(L.LightningModule):
         nets and torch's optimizers and schedulers, raise :class:`ConfigError` naming the file.
         """
         if kwargs.get("weights_only") is not False and isinstance(checkpoint_path, (str, Path)):
-            read_checkpoint(checkpoint_path)
+            read_checkpoint(checkpoint_path, given=tuple(kwargs))
             kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -137,8 +140,16 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return probabilities(self.net(batch[0]))
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "num_classes"):  # a plain Trainer, too
+            check_net_fits_data(self, datamodule, linked=False)
+
     def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         """The optimizer, and the scheduler with when to step it (both engines read this)."""
+        if NOT_STORED in (self.optimizer_factory, self.scheduler_factory):
+            raise ConfigError("this model's optimizer or scheduler was a function a checkpoint cannot store: "
+                              "pass optimizer= and scheduler= to load_from_checkpoint to train it further")
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -167,8 +167,17 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
+
+
 def check_precision(precision: object, accelerator: object) -> None:
-    """Lightning silently swaps 16-mixed for bf16-mixed on CPU; a template says so instead."""
+    """Precisions both engines run; Lightning silently swaps 16-mixed for bf16-mixed on CPU, and a
+    template says so instead. A GPU asked for on a machine without one is named too."""
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r}: toyloops runs {', '.join(PRECISIONS)}")
+    if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={str(accelerator)!r} but this machine has no CUDA GPU: "
+                          "use 'cpu' or 'auto'")
     on_cpu = str(accelerator) == "cpu" or (str(accelerator) == "auto" and not torch.cuda.is_available())
     if str(precision) in ("16-mixed", "16") and on_cpu:
         raise ConfigError(f"trainer.precision={str(precision)!r} needs a CUDA GPU and this run is on CPU: "
@@ -203,6 +212,7 @@ class StopRequest:
     the engine saves a resume point at the next step boundary and raises :class:`Stopped`."""
 
     signum: int | None = None
+    _previous: dict = {}  # noqa: RUF012 - replaced per instance on __enter__
 
     def __enter__(self) -> StopRequest:
         self.signum, self._previous = None, {}
@@ -221,6 +231,13 @@ class StopRequest:
 
 def _stop_before_training(signum: int, frame: object) -> None:
     raise Stopped(signum)
+
+
+def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path) -> str:
+    """What a finished ``fit`` prints, in both engines: best score, checkpoints, logs, how to view."""
+    score = f"{best:.4f}" if best is not None else "none (no validation ran)"
+    return (f"\n== {title} ==\nbest val/acc: {score}\nbest checkpoint: {best_checkpoint}\n"
+            f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
 
 
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
