@@ -75,7 +75,7 @@ CASES = {
     "negative weight decay": (MLP, ["--model.optimizer.weight_decay", "-1"], "Invalid weight_decay value: -1"),
     "betas out of range": (MLP, ["--model.optimizer.betas", "[0.9, 2.0]"], "Invalid beta parameter at index 1"),
     "scheduler period 0": (MLP, ["--model.scheduler.T_max", "0"], "model.scheduler=torch.optim.lr_scheduler.Cos"),
-    "a net without the linked arguments": (MLP, ["--model.net", "torch.nn.Identity"], "takes no num_classes"),
+    "a net without the linked arguments": (MLP, ["--model.net", "torch.nn.Identity"], "model.net"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

@@ -53,7 +53,8 @@ class Classifier(L.LightningModule):
             raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
         self.num_classes = num_classes or net_classes
         if self.num_classes is None:
-            raise ConfigError(f"num_classes: net {type(self.net).__name__} has no num_classes attribute; pass it")
+            raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: give "
+                              "model.num_classes")
         optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
         self.optimizer_factory, self.scheduler_factory = (
             build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory
