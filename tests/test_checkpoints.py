@@ -14,7 +14,15 @@ import pytest
 import torch
 from conftest import CONFIGS, run_cli
 
-from toyloops import MLP, Classifier, PointsDataModule, TransformerClassifier, classification_loss, runs
+from toyloops import (
+    MLP,
+    Classifier,
+    PointsDataModule,
+    SequenceDataModule,
+    TransformerClassifier,
+    classification_loss,
+    runs,
+)
 from toyloops.checkpoints import load_checkpoint
 from toyloops.errors import ConfigError
 from toyloops.loop import run
@@ -124,18 +132,24 @@ def test_weights_only_false_is_the_callers_choice_and_refusals_are_whole_sentenc
     ("scheduler", {"class_path": "torch.optim.lr_scheduler.LambdaLR", "init_args": {"lr_lambda": "os._exit"}}),
     ("optimizer", {"class_path": "torch.optim.SGD", "init_args": {"lr": "os.system"}}),
     ("_instantiator", "lightning.pytorch.cli.instantiate_module"),
+    ("scheduler", {"class_path": "torch.optim.lr_scheduler.CyclicLR",  # a Callable argument, a name jsonargparse
+                   "init_args": {"base_lr": 0.001, "max_lr": 0.01, "scale_fn": "this.x\u00b7"}}),  # would import
+    ("net", {"class_path": "toyloops.models.Accuracy", "init_args": {}}),  # an nn.Module in toyloops.models, not a net
 ])
 def test_hyperparameters_naming_code_are_refused_before_anything_is_imported(tmp_path, where, value):
     checkpoint = torch.load(_plain_trainer_checkpoint(tmp_path, Classifier(MLP(2, 2))), weights_only=True)
     checkpoint["hyper_parameters"][where] = value
     torch.save(checkpoint, tmp_path / "hostile.ckpt")
-    script = ("import sys; from toyloops import Classifier\n"
+    script = ("import sys; from toyloops import Classifier, cli\n"
               "try:\n    Classifier.load_from_checkpoint(sys.argv[1])\nexcept ValueError as err: print(err)\n"
+              "try:\n    cli.main(['validate', '--config', sys.argv[2], '--ckpt_path', sys.argv[1]])\n"
+              "except SystemExit as err: print(err)\n"
               "print('imported this' if 'this' in sys.modules else 'nothing imported')\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hostile.ckpt")], capture_output=True,
-                            text=True)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hostile.ckpt"), CONFIG], cwd=tmp_path,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "not allowed" in result.stdout or "may not name Python code" in result.stdout, result.stdout
+    refusals = [line for line in result.stdout.splitlines() if "not allowed" in line or "may not name" in line]
+    assert len(refusals) == 2, result.stdout  # the library loader and train.py alike
     assert result.stdout.strip().endswith("nothing imported")
 
 
@@ -174,3 +188,42 @@ def test_only_a_users_mistake_becomes_one_line(error, one_line, monkeypatch):
         monkeypatch.setenv("TOYLOOPS_DEBUG", "1")  # the traceback, on request
     with pytest.raises(type(error)):
         runs.main(_raises(error), [])
+
+
+def test_an_optimizer_a_checkpoint_cannot_store_is_never_silently_replaced(tmp_path):
+    model = Classifier(MLP(2, 2), optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    path = _plain_trainer_checkpoint(tmp_path, model)
+    loaded = Classifier.load_from_checkpoint(path)  # predicts as trained ...
+    assert torch.equal(loaded.net.layers[0].weight, model.net.layers[0].weight)
+    with pytest.raises(ConfigError, match="pass optimizer= and scheduler= to load_from_checkpoint"):
+        loaded.configure_optimizers()  # ... but does not train on with some default optimizer
+    again = Classifier.load_from_checkpoint(path, optimizer=functools.partial(torch.optim.SGD, lr=0.1))
+    assert isinstance(again.configure_optimizers(), torch.optim.SGD)
+
+
+def test_a_subclass_of_a_toyloops_net_loads_with_net_given(tmp_path):
+    class WideMLP(MLP):
+        pass
+
+    path = _plain_trainer_checkpoint(tmp_path, Classifier(WideMLP(2, 2)))
+    with pytest.raises(ConfigError, match="WideMLP' is not allowed"):
+        Classifier.load_from_checkpoint(path)
+    assert isinstance(Classifier.load_from_checkpoint(path, net=WideMLP(2, 2)).net, WideMLP)
+
+
+def test_a_data_module_never_comes_back_as_a_default_one(tmp_path):
+    trainer = L.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(Classifier(TransformerClassifier(d_model=16, nhead=2, num_layers=1, dim_feedforward=16)),
+                datamodule=SequenceDataModule(n_samples=200))
+    trainer.save_checkpoint(tmp_path / "tokens.ckpt")
+    with pytest.raises(ConfigError, match="holds no PointsDataModule"):
+        PointsDataModule.load_from_checkpoint(tmp_path / "tokens.ckpt")
+    assert SequenceDataModule.load_from_checkpoint(tmp_path / "tokens.ckpt").hparams["n_samples"] == 200
+
+
+def test_a_plain_trainer_refuses_a_net_with_too_few_classes(tmp_path):
+    trainer = L.Trainer(max_epochs=1, default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    three_classes = PointsDataModule(centers=[[0, 0], [2, 2], [-2, 2]], n_samples=300)
+    with pytest.raises(ConfigError, match="model.num_classes=2 but the data has 3 classes"):
+        trainer.fit(Classifier(MLP(2, 2)), datamodule=three_classes)

@@ -219,3 +219,10 @@ def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, say
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: a DDP peer process ended or stopped answering") and says in last_line
     assert load_checkpoint(tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt")["epoch"] == 1
+
+
+def test_default_root_dir_moves_the_logs_of_both_engines(in_tmp):
+    _fit("lightning", "--trainer.max_epochs=1", "--trainer.default_root_dir=elsewhere")
+    _fit("loop", "--trainer.max_epochs=1", "--trainer.default_root_dir=elsewhere")
+    assert sorted(p.name for p in (in_tmp / "elsewhere/logs/circles_mlp").iterdir()) == ["loop_version_0", "version_0"]
+    assert not (in_tmp / "logs").exists()

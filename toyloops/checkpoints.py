@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from toyloops.config import check_plain, resolve
+from toyloops.config import NOT_STORED, check_plain, resolve
 from toyloops.errors import ConfigError
 from toyloops.seeding import rng_state
 
@@ -127,7 +127,7 @@ def check_hparams(hparams: dict[str, Any], path: str | Path, given: tuple[str, .
     for key, value in hparams.items():
         if key in given:  # the caller passes this one itself (e.g. net=): the stored spec is not used
             continue
-        if key in HPARAM_SPECS and value is not None:
+        if key in HPARAM_SPECS and value not in (None, NOT_STORED):
             resolve(value, key, f"{where}.{key}")
         else:
             check_plain(value, f"{where}.{key}")

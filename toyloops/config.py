@@ -49,6 +49,7 @@ SPEC_HOMES = {
 MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
 CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "CyclicLR", "SequentialLR", "ChainedScheduler")
 NETS = ("LogisticRegression", "MLP", "TransformerClassifier")
+NOT_STORED = "not stored: a function, not a class"  # stands for a factory a checkpoint cannot hold
 
 
 def add_links(parser, net_key: str = "model.net.init_args") -> None:  # noqa: ANN001 - a jsonargparse parser

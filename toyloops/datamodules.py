@@ -55,10 +55,11 @@ class _SplitDataModule(L.LightningDataModule):
         """The data module a run trained on, with its settings and statistics; a checkpoint that
         holds no data module of this class is a :class:`ConfigError`, not a default one."""
         checkpoint = load_checkpoint(checkpoint_path)
-        if not isinstance(checkpoint.get("datamodule_hyper_parameters"), dict) or cls.__qualname__ not in checkpoint:
+        settings = checkpoint.get("datamodule_hyper_parameters")
+        if not isinstance(settings, dict) or set(settings) != set(inspect.signature(cls).parameters):
             raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
                               "other data, or without a data module")
-        check_plain(checkpoint["datamodule_hyper_parameters"], "datamodule_hyper_parameters")
+        check_plain(settings, "datamodule_hyper_parameters")
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

@@ -161,6 +161,7 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
             if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
                 metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
                 log_metrics(loop, metrics)
+            update_lr_schedulers(loop, "step", plateau=True)  # the last batch's, after its validation
             on_train_epoch_end(loop, metrics)
             if loop.stop.signum:  # the epoch's checkpoint is the resume point
                 raise runs.Stopped(loop.stop.signum, loop.state.global_step, loop.run_dir / "checkpoints/last.ckpt")
@@ -203,7 +204,8 @@ def train_epoch(loop: Fit) -> None:
         loss = training_step(loop, batch)
         optimizer_step(loop)
         update_lr_schedulers(loop, "step")
-        update_lr_schedulers(loop, "step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest val/loss
+        if loop.train_batches.batches_done < n_batches:  # at the last batch, only after validation (in fit)
+            update_lr_schedulers(loop, "step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest val/loss
         state.global_step += 1
         if log_now:  # the only host sync of a step, every log_every_n_steps
             log_metrics(loop, {"train/loss": loss.item()}, step=state.global_step - 1)

@@ -16,12 +16,19 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, Metric
 
 from toyloops.checkpoints import read_checkpoint
-from toyloops.config import OptimizerCallable, SchedulerCallable, build, check_net_fits_data, describe, is_log_step
+from toyloops.config import (
+    NOT_STORED,
+    OptimizerCallable,
+    SchedulerCallable,
+    build,
+    check_net_fits_data,
+    describe,
+    is_log_step,
+)
 from toyloops.errors import ConfigError
 from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
-NOT_STORED = "not stored: a function, not a class"
 
 
 class Classifier(L.LightningModule):
