@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
 
-import pytest
+# One thread a process: these nets are tiny, and on a shared 2-core machine two OpenMP threads wait
+# on each other (the subprocesses the tests start inherit this too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -127,7 +127,7 @@ def test_weights_only_false_is_the_callers_choice_and_refusals_are_whole_sentenc
     assert isinstance(loaded.configure_optimizers(), torch.optim.SGD)
 
 
-@pytest.mark.parametrize(("where", "value"), [
+HOSTILE = [  # (hyperparameter, value): each names code that a loader must not import or call
     ("net", {"class_path": "this.Foo", "init_args": {}}),
     ("scheduler", {"class_path": "torch.optim.lr_scheduler.LambdaLR", "init_args": {"lr_lambda": "os._exit"}}),
     ("optimizer", {"class_path": "torch.optim.SGD", "init_args": {"lr": "os.system"}}),
@@ -135,22 +135,39 @@ def test_weights_only_false_is_the_callers_choice_and_refusals_are_whole_sentenc
     ("scheduler", {"class_path": "torch.optim.lr_scheduler.CyclicLR",  # a Callable argument, a name jsonargparse
                    "init_args": {"base_lr": 0.001, "max_lr": 0.01, "scale_fn": "this.x\u00b7"}}),  # would import
     ("net", {"class_path": "toyloops.models.Accuracy", "init_args": {}}),  # an nn.Module in toyloops.models, not a net
-])
-def test_hyperparameters_naming_code_are_refused_before_anything_is_imported(tmp_path, where, value):
+]
+_LOAD_EACH = """
+import sys
+from toyloops import Classifier, cli
+for path in sys.argv[2:]:
+    try:
+        Classifier.load_from_checkpoint(path)
+    except ValueError as err:
+        print(err)
+    try:
+        cli.main(["validate", "--config", sys.argv[1], "--ckpt_path", path])
+    except SystemExit as err:
+        print(err)
+print("imported this" if "this" in sys.modules else "nothing imported")
+"""
+
+
+def test_hyperparameters_naming_code_are_refused_before_anything_is_imported(tmp_path):
     checkpoint = torch.load(_plain_trainer_checkpoint(tmp_path, Classifier(MLP(2, 2))), weights_only=True)
-    checkpoint["hyper_parameters"][where] = value
-    torch.save(checkpoint, tmp_path / "hostile.ckpt")
-    script = ("import sys; from toyloops import Classifier, cli\n"
-              "try:\n    Classifier.load_from_checkpoint(sys.argv[1])\nexcept ValueError as err: print(err)\n"
-              "try:\n    cli.main(['validate', '--config', sys.argv[2], '--ckpt_path', sys.argv[1]])\n"
-              "except SystemExit as err: print(err)\n"
-              "print('imported this' if 'this' in sys.modules else 'nothing imported')\n")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "hostile.ckpt"), CONFIG], cwd=tmp_path,
-                            capture_output=True, text=True)
+    paths = []
+    for i, (where, value) in enumerate(HOSTILE):
+        torch.save({**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], where: value}},
+                   tmp_path / f"hostile{i}.ckpt")
+        paths.append(str(tmp_path / f"hostile{i}.ckpt"))
+    result = subprocess.run([sys.executable, "-c", _LOAD_EACH, CONFIG, *paths], cwd=tmp_path, capture_output=True,
+                            text=True)  # a fresh process, so sys.modules tells what was imported
     assert result.returncode == 0, result.stderr
-    refusals = [line for line in result.stdout.splitlines() if "not allowed" in line or "may not name" in line]
-    assert len(refusals) == 2, result.stdout  # the library loader and train.py alike
-    assert result.stdout.strip().endswith("nothing imported")
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "nothing imported"
+    for i, (where, _) in enumerate(HOSTILE):  # refused by the library loader and by train.py alike
+        refusals = [line for line in lines if f"hostile{i}.ckpt" in line and f"hyper_parameters.{where}" in line
+                    and ("not allowed" in line or "may not name Python code" in line)]
+        assert len(refusals) == 2, (where, result.stdout)
 
 
 def test_num_classes_has_one_source_the_net():

@@ -19,7 +19,7 @@ from toyloops.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 # circles_mlp: 1200 train samples / 64 = 19 steps an epoch; dropout makes the RNG state matter.
-STEPS_PER_EPOCH, EPOCHS = 19, 12
+STEPS_PER_EPOCH, EPOCHS = 19, 6
 COMMON = [f"--trainer.max_epochs={EPOCHS}", "--model.net.dropout=0.2", "--trainer.enable_progress_bar=false",
           "--trainer.enable_model_summary=false"]
 MID_EPOCH = ["--last_checkpoint.every_n_train_steps=4"]  # 4 never divides a multiple of 19 below 76
@@ -58,7 +58,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     monkeypatch.chdir(reference)  # the uninterrupted run, in-process (same code as the command)
     run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
 
-    killed = _killed_at_save(7, "between", engine, args, crashed)  # trained past its 7th write, then killed
+    killed = _killed_at_save(4, "between", engine, args, crashed)  # trained past its 4th write, then killed
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     step = load_checkpoint(_last_ckpt(crashed, engine))["global_step"]
     assert 0 < step < EPOCHS * STEPS_PER_EPOCH  # killed in the middle of the run

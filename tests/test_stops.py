@@ -212,11 +212,18 @@ DDP = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "p
 @pytest.mark.integration
 @pytest.mark.parametrize(("how", "says"), [("KILL", "Connection reset by peer"), ("STOP", "Timed out waiting 10000ms")])
 def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, says, tmp_path):
-    result = subprocess.run([*KILL_SWITCH, "20", f"rank1-{how}", "lightning", "fit", *DDP,
-                             "--trainer.strategy.init_args.timeout=0:00:10"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300)  # rank 1 is killed or frozen at its step 20 (epoch 2)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
+    with open(tmp_path / "stderr", "w") as stderr:  # a file: a frozen rank would hold a pipe open
+        rank0 = subprocess.Popen([*KILL_SWITCH, "20", f"rank1-{how}", "lightning", "fit", *DDP,
+                                  "--trainer.strategy.init_args.timeout=0:00:10"], cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        returncode = rank0.wait(timeout=300)  # rank 1 is killed or frozen at its step 20 (epoch 2)
+    survivors = subprocess.run(["pgrep", "-s", str(rank0.pid)], capture_output=True, text=True).stdout.split()
+    for pid in survivors:
+        os.kill(int(pid), signal.SIGKILL)
+    assert not survivors, "rank 0 left a rank running"
+    errors = (tmp_path / "stderr").read_text()
+    assert returncode == 1 and "Traceback" not in errors
+    last_line = errors.strip().splitlines()[-1]
     assert last_line.startswith("error: a DDP peer process ended or stopped answering") and says in last_line
     assert load_checkpoint(tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt")["epoch"] == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.stop.__exit__()
+        if trainer.strategy.launcher is not None:  # DDP: end the ranks this process started, hung ones too
+            trainer.strategy.launcher.kill(signal.SIGKILL)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
