@@ -21,7 +21,6 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from toyloops import runs
 from toyloops.callbacks import (
-    AtomicCheckpointIO,
     DashboardCallback,
     LastCheckpoint,
     PredictionWriter,
@@ -67,7 +66,7 @@ class ToyCLI(LightningCLI):
         # Always on, whatever trainer.callbacks a config lists (those are added to these).
         kwargs.setdefault("trainer_defaults", {
             "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()],
-            "plugins": [AtomicCheckpointIO()]})
+            "plugins": [{"class_path": "toyloops.callbacks.AtomicCheckpointIO"}]})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         self.run_folder: runs.RunFolder | None = None
         try:
