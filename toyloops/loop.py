@@ -149,24 +149,27 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
     optimizer, scheduler = configure_optimizers(model)
     loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, SummaryWriter(str(run_dir)), run_dir,
                dashboard, every_n_train_steps)
-    if checkpoint is not None:
-        restore(loop, checkpoint)
-    if config_text:
-        write_atomic(run_dir / "config.yaml", config_text.encode())
-    on_fit_start(loop)
-    with loop.stop:
-        while loop.state.epoch < trainer.max_epochs:
-            train_epoch(loop)
-            metrics = {}
-            if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
-                metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
-                log_metrics(loop, metrics)
-            update_lr_schedulers(loop, "step", plateau=True)  # the last batch's, after its validation
-            on_train_epoch_end(loop, metrics)
-            if loop.stop.signum:  # the epoch's checkpoint is the resume point
-                raise runs.Stopped(loop.stop.signum, loop.state.global_step, loop.run_dir / "checkpoints/last.ckpt")
-    on_fit_end(loop)
-    loop.writer.close()
+    try:
+        if checkpoint is not None:
+            restore(loop, checkpoint)
+        if config_text:
+            write_atomic(run_dir / "config.yaml", config_text.encode())
+        on_fit_start(loop)
+        with loop.stop:
+            while loop.state.epoch < trainer.max_epochs:
+                train_epoch(loop)
+                metrics = {}
+                if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
+                    metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
+                    log_metrics(loop, metrics)
+                update_lr_schedulers(loop, "step", plateau=True)  # the last batch's, after its validation
+                on_train_epoch_end(loop, metrics)
+                if loop.stop.signum:  # the epoch's checkpoint is the resume point
+                    raise runs.Stopped(loop.stop.signum, loop.state.global_step,
+                                       loop.run_dir / "checkpoints/last.ckpt")
+        on_fit_end(loop)
+    finally:
+        loop.writer.close()  # also on failure: its thread must not write into a folder being removed
     return loop.state
 
 
