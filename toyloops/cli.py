@@ -124,7 +124,7 @@ class ToyCLI(LightningCLI):
         if config.get("ckpt_path"):
             if config.ckpt_path in ("best", "hpc", "registry") or (config.ckpt_path == "last" and root is None):
                 raise ConfigError(f"ckpt_path={config.ckpt_path!r} is not supported here: "
-                                       "give a file path, or 'last' with the TensorBoard logger")
+                                  "give a file path, or 'last' with the TensorBoard logger")
             ckpt = runs.resolve_ckpt(config.ckpt_path, root, RUN_PREFIX)
             checkpoint = read_checkpoint(ckpt)  # a missing, unreadable or hostile file is one line, here
             config.ckpt_path = str(ckpt)
