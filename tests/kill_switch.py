@@ -65,7 +65,7 @@ if mode.startswith("rank1-") and os.environ.get("LOCAL_RANK") == "1":
 
     toyloops.errors.check_finite = check_finite
 # DDP starts its other ranks by running sys.argv again: this same script with the same arguments
-sys.argv = [os.path.abspath(__file__), *sys.argv[1:]] if mode.startswith("rank1-") else [engine, *args]
+sys.argv = [os.path.abspath(__file__), *sys.argv[1:]] if engine in ("lightning", "loop") else [engine, *args]
 if engine == "lightning":
     from toyloops.cli import main
 

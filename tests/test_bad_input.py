@@ -76,14 +76,19 @@ CASES = {
     "betas out of range": (MLP, ["--model.optimizer.betas", "[0.9, 2.0]"], "Invalid beta parameter at index 1"),
     "scheduler period 0": (MLP, ["--model.scheduler.T_max", "0"], "model.scheduler=torch.optim.lr_scheduler.Cos"),
     "a net without the linked arguments": (MLP, ["--model.net", "torch.nn.Identity"], "model.net"),
-    "'last' without the logger": (MLP, ["--trainer.logger", "false", "--ckpt_path", "last"],
-                                  "ckpt_path='last' is not supported here: give a file path, or 'last' with the"),
+    "'last' without the logger": (MLP, ["--trainer.logger", "false", "--ckpt_path", "last"], "nothing to resume"),
+    "clip NaN": (MLP, ["--trainer.gradient_clip_val", "nan"], "trainer.gradient_clip_val"),
+    "negative test limit": (MLP, ["--trainer.limit_test_batches", "-1"], "trainer.limit_test_batches=-1"),
+    "an abstract scheduler": (MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LRScheduler"],
+                              "model.scheduler=torch.optim.lr_scheduler.LRScheduler: NotImplementedError"),
+    "a negative Lightning cadence": (MLP, ["--checkpoint.every_n_train_steps", "-1"], "every_n_train_steps"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),
 }
 # Cases through both entry points: all but the Lightning-only keys (logger, checkpoint.dirpath).
-LOOP_CASES = [case for case in CASES if case not in ("unwritable log dir", "'last' without the logger")]
+LOOP_CASES = [case for case in CASES if case not in ("unwritable log dir", "'last' without the logger",
+                                                    "a negative Lightning cadence")]
 
 
 def _error_line(main, args, capsys) -> str:

@@ -244,3 +244,19 @@ def test_a_plain_trainer_refuses_a_net_with_too_few_classes(tmp_path):
     three_classes = PointsDataModule(centers=[[0, 0], [2, 2], [-2, 2]], n_samples=300)
     with pytest.raises(ConfigError, match="model.num_classes=2 but the data has 3 classes"):
         trainer.fit(Classifier(MLP(2, 2)), datamodule=three_classes)
+
+
+def test_old_hyperparameter_keys_file_objects_and_hparams_files_are_checked_too(tmp_path):
+    checkpoint = torch.load(_plain_trainer_checkpoint(tmp_path, Classifier(MLP(2, 2))), weights_only=True)
+    legacy = {**checkpoint, "hparams": {"_instantiator": "lightning.pytorch.cli.instantiate_module",
+                                        "net": {"class_path": "this.Nope", "init_args": {}}}}
+    del legacy["hyper_parameters"]["net"]
+    torch.save(legacy, tmp_path / "legacy.ckpt")  # older Lightning's key, which its loader still merges in
+    with pytest.raises(ConfigError, match="hparams._instantiator='lightning.pytorch.cli.instantiate_module'"):
+        Classifier.load_from_checkpoint(tmp_path / "legacy.ckpt")
+    with open(tmp_path / "legacy.ckpt", "rb") as f, pytest.raises(ConfigError, match="may not name Python code"):
+        Classifier.load_from_checkpoint(f)  # a file object is read and checked the same way
+    with pytest.raises(ConfigError, match="hparams_file is not supported"):
+        Classifier.load_from_checkpoint(tmp_path / "plain.ckpt", hparams_file=tmp_path / "hparams.yaml")
+    with open(tmp_path / "plain.ckpt", "rb") as f:
+        assert isinstance(Classifier.load_from_checkpoint(f).net, MLP)

@@ -242,3 +242,26 @@ def test_default_root_dir_moves_the_logs_of_both_engines(in_tmp):
     _fit("loop", "--trainer.max_epochs=1", "--trainer.default_root_dir=elsewhere")
     assert sorted(p.name for p in (in_tmp / "elsewhere/logs/circles_mlp").iterdir()) == ["loop_version_0", "version_0"]
     assert not (in_tmp / "logs").exists()
+
+
+def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, capsys):
+    run(["fit", *ARGS, "--trainer.max_epochs=1"])
+    ckpt = next(in_tmp.glob("logs/circles_mlp/loop_version_0/checkpoints/last.ckpt"))
+    (in_tmp / "config.yaml").write_text("mine")
+    (in_tmp / "predictions.csv").write_text("mine too")
+    run_cli("predict", *ARGS, "--ckpt_path", str(ckpt), "--trainer.logger", "false")
+    assert (in_tmp / "config.yaml").read_text() == "mine" and (in_tmp / "predictions.csv").read_text() == "mine too"
+    assert (in_tmp / "logs/circles_mlp/version_0/predictions.csv").exists()  # its own, claimed run folder
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_sigterm_to_rank_0_alone_stops_every_ddp_rank_at_a_resume_point(tmp_path):
+    result = subprocess.run([*KILL_SWITCH, "3", "TERM", "lightning", "fit", *DDP,
+                             "--last_checkpoint.every_n_train_steps=4", "--trainer.strategy.init_args.timeout=0:00:30"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)  # rank 0 alone gets it
+    assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "stopped by SIGTERM at step" in result.stderr.strip().splitlines()[-1]
+    resumed = subprocess.run([*ENGINES["lightning"], *DDP, "--last_checkpoint.every_n_train_steps=4",
+                              "--ckpt_path", "last"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -93,17 +93,22 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.strategy.launcher is not None:  # DDP: end the ranks this process started, hung ones too
             trainer.strategy.launcher.kill(signal.SIGKILL)
 
+    def _stop_requested(self, trainer: L.Trainer) -> bool:
+        # Under DDP the signal may reach one rank only; the ranks agree, then all save and stop together.
+        requested = self.stop.signum is not None
+        return trainer.strategy.reduce_boolean_decision(requested, all=False) if trainer.world_size > 1 else requested
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.stop.signum and batch_idx + 1 < trainer.num_training_batches:  # mid-epoch: save here
+        if batch_idx + 1 < trainer.num_training_batches and self._stop_requested(trainer):  # mid-epoch: save here
             trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
-            raise Stopped(self.stop.signum, trainer.global_step, Path(self.dirpath) / "last.ckpt")
+            raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, Path(self.dirpath) / "last.ckpt")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self.stop.signum:  # this epoch's last.ckpt is the resume point
-            raise Stopped(self.stop.signum, trainer.global_step, Path(self.dirpath) / "last.ckpt")
+        if self._stop_requested(trainer):  # this epoch's last.ckpt is the resume point
+            raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, Path(self.dirpath) / "last.ckpt")
 
 
 class RunSummary(Callback):

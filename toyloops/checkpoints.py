@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from toyloops.seeding import rng_state
 
 SECTION = "toyloops"
 HPARAM_SPECS = ("net", "optimizer", "scheduler")  # hyperparameters that name a class
+LEGACY_HPARAM_KEYS = ("hparams", "module_arguments")  # older Lightning's names for hyper_parameters
 
 
 def toyloops_section(engine: str, **extra: Any) -> dict[str, Any]:
@@ -93,12 +95,17 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
     """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
     from it: plain data, weights present, hyperparameters naming only allowed classes."""
     checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint.get("hyper_parameters", {}), dict):
-        raise ConfigError(f"ckpt_path={str(path)!r}: its hyper_parameters are not a mapping")
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
                           "(a bare state_dict loads with model.net.load_state_dict)")
-    check_hparams(checkpoint.get("hyper_parameters") or {}, path, given)
+    for key in ("hyper_parameters", *LEGACY_HPARAM_KEYS):  # Lightning merges the old keys in too
+        if key in checkpoint:
+            if not isinstance(checkpoint[key], dict):
+                raise ConfigError(f"ckpt_path={str(path)!r}: its {key} are not a mapping")
+            check_hparams(checkpoint[key], path, given, key)
+    version = checkpoint.get("pytorch-lightning_version", "0")
+    if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
+        raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
     return checkpoint
 
 
@@ -117,13 +124,14 @@ def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str 
             raise ConfigError(f"ckpt_path={str(path)!r} holds NaN or infinite weights ({name})")
 
 
-def check_hparams(hparams: dict[str, Any], path: str | Path, given: tuple[str, ...] = ()) -> None:
+def check_hparams(hparams: dict[str, Any], path: str | Path, given: tuple[str, ...] = (),
+                  key_name: str = "hyper_parameters") -> None:
     """Refuse hyperparameters that would import or call code when a model is rebuilt from them.
 
     A net, optimizer or scheduler may only name toyloops' nets and torch's optimizers and
     schedulers; every other value must be plain data. Checked before anything is built.
     """
-    where = f"ckpt_path={str(path)!r}: hyper_parameters"
+    where = f"ckpt_path={str(path)!r}: {key_name}"
     for key, value in hparams.items():
         if key in given:  # the caller passes this one itself (e.g. net=): the stored spec is not used
             continue

@@ -65,8 +65,7 @@ class ToyCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Always on, whatever trainer.callbacks a config lists (those are added to these).
         kwargs.setdefault("trainer_defaults", {
-            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()],
-            "plugins": [{"class_path": "toyloops.callbacks.AtomicCheckpointIO"}]})
+            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()]})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         self.run_folder: runs.RunFolder | None = None
         try:
@@ -116,15 +115,18 @@ class ToyCLI(LightningCLI):
         logger = config.trainer.logger
         init_args = getattr(logger, "init_args", None) if logger else None
         tensorboard = init_args is not None and "save_dir" in init_args
-        if tensorboard and not init_args.get("name"):
-            init_args.name = runs.run_name(config.get("config"))  # logs/blobs_mlp/version_0/...
-        if tensorboard and config.trainer.get("default_root_dir") and init_args.save_dir == LOG_DIR:
-            init_args.save_dir = str(Path(config.trainer.default_root_dir) / LOG_DIR)  # as the hand loop
-        root = Path(init_args.save_dir) / init_args.name if tensorboard else None
+        if tensorboard and init_args.get("sub_dir"):
+            raise ConfigError("trainer.logger.init_args.sub_dir is not supported: a run writes into its own folder")
+        root_dir = Path(config.trainer.get("default_root_dir") or ".")
+        if tensorboard and init_args.save_dir == LOG_DIR:
+            init_args.save_dir = str(root_dir / LOG_DIR)  # <default_root_dir>/logs, as the hand loop
+        name = (init_args.get("name") if tensorboard else None) or runs.run_name(config.get("config"))
+        if tensorboard:
+            init_args.name = name  # logs/blobs_mlp/version_0/...
+        root = Path(init_args.save_dir if tensorboard else root_dir / LOG_DIR) / name
         if config.get("ckpt_path"):
-            if config.ckpt_path in ("best", "hpc", "registry") or (config.ckpt_path == "last" and root is None):
-                raise ConfigError(f"ckpt_path={config.ckpt_path!r} is not supported here: "
-                                  "give a file path, or 'last' with the TensorBoard logger")
+            if config.ckpt_path in ("best", "hpc", "registry"):
+                raise ConfigError(f"ckpt_path={config.ckpt_path!r} is not supported here: give a file path or 'last'")
             ckpt = runs.resolve_ckpt(config.ckpt_path, root, RUN_PREFIX)
             checkpoint = read_checkpoint(ckpt)  # a missing, unreadable or hostile file is one line, here
             config.ckpt_path = str(ckpt)
@@ -132,9 +134,16 @@ class ToyCLI(LightningCLI):
         if resume:
             check_resume(checkpoint, "lightning", resume)
             runs.check_resume_config(resume, config)
-        if tensorboard and rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
+        plugins = config.trainer.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any("CheckpointIO" in str(getattr(p, "class_path", p)) for p in plugins):  # a plugin of the user's
+            config.trainer.plugins = [*plugins, {"class_path": "toyloops.callbacks.AtomicCheckpointIO"}]
+        if rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
-            init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
+            if tensorboard:
+                init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
+            else:  # without the logger, config.yaml, checkpoints and predictions go into the run folder all the same
+                config.trainer.default_root_dir = str(self.run_folder.path)
 
     def instantiate_classes(self) -> None:
         with links_into_net():

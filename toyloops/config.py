@@ -172,17 +172,17 @@ def check_values(config: Any) -> None:
             raise ConfigError(f"trainer.{key}={value}: expected an int >= 1"
                               + (" (toy runs end: -1, 'no limit', is not offered)" if key == "max_epochs" else ""))
     clip, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm")
-    if clip is not None and clip < 0:
-        raise ConfigError(f"trainer.gradient_clip_val={clip}: expected >= 0 (0 or null: no clipping)")
+    if clip is not None and not 0 <= clip < math.inf:
+        raise ConfigError(f"trainer.gradient_clip_val={clip}: expected a finite number >= 0 (0 or null: no clipping)")
     if algorithm not in (None, "norm", "value"):
         raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm!r}: expected 'norm' or 'value'")
     if str(trainer.get("accelerator")) not in ("auto", "cpu", "gpu", "cuda"):
         raise ConfigError(f"trainer.accelerator={trainer.get('accelerator')!r}: expected auto, cpu, gpu or cuda")
     if trainer.get("limit_train_batches") == 0:
         raise ConfigError("trainer.limit_train_batches=0 trains nothing: expected > 0")
-    for key in ("limit_train_batches", "limit_val_batches"):
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         value = trainer.get(key)
-        if value is not None and (value < 0 or (value > 1 and value % 1)):
+        if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
@@ -202,12 +202,12 @@ def check_values(config: Any) -> None:
                 if kind == "optimizer":
                     cls([torch.zeros(1, requires_grad=True)], **init_args)
                 else:
-                    optimizer.step()
                     scheduler = cls(optimizer, **init_args)
+                    optimizer.step()
                     scheduler.step(0.0) if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) \
                         else scheduler.step()
-            except (ValueError, ZeroDivisionError) as err:
-                raise ConfigError(f"model.{kind}={spec['class_path']}: {err}") from None
+            except (ValueError, ZeroDivisionError, NotImplementedError) as err:
+                raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
 
 
 def check_config_file(path: str | Path) -> None:

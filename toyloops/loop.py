@@ -301,9 +301,9 @@ def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     if improved:
         state.best = score
     checkpoint = dump_checkpoint(loop)
+    save_checkpoint(checkpoint, loop.run_dir / "checkpoints/last.ckpt")  # first: the resume point
     if improved:
         save_checkpoint(checkpoint, loop.run_dir / "checkpoints/best.ckpt")
-    save_checkpoint(checkpoint, loop.run_dir / "checkpoints/last.ckpt")
     if loop.trainer.enable_progress_bar:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in state.callback_metrics.items() if "/" in k)
         print(f"epoch {epoch:3d}  {shown}", flush=True)
@@ -438,8 +438,9 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     if stage != "fit":
         if checkpoint is None:
             raise ConfigError(f"{stage} needs --ckpt_path (a checkpoint of either engine, or 'last')")
-        if (checkpoint.get("hyper_parameters") or {}).get("net"):  # as LightningCLI: the checkpoint's own model
-            model = Classifier(**checkpoint["hyper_parameters"])
+        hparams = checkpoint.get("hyper_parameters") or {}
+        if hparams.get("net"):  # as LightningCLI: the checkpoint's own model
+            model = Classifier(**{k: v for k, v in hparams.items() if k in inspect.signature(Classifier).parameters})
             check_net_fits_data(model, datamodule)
         check_weights(checkpoint, model, ckpt)
         model.load_state_dict(checkpoint["state_dict"])

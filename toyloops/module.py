@@ -7,6 +7,7 @@ same object as a plain ``nn.Module``. Read the two side by side.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,8 +90,14 @@ class Classifier(L.LightningModule):
         a missing, truncated or hostile file, or hyperparameters naming code outside toyloops'
         nets and torch's optimizers and schedulers, raise :class:`ConfigError` naming the file.
         """
-        if kwargs.get("weights_only") is not False and isinstance(checkpoint_path, (str, Path)):
+        if kwargs.get("weights_only") is not False:
+            if kwargs.get("hparams_file"):
+                raise ConfigError("hparams_file is not supported: a checkpoint carries its own hyperparameters")
+            if not isinstance(checkpoint_path, (str, Path)):  # a file object: check the same bytes
+                checkpoint_path = io.BytesIO(checkpoint_path.read())
             read_checkpoint(checkpoint_path, given=tuple(kwargs))
+            if isinstance(checkpoint_path, io.BytesIO):
+                checkpoint_path.seek(0)
             kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from toyloops.checkpoints import load_checkpoint
 from toyloops.config import DATA_TO_NET, one_line, with_config_files
@@ -204,7 +205,7 @@ class Stopped(ToyloopsError):
     def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None) -> None:
         self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as a shell reports them
         where = f"at step {step}; resume point {checkpoint}; to resume, run the same command with --ckpt_path last" \
-            if checkpoint else "before training started; nothing to resume"
+            if checkpoint else "outside training: this stop saved no resume point (the run's last.ckpt, if any, is one)"
         super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
 
 
@@ -253,6 +254,8 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
         err = cause or err
     if isinstance(err, ToyloopsError):
         return str(err)
+    if isinstance(err, MisconfigurationException):  # Lightning's own word for a setting it cannot use
+        return " ".join(str(err).split())
     if isinstance(err, torch.distributed.DistError) or (  # a DDP peer died, or went silent past the timeout
             isinstance(err, RuntimeError) and "gloo" in str(err) and any(text in str(err) for text in PEER_LOST)):
         first = re.sub(r"\[[^\]]*\.cc:\d+\] ", "", str(err).strip().splitlines()[0]).split(". ")[0]
@@ -270,7 +273,9 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
     SIGINT in one line and 143 or 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
     ``hint`` may add to the message of a command-line parse error.
     """
-    previous = signal.signal(signal.SIGTERM, _stop_before_training)  # training installs StopRequest
+    # Outside training (set-up, validation, clean-up) a signal ends the run at once, as one line;
+    # while training, StopRequest takes over and the engine saves a resume point first.
+    previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
     try:
         entry(args)
     except (KeyboardInterrupt, Stopped) as err:
@@ -283,4 +288,5 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
             raise
         sys.exit(f"error: {message}")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
