@@ -82,6 +82,9 @@ CASES = {
     "an abstract scheduler": (MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LRScheduler"],
                               "model.scheduler=torch.optim.lr_scheduler.LRScheduler: NotImplementedError"),
     "a negative Lightning cadence": (MLP, ["--checkpoint.every_n_train_steps", "-1"], "every_n_train_steps"),
+    "a duplicate key inline": (MLP, ["--config", "{trainer: {max_epochs: 1, max_epochs: 2}}"],
+                               "key 'max_epochs' appears twice"),
+    "a duplicate key in a data file": (MLP, ["--data", "twice_data.yaml"], "key 'n_samples' appears twice"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),
@@ -108,6 +111,8 @@ def workdir(in_tmp):
     Path("typo.yaml").write_text(Path(MLP).read_text().replace("max_epochs: 10", "max_epoch: 10"))
     Path("nan.yaml").write_text(Path(MLP).read_text().replace("lr: 0.01", "lr: .nan"))
     Path("latin1.yaml").write_bytes(Path(MLP).read_bytes().replace(b"# MLP", "# Modèle".encode("latin-1")))
+    Path("twice_data.yaml").write_text("class_path: toyloops.PointsDataModule\ninit_args:\n  n_samples: 100\n"
+                                       "  n_samples: 200\n")
     Path("twice.yaml").write_text(Path(MLP).read_text().replace("max_epochs: 10", "max_epochs: 10\n  max_epochs: 3"))
     levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]

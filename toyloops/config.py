@@ -211,14 +211,17 @@ def check_values(config: Any) -> None:
 
 
 def check_config_file(path: str | Path) -> None:
-    """A config file is small, UTF-8 YAML, with each key once, a few aliases and finite numbers.
-
-    Checked before the file is parsed: a 451-byte YAML alias bomb expands to gigabytes.
+    """A config file (or inline YAML given as ``--config``) is small, UTF-8, with each key once, a
+    few aliases and finite numbers. Checked before it is parsed: a 451-byte alias bomb expands to
+    gigabytes.
     """
     path = Path(path)
-    if not path.is_file():
-        return  # the parser reports a missing file
-    data = path.read_bytes()
+    try:
+        if path.exists() and not path.is_file():
+            return  # a pipe (--config <(...)) can be read once only: by the parser
+        data = path.read_bytes() if path.is_file() else str(path).encode()  # a file, or inline YAML
+    except OSError:
+        return  # the parser reports a file it cannot read
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(f"--config {path}: {len(data):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
     try:

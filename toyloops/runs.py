@@ -81,9 +81,12 @@ class RunFolder:
 
 
 def config_files(args: list[str]) -> list[str]:
-    """The ``--config`` files named on a command line."""
-    return [arg.split("=", 1)[1] if "=" in arg else args[i + 1] for i, arg in enumerate(args)
-            if (arg == "--config" and i + 1 < len(args)) or arg.startswith("--config=")]
+    """The YAML a command line hands the parser: every ``--config`` (a file or inline YAML) and any
+    other value that is a ``.yaml``/``.yml`` file (``--data data.yaml``)."""
+    values = [(args[i - 1] if i else "", arg) for i, arg in enumerate(args)]
+    values += [(key, value) for key, _, value in (arg.partition("=") for arg in args if arg.startswith("--"))]
+    return [value for key, value in values if value and (key == "--config" or (
+        value.endswith((".yaml", ".yml")) and Path(value).is_file()))]
 
 
 def run_name(config_files: list | None) -> str:
