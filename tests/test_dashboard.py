@@ -36,6 +36,7 @@ def _get(port: int, path: str, body: dict | None = None):
         return json.loads(response.read())
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
     run_cli("fit", *SHORT)

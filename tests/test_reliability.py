@@ -47,6 +47,7 @@ def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(_last_ckpt(cwd, engine))["state_dict"]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["between_epochs", "mid_epoch"])
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
@@ -73,6 +74,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
     """Save every step; kill inside a write, resume, kill inside another: last.ckpt always loads."""
@@ -215,6 +217,7 @@ def test_a_checkpoint_folder_that_cannot_be_made_is_a_loud_error(tmp_path):
     assert "blocker" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shards_batches_and_matches_single_process(tmp_path, monkeypatch):
     config = str(CONFIGS / "blobs_mlp.yaml")

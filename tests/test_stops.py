@@ -47,6 +47,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     return {engine: load_checkpoint(_last(cwd, engine))["state_dict"] for engine in ENGINES}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine, sig, uninterrupted, tmp_path):
@@ -79,6 +80,7 @@ def small_disk(tmp_path) -> Path:
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_a_full_disk_stops_in_one_line_and_leaves_every_checkpoint_whole(engine, small_disk):
     env = {**os.environ, "BALLAST": str(small_disk / "ballast")}
@@ -105,8 +107,7 @@ def test_runs_started_together_each_claim_their_own_folder(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(r.version for r in claimed) == list(range(8))
-
-
+@pytest.mark.integration
 def test_two_hand_loop_fits_started_together_land_in_two_folders(tmp_path):
     args = ["--config", CIRCLES, "--trainer.max_epochs=1", *QUIET, "--dashboard.boundary_every_n_epochs=0"]
     procs = [subprocess.Popen([*ENGINES["loop"], *args], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
