@@ -1,5 +1,7 @@
 """toyloops: toy data, three classifiers, and the same training loop three ways."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from toyloops.data import (
     BatchIterator,
     make_blobs,
@@ -18,7 +20,13 @@ from toyloops.models import (
 )
 from toyloops.module import Classifier
 
+try:
+    __version__ = version("toyloops")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = [
+    "__version__",
     "MLP",
     "BatchIterator",
     "Classifier",

@@ -7,16 +7,19 @@ metrics per engine, the largest absolute weight difference, and time per trainin
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import tempfile
 import time
-from contextlib import chdir
+from contextlib import chdir, redirect_stdout
 from pathlib import Path
 from unittest import mock
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from toyloops.runs import with_shipped_configs
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -65,11 +68,11 @@ def compare(args: list[str]) -> dict[str, dict]:
     return {"lightning": run_lightning(args), "loop": run_hand_loop(args)}
 
 
-def main() -> None:
-    args = sys.argv[1:]
+def main(args: list[str] | None = None) -> None:
+    args = with_shipped_configs(list(sys.argv[1:] if args is None else args))
     args = [os.path.abspath(a) if a.endswith((".yaml", ".yml")) else a for a in args]
-    with tempfile.TemporaryDirectory() as tmp, chdir(tmp):
-        runs = compare(args)
+    with tempfile.TemporaryDirectory() as tmp, chdir(tmp), redirect_stdout(io.StringIO()):
+        runs = compare(args)  # each engine's own summary names folders in tmp, gone afterwards: not shown
         final = {name: {tag: series[-1][1] for tag, series in scalars(r["run_dir"]).items()}
                  for name, r in runs.items()}
     diff = max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"])

@@ -412,7 +412,7 @@ def build_parser() -> ArgumentParser:
 
 def run(args: list[str] | None = None) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths."""
-    args = list(sys.argv[1:] if args is None else args)
+    args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
     if args[:1] in (["-h"], ["--help"]):
         parser.print_help()

@@ -80,6 +80,22 @@ class RunFolder:
                     break
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The configs that ship inside the package, by name: ``blobs_mlp``, ``presets/debug``, ..."""
+    folder = Path(__file__).parent / "configs"
+    return {path.relative_to(folder).with_suffix("").as_posix(): path for path in sorted(folder.rglob("*.yaml"))}
+
+
+def with_shipped_configs(args: list[str]) -> list[str]:
+    """``--config blobs_mlp``: a name that is no path means the shipped config of that name."""
+    shipped, out = shipped_configs(), []
+    for i, arg in enumerate(args):
+        key, equals, value = arg.partition("=") if arg.startswith("--config=") else ("", "", arg)
+        named = (equals or (i and args[i - 1] == "--config")) and not Path(value).exists() and value in shipped
+        out.append(f"{key}{equals}{shipped[value]}" if named else arg)
+    return out
+
+
 def config_files(args: list[str]) -> list[str]:
     """The YAML a command line hands the parser: every ``--config`` (a file or inline YAML) and any
     other value that is a ``.yaml``/``.yml`` file (``--data data.yaml``)."""

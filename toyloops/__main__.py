@@ -1,0 +1,59 @@
+"""toyloops fit --config blobs_mlp   (``python -m toyloops`` is the same command)
+
+The command of an installed toyloops:
+
+    toyloops fit|validate|test|predict ...   the LightningCLI (what train.py runs)
+    toyloops loop fit|validate|test ...      the hand-written loop
+    toyloops compare --config C ...          both engines, one table
+    toyloops scratch                         the NumPy rung and its gradient check
+    toyloops configs                         the shipped configs and their documented accuracy
+
+``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from toyloops.runs import shipped_configs
+
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs")
+
+
+def list_configs() -> None:
+    """Each shipped config with the best val/acc its header documents."""
+    for name, path in shipped_configs().items():
+        documented = re.search(r"best val/acc ([0-9.]+)", path.read_text())
+        print(f"{name:<24} {'best val/acc ' + documented[1] if documented else '(a preset: stack it on a run config)'}")
+
+
+def main(args: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if args is None else args)
+    command = args[0] if args else ""
+    if command in ("fit", "validate", "test", "predict"):
+        from toyloops.cli import main as lightning
+
+        lightning(args)
+    elif command == "loop":
+        from toyloops.loop import main as hand_loop
+
+        hand_loop(args[1:])
+    elif command == "compare":
+        from toyloops.compare import main as compare
+
+        compare(args[1:])
+    elif command == "scratch":
+        from toyloops.scratch import main as scratch
+
+        scratch()
+    elif command == "configs":
+        list_configs()
+    else:
+        print(__doc__.strip())
+        sys.exit(0 if command in ("-h", "--help") else f"error: the first argument must be one of {', '.join(COMMANDS)}"
+                 + (f", got {command!r}" if command else ""))
+
+
+if __name__ == "__main__":
+    main()
