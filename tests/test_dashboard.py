@@ -5,7 +5,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -42,19 +41,18 @@ def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
     run_cli("fit", *SHORT)
     run(["fit", *SHORT, "--trainer.enable_progress_bar=false"])
     port = _free_port()
+    # --reload_task blocking: the runs are loaded before the server starts, which it announces on stderr
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "logs", "--host", "127.0.0.1",
-                               "--port", str(port), "--reload_interval", "1"],
+                               "--port", str(port), "--reload_task", "blocking", "--reload_interval", "0",
+                               "--load_fast", "false"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        runs, deadline = [], time.monotonic() + 60
-        while len(runs) < 2:
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline, f"runs seen: {runs}"
-            time.sleep(0.5)
-            try:
-                runs = _get(port, "/data/runs")
-            except OSError:
-                continue
+        said = []
+        while not any(f"http://127.0.0.1:{port}" in line for line in said):
+            line = server.stderr.readline()
+            assert line or server.poll() is None, "".join(said)  # it ended without serving
+            said.append(line)
+        runs = _get(port, "/data/runs")
         assert sorted(runs) == ["blobs_mlp/loop_version_0", "blobs_mlp/version_0"]
         scalars, images = _get(port, "/data/plugin/scalars/tags"), _get(port, "/data/plugin/images/tags")
         graphs = _get(port, "/data/plugin/graphs/info")
