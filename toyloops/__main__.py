@@ -7,6 +7,7 @@ The command of an installed toyloops:
     toyloops compare --config C ...          both engines, one table
     toyloops scratch                         the NumPy rung and its gradient check
     toyloops configs                         the shipped configs and their documented accuracy
+    toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -18,7 +19,7 @@ import sys
 
 from toyloops.runs import shipped_configs
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export")
 
 
 def list_configs() -> None:
@@ -49,6 +50,10 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
+    elif command == "export":
+        from toyloops.export import main as export
+
+        export(args[1:])
     else:
         print(__doc__.strip())
         sys.exit(0 if command in ("-h", "--help") else f"error: the first argument must be one of {', '.join(COMMANDS)}"
