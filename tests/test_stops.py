@@ -219,7 +219,7 @@ DDP = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "p
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize(("how", "says"), [("KILL", "by peer"), ("STOP", "Timed out waiting 10000ms")])  # reset or closed
+@pytest.mark.parametrize(("how", "says"), [("KILL", "by peer"), ("STOP", "Timed out waiting 10000ms")])
 def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, says, tmp_path):
     with open(tmp_path / "stderr", "w") as stderr:  # a file: a frozen rank would hold a pipe open
         rank0 = subprocess.Popen([*KILL_SWITCH, "20", f"rank1-{how}", "lightning", "fit", *DDP,
