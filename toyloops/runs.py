@@ -35,7 +35,8 @@ from toyloops.errors import ConfigError, ToyloopsError
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # What gloo says when a DDP peer has died or hangs (it raises a plain RuntimeError).
-PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Timed out", "timed out")
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Connection refused", "Broken pipe", "Timed out",
+             "timed out")
 # Environment failures a user can act on; any other OSError is a bug and keeps its traceback.
 ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
 
