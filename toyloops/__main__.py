@@ -8,6 +8,7 @@ The command of an installed toyloops:
     toyloops scratch                         the NumPy rung and its gradient check
     toyloops configs                         the shipped configs and their documented accuracy
     toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
+    toyloops init DIR                        a new project of your own, built on toyloops
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -19,7 +20,7 @@ import sys
 
 from toyloops.runs import shipped_configs
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init")
 
 
 def list_configs() -> None:
@@ -50,6 +51,10 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
+    elif command == "init":
+        from toyloops.init import main as init
+
+        init(args[1:])
     elif command == "export":
         from toyloops.export import main as export
 

@@ -1,0 +1,50 @@
+"""toyloops init DIR: start a new project from the template, one that depends on toyloops.
+
+It writes ``DIR/`` with its own ``train.py``, ``config.yaml``, a net and a data module of its own
+wired in through ``class_path``, a README with its two commands, and a passing pytest file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from jsonargparse import ArgumentParser
+
+from toyloops import runs
+from toyloops.checkpoints import write_atomic
+from toyloops.errors import ConfigError
+
+TEMPLATE = Path(__file__).parent / "template"
+FILES = {  # template file -> where it goes in the new project ({package}: the project's package)
+    "README.md": "README.md", "pyproject.toml": "pyproject.toml", "train.py.txt": "train.py",
+    "config.yaml": "config.yaml", "models.py.txt": "{package}/models.py", "data.py.txt": "{package}/data.py",
+    "test_project.py.txt": "tests/test_project.py",
+}
+
+
+def init(directory: str) -> Path:
+    """Write the new project into ``directory``, which must not exist yet or be empty."""
+    root = Path(directory)
+    if root.exists() and any(root.iterdir()):
+        raise ConfigError(f"{root} is not empty: toyloops init writes only into a new or empty folder")
+    name = root.resolve().name
+    package = re.sub(r"\W", "_", name).lower().lstrip("0123456789_") or "project"
+    for source, target in FILES.items():
+        text = (TEMPLATE / source).read_text().replace("{name}", name).replace("{package}", package)
+        write_atomic(root / target.format(package=package), text.encode())
+    write_atomic(root / package / "__init__.py", f'"""{name}: a toyloops project."""\n'.encode())
+    return root
+
+
+def run(args: list[str] | None = None) -> Path:
+    parser = ArgumentParser(prog="toyloops init", exit_on_error=False, description=__doc__.splitlines()[0])
+    parser.add_argument("directory", help="the new project's folder (new, or empty)")
+    root = init(parser.parse_args(list(sys.argv[1:] if args is None else args)).directory)
+    print(f"created {root}: cd {root} && pip install -e . && python train.py fit --config config.yaml")
+    return root
+
+
+def main(args: list[str] | None = None) -> None:
+    runs.main(run, args)
