@@ -10,13 +10,15 @@ from pathlib import Path
 from unittest import mock
 
 # One thread a process: these nets are tiny, and on a shared 2-core machine two OpenMP threads wait
-# on each other (the subprocesses the tests start inherit this too).
+# on each other (the subprocesses the tests start inherit this too). toyloops' own thread policy.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOYLOOPS_THREADS", "1")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
-torch.set_num_threads(1)
+from toyloops.config import apply_thread_policy  # noqa: E402
+
+apply_thread_policy()
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -33,8 +34,10 @@ from toyloops.config import (
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
+    PROGRESS_BAR_REFRESH_RATE,
     TRAINER_DEFAULTS,
     add_links,
+    apply_thread_policy,
     check_config_file,
     check_net_fits_data,
     check_values,
@@ -108,6 +111,7 @@ class ToyCLI(LightningCLI):
 
     def _prepare_run(self, config) -> None:  # noqa: ANN001 - a jsonargparse Namespace
         check_values(config)
+        apply_thread_policy()
         runs.check_precision(config.trainer.precision, config.trainer.accelerator)
         subcommand = self.config.get("subcommand")
         if subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
@@ -139,6 +143,13 @@ class ToyCLI(LightningCLI):
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any("CheckpointIO" in str(getattr(p, "class_path", p)) for p in plugins):  # a plugin of the user's
             config.trainer.plugins = [*plugins, {"class_path": "toyloops.callbacks.AtomicCheckpointIO"}]
+        callbacks = config.trainer.get("callbacks")
+        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if config.trainer.get("enable_progress_bar") is not False and \
+                not any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks):  # one of the user's
+            config.trainer.callbacks = [*callbacks, Namespace(
+                class_path="lightning.pytorch.callbacks.TQDMProgressBar",
+                init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH_RATE))]
         if rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
             if tensorboard:

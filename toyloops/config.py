@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,15 @@ LOG_DIR = "logs"
 MONITOR, MONITOR_MODE = "val/acc", "max"
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
+# Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the progress bar redraws
+# every 10 steps, when the logged loss it shows changes (every step: ~200 us a step);
+PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]
+# torch.optim.Adam/AdamW are built with fused=True unless a config sets fused or foreach (a
+# 20-35% cheaper step for these nets; both engines build the optimizer here, so they stay identical);
+FUSED_BY_DEFAULT = ("Adam", "AdamW")
+# and one torch thread unless TOYLOOPS_THREADS (or OMP_NUM_THREADS) says otherwise: two OpenMP
+# threads on a shared 2-core machine wait on each other, 5-25x slower a step.
+THREADS_ENV = "TOYLOOPS_THREADS"
 
 # Facts the data module owns -> where the net takes them. A data module that lacks a fact
 # (sequences have no num_features) leaves that link out, so one list serves every net.
@@ -86,6 +96,33 @@ def links_into_net() -> Iterator[None]:
         arg = match[1].rsplit(".", 1)[-1]
         raise ConfigError(f"model.net takes no {arg} argument, but the data links its {arg} into it: give the net "
                           "that argument, or use one of toyloops' nets") from None
+
+
+def apply_thread_policy() -> int:
+    """Set torch's intra-op threads from ``TOYLOOPS_THREADS``; 1 when neither it nor
+    ``OMP_NUM_THREADS`` is set (torch reads the latter itself). Returns the number in use."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        if "OMP_NUM_THREADS" in os.environ:
+            return torch.get_num_threads()
+        value = "1"
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigError(f"{THREADS_ENV}={value!r}: expected a whole number of threads >= 1")
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
+def build_optimizer(factory: OptimizerCallable, params: Iterable) -> torch.optim.Optimizer:
+    """``factory(params)``, with ``fused=True`` for the classes in FUSED_BY_DEFAULT when the
+    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach``."""
+    params = list(params)
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    given = factory.keywords if isinstance(factory, functools.partial) else {}
+    devices = {p.device.type for p in params if isinstance(p, torch.Tensor)}
+    if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
+            and not {"fused", "foreach"} & given.keys() and devices <= {"cpu", "cuda"}:
+        return factory(params, fused=True)
+    return factory(params)
 
 
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:

@@ -54,6 +54,7 @@ from toyloops.config import (
     MONITOR_MODE,
     TRAINER_DEFAULTS,
     add_links,
+    apply_thread_policy,
     check_config_file,
     check_net_fits_data,
     check_values,
@@ -423,6 +424,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         check_config_file(path)
     stage, cfg = args[0], parser.parse_args(args[1:])
     check_values(cfg)
+    apply_thread_policy()
     seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
     with links_into_net():
         objects = parser.instantiate(cfg)

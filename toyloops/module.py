@@ -22,6 +22,7 @@ from toyloops.config import (
     OptimizerCallable,
     SchedulerCallable,
     build,
+    build_optimizer,
     check_net_fits_data,
     describe,
     is_log_step,
@@ -165,7 +166,7 @@ class Classifier(L.LightningModule):
         if NOT_STORED in (self.optimizer_factory, self.scheduler_factory):
             raise ConfigError("this model's optimizer or scheduler was a function a checkpoint cannot store: "
                               "pass optimizer= and scheduler= to load_from_checkpoint to train it further")
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
