@@ -5,6 +5,7 @@ The command of an installed toyloops:
     toyloops fit|validate|test|predict ...   the LightningCLI (what train.py runs)
     toyloops loop fit|validate|test ...      the hand-written loop
     toyloops compare --config C ...          both engines, one table
+    toyloops profile --config C [--engine both] [--batch-sizes 1,8,64,512]   where a step's time and memory go
     toyloops scratch                         the NumPy rung and its gradient check
     toyloops configs                         the shipped configs and their documented accuracy
     toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
@@ -20,7 +21,8 @@ import sys
 
 from toyloops.runs import shipped_configs
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export",
+            "init")
 
 
 def list_configs() -> None:
@@ -45,6 +47,10 @@ def main(args: list[str] | None = None) -> None:
         from toyloops.compare import main as compare
 
         compare(args[1:])
+    elif command == "profile":
+        from toyloops.profile import main as profile
+
+        profile(args[1:])
     elif command == "scratch":
         from toyloops.scratch import main as scratch
 

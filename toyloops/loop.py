@@ -224,13 +224,18 @@ def train_epoch(loop: Fit) -> None:
 
 def training_step(loop: Fit, batch: tuple[Tensor, Tensor]) -> Tensor:
     """The model's step in the precision's autocast, a stop at a non-finite loss, zero_grad, backward."""
-    x, y = (t.to(loop.precision.device, non_blocking=True) for t in batch)
+    x, y = batch_to_device(batch, loop.precision.device)
     with loop.precision.autocast():  # forward and loss in low precision; weights stay fp32
         loss = loop.model.model_step((x, y), "train")
     check_finite(loss, loop.state.global_step, loop.state.epoch)  # StopOnNonFiniteLoss: before the weights see it
     loop.optimizer.zero_grad(set_to_none=True)
     loop.precision.scaler.scale(loss).backward()
     return loss
+
+
+def batch_to_device(batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Lightning's ``strategy.batch_to_device``: the batch onto the model's device."""
+    return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
 def optimizer_step(loop: Fit) -> None:
@@ -269,9 +274,9 @@ def validation_loop(model: Classifier, batches, precision: Precision, stage: str
     """The evaluation loop: eval mode, no grad, ``model_step`` per batch, metrics computed once."""
     model.eval()
     with torch.no_grad():
-        for x, y in islice(batches, num_batches(len(batches), limit)):
+        for batch in islice(batches, num_batches(len(batches), limit)):
             with precision.autocast():
-                model.model_step((x.to(precision.device), y.to(precision.device)), stage)
+                model.model_step(batch_to_device(batch, precision.device), stage)
     model.train()
     return compute_epoch_metrics(model, stage)
 

@@ -1,0 +1,581 @@
+"""toyloops profile --config C [--engine lightning|loop|both] [--batch-sizes 1,8,64,512]
+
+Where a training step's time and memory go, in both engines, measured on the engines themselves:
+
+* **Buckets.** Each step of a few timed epochs is split into data gather, host->device, forward,
+  loss, backward, clip, optimizer step, scheduler, logging, callbacks and the engine's own rest.
+  Timers sit on the objects both engines share: forward hooks on the net, the model's
+  ``model_step`` (loss = model_step minus the forward inside it), autograd hooks for backward (from
+  the loss's grad_fn to the last parameter's gradient), the optimizer's step hooks (zero_grad
+  counted with it), and the batch iterator (data gather). Lightning's own hooks come from
+  Lightning's profiler API (a :class:`~lightning.pytorch.profilers.Profiler` that files each
+  ``[Callback]``/``[Strategy]``/``[LightningModule]`` action into a bucket); the hand loop's from
+  its functions named after them (``batch_to_device``, ``optimizer_step``, ``update_lr_schedulers``,
+  ``log_metrics``). A time is counted once, in the innermost bucket around it; "engine (rest)" is
+  the measured step minus every bucket: the loops, checks and glue around the step. Timers cost
+  a few microseconds each, so the table also gives the step without them.
+* **Batch sweep.** Samples/s per batch size from 1, the speed-up over batch 1 and the scaling
+  efficiency (step time at batch 1 / step time at batch B: 1.0 when a batch costs no more than
+  one sample).
+* **Memory per batch size.** Parameters, gradients and optimizer state (bytes of their tensors),
+  activations (bytes of the tensors autograd saves for backward, parameters left out), next to
+  the measured peak of one training step: on CPU, torch.profiler's record of the allocator
+  (``profile_memory``; the highest running sum of allocations over the step's top-level ops,
+  above what was allocated before it); on CUDA, ``torch.cuda.max_memory_allocated`` over the step.
+
+Writes ``profile.md`` (the tables, also printed), ``profile.png`` (a stacked bar per engine) and a
+TensorBoard event file with the same image into ``logs/<config>/profile_version_N/``. Neither
+engine's numerics change: timers and hooks only read clocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toyloops import runs
+from toyloops.config import LOG_DIR, apply_thread_policy
+from toyloops.data import BatchIterator
+from toyloops.errors import ConfigError
+
+BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip", "optimizer step", "scheduler",
+           "logging", "callbacks", "engine (rest)")
+COLOURS = ((66, 133, 244), (26, 188, 156), (234, 67, 53), (251, 188, 5), (155, 89, 182), (52, 168, 83),
+           (230, 126, 34), (127, 140, 141), (241, 196, 15), (52, 73, 94), (189, 195, 199))
+RUN_PREFIX = "profile_version_"
+ENGINES = ("loop", "lightning")
+
+
+class Clock:
+    """Exclusive time per bucket: a timed range's duration minus the timed ranges inside it."""
+
+    def __init__(self) -> None:
+        self.totals = dict.fromkeys(BUCKETS, 0.0)
+        self.recording = False
+        self._stack: list[list] = []  # [bucket, start, time of timed ranges inside]
+        self._backward: list[float] | None = None  # [start, last gradient ready]
+
+    def enter(self, bucket: str) -> None:
+        self._close_backward()
+        self._stack.append([bucket, time.perf_counter(), 0.0])
+
+    def exit(self) -> None:
+        now = time.perf_counter()
+        self._close_backward()
+        bucket, start, inside = self._stack.pop()
+        self._add(bucket, now - start, inside)
+
+    def _add(self, bucket: str, duration: float, inside: float = 0.0) -> None:
+        if self.recording:
+            self.totals[bucket] += duration - inside
+        if self._stack:
+            self._stack[-1][2] += duration
+
+    # backward runs inside torch: it starts at the loss's grad_fn and ends at the last gradient
+    def backward_started(self, *_: Any) -> None:
+        self._close_backward()
+        now = time.perf_counter()
+        self._backward = [now, now]
+
+    def gradient_ready(self, *_: Any) -> None:
+        if self._backward is not None:
+            self._backward[1] = time.perf_counter()
+
+    def _close_backward(self) -> None:
+        if self._backward is not None:
+            start, end = self._backward
+            self._backward = None
+            self._add("backward", end - start)
+
+    @contextmanager
+    def range(self, bucket: str) -> Iterator[None]:
+        self.enter(bucket)
+        try:
+            yield
+        finally:
+            self.exit()
+
+    def wrap(self, fn: Callable, bucket: str) -> Callable:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.range(bucket):
+                return fn(*args, **kwargs)
+        return timed
+
+
+class _TimedBatches(BatchIterator):
+    """A BatchIterator whose every batch is timed as data gather (set as ``__class__``)."""
+
+    clock: Clock
+
+    def _serve(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = super()._serve()
+        while True:
+            with self.clock.range("data gather"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+
+
+@contextmanager
+def instrument(clock: Clock, model: torch.nn.Module, datamodule: Any) -> Iterator[Callable]:
+    """Timers on what both engines share; yields ``watch(optimizer)`` to call once it exists."""
+    handles = [model.net.register_forward_pre_hook(lambda *_: clock.enter("forward")),
+               model.net.register_forward_hook(lambda *_: clock.exit())]
+    handles += [p.register_post_accumulate_grad_hook(clock.gradient_ready) for p in model.parameters()
+                if p.requires_grad]
+    model_step, train_dataloader = model.model_step, datamodule.train_dataloader
+
+    def timed_model_step(batch: Any, stage: str) -> torch.Tensor:
+        with clock.range("loss"):  # the forward inside is its own bucket
+            loss = model_step(batch, stage)
+        if loss.grad_fn is not None:
+            handles.append(loss.grad_fn.register_prehook(clock.backward_started))
+        return loss
+
+    def timed_batches() -> BatchIterator:
+        batches = train_dataloader()
+        batches.__class__, batches.clock = _TimedBatches, clock
+        return batches
+
+    def step_started(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        clock.enter("optimizer step")
+        if kwargs.get("closure") is None:
+            return None
+        # Lightning's step runs the training step inside optimizer.step, as a closure: what the
+        # closure does outside the timed ranges is the engine's, not the optimizer's.
+        return args, {**kwargs, "closure": clock.wrap(kwargs["closure"], "engine (rest)")}
+
+    def watch(optimizer: torch.optim.Optimizer) -> None:
+        handles.append(optimizer.register_step_pre_hook(step_started))
+        handles.append(optimizer.register_step_post_hook(lambda *_: clock.exit()))
+        optimizer.zero_grad = clock.wrap(optimizer.zero_grad, "optimizer step")
+
+    model.model_step, datamodule.train_dataloader = timed_model_step, timed_batches
+    try:
+        yield watch
+    finally:
+        for handle in handles:
+            handle.remove()
+        del model.model_step, datamodule.train_dataloader
+
+
+@dataclass
+class Measured:
+    step_s: float  # median seconds per training step over the timed epochs
+    buckets: dict[str, float] | None = None  # seconds per step, by bucket
+
+
+def _epochs_median(times: list[float]) -> float:
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+# --- the hand loop -----------------------------------------------------------------------------
+
+@contextmanager
+def _loop_functions(clock: Clock) -> Iterator[None]:
+    """Time the hand loop's own steps (its functions named after Lightning's hooks)."""
+    from toyloops import loop
+
+    names = {"batch_to_device": "host->device", "optimizer_step": "clip", "update_lr_schedulers": "scheduler",
+             "log_metrics": "logging", "log_learning_rate": "logging"}
+    originals = {name: getattr(loop, name) for name in names}
+    for name, bucket in names.items():
+        setattr(loop, name, clock.wrap(originals[name], bucket))
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(loop, name, fn)
+
+
+def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
+    """The hand loop's training epochs (``loop.train_epoch`` itself), timed from outside."""
+    from toyloops import loop
+    from toyloops.config import check_values, links_into_net
+    from toyloops.seeding import seed_everything
+
+    parser = loop.build_parser()
+    cfg = parser.parse_args(args)
+    check_values(cfg)
+    seed_everything(cfg.seed_everything)
+    with links_into_net():
+        objects = parser.instantiate(cfg)
+    model, datamodule, trainer = objects.model, objects.data, loop.trainer_options(**vars(cfg.trainer))
+    clock = Clock()
+    with (instrument(clock, model, datamodule) if timed else _nothing()) as watch, \
+            (_loop_functions(clock) if timed else _nothing()):
+        precision = loop.Precision.create(trainer)
+        model.to(precision.device)
+        optimizer, scheduler = loop.configure_optimizers(model)
+        if watch:
+            watch(optimizer)
+        fit = loop.Fit(model, datamodule, trainer, precision, optimizer, scheduler,
+                       loop.SummaryWriter(str(run_dir)), run_dir)
+        times, steps = [], 0
+        for epoch in range(epochs):
+            clock.recording = epoch > 0  # the first epoch warms up
+            before = fit.state.global_step
+            started = time.perf_counter()
+            loop.train_epoch(fit)
+            times.append((time.perf_counter() - started) / (fit.state.global_step - before))
+            steps += (fit.state.global_step - before) if epoch > 0 else 0
+            clock.recording = False
+            loop.compute_epoch_metrics(model, "train")
+            fit.state.epoch += 1
+        fit.writer.close()
+    return _measured(times, clock, steps, timed)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
+def _measured(times: list[float], clock: Clock, steps: int, timed: bool) -> Measured:
+    if not timed:
+        return Measured(_epochs_median(times))
+    wall = sum(times[1:]) / len(times[1:])  # the buckets are totals over the same epochs
+    buckets = {name: total / steps for name, total in clock.totals.items() if name != "engine (rest)"}
+    buckets["engine (rest)"] = wall - sum(buckets.values())  # what no timed range holds, the closure's glue too
+    return Measured(wall, buckets)
+
+
+# --- Lightning ---------------------------------------------------------------------------------
+
+def lightning_bucket(action: str) -> str | None:
+    """The bucket of one of Lightning's profiler actions (None: only the ranges inside it count)."""
+    if action.startswith("[Callback]_Recorder"):
+        return None
+    if action.startswith("[Callback]LearningRateMonitor"):
+        return "logging"
+    if action.startswith("[Callback]"):
+        return "callbacks"
+    if action.endswith(".batch_to_device"):
+        return "host->device"
+    if action.endswith(".configure_gradient_clipping"):
+        return "clip"
+    if action.endswith(".lr_scheduler_step"):
+        return "scheduler"
+    return None
+
+
+def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
+    """``Trainer.fit`` as ``train.py`` builds it (logger, checkpoints, progress bar, callbacks)."""
+    import lightning as L
+    from lightning.pytorch.profilers import Profiler
+
+    from toyloops.cli import ToyCLI
+
+    clock = Clock()
+
+    class BucketProfiler(Profiler):
+        """Lightning's profiler API: each action it reports, filed into a bucket."""
+
+        def start(self, action_name: str) -> None:
+            if lightning_bucket(action_name):
+                clock.enter(lightning_bucket(action_name))
+
+        def stop(self, action_name: str) -> None:
+            if lightning_bucket(action_name):
+                clock.exit()
+
+        def summary(self) -> str:
+            return ""
+
+    class ProfiledCLI(ToyCLI):
+        def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+            return super().instantiate_trainer(**kwargs, profiler=BucketProfiler() if timed else None)
+
+    class _Recorder(L.Callback):
+        """Per epoch: seconds from its start to the end of its last training batch, per step."""
+
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.steps = 0
+
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            clock.recording = trainer.current_epoch > 0
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                               batch_idx: int) -> None:
+            if batch_idx + 1 == trainer.num_training_batches:
+                self.times.append((time.perf_counter() - self.started) / trainer.num_training_batches)
+                self.steps += trainer.num_training_batches if clock.recording else 0
+                clock.recording = False
+
+    quiet = ["--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", "--dashboard.confusion_matrix=false",
+             "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={run_dir}"]
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        cli = ProfiledCLI(args=[*args, *quiet], run=False)
+        recorder = _Recorder()
+        cli.trainer.callbacks.append(recorder)
+        with instrument(clock, cli.model, cli.datamodule) if timed else _nothing() as watch:
+            if watch:
+                _watch_lightning(clock, cli, watch)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        if cli.run_folder is not None:
+            cli.run_folder.release(failed=False)
+    return _measured(recorder.times, clock, recorder.steps, timed)
+
+
+def _watch_lightning(clock: Clock, cli: Any, watch: Callable) -> None:
+    """The optimizer exists only inside fit: watch it when Lightning builds it."""
+    import lightning as L
+
+    model = cli.model
+    model.log = clock.wrap(model.log, "logging")
+    for logger in cli.trainer.loggers:
+        logger.log_metrics = clock.wrap(logger.log_metrics, "logging")
+
+    class WatchOptimizer(L.Callback):
+        def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            for optimizer in trainer.optimizers:
+                watch(optimizer)
+
+    cli.trainer.callbacks.append(WatchOptimizer())
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+def memory(args: list[str]) -> dict[str, float]:
+    """Bytes of one training step at the config's batch size: computed parts and measured peak."""
+    from toyloops import loop
+    from toyloops.config import links_into_net
+    from toyloops.seeding import seed_everything
+
+    parser = loop.build_parser()
+    cfg = parser.parse_args(args)
+    seed_everything(cfg.seed_everything)
+    with links_into_net():
+        objects = parser.instantiate(cfg)
+    model, datamodule = objects.model, objects.data
+    precision = loop.Precision.create(loop.trainer_options(**vars(cfg.trainer)))
+    model.to(precision.device).train()
+    optimizer, _ = loop.configure_optimizers(model)
+    batch = loop.batch_to_device(next(iter(datamodule.train_dataloader())), precision.device)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def step() -> None:
+        with precision.autocast():
+            loss = model.model_step(batch, "train")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()  # the first step also creates the optimizer state
+    peak = _peak_bytes(step, precision.device)
+    model.epoch_metrics("train")  # drop the stashed predictions
+    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    return {
+        "parameters": nbytes(model.parameters()),
+        "gradients": nbytes(p for p in model.parameters() if p.requires_grad),
+        "optimizer state": nbytes(t for state in optimizer.state.values() for t in state.values()
+                                  if isinstance(t, torch.Tensor)),
+        "activations": sum(saved.values()),
+        "batch": nbytes(batch),
+        "peak": peak,
+    }
+
+
+def _peak_bytes(step: Callable[[], None], device: torch.device) -> float:
+    """The most memory one step holds above what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+
+    logging.getLogger("torch.profiler").setLevel(logging.ERROR)
+    with redirect_stderr(io.StringIO()), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    running = peak = 0
+    for _, allocated in sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events()
+                               if e.cpu_parent is None):
+        running += allocated
+        peak = max(peak, running)
+    return peak
+
+
+# --- output ------------------------------------------------------------------------------------
+
+def chart(results: dict[str, Measured], title: str) -> Any:
+    """A stacked bar per engine, one colour per bucket, in µs per step (a Pillow image)."""
+    from PIL import Image, ImageDraw
+
+    width, height, left, bar, top = 760, 380, 70, 120, 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 10), title, fill="black")
+    most = max(m.step_s for m in results.values() if m.buckets) * 1e6
+    scale = (height - top - 40) / most
+    for i, (engine, measured) in enumerate(results.items()):
+        x, y = left + i * (bar + 40), height - 30
+        for bucket, colour in zip(BUCKETS, COLOURS, strict=True):
+            h = max(0.0, measured.buckets[bucket]) * 1e6 * scale
+            draw.rectangle((x, y - h, x + bar, y), fill=colour)
+            y -= h
+        draw.text((x, height - 25), f"{engine}: {measured.step_s * 1e6:.0f} us", fill="black")
+    for j, (bucket, colour) in enumerate(zip(BUCKETS, COLOURS, strict=True)):
+        lx, ly = width - 200, top + j * 22
+        draw.rectangle((lx, ly, lx + 14, ly + 14), fill=colour)
+        draw.text((lx + 20, ly + 1), bucket, fill="black")
+    return image
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    runs.main(run, argv)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="toyloops profile", description=__doc__.splitlines()[0],
+                                     exit_on_error=False)
+    parser.add_argument("--config", required=True, help="a run config: path or shipped name")
+    parser.add_argument("--engine", default="both", help="lightning, loop or both")
+    parser.add_argument("--batch-sizes", default="1,8,64,512", help="comma-separated, for the sweeps")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement; the first warms up")
+    args = parser.parse_args(argv)
+    if args.engine not in ("lightning", "loop", "both"):
+        raise ConfigError(f"--engine={args.engine!r}: expected lightning, loop or both")
+    try:
+        args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        raise ConfigError(f"--batch-sizes={args.batch_sizes!r}: expected whole numbers separated by commas") from None
+    if not args.batch_sizes or min(args.batch_sizes) < 1:
+        raise ConfigError(f"--batch-sizes={args.batch_sizes}: expected whole numbers >= 1")
+    for key in ("steps", "epochs"):
+        if getattr(args, key) < (2 if key == "epochs" else 1):
+            raise ConfigError(f"--{key}={getattr(args, key)}: expected at least {2 if key == 'epochs' else 1}")
+    return args
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    """Profile a config; returns the measurements and the files written."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    args = parse(list(sys.argv[1:] if argv is None else argv))
+    config = runs.with_shipped_configs(["--config", args.config])[1]
+    if not Path(config).is_file():
+        raise ConfigError(f"--config {args.config}: no such file or shipped config")
+    apply_thread_policy()
+    for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
+        logging.getLogger(name).setLevel(logging.WARNING)
+    engines = ENGINES if args.engine == "both" else (args.engine,)
+    runners = {"loop": run_loop, "lightning": run_lightning}
+    import yaml
+
+    data_args = (yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args", {})
+    config_batch, config_samples = int(data_args.get("batch_size", 64)), int(data_args.get("n_samples", 1000))
+
+    def overrides(batch: int) -> list[str]:  # enough samples for `steps` batches in the train split
+        samples = max(config_samples, math.ceil(batch * args.steps / 0.6) + 2 * batch)
+        return ["--config", config, f"--trainer.max_epochs={args.epochs}",
+                f"--trainer.limit_train_batches={args.steps}", "--trainer.limit_val_batches=1",
+                f"--data.batch_size={batch}", f"--data.n_samples={samples}"]
+
+    run_folder = runs.claim_new_run(Path(LOG_DIR) / runs.run_name([config]), RUN_PREFIX)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            profiled = {e: runners[e](overrides(config_batch), args.epochs, True, Path(tmp) / f"{e}-timed")
+                        for e in engines}
+            plain = {e: runners[e](overrides(config_batch), args.epochs, False, Path(tmp) / f"{e}-plain")
+                     for e in engines}
+            sweep = {(e, b): runners[e](overrides(b), args.epochs, False, Path(tmp) / f"{e}-{b}")
+                     for b in args.batch_sizes for e in engines}
+        memories = {b: memory(overrides(b)) for b in args.batch_sizes}
+        text = report(args, config, config_batch, engines, profiled, plain, sweep, memories)
+        print("\n".join(text), flush=True)
+        paths = {"markdown": run_folder.path / "profile.md", "chart": run_folder.path / "profile.png"}
+        (run_folder.path / "profile.md.tmp").write_text("\n".join(text) + "\n")
+        os.replace(run_folder.path / "profile.md.tmp", paths["markdown"])
+        image = chart(profiled, f"{runs.run_name([config])}, batch {config_batch}: us per step by bucket")
+        image.save(run_folder.path / "profile.tmp.png")
+        os.replace(run_folder.path / "profile.tmp.png", paths["chart"])
+        import numpy as np
+
+        with SummaryWriter(str(run_folder.path)) as writer:
+            writer.add_image("profile/step_buckets", np.asarray(image), 0, dataformats="HWC")
+            writer.add_text("profile/tables", "\n".join(text), 0)
+    except BaseException:
+        run_folder.release(failed=True)
+        raise
+    run_folder.release(failed=False)
+    print(f"written to {run_folder.path}", flush=True)
+    return {"profiled": profiled, "plain": plain, "sweep": sweep, "memory": memories, "run_dir": run_folder.path,
+            **paths}
+
+
+def report(args: argparse.Namespace, config: str, batch: int, engines: tuple[str, ...],
+           profiled: dict[str, Measured], plain: dict[str, Measured], sweep: dict[tuple[str, int], Measured],
+           memories: dict[int, dict[str, float]]) -> list[str]:
+    text = [f"# toyloops profile: {runs.run_name([config])}", "",
+            f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.steps} steps per epoch, "
+            f"{args.epochs - 1} timed epoch(s) after a warm-up; µs per step.", "",
+            f"## Where a step goes (batch {batch})", ""]
+    header = ["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)]
+    rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
+             *(f"{100 * profiled[e].buckets[bucket] / profiled[e].step_s:.1f}" for e in engines)] for bucket in BUCKETS]
+    rows.append(["**step, timed**", *(f"{profiled[e].step_s * 1e6:.1f}" for e in engines), *("100.0" for _ in engines)])
+    rows.append(["step without timers", *(f"{plain[e].step_s * 1e6:.1f}" for e in engines), *("" for _ in engines)])
+    text += _table(header, rows)
+    text += ["", "## Batch sweep", ""]
+    rows = []
+    for b in args.batch_sizes:
+        row = [str(b)]
+        for e in engines:
+            step, first = sweep[(e, b)].step_s, sweep[(e, args.batch_sizes[0])].step_s
+            row += [f"{step * 1e6:.0f}", f"{b / step:,.0f}", f"{(b / step) / (args.batch_sizes[0] / first):.1f}x",
+                    f"{first / step:.2f}"]
+        rows.append(row)
+    header = ["batch", *(f"{e} {c}" for e in engines for c in ("µs/step", "samples/s", "speed-up", "efficiency"))]
+    text += _table(header, rows)
+    text += ["", f"Speed-up: samples/s over batch {args.batch_sizes[0]}'s. Efficiency: step time at batch "
+             f"{args.batch_sizes[0]} / step time at batch B (1.00: a batch costs what one sample does).", "",
+             "## Memory per batch size (KiB, one training step)", ""]
+    parts = ("parameters", "gradients", "optimizer state", "activations", "batch")
+    rows = [[str(b), *(_kib(memories[b][p]) for p in parts),
+             _kib(memories[b]["gradients"] + memories[b]["activations"]), _kib(memories[b]["peak"])]
+            for b in args.batch_sizes]
+    text += _table(["batch", *parts, "gradients + activations", "measured peak above the step's start"], rows)
+    text += ["", "Computed: bytes of the tensors (activations: those autograd saves for backward, parameters left "
+             "out). Measured: " + ("torch.cuda.max_memory_allocated" if torch.cuda.is_available() else
+                                   "torch.profiler's CPU allocator record (profile_memory), op by op") +
+             ", above what was allocated when the step began (parameters and optimizer state were already there)."]
+    return text
