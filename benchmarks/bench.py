@@ -1,22 +1,30 @@
 """python benchmarks/bench.py [--quick] [--out benchmarks/RESULTS.md]
 
-Time per training step of four ways to train the same model on the same batches, measured side
+Time per training step of several ways to train the same model on the same batches, measured side
 by side in one process, interleaved round by round (so machine noise hits every variant alike):
 
-  bare       forward + backward + optimizer step on pre-sliced batches (the floor)
-  hand loop  toyloops.loop.fit with its shipped defaults
-  lightning  Trainer.fit as train.py builds it (logger, checkpoints, progress bar, callbacks)
-  seed style DataLoader(TensorDataset, shuffle=True) with per-sample collation, .item() a step
+  bare         forward + backward + optimizer step on pre-sliced batches (the floor), with the
+               optimizer toyloops builds (fused AdamW); "for-loop" is torch's CPU default AdamW
+  hand loop    toyloops.loop.train_epoch with its shipped defaults
+  barebones    a plain L.Trainer: no logger, checkpoints, progress bar or callbacks (Lightning's floor)
+  lightning    Trainer.fit as train.py builds it (logger, checkpoints, progress bar, callbacks);
+               "refresh 1" is the same with Lightning's default progress-bar refresh (the old default)
+  seed style   DataLoader(TensorDataset, shuffle=True) with per-sample collation, .item() a step
+
+No variant clips gradients (the configs' gradient_clip_val is switched off for Lightning, as the
+bare step and the hand loop here do not clip). All run with toyloops' thread policy (one thread).
 
 A step's time is the median over epochs (after a warm-up epoch) of the training phase of an
 epoch divided by its steps; epoch-end work (validation, checkpoints) is left out of every variant.
-Also: the data path alone, batch-size and dataset-size sweeps, and train.py end to end against
-the bare `import lightning` time. Prints markdown tables and writes them to --out.
+Also: the hand loop against the NumPy rung's step, the data path alone, batch-size and dataset-size
+sweeps, `toyloops` end to end (fit, --help, bad input) against the bare `import lightning` time,
+and `toyloops profile` of the three configs. Prints markdown tables and writes them to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import platform
@@ -30,6 +38,7 @@ from pathlib import Path
 from unittest import mock
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -41,8 +50,10 @@ from toyloops import (
     SequenceDataModule,
     TransformerClassifier,
     loop,
+    scratch,
 )
 from toyloops.cli import ToyCLI
+from toyloops.config import apply_thread_policy, build_optimizer
 from toyloops.models import classification_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,14 +68,17 @@ MODELS = {  # name: (config, data module, net factory, optimizer lr)
 }
 
 
-def _optimizer(net: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(net.parameters(), lr=1e-3)
+def _optimizer(net: torch.nn.Module, default: bool = True) -> torch.optim.Optimizer:
+    """The AdamW toyloops builds (fused), or torch's CPU default (a for-loop over the parameters)."""
+    if default:
+        return build_optimizer(functools.partial(torch.optim.AdamW, lr=1e-3), net.parameters())
+    return torch.optim.AdamW(net.parameters(), lr=1e-3, foreach=False)
 
 
-def bare(dm, make_net, epochs: int) -> list[float]:
+def bare(dm, make_net, epochs: int, default_optimizer: bool = True) -> list[float]:
     """Seconds per step, one value per epoch: the minimum work a step must do."""
     net, times = make_net(), []
-    optimizer = _optimizer(net)
+    optimizer = _optimizer(net, default_optimizer)
     x, y = dm.splits["train"]
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
@@ -97,9 +111,10 @@ def seed_style(dm, make_net, epochs: int) -> list[float]:
     return times
 
 
-def hand_loop(dm, make_net, epochs: int, run_dir: Path) -> list[float]:
+def hand_loop(dm, make_net, epochs: int, run_dir: Path, optimizer: dict | None = None) -> list[float]:
     """Seconds per step, one value per epoch: ``toyloops.loop.train_epoch`` itself, timed from outside."""
-    model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
+    optimizer = optimizer or {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}
+    model = Classifier(make_net(), optimizer=optimizer)
     trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
     precision = loop.Precision.create(trainer)
     optimizer, scheduler = loop.configure_optimizers(model)
@@ -133,7 +148,7 @@ def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
     """train.py's Trainer with the template defaults, the progress bar included."""
     with mock.patch.object(sys, "argv", ["train.py"]), open(os.devnull, "w") as null, \
             mock.patch.object(sys, "stdout", null), mock.patch.object(sys, "stderr", null):
-        cli = ToyCLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"),
+        cli = ToyCLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), "--trainer.gradient_clip_val=null",
                            f"--trainer.max_epochs={epochs}", "--model.scheduler=null",
                            "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.001",
                            "--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", *extra], run=False)
@@ -141,6 +156,71 @@ def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.times
+
+
+REFRESH_1 = ["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar", "--trainer.callbacks.refresh_rate=1"]
+
+
+def barebones(dm, make_net, epochs: int) -> list[float]:
+    """A plain Trainer: Lightning's own floor for the same model and batches."""
+    model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
+    timer = _TrainPhaseTimer()
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    return timer.times
+
+
+def numpy_table(rounds: int, epochs: int) -> list[str]:
+    """The same 2-32-2 MLP and SGD step: the NumPy rung (float32 and float64), PyTorch bare, the hand loop."""
+    dm = PointsDataModule("circles", n_samples=4000, batch_size=64)
+    x, y = dm.splits["train"]
+    sgd = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}
+    runs: dict[str, list[float]] = {"numpy64": [], "numpy32": [], "bare": [], "loop": []}
+
+    def make_net() -> torch.nn.Module:
+        return MLP(2, 2, hidden_sizes=[32])
+
+    def numpy_step(dtype) -> list[float]:  # noqa: ANN001
+        model, times = scratch.MLP(2, 32, 2), []
+        model.params = {k: v.astype(dtype) for k, v in model.params.items()}
+        xs, ys = x.numpy().astype(dtype), y.numpy()
+        for epoch in range(epochs):
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).numpy()
+            batches = [(xs[i], ys[i]) for i in np.array_split(order, range(64, len(order), 64))]
+            started = time.perf_counter()
+            for xb, yb in batches:
+                scratch.sgd_step(model.params, model.gradients(xb, yb), 0.1)
+            times.append((time.perf_counter() - started) / len(batches))
+        return times
+
+    def bare_sgd() -> list[float]:
+        net, times = make_net(), []
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        for epoch in range(epochs):
+            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
+            batches = [(x[i], y[i]) for i in order.split(64)]
+            started = time.perf_counter()
+            for xb, yb in batches:
+                loss = classification_loss(net(xb), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            times.append((time.perf_counter() - started) / len(batches))
+        return times
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            runs["numpy64"].append(numpy_step(np.float64))
+            runs["numpy32"].append(numpy_step(np.float32))
+            runs["bare"].append(bare_sgd())
+            runs["loop"].append(hand_loop(dm, make_net, epochs, Path(tmp) / f"np{r}", optimizer=sgd))
+    m = {k: 1e6 * median_after_warmup(v) for k, v in runs.items()}
+    RESULTS["loop/numpy"] = m["loop"] / m["numpy32"]
+    return ["| 2-32-2 MLP, SGD, batch 64 | µs/step | / NumPy float32 |", "|---|---|---|",
+            *(f"| {label} | {m[k]:.0f} | {m[k] / m['numpy32']:.2f} |" for k, label in (
+                ("numpy32", "NumPy rung (scratch.MLP), float32"), ("numpy64", "NumPy rung, float64"),
+                ("bare", "PyTorch bare step"), ("loop", "hand loop")))]
 
 
 def median_after_warmup(runs: list[list[float]]) -> float:
@@ -151,24 +231,35 @@ RESULTS: dict[str, float] = {}  # ratios the targets table reads
 
 
 def step_table(rounds: int, epochs: int) -> list[str]:
-    rows = ["| model | bare µs/step | hand loop | lightning | seed style | loop/bare | lightning/loop "
-            "| seed/bare |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | bare µs/step | bare, for-loop AdamW | hand loop | barebones Trainer | lightning, refresh 1 "
+            "| lightning | seed style | for-loop/fused | loop/bare | lightning/barebones (refresh 1) "
+            "| lightning/loop | seed/bare |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    data = ["--data.n_samples=4000", "--data.batch_size=64"]
     for name, (config, make_dm, make_net) in MODELS.items():
         dm = make_dm(n_samples=4000, batch_size=64)
-        runs: dict[str, list[list[float]]] = {k: [] for k in ("bare", "loop", "lightning", "seed")}
+        runs: dict[str, list[list[float]]] = {k: [] for k in ("bare", "forloop", "loop", "barebones", "refresh1",
+                                                               "lightning", "seed")}
         with tempfile.TemporaryDirectory() as tmp, chdir(tmp):
             for r in range(rounds):  # interleaved: each round runs every variant once
                 torch.manual_seed(r)
                 runs["bare"].append(bare(dm, make_net, epochs))
+                runs["forloop"].append(bare(dm, make_net, epochs, default_optimizer=False))
                 runs["loop"].append(hand_loop(dm, make_net, epochs, Path(tmp) / f"loop{r}"))
-                runs["lightning"].append(lightning(config, epochs, ["--data.n_samples=4000", "--data.batch_size=64"]))
+                runs["barebones"].append(barebones(dm, make_net, epochs))
+                runs["refresh1"].append(lightning(config, epochs, [*data, *REFRESH_1]))
+                runs["lightning"].append(lightning(config, epochs, data))
                 runs["seed"].append(seed_style(dm, make_net, epochs))
         m = {k: 1e6 * median_after_warmup(v) for k, v in runs.items()}
         RESULTS[f"loop/bare {name}"] = m["loop"] / m["bare"]
         RESULTS[f"lightning/loop {name}"] = m["lightning"] / m["loop"]
-        rows.append(f"| {name} | {m['bare']:.0f} | {m['loop']:.0f} | {m['lightning']:.0f} | {m['seed']:.0f} "
-                    f"| {m['loop'] / m['bare']:.2f} | {m['lightning'] / m['loop']:.2f} "
-                    f"| {m['seed'] / m['bare']:.2f} |")
+        RESULTS[f"lightning/barebones {name}"] = m["lightning"] / m["barebones"]
+        RESULTS[f"refresh1/barebones {name}"] = m["refresh1"] / m["barebones"]
+        RESULTS[f"forloop/fused {name}"] = m["forloop"] / m["bare"]
+        rows.append(f"| {name} | {m['bare']:.0f} | {m['forloop']:.0f} | {m['loop']:.0f} | {m['barebones']:.0f} "
+                    f"| {m['refresh1']:.0f} | {m['lightning']:.0f} | {m['seed']:.0f} "
+                    f"| {m['forloop'] / m['bare']:.2f} | {m['loop'] / m['bare']:.2f} "
+                    f"| {m['lightning'] / m['barebones']:.2f} ({m['refresh1'] / m['barebones']:.2f}) "
+                    f"| {m['lightning'] / m['loop']:.2f} | {m['seed'] / m['bare']:.2f} |")
     return rows
 
 
@@ -230,37 +321,90 @@ def dataset_sweep_table(sizes: list[int]) -> list[str]:
 
 
 def e2e_table(repeats: int) -> list[str]:
-    def wall(cmd: list[str]) -> float:
+    def wall(cmd: list[str], ok: bool = True) -> float:
         started = time.perf_counter()
-        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True)
+        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        assert (result.returncode == 0) == ok, (cmd, result.stderr[-2000:])
         return time.perf_counter() - started
 
+    toyloops = [sys.executable, "-m", "toyloops"]
+    commands = {  # label: (command, exits 0)
+        "python -c 'import lightning' (floor)": ([sys.executable, "-c", "import lightning"], True),
+        "toyloops --help": ([*toyloops, "--help"], True),
+        "toyloops fit --help": ([*toyloops, "fit", "--help"], True),
+        "toyloops fit --config blobs_mlp --trainer.max_epochs=0 (bad input)":
+            ([*toyloops, "fit", "--config", "blobs_mlp", "--trainer.max_epochs=0"], False),
+        "toyloops loop fit --config blobs_mlp --trainer.max_epochs=0 (bad input)":
+            ([*toyloops, "loop", "fit", "--config", "blobs_mlp", "--trainer.max_epochs=0"], False),
+        "toyloops fit --config blobs_mlp (the quick start's config)":
+            ([*toyloops, "fit", "--config", "blobs_mlp"], True),
+    }
     with tempfile.TemporaryDirectory() as tmp:
-        imports, trains = [], []
+        times: dict[str, list[float]] = {label: [] for label in commands}
         for _ in range(repeats):  # interleaved
-            imports.append(wall([sys.executable, "-c", "import lightning"]))
-            trains.append(wall([sys.executable, str(ROOT / "train.py"), "fit", "--config",
-                                str(ROOT / "configs/blobs_logistic.yaml")]))
-    i, t = statistics.median(imports), statistics.median(trains)
-    RESULTS["e2e minus floor"] = t - i
-    return ["| command | median s |", "|---|---|", f"| python -c 'import lightning' (floor) | {i:.2f} |",
-            f"| python train.py fit --config configs/blobs_logistic.yaml | {t:.2f} |",
-            f"| train.py minus floor | {t - i:.2f} |"]
+            for label, (cmd, ok) in commands.items():
+                times[label].append(wall(cmd, ok))
+    m = {label: statistics.median(t) for label, t in times.items()}
+    floor = m["python -c 'import lightning' (floor)"]
+    RESULTS["fit minus floor"] = m["toyloops fit --config blobs_mlp (the quick start's config)"] - floor
+    RESULTS["help and errors / floor"] = max(v for k, v in m.items() if "help" in k or "bad input" in k) / floor
+    return ["| command | median s | minus floor | / floor |", "|---|---|---|---|",
+            *(f"| {label} | {v:.2f} | {v - floor:+.2f} | {v / floor:.2f} |" for label, v in m.items())]
+
+
+def profile_sections(quick: bool) -> list[tuple[str, list[str]]]:
+    """``toyloops profile`` of each net's config: its buckets, batch and memory sweeps."""
+    from toyloops.profile import run as profile
+
+    sections = []
+    for name, (config, _, _) in MODELS.items():
+        with tempfile.TemporaryDirectory() as tmp, chdir(tmp), open(os.devnull, "w") as null, \
+                mock.patch.object(sys, "stdout", null):
+            result = profile(["--config", config, "--batch-sizes", "1,64" if quick else "1,8,64,512",
+                              "--steps", "10" if quick else "40"])
+            text = result["markdown"].read_text().splitlines()
+        body = [line.replace("## ", "### ") for line in text[2:]]
+        sections.append((f"Profile: {name} (`toyloops profile --config {config}`)", body))
+    return sections
+
+
+# The previous RESULTS.md (commit 7e8502e: two torch threads, for-loop AdamW, progress bar every
+# step, Lightning clipping where the loop did not), and the issue's own side-by-side measurement.
+BEFORE = {
+    "loop/bare logistic / blobs": 1.39, "loop/bare MLP / circles": 1.09, "loop/bare Transformer / majority": 0.99,
+    "lightning/loop logistic / blobs": 3.38, "lightning/loop MLP / circles": 3.05,
+    "lightning/loop Transformer / majority": 1.41,
+    "lightning/barebones MLP / circles": 1911 / 1497,  # issue 13: all defaults vs a barebones Trainer
+}
 
 
 def targets_table() -> list[str]:
-    """Each target of the performance issue, met or plainly missed."""
-    checks = [("data path: DataLoader / BatchIterator >= 10x", RESULTS["data path"], lambda v: v >= 10, "x")]
-    for key in sorted(RESULTS):
-        if key.startswith("loop/bare"):
-            checks.append((f"hand loop <= 1.1x bare ({key.split(' ', 1)[1]})", RESULTS[key], lambda v: v <= 1.1, "x"))
-        elif key.startswith("lightning/loop"):
-            checks.append((f"Lightning <= 1.2x hand loop ({key.split(' ', 1)[1]})", RESULTS[key],
-                           lambda v: v <= 1.2, "x"))
-    checks.append(("train.py fit <= import floor + 3 s", RESULTS["e2e minus floor"], lambda v: v <= 3, " s"))
-    rows = ["| target | measured | |", "|---|---|---|"]
-    rows += [f"| {name} | {value:.2f}{unit} | {'met' if ok(value) else '**MISSED**'} |"
-             for name, value, ok, unit in checks]
+    """Each target of the performance issues, met or plainly missed, with the figure before."""
+    checks = [("data path: DataLoader / BatchIterator >= 10x", "data path", lambda v: v >= 10, "x")]
+    for name in MODELS:
+        checks.append((f"template defaults <= 1.10x a barebones Trainer ({name})", f"lightning/barebones {name}",
+                       lambda v: v <= 1.10, "x"))
+    for name in MODELS:
+        checks.append((f"hand loop <= 1.10x bare ({name})", f"loop/bare {name}", lambda v: v <= 1.10, "x"))
+    checks.append(("Lightning <= 1.20x hand loop (Transformer / majority)", "lightning/loop Transformer / majority",
+                   lambda v: v <= 1.20, "x"))
+    for name in ("logistic / blobs", "MLP / circles"):
+        checks.append((f"Lightning / hand loop, reported ({name}: sub-millisecond, see barebones)",
+                       f"lightning/loop {name}", None, "x"))
+    checks.append(("hand loop / NumPy rung, reported (2-32-2 MLP, SGD)", "loop/numpy", None, "x"))
+    checks.append(("toyloops fit --config blobs_mlp <= import floor + 1 s", "fit minus floor", lambda v: v <= 1, " s"))
+    checks.append(("--help and bad-input errors <= 1.5x import floor (slowest)", "help and errors / floor",
+                   lambda v: v <= 1.5, "x"))
+    rows = ["| target | before | after | |", "|---|---|---|---|"]
+    for label, key, ok, unit in checks:
+        if key not in RESULTS:
+            continue
+        value = RESULTS[key]
+        before = BEFORE.get(key)
+        if key.startswith("lightning/barebones") and f"refresh1/barebones {key.split(' ', 1)[1]}" in RESULTS:
+            before = RESULTS[f"refresh1/barebones {key.split(' ', 1)[1]}"]  # this run, progress bar every step
+        verdict = "reported" if ok is None else "met" if ok(value) else "**MISSED**"
+        rows.append(f"| {label} | {'' if before is None else f'{before:.2f}{unit}'} | {value:.2f}{unit} | {verdict} |")
     return rows
 
 
@@ -273,14 +417,18 @@ def machine() -> str:
 
 
 def main() -> None:
-    logging.getLogger("lightning").setLevel(logging.WARNING)  # no per-run banners between the tables
+    for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and sizes (a smoke run)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
+    apply_thread_policy()
     rounds, epochs = (1, 3) if args.quick else (3, 6)
     sections = [
         ("Time per training step (median, µs; 4000 points / 64 per batch)", step_table(rounds, epochs)),
+        ("The hand loop against the NumPy rung (median, µs; 4000 points / 64 per batch)",
+         numpy_table(rounds, epochs)),
         ("Data path alone", data_path_table(5 if args.quick else 20)),
         ("Batch-size sweep (MLP / circles, 12,000 training points)",
          batch_sweep_table([64, 1024] if args.quick else [16, 64, 256, 1024, 4096])),
@@ -288,7 +436,8 @@ def main() -> None:
          dataset_sweep_table([1000, 10000] if args.quick else [1000, 10000, 100000, 1000000])),
         ("End to end", e2e_table(1 if args.quick else 3)),
     ]
-    sections.append(("Targets", targets_table()))
+    sections.insert(0, ("Targets", targets_table()))
+    sections += profile_sections(args.quick)
     text = [f"# Benchmark results\n\nMachine: {machine()}\n\nCommand: `python benchmarks/bench.py`"
             f"{' --quick' if args.quick else ''}\n"]
     for title, rows in sections:
