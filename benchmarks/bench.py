@@ -223,6 +223,24 @@ def numpy_table(rounds: int, epochs: int) -> list[str]:
                 ("bare", "PyTorch bare step"), ("loop", "hand loop")))]
 
 
+def threads_table(rounds: int, epochs: int) -> list[str]:
+    """The bare step with one torch thread and with two (torch's default on 2 cores), interleaved."""
+    rows = ["| model | 1 thread µs/step | 2 threads µs/step | 2 / 1 |", "|---|---|---|---|"]
+    before = torch.get_num_threads()
+    for name, (_, make_dm, make_net) in MODELS.items():
+        dm = make_dm(n_samples=4000, batch_size=64)
+        runs: dict[int, list[list[float]]] = {1: [], 2: []}
+        for _ in range(rounds):
+            for threads in runs:
+                torch.set_num_threads(threads)
+                runs[threads].append(bare(dm, make_net, epochs))
+        m = {k: 1e6 * median_after_warmup(v) for k, v in runs.items()}
+        RESULTS[f"threads {name}"] = m[2] / m[1]
+        rows.append(f"| {name} | {m[1]:.0f} | {m[2]:.0f} | {m[2] / m[1]:.2f} |")
+    torch.set_num_threads(before)
+    return rows
+
+
 def median_after_warmup(runs: list[list[float]]) -> float:
     return statistics.median(t for times in runs for t in times[1:])
 
@@ -408,6 +426,56 @@ def targets_table() -> list[str]:
     return rows
 
 
+NOTES = """## Reading these tables
+
+- **Noise.** The machine has 2 cores shared with other sessions' work. Variants run interleaved,
+  round by round, and each figure is a median over rounds and epochs after a warm-up epoch; even
+  so, two runs of this script differ by 10-30% on sub-millisecond steps. Compare columns of one
+  run, not figures across runs.
+- **Defaults** (toyloops/config.py): one torch thread unless `TOYLOOPS_THREADS` (or
+  `OMP_NUM_THREADS`) says otherwise, from the threads table; `fused=True` for Adam/AdamW unless a
+  config sets `fused` or `foreach`, from the for-loop/fused column (both engines build the optimizer
+  in `Classifier.configure_optimizers`, so the parity tests still see bit-identical weights); the
+  progress bar redraws every 10 steps (`TQDMProgressBar(refresh_rate=10)`, added by the CLI unless
+  a config names its own progress bar or switches it off), from the "refresh 1" column.
+- **Where the rest goes** is in the profile sections: every bucket is measured (timers on the shared
+  objects, Lightning's profiler API for its hooks); "engine (rest)" is the step minus all of them.
+  For a sub-millisecond step Lightning's rest (its loops, the closure around the optimizer step,
+  hook dispatch) is most of the difference to the hand loop, which no template default removes:
+  that is why those rows are reported against a barebones Trainer instead.
+- **The NumPy rung.** The same 2-32-2 MLP and SGD step is one `gradients` call (forward, softmax,
+  four matrix products) and four in-place updates: about a dozen NumPy calls of 1-3 µs on tiny
+  arrays. PyTorch runs about 30 operators for it (forward and loss, the autograd graph recorded as
+  it goes, backward through each node, zero_grad, the optimizer's per-parameter updates), each
+  paying dispatcher, autograd and allocation costs of several µs; the arithmetic itself, ~8k
+  multiply-adds a batch of 64, is well under a microsecond. The hand loop then adds its data
+  gather, the NaN check's host sync, the stash of predictions and a TensorBoard write every 10
+  steps (see its buckets).
+- **End to end.** `toyloops fit` pays for the `import lightning` floor, then LightningCLI's parser
+  (built from the signatures of Trainer, the model and data, the callbacks), instantiation, the
+  10 epochs themselves with validation, two checkpoint writes an epoch (each fsynced), the model
+  graph and the decision-boundary images. toyloops' own imports beyond Lightning's are ~0.2 s
+  (`python -X importtime`: TensorBoard's writer, jsonargparse, Pillow), and a run needs them all.
+
+## GPU (to be measured when a GPU is lent; nothing here was run on one)
+
+The GPU table will time, side by side as above, on one CUDA device:
+
+- **The launch-latency floor.** An empty CUDA kernel launch and a `torch.cuda.synchronize()`
+  round trip, and the bare step of each net at batch 64: for these nets a step is a few dozen
+  kernel launches of ~5-10 µs each, so the floor is launches, not arithmetic.
+- **CUDA-graph capture of the hand loop's step.** The same forward, loss, backward and fused AdamW
+  step captured once with `torch.cuda.graphs.make_graphed_callables`/`torch.cuda.CUDAGraph` on
+  static input buffers and replayed per batch, against the eager step; the weights after N steps
+  must equal the eager run's (the same check the parity tests make between the engines).
+- **Lightning's overhead on a GPU.** Template defaults against a barebones Trainer and the hand
+  loop, as in the step table: Lightning's per-step Python cost is the same microseconds as on a
+  CPU, so against a launch-bound GPU step it weighs more, unless the step is captured.
+- **The host syncs.** The NaN check's `.item()` each step and the logged loss every 10 steps, timed
+  with and without, since on a GPU each one waits for the queue to drain.
+"""
+
+
 def machine() -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
@@ -427,6 +495,7 @@ def main() -> None:
     rounds, epochs = (1, 3) if args.quick else (3, 6)
     sections = [
         ("Time per training step (median, µs; 4000 points / 64 per batch)", step_table(rounds, epochs)),
+        ("Threads: the bare step (fused AdamW) with one torch thread and with two", threads_table(rounds, epochs)),
         ("The hand loop against the NumPy rung (median, µs; 4000 points / 64 per batch)",
          numpy_table(rounds, epochs)),
         ("Data path alone", data_path_table(5 if args.quick else 20)),
@@ -443,6 +512,7 @@ def main() -> None:
     for title, rows in sections:
         text += [f"## {title}\n", *rows, ""]
         print(f"\n{title}\n" + "\n".join(rows), flush=True)
+    text.append(NOTES)
     Path(args.out).write_text("\n".join(text))
     print(f"\nwritten to {args.out}")
 
