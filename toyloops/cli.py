@@ -28,6 +28,7 @@ from toyloops.callbacks import (
     ResumeState,
     RunSummary,
     StopOnNonFiniteLoss,
+    skip_empty_batch_hooks,
 )
 from toyloops.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
 from toyloops.config import (
@@ -156,6 +157,11 @@ class ToyCLI(LightningCLI):
                 init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
             else:  # without the logger, config.yaml, checkpoints and predictions go into the run folder all the same
                 config.trainer.default_root_dir = str(self.run_folder.path)
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:  # noqa: ANN003 - as Lightning's
+        trainer = super().instantiate_trainer(**kwargs)
+        skip_empty_batch_hooks(trainer.callbacks)
+        return trainer
 
     def instantiate_classes(self) -> None:
         with links_into_net():
