@@ -52,6 +52,7 @@ from toyloops import (
     loop,
     scratch,
 )
+from toyloops.callbacks import skip_empty_batch_hooks
 from toyloops.cli import ToyCLI
 from toyloops.config import apply_thread_policy, build_optimizer
 from toyloops.models import classification_loss
@@ -153,6 +154,7 @@ def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
                            "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.001",
                            "--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", *extra], run=False)
         timer = _TrainPhaseTimer()
+        skip_empty_batch_hooks([timer])  # the timer's own empty hooks cost nothing, as in barebones()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.times
@@ -165,6 +167,7 @@ def barebones(dm, make_net, epochs: int) -> list[float]:
     """A plain Trainer: Lightning's own floor for the same model and batches."""
     model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
     timer = _TrainPhaseTimer()
+    skip_empty_batch_hooks([timer])
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
