@@ -382,7 +382,7 @@ def profile_sections(quick: bool) -> list[tuple[str, list[str]]]:
         with tempfile.TemporaryDirectory() as tmp, chdir(tmp), open(os.devnull, "w") as null, \
                 mock.patch.object(sys, "stdout", null):
             result = profile(["--config", config, "--batch-sizes", "1,64" if quick else "1,8,64,512",
-                              "--steps", "10" if quick else "40"])
+                              "--steps", "10" if quick else "40", "--rounds", "1" if quick else "3"])
             text = result["markdown"].read_text().splitlines()
         body = [line.replace("## ", "### ") for line in text[2:]]
         sections.append((f"Profile: {name} (`toyloops profile --config {config}`)", body))

@@ -457,8 +457,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
 
 
-def _kib(n: float) -> str:
-    return f"{n / 1024:,.1f}"
+def _size(n: float) -> str:
+    return f"{n:,.0f} B" if n < 1024 else f"{n / 1024:,.1f} KiB" if n < 2**20 else f"{n / 2**20:,.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -473,6 +473,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,8,64,512", help="comma-separated, for the sweeps")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement; the first warms up")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the untimed runs round by round (every batch size once a round); medians")
     args = parser.parse_args(argv)
     if args.engine not in ("lightning", "loop", "both"):
         raise ConfigError(f"--engine={args.engine!r}: expected lightning, loop or both")
@@ -482,9 +484,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         raise ConfigError(f"--batch-sizes={args.batch_sizes!r}: expected whole numbers separated by commas") from None
     if not args.batch_sizes or min(args.batch_sizes) < 1:
         raise ConfigError(f"--batch-sizes={args.batch_sizes}: expected whole numbers >= 1")
-    for key in ("steps", "epochs"):
-        if getattr(args, key) < (2 if key == "epochs" else 1):
-            raise ConfigError(f"--{key}={getattr(args, key)}: expected at least {2 if key == 'epochs' else 1}")
+    for key, least in (("steps", 1), ("epochs", 2), ("rounds", 1)):
+        if getattr(args, key) < least:
+            raise ConfigError(f"--{key}={getattr(args, key)}: expected at least {least}")
     return args
 
 
@@ -517,10 +519,15 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             profiled = {e: runners[e](overrides(config_batch), args.epochs, True, Path(tmp) / f"{e}-timed")
                         for e in engines}
-            plain = {e: runners[e](overrides(config_batch), args.epochs, False, Path(tmp) / f"{e}-plain")
-                     for e in engines}
-            sweep = {(e, b): runners[e](overrides(b), args.epochs, False, Path(tmp) / f"{e}-{b}")
-                     for b in args.batch_sizes for e in engines}
+            runs_of: dict[tuple[str, int | None], list[float]] = {}
+            for r in range(args.rounds):  # interleaved: machine noise hits every batch size alike
+                for key in [(e, None) for e in engines] + [(e, b) for b in args.batch_sizes for e in engines]:
+                    measured = runners[key[0]](overrides(key[1] or config_batch), args.epochs, False,
+                                               Path(tmp) / f"{key[0]}-{key[1]}-{r}")
+                    runs_of.setdefault(key, []).append(measured.step_s)
+            median = {key: Measured(statistics.median(times)) for key, times in runs_of.items()}
+            plain = {e: median[(e, None)] for e in engines}
+            sweep = {(e, b): median[(e, b)] for b in args.batch_sizes for e in engines}
         memories = {b: memory(overrides(b)) for b in args.batch_sizes}
         text = report(args, config, config_batch, engines, profiled, plain, sweep, memories)
         print("\n".join(text), flush=True)
@@ -549,7 +556,8 @@ def report(args: argparse.Namespace, config: str, batch: int, engines: tuple[str
            memories: dict[int, dict[str, float]]) -> list[str]:
     text = [f"# toyloops profile: {runs.run_name([config])}", "",
             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.steps} steps per epoch, "
-            f"{args.epochs - 1} timed epoch(s) after a warm-up; µs per step.", "",
+            f"{args.epochs - 1} timed epoch(s) after a warm-up; untimed runs: median of {args.rounds} round(s); "
+            "µs per step.", "",
             f"## Where a step goes (batch {batch})", ""]
     header = ["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)]
     rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
@@ -570,10 +578,10 @@ def report(args: argparse.Namespace, config: str, batch: int, engines: tuple[str
     text += _table(header, rows)
     text += ["", f"Speed-up: samples/s over batch {args.batch_sizes[0]}'s. Efficiency: step time at batch "
              f"{args.batch_sizes[0]} / step time at batch B (1.00: a batch costs what one sample does).", "",
-             "## Memory per batch size (KiB, one training step)", ""]
+             "## Memory per batch size (one training step)", ""]
     parts = ("parameters", "gradients", "optimizer state", "activations", "batch")
-    rows = [[str(b), *(_kib(memories[b][p]) for p in parts),
-             _kib(memories[b]["gradients"] + memories[b]["activations"]), _kib(memories[b]["peak"])]
+    rows = [[str(b), *(_size(memories[b][p]) for p in parts),
+             _size(memories[b]["gradients"] + memories[b]["activations"]), _size(memories[b]["peak"])]
             for b in args.batch_sizes]
     text += _table(["batch", *parts, "gradients + activations", "measured peak above the step's start"], rows)
     text += ["", "Computed: bytes of the tensors (activations: those autograd saves for backward, parameters left "
