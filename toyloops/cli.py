@@ -98,9 +98,12 @@ class ToyCLI(LightningCLI):
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
-        args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
+        from_command_line = args is None
+        args = runs.with_shipped_configs(list(sys.argv[1:] if from_command_line else args))
         for path in runs.config_files(args):
             check_config_file(path)  # before the YAML is expanded
+        if from_command_line:  # shipped names resolved; LightningCLI warns when handed argv as args
+            sys.argv[1:], args = args, None
         super().parse_arguments(parser, args)
         # Before Lightning reads the checkpoint's hyperparameters into the config: check the
         # checkpoint, then name and claim the run folder.
