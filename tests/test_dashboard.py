@@ -123,7 +123,7 @@ def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
     ckpt = models / "mine.ckpt"
     ckpt.write_bytes(Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt").read_bytes())
     cli = run_cli("predict", "--config", MLP_CONFIG, "--ckpt_path", str(ckpt))
-    path = Path("logs/blobs_mlp/version_1/predictions.csv")  # the predict run's own folder
+    path = Path("logs/blobs_mlp/eval/predict_0/predictions.csv")  # a checkpoint from elsewhere: the config's eval
     assert f"predictions: {path} (300 rows)" in capsys.readouterr().out
     assert (models / "predictions.csv").read_text() == "mine"
     rows = list(csv.DictReader(path.open()))

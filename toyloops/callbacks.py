@@ -13,13 +13,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest, summary
+from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, record_eval, summary
 from toyloops.seeding import set_rng_state
 
 
@@ -122,6 +123,21 @@ class RunSummary(Callback):
         log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
                       best.best_model_path if best else None, last, Path(log_dir or ".")), flush=True)
+
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not the validation inside fit
+            self._record_eval(trainer, "validate", "val/")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_eval(trainer, "test", "test/")
+
+    def _record_eval(self, trainer: L.Trainer, stage: str, prefix: str) -> None:
+        if trainer.ckpt_path and Path(trainer.default_root_dir).parent.name == EVAL_FOLDER:  # see runs.open_eval
+            metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+            print(record_eval(Path(trainer.default_root_dir), stage, Path(trainer.ckpt_path), metrics), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):
