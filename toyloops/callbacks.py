@@ -166,8 +166,8 @@ class DashboardCallback(Dashboard, Callback):
         config = Path(trainer.logger.log_dir) / "config.yaml"
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
-            log_hparams(writer, config.read_text(), {"val/acc_best": best.item(), "val/loss_final": final_loss},
-                        step)
+            log_hparams(config.parent, "lightning", config.read_text(),
+                        {"val/acc_best": best.item(), "val/loss_final": final_loss}, step)
 
 
 class PredictionWriter(BasePredictionWriter):

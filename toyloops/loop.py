@@ -317,8 +317,8 @@ def on_fit_end(loop: Fit) -> None:
     config = loop.run_dir / "config.yaml"
     if loop.dashboard and loop.state.best is not None and config.exists():
         final_loss = loop.state.callback_metrics.get("val/loss", float("nan"))
-        log_hparams(loop.writer, config.read_text(), {"val/acc_best": loop.state.best, "val/loss_final": final_loss},
-                    step)
+        log_hparams(loop.run_dir, "loop", config.read_text(),
+                    {"val/acc_best": loop.state.best, "val/loss_final": final_loss}, step)
 
 
 def log_learning_rate(loop: Fit) -> None:
