@@ -84,7 +84,7 @@ def test_another_project_uses_the_installed_wheel(installed, tmp_path):
     # A new project from the template: the two commands its README gives (train; test) both work.
     sh(bin_dir, env, work, "toyloops", "init", "demo")
     demo = work / "demo"
-    assert "class_path: demo.models.TinyNet" in (demo / "config.yaml").read_text()  # its own net, by config
+    assert "class_path: demo.models.TinyNet" in (demo / "demo.yaml").read_text()  # its own net, by config
     readme = (demo / "README.md").read_text().split("```bash", 1)[1].split("```", 1)[0]
     train, test = [line for line in readme.strip().splitlines() if line.strip()]
     trained = sh(bin_dir, env, demo, "bash", "-c", train + " --trainer.enable_progress_bar=false")

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 import sys
 
-from toyloops.runs import shipped_configs
+from toyloops import __version__
+from toyloops.entry import shipped_configs, stop_quietly_until_started
 
 COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init")
 
@@ -34,6 +35,12 @@ def main(args: list[str] | None = None) -> None:
     from_command_line = args is None
     args = list(sys.argv[1:] if from_command_line else args)
     command = args[0] if args else ""
+    stop_quietly_until_started()  # a Ctrl-C while torch imports: one line, not an import's traceback
+    if command in ("scratch", "configs") and args[1:]:
+        if args[1:] in (["-h"], ["--help"]):
+            print(f"toyloops {command}: takes no arguments")
+            return
+        sys.exit(f"error: toyloops {command} takes no arguments, got {' '.join(args[1:])!r}")
     if command in ("fit", "validate", "test", "predict"):
         from toyloops.cli import main as lightning
 
@@ -60,6 +67,8 @@ def main(args: list[str] | None = None) -> None:
         from toyloops.export import main as export
 
         export(args[1:])
+    elif command in ("-V", "--version"):
+        print(f"toyloops {__version__}")
     else:
         print(__doc__.strip())
         sys.exit(0 if command in ("-h", "--help") else f"error: the first argument must be one of {', '.join(COMMANDS)}"

@@ -105,7 +105,13 @@ class ToyCLI(LightningCLI):
         self._args = args
         if from_command_line:  # shipped names resolved; LightningCLI warns when handed argv as args
             sys.argv[1:], args = args, None
-        super().parse_arguments(parser, args)
+            super().parse_arguments(parser, args)
+        else:  # given in code (a test, a notebook): the process's own argv is not this CLI's, so no warning
+            argv, sys.argv = sys.argv, sys.argv[:1]
+            try:
+                super().parse_arguments(parser, args)
+            finally:
+                sys.argv = argv
         # Before Lightning reads the checkpoint's hyperparameters into the config: check the
         # checkpoint, then name and claim the run folder.
         self._prepare_run(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
@@ -171,3 +177,7 @@ class ToyCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``train.py``: user errors end in one line on stderr and a non-zero exit."""
     runs.main(ToyCLI, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -389,7 +389,7 @@ def restore(loop: Fit, checkpoint: dict[str, Any]) -> None:
 
 def build_parser() -> ArgumentParser:
     """The ``train.py`` config as the hand loop reads it, from the same signatures as LightningCLI."""
-    parser = ArgumentParser(prog="python -m toyloops.loop {fit,validate,test}", exit_on_error=False,
+    parser = ArgumentParser(prog="toyloops loop {fit,validate,test}", exit_on_error=False,
                             allow_abbrev=False,
                             description="The hand-written training loop, driven by a train.py config.")
     parser.add_argument("--config", action=ActionConfigFile, help="a run config (YAML), as for train.py")
