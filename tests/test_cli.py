@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from toyloops import Classifier, probabilities
 
-TARGETS = {"blobs": 0.98, "circles": 0.97, "majority": 0.95}
+TARGETS = {"blobs": 0.98, "circles": 0.97, "majority": 0.95, "spirals": 0.99}
 
 
 @pytest.mark.slow
@@ -100,7 +100,8 @@ def test_load_from_checkpoint_in_a_plain_script_needs_no_arguments(trained_run):
 @pytest.mark.parametrize(
     ("config", "args", "message"),
     [  # the full table of bad inputs runs in-process in test_bad_input.py; these are real processes
-        ("blobs_mlp", ["--data.dataset", "moons"], "data.dataset: Expected a typing.Literal['blobs', 'circles']"),
+        ("blobs_mlp", ["--data.dataset", "squares"],
+         "data.dataset: Expected a typing.Literal['blobs', 'circles', 'moons', 'spirals', 'xor']"),
         ("majority_transformer", ["--model.net.max_len", "8"], "seq_len=16 exceeds max_len=8"),
     ],
 )

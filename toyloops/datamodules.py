@@ -111,14 +111,22 @@ class _SplitDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> data.BatchIterator:
         return self.iterator("test")
 
+    bayes_accuracy: float | None = None  # the best accuracy any model can reach, where it is known
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """What val/acc is read against: chance, the val split's majority class, Bayes where known."""
+        return data.baselines(self.splits["val"][1], self.num_classes, self.bayes_accuracy)
+
 
 
 class PointsDataModule(_SplitDataModule):
-    """2-D point sets (``blobs`` or ``circles``), standardised with train-split statistics."""
+    """2-D point sets (``blobs``, ``circles``, ``moons``, ``spirals``, ``xor``), standardised with
+    train-split statistics."""
 
     def __init__(
         self,
-        dataset: Literal["blobs", "circles"] = "blobs",
+        dataset: Literal["blobs", "circles", "moons", "spirals", "xor"] = "blobs",
         n_samples: int = 1000,
         centers: list[list[float]] | None = None,
         variance: float = 0.5,
@@ -132,10 +140,12 @@ class PointsDataModule(_SplitDataModule):
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
         centers: blob class centers (default: the seeds' (-1.5, -1.0) and (1.2, 1.3)).
-        variance: isotropic blob variance. noise: circles label-flip fraction.
+        variance: isotropic blob variance.
+        noise: circles: the fraction of labels flipped; moons, spirals, xor: the std of Gaussian
+            jitter added to the points.
         """
-        if dataset not in ("blobs", "circles"):
-            raise ConfigError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
+        if dataset not in data.POINT_SETS:
+            raise ConfigError(f"data.dataset must be one of {', '.join(data.POINT_SETS)}, got {dataset!r}")
         self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
@@ -146,7 +156,10 @@ class PointsDataModule(_SplitDataModule):
         if self.dataset == "blobs":
             per_class = self.n_samples // len(self.centers)
             return data.make_blobs(per_class, self.centers, self.variance, self.seed)
-        return data.make_circles(self.n_samples, self.noise, self.seed)
+        if self.dataset == "circles":
+            return data.make_circles(self.n_samples, self.noise, self.seed)
+        make = {"moons": data.make_moons, "spirals": data.make_spirals, "xor": data.make_xor}[self.dataset]
+        return make(n_samples=self.n_samples, noise=self.noise, seed=self.seed)
 
     def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
         self.mean, self.std = data.feature_statistics(train)
@@ -169,6 +182,16 @@ class PointsDataModule(_SplitDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.centers) if self.dataset == "blobs" else 2
+
+    @property
+    def bayes_accuracy(self) -> float | None:
+        """Closed form for two blobs, 1 - label noise for circles; 1 for the other sets without
+        jitter (their classes do not overlap); None where unknown (jittered, or 3+ blobs)."""
+        if self.dataset == "blobs":
+            return data.bayes_accuracy_blobs(self.centers, self.variance)
+        if self.dataset == "circles":
+            return 1.0 - self.noise
+        return 1.0 if self.noise == 0 else None
 
     @property
     def num_features(self) -> int:
@@ -207,3 +230,5 @@ class SequenceDataModule(_SplitDataModule):
     @property
     def num_classes(self) -> int:
         return 2  # every sequence task is a yes/no question
+
+    bayes_accuracy = 1.0  # each label is a function of its tokens
