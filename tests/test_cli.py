@@ -42,11 +42,13 @@ def test_fit_writes_tensorboard_scalars_checkpoints_config_and_a_summary(trained
     run_dir = cwd / "logs" / "blobs_logistic" / "version_0"
     events = EventAccumulator(str(run_dir)).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-SGD", "epoch"} <= tags
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-SGD", "epoch", "baseline/bayes"} <= tags
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("baseline/bayes")] == [(0, 0.9939)]
     assert len(events.Scalars("val/acc")) == 3
     ckpts = {p.name for p in (run_dir / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch=") for n in ckpts)
     assert "class_path: toyloops.LogisticRegression" in (run_dir / "config.yaml").read_text()
+    assert "(chance 0.5000, majority 0.5550, Bayes 0.9939)" in result.stdout  # two blobs 2.6 sigma apart
     assert "best val/acc: 0.99" in result.stdout and "tensorboard --logdir logs/blobs_logistic" in result.stdout
     assert "Tip" not in result.stdout + result.stderr
 

@@ -42,7 +42,7 @@ def assert_same_runs(runs):
         assert torch.equal(weights, loop["weights"][name]), f"{name} differs"
     assert lightning["steps"] == loop["steps"]
     ours, theirs = scalars(loop["run_dir"]), scalars(lightning["run_dir"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch"} <= theirs.keys()
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch", "baseline/chance"} <= theirs.keys()
     assert ours == theirs  # every tag, step and value: the two runs overlay exactly
 
 

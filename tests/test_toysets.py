@@ -5,11 +5,12 @@ import re
 
 import pytest
 import torch
-from conftest import CONFIGS, run_cli
+from conftest import CONFIGS, QUIET, run_cli
 
 from toyloops import PointsDataModule, SequenceDataModule, make_blobs, make_moons, make_spirals, make_xor
 from toyloops.data import bayes_accuracy_blobs
 from toyloops.errors import ConfigError
+from toyloops.loop import run
 
 PLAYGROUND = {"moons": make_moons, "spirals": make_spirals, "xor": make_xor}
 
@@ -109,3 +110,9 @@ def test_logistic_regression_cannot_learn_the_spirals_the_mlp_config_learns(in_t
     cli = run_cli("fit", "--config", str(CONFIGS / "spirals_mlp.yaml"), "--model.net=toyloops.LogisticRegression")
     best = cli.trainer.checkpoint_callback.best_model_score.item()
     assert best == pytest.approx(stated, abs=0.0051) and best < 0.7  # the MLP's 1.000 is checked in test_cli
+
+
+def test_the_hand_loops_summary_shows_val_acc_next_to_the_baselines(in_tmp, capsys):
+    run(["fit", "--config", str(CONFIGS / "spirals_mlp.yaml"), "--trainer.max_epochs=1", *QUIET])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("best val/acc"))
+    assert re.fullmatch(r"best val/acc: [0-9.]+  \(chance 0\.5000, majority 0\.5350, Bayes 1\.0000\)", line)

@@ -19,7 +19,7 @@ from torch import Tensor
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest, summary
+from toyloops.runs import Stopped, StopRequest, baseline_scalars, summary
 from toyloops.seeding import set_rng_state
 
 
@@ -112,7 +112,13 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class RunSummary(Callback):
-    """Prints where the run went at the end of ``fit``: best score, checkpoints, logs."""
+    """Logs the data's baselines when training starts, and prints where the run went at the end of
+    ``fit``: best score next to those baselines, checkpoints, logs."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:  # once per run, not again on resume
+            for logger in trainer.loggers:
+                logger.log_metrics(baseline_scalars(trainer.datamodule), step=0)
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -121,7 +127,8 @@ class RunSummary(Callback):
                      and c.best_model_score is not None), None)
         log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
-                      best.best_model_path if best else None, last, Path(log_dir or ".")), flush=True)
+                      best.best_model_path if best else None, last, Path(log_dir or "."),
+                      getattr(trainer.datamodule, "baselines", None)), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):

@@ -188,6 +188,10 @@ def configure_optimizers(model: Classifier) -> tuple[torch.optim.Optimizer, dict
 
 
 def on_fit_start(loop: Fit) -> None:
+    """The data's baselines (RunSummary.on_train_start) and the model graph, once per run."""
+    if loop.state.global_step == 0:
+        for tag, value in runs.baseline_scalars(loop.datamodule).items():
+            loop.writer.add_scalar(tag, value, 0)
     if loop.dashboard and loop.dashboard.graph and loop.state.global_step == 0:
         log_graph(loop.writer, loop.model.net, loop.val_batches.x[:2])
 
@@ -468,7 +472,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     run_folder.release(failed=False)
     checkpoints = run_folder.path / "checkpoints"
     print(runs.summary("toyloops hand loop", state.best, checkpoints / "best.ckpt", checkpoints / "last.ckpt",
-                       run_folder.path), flush=True)
+                       run_folder.path, getattr(datamodule, "baselines", None)), flush=True)
     return {**state.callback_metrics, "best": state.best, "global_step": state.global_step,
             "best_checkpoint": checkpoints / "best.ckpt", "last_checkpoint": checkpoints / "last.ckpt"}
 

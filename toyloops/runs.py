@@ -255,9 +255,20 @@ def _stop_before_training(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
-def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path) -> str:
-    """What a finished ``fit`` prints, in both engines: best score, checkpoints, logs, how to view."""
+def baseline_scalars(datamodule: object) -> dict[str, float]:
+    """The data's baselines as TensorBoard scalars (``baseline/chance`` ...), logged at step 0 by
+    both engines; none for a data module that does not know them."""
+    return {f"baseline/{name}": value for name, value in (getattr(datamodule, "baselines", None) or {}).items()}
+
+
+def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
+            baselines: dict[str, float] | None = None) -> str:
+    """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
+    checkpoints, logs, how to view."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
+    if baselines:
+        score += "  (" + ", ".join(f"{name.replace('bayes', 'Bayes')} {value:.4f}"
+                                   for name, value in baselines.items()) + ")"
     return (f"\n== {title} ==\nbest val/acc: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
 
