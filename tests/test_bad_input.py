@@ -85,6 +85,13 @@ CASES = {
     "a duplicate key inline": (MLP, ["--config", "{trainer: {max_epochs: 1, max_epochs: 2}}"],
                                "key 'max_epochs' appears twice"),
     "a duplicate key in a data file": (MLP, ["--data", "twice_data.yaml"], "key 'n_samples' appears twice"),
+    "early stopping on a metric never logged": (
+        MLP, ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/accuracy"],
+        "trainer.callbacks.monitor='val/accuracy': EarlyStopping can monitor"),
+    "early stopping in no direction": (
+        MLP, ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc",
+              "--trainer.callbacks.mode=up"],
+        "trainer.callbacks.mode='up': expected min"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

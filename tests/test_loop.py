@@ -33,7 +33,17 @@ CASES = {
                 "--trainer.gradient_clip_val=0.01", "--trainer.gradient_clip_algorithm=value",
                 "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau", "--model.scheduler.patience=0",
                 "--model.scheduler.factor=0.5", "--model.scheduler.threshold=0.5"],
+    # Lightning's EarlyStopping against the hand loop's early_stopping_check: the same rule from the
+    # same trainer.callbacks entry, checked at each train epoch end, or after each validation.
+    "early_stopping": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--config",
+                       str(CONFIGS / "presets/early_stopping.yaml"), "--trainer.callbacks.monitor=val/acc",
+                       "--trainer.callbacks.mode=max", "--trainer.callbacks.patience=1"],
+    "early_stopping_after_validation": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=500",
+                                        "--config", str(CONFIGS / "presets/early_stopping.yaml"),
+                                        "--trainer.check_val_every_n_epoch=2", "--trainer.callbacks.patience=1",
+                                        "--trainer.callbacks.min_delta=0.2"],
 }
+EPOCHS = {"plateau": 5, "early_stopping": 6, "early_stopping_after_validation": 8}  # 2 for the others
 
 
 def assert_same_runs(runs):
@@ -48,8 +58,10 @@ def assert_same_runs(runs):
 
 @pytest.mark.parametrize("case", CASES)
 def test_hand_loop_matches_lightning_bit_for_bit(case, in_tmp):
-    runs = compare([*CASES[case], f"--trainer.max_epochs={5 if case == 'plateau' else 2}"])
+    runs = compare([*CASES[case], f"--trainer.max_epochs={EPOCHS.get(case, 2)}"])
     assert_same_runs(runs)
+    if case.startswith("early_stopping"):  # both stopped at the same step, epochs before max_epochs
+        assert scalars(runs["loop"]["run_dir"])["epoch"][-1][1] < EPOCHS[case] - 2
     if case.startswith("plateau"):  # the scheduler acted: the learning rate was cut after a validation
         (rates,) = (series for tag, series in scalars(runs["loop"]["run_dir"]).items() if tag.startswith("lr-"))
         assert len({value for _, value in rates}) > 1

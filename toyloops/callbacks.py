@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -126,9 +126,12 @@ class RunSummary(Callback):
         best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
                      and c.best_model_score is not None), None)
         log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
+        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
+                        and c.stopping_reason_message is not None), None)  # set when it stopped the run
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
                       best.best_model_path if best else None, last, Path(log_dir or "."),
-                      getattr(trainer.datamodule, "baselines", None)), flush=True)
+                      getattr(trainer.datamodule, "baselines", None),
+                      (stopper.stopped_epoch, stopper.monitor) if stopper else None), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):

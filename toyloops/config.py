@@ -25,6 +25,7 @@ SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.L
 
 LOG_DIR = "logs"
 MONITOR, MONITOR_MODE = "val/acc", "max"
+METRIC_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")  # what Classifier logs, in both engines
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
 
@@ -184,6 +185,10 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
+    callbacks = trainer.get("callbacks") or []
+    for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping"):
+            check_early_stopping(spec.init_args)
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -208,6 +213,16 @@ def check_values(config: Any) -> None:
                         else scheduler.step()
             except (ValueError, ZeroDivisionError, NotImplementedError) as err:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
+
+
+def check_early_stopping(settings: Any) -> None:
+    """EarlyStopping must monitor a tag the Classifier logs, in a direction it knows (Lightning
+    would find out an epoch into training, with a traceback)."""
+    if settings.monitor not in METRIC_TAGS:
+        raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+                          f"{', '.join(METRIC_TAGS)}")
+    if settings.mode not in ("min", "max"):
+        raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 
 
 def check_config_file(path: str | Path) -> None:
