@@ -42,6 +42,15 @@ CASES = {
                                         "--config", str(CONFIGS / "presets/early_stopping.yaml"),
                                         "--trainer.check_val_every_n_epoch=2", "--trainer.callbacks.patience=1",
                                         "--trainer.callbacks.min_delta=0.2"],
+    # The seeds' other binary head (two logits, cross-entropy), with label smoothing and class weights;
+    # and the one-logit head with them, weight decay on weights only, a val batch size of its own and
+    # no test split.
+    "two_logits": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--model.net.binary_logits=2",
+                   "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]"],
+    "one_logit_options": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600",
+                          "--model.label_smoothing=0.2", "--model.class_weights=[2.0, 0.5]",
+                          "--model.decay_biases=false", "--model.optimizer.weight_decay=0.5",
+                          "--data.eval_batch_size=128", "--data.test_fraction=0"],
 }
 EPOCHS = {"plateau": 5, "early_stopping": 6, "early_stopping_after_validation": 8}  # 2 for the others
 

@@ -161,10 +161,12 @@ def make_sequences(
 def split_indices(
     n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n)."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ConfigError(f"{name} must be in (0, 1), got {value}")
+    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n);
+    ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1) (0: no test split), got {test_fraction}")
     if val_fraction + test_fraction >= 1.0:
         raise ConfigError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
@@ -172,7 +174,7 @@ def split_indices(
     perm = torch.randperm(n, generator=_generator(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_train = n - n_val - n_test
-    if min(n_train, n_val, n_test) < 1:
+    if min(n_train, n_val) < 1 or (test_fraction > 0 and n_test < 1):
         raise ConfigError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 

@@ -30,11 +30,13 @@ class _SplitDataModule(L.LightningDataModule):
     """Shared split/iterator plumbing; subclasses implement ``generate``."""
 
     def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
-                 seed: int, drop_last: bool) -> None:
+                 seed: int, drop_last: bool, eval_batch_size: int | None = None) -> None:
         super().__init__()
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be > 0, got {batch_size}")
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size is not None and size <= 0:
+                raise ConfigError(f"{name} must be > 0, got {size}")
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
+        self.eval_batch_size = eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
@@ -93,9 +95,12 @@ class _SplitDataModule(L.LightningDataModule):
     def iterator(self, split: str) -> data.BatchIterator:
         """A fresh batch iterator over one split (train shuffles; val/test/predict do not)."""
         x, y = self.splits[split]
+        if len(x) == 0:
+            raise ConfigError(f"data.{split}_fraction=0: this data has no {split} split; give it a fraction > 0")
         train = split == "train"
+        batch_size = self.batch_size if train or self.eval_batch_size is None else self.eval_batch_size
         return data.BatchIterator(
-            x, y, self.batch_size, shuffle=train, seed=self.seed,
+            x, y, batch_size, shuffle=train, seed=self.seed,
             drop_last=self.drop_last and train, rank=self.rank, world_size=self.world_size,
         )
 
@@ -136,10 +141,12 @@ class PointsDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        eval_batch_size: int | None = None,
     ) -> None:
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
         centers: blob class centers (default: the seeds' (-1.5, -1.0) and (1.2, 1.3)).
+        eval_batch_size: batch size of val/test/predict (None: batch_size), as seed 000's 128.
         variance: isotropic blob variance.
         noise: circles: the fraction of labels flipped; moons, spirals, xor: the std of Gaussian
             jitter added to the points.
@@ -150,7 +157,7 @@ class PointsDataModule(_SplitDataModule):
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
 
     def generate(self) -> tuple[Tensor, Tensor]:
         if self.dataset == "blobs":
@@ -213,11 +220,13 @@ class SequenceDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        eval_batch_size: int | None = None,
     ) -> None:
-        """Args: see :func:`toyloops.data.make_sequences`."""
+        """Args: see :func:`toyloops.data.make_sequences`; eval_batch_size: of val/test/predict
+        (None: batch_size)."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
 
     @property
     def bytes_per_sample(self) -> int:

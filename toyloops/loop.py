@@ -397,9 +397,12 @@ def on_fit_end(loop: Fit) -> None:
 
 
 def log_learning_rate(loop: Fit) -> None:
-    """LearningRateMonitor: ``lr-<Optimizer>`` at the current step."""
-    lr = loop.optimizer.param_groups[0]["lr"]
-    loop.writer.add_scalar(f"lr-{type(loop.optimizer).__name__}", lr, loop.state.global_step)
+    """LearningRateMonitor: ``lr-<Optimizer>`` at the current step (``/pg1``, ``/pg2`` ... per
+    parameter group when there are several)."""
+    groups = loop.optimizer.param_groups
+    for i, group in enumerate(groups):
+        suffix = f"/pg{i + 1}" if len(groups) > 1 else ""
+        loop.writer.add_scalar(f"lr-{type(loop.optimizer).__name__}{suffix}", group["lr"], loop.state.global_step)
 
 
 def log_metrics(loop: Fit, metrics: dict[str, float], step: int | None = None) -> None:

@@ -8,6 +8,7 @@ same object as a plain ``nn.Module``. Read the two side by side.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,9 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        decay_biases: bool = True,
     ) -> None:
         """Args:
         net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
@@ -50,6 +54,10 @@ class Classifier(L.LightningModule):
             ``class_path`` + ``init_args``. None: AdamW with PyTorch's defaults / no scheduler.
         scheduler_interval: step the scheduler after every ``epoch`` or every optimizer ``step``.
         num_classes: read from ``net.num_classes``; give it only for a net without that attribute.
+        label_smoothing: in [0, 1): mix each target with the uniform distribution (both heads).
+        class_weights: one weight > 0 per class; the loss is then the weighted mean over samples.
+        decay_biases: False gives the optimizer's ``weight_decay`` to weight matrices and embeddings
+            only (parameters of 2+ dims): biases and norm scales get none (seed 001's L2).
         """
         super().__init__()
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
@@ -63,6 +71,13 @@ class Classifier(L.LightningModule):
         if self.num_classes is None:
             raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: give "
                               "model.num_classes")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing={label_smoothing}: expected a number in [0, 1)")
+        if class_weights is not None and (len(class_weights) != self.num_classes
+                                          or not all(0 < w < math.inf for w in class_weights)):
+            raise ConfigError(f"model.class_weights={list(class_weights)}: expected {self.num_classes} finite "
+                              "numbers > 0, one per class")
+        self.label_smoothing, self.class_weights, self.decay_biases = label_smoothing, class_weights, decay_biases
         optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
         self.optimizer_factory, self.scheduler_factory = (
             build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory
@@ -76,7 +91,9 @@ class Classifier(L.LightningModule):
         specs = {kind: describe(factory) or (NOT_STORED if factory is not None else None)
                  for kind, factory in (("optimizer", optimizer), ("scheduler", scheduler))}
         self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
-                                   "scheduler_interval": scheduler_interval, "num_classes": self.num_classes})
+                                   "scheduler_interval": scheduler_interval, "num_classes": self.num_classes,
+                                   "label_smoothing": label_smoothing, "class_weights": class_weights,
+                                   "decay_biases": decay_biases})
         # One metric object per stage; loss means weighted by batch size.
         self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -108,7 +125,7 @@ class Classifier(L.LightningModule):
         """What one batch computes, in every stage and both engines: the loss, and the metric updates."""
         x, y = batch
         logits = self.net(x)
-        loss = classification_loss(logits, y)
+        loss = classification_loss(logits, y, self.label_smoothing, self.class_weights)
         if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
             self._train_outputs.append((predicted_class(logits.detach()), y))
         else:
@@ -165,7 +182,9 @@ class Classifier(L.LightningModule):
         if NOT_STORED in (self.optimizer_factory, self.scheduler_factory):
             raise ConfigError("this model's optimizer or scheduler was a function a checkpoint cannot store: "
                               "pass optimizer= and scheduler= to load_from_checkpoint to train it further")
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters() if self.decay_biases else [
+            {"params": [p for p in self.parameters() if p.ndim >= 2]},
+            {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
