@@ -26,7 +26,7 @@ CASES = {
                      "--model.scheduler.threshold=0.5"],
     # The debug preset: an int limit_*_batches is a count of batches in both engines.
     "debug": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/debug.yaml"),
-              "--trainer.log_every_n_steps=1"],
+              "--trainer.log_every_n_steps=1", "--model.metrics=[precision, recall, f1, auroc]"],
     # ReduceLROnPlateau on val/loss with validation every other epoch (stepped on the latest
     # val/loss, skipped before the first), and clipping by value.
     "plateau": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--trainer.check_val_every_n_epoch=2",
@@ -46,11 +46,13 @@ CASES = {
     # and the one-logit head with them, weight decay on weights only, a val batch size of its own and
     # no test split.
     "two_logits": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--model.net.binary_logits=2",
-                   "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]"],
+                   "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]",
+                   "--model.metrics=[precision, recall, f1, auroc]"],
     "one_logit_options": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600",
                           "--model.label_smoothing=0.2", "--model.class_weights=[2.0, 0.5]",
                           "--model.decay_biases=false", "--model.optimizer.weight_decay=0.5",
-                          "--data.eval_batch_size=128", "--data.test_fraction=0"],
+                          "--data.eval_batch_size=128", "--data.test_fraction=0",
+                          "--model.metrics=[f1, auroc]", "--model.train_metrics=eval"],
 }
 EPOCHS = {"plateau": 5, "early_stopping": 6, "early_stopping_after_validation": 8}  # 2 for the others
 

@@ -25,7 +25,6 @@ SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.L
 
 LOG_DIR = "logs"
 MONITOR, MONITOR_MODE = "val/acc", "max"
-METRIC_TAGS = ("train/loss", "train/acc", "val/loss", "val/acc")  # what Classifier logs, in both engines
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
 
@@ -188,7 +187,7 @@ def check_values(config: Any) -> None:
     callbacks = trainer.get("callbacks") or []
     for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
         if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping"):
-            check_early_stopping(spec.init_args)
+            check_early_stopping(spec.init_args, config.model.get("metrics") or [])
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -215,12 +214,18 @@ def check_values(config: Any) -> None:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
 
 
-def check_early_stopping(settings: Any) -> None:
+def metric_tags(metrics: Iterable[str]) -> list[str]:
+    """The tags a Classifier with these ``model.metrics`` logs in training, in both engines."""
+    return ["train/loss", "train/loss_epoch", "val/loss",
+            *(f"{stage}/{name}" for stage in ("train", "val") for name in ("acc", *metrics))]
+
+
+def check_early_stopping(settings: Any, metrics: Iterable[str]) -> None:
     """EarlyStopping must monitor a tag the Classifier logs, in a direction it knows (Lightning
     would find out an epoch into training, with a traceback)."""
-    if settings.monitor not in METRIC_TAGS:
+    if settings.monitor not in metric_tags(metrics):
         raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
-                          f"{', '.join(METRIC_TAGS)}")
+                          f"{', '.join(metric_tags(metrics))}")
     if settings.mode not in ("min", "max"):
         raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 

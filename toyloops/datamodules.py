@@ -107,6 +107,12 @@ class _SplitDataModule(L.LightningDataModule):
     def train_dataloader(self) -> data.BatchIterator:
         return self.iterator("train")
 
+    def train_eval_dataloader(self) -> data.BatchIterator:
+        """The whole train split in order, in eval batches (what ``train_metrics: eval`` scores)."""
+        x, y = self.splits["train"]
+        return data.BatchIterator(x, y, self.eval_batch_size or self.batch_size, shuffle=False, rank=self.rank,
+                                  world_size=self.world_size)
+
     def val_dataloader(self) -> data.BatchIterator:
         return self.iterator("val")
 

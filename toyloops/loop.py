@@ -298,6 +298,8 @@ def compute_epoch_metrics(model: Classifier, stage: str) -> dict[str, float]:
 def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     """Train accuracy, images, ReduceLROnPlateau, then ModelCheckpoint (best) and LastCheckpoint."""
     state, epoch = loop.state, loop.state.epoch
+    if loop.model.train_metrics_from == "eval":  # the Classifier's own on_train_epoch_end
+        loop.model.measure_train_split(loop.datamodule.train_eval_dataloader())
     log_metrics(loop, compute_epoch_metrics(loop.model, "train"))
     if loop.dashboard:
         val = (loop.val_batches.x, loop.val_batches.y)

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Accuracy
+from torchmetrics import Accuracy, Metric
+from torchmetrics import classification as tmc
 
 from toyloops.errors import ConfigError
 
@@ -197,6 +198,30 @@ def make_accuracy(num_classes: int) -> Accuracy:
     if num_classes == 2:
         return Accuracy(task="binary", validate_args=False)
     return Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
+
+
+METRICS = ("precision", "recall", "f1", "auroc")  # beyond accuracy, chosen in the config
+
+
+def make_metrics(num_classes: int, names: Sequence[str]) -> dict[str, Metric]:
+    """torchmetrics objects by name, fed :func:`metric_scores`: for two classes the positive class's
+    (precision, recall, F1 at p > 0.5; AUROC), for more the macro average over classes."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ConfigError(f"model.metrics={list(names)}: expected some of {', '.join(METRICS)} (accuracy is always on)")
+    binary = {"precision": tmc.BinaryPrecision, "recall": tmc.BinaryRecall, "f1": tmc.BinaryF1Score,
+              "auroc": tmc.BinaryAUROC}
+    multiclass = {"precision": tmc.MulticlassPrecision, "recall": tmc.MulticlassRecall, "f1": tmc.MulticlassF1Score,
+                  "auroc": tmc.MulticlassAUROC}
+    if num_classes == 2:
+        return {name: binary[name](validate_args=False) for name in names}
+    return {name: multiclass[name](num_classes, average="macro", validate_args=False) for name in names}
+
+
+def metric_scores(logits: Tensor) -> Tensor:
+    """What :func:`make_metrics`' metrics read: P(class 1), (B,), for two classes; (B, C) probabilities else."""
+    probs = probabilities(logits)
+    return probs[:, 1] if probs.shape[1] == 2 else probs
 
 
 def probabilities(logits: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,14 @@ from toyloops.config import (
     is_log_step,
 )
 from toyloops.errors import ConfigError
-from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
+from toyloops.models import (
+    classification_loss,
+    make_accuracy,
+    make_metrics,
+    metric_scores,
+    predicted_class,
+    probabilities,
+)
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
 
@@ -46,6 +54,8 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: list[float] | None = None,
         decay_biases: bool = True,
+        metrics: list[str] | None = None,
+        train_metrics: Literal["steps", "eval"] = "steps",
     ) -> None:
         """Args:
         net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
@@ -58,6 +68,10 @@ class Classifier(L.LightningModule):
         class_weights: one weight > 0 per class; the loss is then the weighted mean over samples.
         decay_biases: False gives the optimizer's ``weight_decay`` to weight matrices and embeddings
             only (parameters of 2+ dims): biases and norm scales get none (seed 001's L2).
+        metrics: more per-stage metrics than accuracy: any of precision, recall, f1, auroc.
+        train_metrics: ``steps`` measures train accuracy (and the rest) on the training steps' own
+            outputs; ``eval`` on one pass over the whole train split in eval mode after each epoch
+            (seed 001), at the cost of that pass.
         """
         super().__init__()
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
@@ -93,11 +107,16 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
                                    "scheduler_interval": scheduler_interval, "num_classes": self.num_classes,
                                    "label_smoothing": label_smoothing, "class_weights": class_weights,
-                                   "decay_biases": decay_biases})
+                                   "decay_biases": decay_biases, "metrics": metrics, "train_metrics": train_metrics})
         # One metric object per stage; loss means weighted by batch size.
         self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self._train_outputs: list[tuple[Tensor, Tensor]] = []
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            nn.ModuleDict(make_metrics(self.num_classes, metrics or [])) for _ in range(3))
+        if train_metrics not in ("steps", "eval"):
+            raise ConfigError(f"model.train_metrics={train_metrics!r}: expected steps or eval")
+        self.train_metrics_from = train_metrics
+        self._train_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Classifier:
@@ -127,21 +146,44 @@ class Classifier(L.LightningModule):
         logits = self.net(x)
         loss = classification_loss(logits, y, self.label_smoothing, self.class_weights)
         if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
-            self._train_outputs.append((predicted_class(logits.detach()), y))
+            self._train_outputs.append((logits.detach(), y, loss.detach()))
         else:
-            getattr(self, f"{stage}_acc").update(predicted_class(logits), y)
-            getattr(self, f"{stage}_loss").update(loss, len(y))
+            self.update_metrics(stage, logits, y, loss)
         return loss
 
+    def update_metrics(self, stage: str, logits: Tensor, y: Tensor, loss: Tensor,
+                       batch_sizes: Tensor | None = None) -> None:
+        """Count a batch into the stage's metrics (or several: their losses stacked, with ``batch_sizes``)."""
+        getattr(self, f"{stage}_acc").update(predicted_class(logits), y)
+        getattr(self, f"{stage}_loss").update(loss, len(y) if batch_sizes is None else batch_sizes)
+        for metric in getattr(self, f"{stage}_metrics").values():
+            metric.update(metric_scores(logits), y)
+
+    def measure_train_split(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """``train_metrics='eval'``: score the whole train split in eval mode, as seed 001 does, in
+        place of the training steps' outputs (each engine calls this before computing train metrics)."""
+        self._train_outputs.clear()
+        self.eval()
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = x.to(self.device), y.to(self.device)
+                logits = self.net(x)
+                self.update_metrics("train", logits, y, classification_loss(logits, y, self.label_smoothing,
+                                                                             self.class_weights))
+        self.train()
+
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
-        """The stage's metric objects by TensorBoard tag, ready to compute at the end of an epoch."""
-        if stage == "train":
-            if self._train_outputs:
-                preds, targets = (torch.cat(t) for t in zip(*self._train_outputs, strict=True))
-                self._train_outputs.clear()
-                self.train_acc.update(preds, targets)
-            return {"train/acc": self.train_acc}
-        return {f"{stage}/loss": getattr(self, f"{stage}_loss"), f"{stage}/acc": getattr(self, f"{stage}_acc")}
+        """The stage's metric objects by TensorBoard tag, ready to compute at the end of an epoch
+        (train's loss is ``train/loss_epoch``, the sample-weighted mean; ``train/loss`` is per step)."""
+        if stage == "train" and self._train_outputs:
+            logits, targets, losses = (torch.cat(t) if i < 2 else torch.stack(t)
+                                       for i, t in enumerate(zip(*self._train_outputs, strict=True)))
+            sizes = torch.tensor([len(y) for _, y, _ in self._train_outputs], device=losses.device)
+            self._train_outputs.clear()
+            self.update_metrics("train", logits, targets, losses, sizes)
+        loss_tag = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        return {loss_tag: getattr(self, f"{stage}_loss"), f"{stage}/acc": getattr(self, f"{stage}_acc"),
+                **{f"{stage}/{name}": metric for name, metric in getattr(self, f"{stage}_metrics").items()}}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
@@ -161,6 +203,8 @@ class Classifier(L.LightningModule):
             self.log(tag, metric, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
+        if self.train_metrics_from == "eval":
+            self.measure_train_split(self.trainer.datamodule.train_eval_dataloader())
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
