@@ -93,6 +93,8 @@ CASES = {
         MLP, ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc",
               "--trainer.callbacks.mode=up"],
         "trainer.callbacks.mode='up': expected min"),
+    "a checkpoint monitor never logged": (MLP, ["--checkpoint.monitor", "val/accuracy"],
+                                          "checkpoint.monitor='val/accuracy': expected one of train/loss"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

@@ -57,3 +57,12 @@ def test_an_unknown_metric_is_one_line():
 
     with pytest.raises(ConfigError, match=r"model.metrics=\['mcc'\]: expected some of precision, recall, f1, auroc"):
         Classifier(MLP(), metrics=["mcc"])
+
+
+def test_the_hand_loop_keeps_the_best_checkpoint_by_any_logged_metric(in_tmp, capsys):
+    result = run(["fit", *ARGS, "--trainer.max_epochs=4", "--checkpoint.monitor=val/loss", "--checkpoint.mode=min"])
+    val_loss = [value for _, value in scalars(result["last_checkpoint"].parent.parent)["val/loss"]]
+    best = torch.load(result["best_checkpoint"], weights_only=True)
+    assert best["epoch"] == val_loss.index(min(val_loss)) and result["best"] == min(val_loss)
+    out = capsys.readouterr().out
+    assert f"best val/loss: {min(val_loss):.4f}\nval/acc baselines: chance 0.5000" in out

@@ -131,7 +131,8 @@ class RunSummary(Callback):
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
                       best.best_model_path if best else None, last, Path(log_dir or "."),
                       getattr(trainer.datamodule, "baselines", None),
-                      (stopper.stopped_epoch, stopper.monitor) if stopper else None), flush=True)
+                      (stopper.stopped_epoch, stopper.monitor) if stopper else None,
+                      best.monitor if best else "val/acc"), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):
@@ -160,7 +161,8 @@ class DashboardCallback(Dashboard, Callback):
         config = Path(trainer.logger.log_dir) / "config.yaml"
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
-            log_hparams(writer, config.read_text(), {"val/acc_best": best.item(), "val/loss_final": final_loss},
+            monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
+            log_hparams(writer, config.read_text(), {f"{monitor}_best": best.item(), "val/loss_final": final_loss},
                         step)
 
 

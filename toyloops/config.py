@@ -184,6 +184,9 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
+    monitor, tags = (config.get("checkpoint") or {}).get("monitor"), metric_tags(config.model.get("metrics") or [])
+    if monitor is not None and monitor not in tags:
+        raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
     callbacks = trainer.get("callbacks") or []
     for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
         if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping"):

@@ -94,7 +94,7 @@ class LoopState:
 
     epoch: int = 0  # epochs completed: the next one to run
     global_step: int = 0  # optimizer steps taken
-    best: float | None = None  # best MONITOR score so far
+    best: float | None = None  # best score of the checkpoint monitor so far
     early_stopping: dict[str, Any] = field(default_factory=dict)  # EarlyStopping's state: wait_count, best_score
     callback_metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each logged tag
 
@@ -138,6 +138,7 @@ class Fit:
     dashboard: Dashboard | None = None
     every_n_train_steps: int | None = None
     early_stopping: Namespace | None = None  # EarlyStopping's init_args from trainer.callbacks
+    monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)  # ModelCheckpoint's monitor and mode
     should_stop: bool = False  # trainer.should_stop: set by EarlyStopping, ends fit after this epoch
     state: LoopState = field(default_factory=LoopState)
     stop: runs.StopRequest = field(default_factory=runs.StopRequest)  # SIGTERM/SIGINT, acted on between steps
@@ -148,13 +149,14 @@ class Fit:
 
 def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace, run_dir: Path,
         checkpoint: dict[str, Any] | None = None, dashboard: Dashboard | None = None,
-        every_n_train_steps: int | None = None, config_text: str = "") -> LoopState:
+        every_n_train_steps: int | None = None, config_text: str = "",
+        monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)) -> LoopState:
     """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run."""
     precision = Precision.create(trainer)
     model.to(precision.device)  # before the optimizer state exists, so its tensors follow the weights
     optimizer, scheduler = configure_optimizers(model)
     loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, SummaryWriter(str(run_dir)), run_dir,
-               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks))
+               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor)
     try:
         if checkpoint is not None:
             restore(loop, checkpoint)
@@ -310,8 +312,9 @@ def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     if check_on_train_epoch_end(loop):
         early_stopping_check(loop)
     state.epoch += 1
-    score = val_metrics.get(MONITOR)
-    improved = score is not None and (state.best is None or (score > state.best if MONITOR_MODE == "max"
+    monitor, mode = loop.monitor
+    score = val_metrics.get(monitor) if monitor.startswith("val/") else state.callback_metrics.get(monitor)
+    improved = score is not None and (state.best is None or (score > state.best if mode == "max"
                                                              else score < state.best))
     if improved:
         state.best = score
@@ -394,8 +397,8 @@ def on_fit_end(loop: Fit) -> None:
     config = loop.run_dir / "config.yaml"
     if loop.dashboard and loop.state.best is not None and config.exists():
         final_loss = loop.state.callback_metrics.get("val/loss", float("nan"))
-        log_hparams(loop.writer, config.read_text(), {"val/acc_best": loop.state.best, "val/loss_final": final_loss},
-                    step)
+        log_hparams(loop.writer, config.read_text(),
+                    {f"{loop.monitor[0]}_best": loop.state.best, "val/loss_final": final_loss}, step)
 
 
 def log_learning_rate(loop: Fit) -> None:
@@ -478,8 +481,8 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(L.Trainer, "trainer", skip=skip, instantiate=False)
     parser.add_class_arguments(Classifier, "model")
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
-    parser.add_argument("--checkpoint.monitor", type=Literal["val/acc"], default=MONITOR)
-    parser.add_argument("--checkpoint.mode", type=Literal["max"], default=MONITOR_MODE)
+    parser.add_argument("--checkpoint.monitor", type=str, default=MONITOR)
+    parser.add_argument("--checkpoint.mode", type=Literal["min", "max"], default=MONITOR_MODE)
     parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
                         help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
     parser.add_class_arguments(Dashboard, "dashboard")
@@ -541,7 +544,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
     try:
         state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
-                    every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg))
+                    every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg),
+                    monitor=(cfg.checkpoint.monitor, cfg.checkpoint.mode))
     except BaseException:
         run_folder.release(failed=True)
         raise
@@ -549,7 +553,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     checkpoints = run_folder.path / "checkpoints"
     print(runs.summary("toyloops hand loop", state.best, checkpoints / "best.ckpt", checkpoints / "last.ckpt",
                        run_folder.path, getattr(datamodule, "baselines", None),
-                       stopped_early(state, trainer)), flush=True)
+                       stopped_early(state, trainer), cfg.checkpoint.monitor), flush=True)
     return {**state.callback_metrics, "best": state.best, "global_step": state.global_step,
             "best_checkpoint": checkpoints / "best.ckpt", "last_checkpoint": checkpoints / "last.ckpt"}
 

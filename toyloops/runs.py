@@ -262,16 +262,17 @@ def baseline_scalars(datamodule: object) -> dict[str, float]:
 
 
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
-            baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None) -> str:
+            baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
+            monitor: str = "val/acc") -> str:
     """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
     where EarlyStopping ended it (epoch, monitor), checkpoints, logs, how to view."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
-    if baselines:
-        score += "  (" + ", ".join(f"{name.replace('bayes', 'Bayes')} {value:.4f}"
-                                   for name, value in baselines.items()) + ")"
+    if baselines:  # accuracies: beside val/acc, or on a line of their own
+        rates = ", ".join(f"{name.replace('bayes', 'Bayes')} {value:.4f}" for name, value in baselines.items())
+        score += f"  ({rates})" if monitor == "val/acc" else f"\nval/acc baselines: {rates}"
     if stopped_early:
         score += f"\nstopped early: after epoch {stopped_early[0]} (EarlyStopping on {stopped_early[1]})"
-    return (f"\n== {title} ==\nbest val/acc: {score}\nbest checkpoint: {best_checkpoint}\n"
+    return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
 
 
