@@ -16,6 +16,7 @@ from conftest import CONFIGS
 from toyloops import cli, loop
 
 MLP, SEQ = str(CONFIGS / "blobs_mlp.yaml"), str(CONFIGS / "majority_transformer.yaml")
+LINEAR = str(CONFIGS / "linear_regression.yaml")
 
 # (config, extra arguments, text the one-line message must contain)
 CASES = {
@@ -95,6 +96,10 @@ CASES = {
         "trainer.callbacks.mode='up': expected min"),
     "a checkpoint monitor never logged": (MLP, ["--checkpoint.monitor", "val/accuracy"],
                                           "checkpoint.monitor='val/accuracy': expected one of train/loss"),
+    "a classifier on regression data": (LINEAR, ["--model.task", "classification", "--model.net", "toyloops.MLP"],
+                                        "model.task=classification does not fit data=LinearDataModule"),
+    "a regression kept by accuracy": (LINEAR, ["--checkpoint.monitor", "val/acc"],
+                                      "checkpoint.monitor='val/acc': expected one of train/loss, train/loss_epoch"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

@@ -23,6 +23,8 @@ def test_run_config_reaches_its_documented_accuracy(name, in_tmp):
     task = name.split("_")[0]
     if task == "parity":  # the seeds' Transformer does not learn parity: it must stay at chance
         assert best < 0.56
+    elif task == "linear":  # val MSE: near the noise's own 0.01, far below the mean predictor's 12
+        assert best < 0.0105
     else:
         assert best >= TARGETS[task]
 

@@ -45,6 +45,8 @@ CASES = {
     # The seeds' other binary head (two logits, cross-entropy), with label smoothing and class weights;
     # and the one-logit head with them, weight decay on weights only, a val batch size of its own and
     # no test split.
+    # Regression: MSE loss, MAE score, no classes.
+    "regression": ["--config", str(CONFIGS / "linear_regression.yaml"), "--trainer.log_every_n_steps=3"],
     "two_logits": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--model.net.binary_logits=2",
                    "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]",
                    "--model.metrics=[precision, recall, f1, auroc]"],
@@ -63,7 +65,9 @@ def assert_same_runs(runs):
         assert torch.equal(weights, loop["weights"][name]), f"{name} differs"
     assert lightning["steps"] == loop["steps"]
     ours, theirs = scalars(loop["run_dir"]), scalars(lightning["run_dir"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch", "baseline/chance"} <= theirs.keys()
+    score = "mae" if "val/mae" in theirs else "acc"  # a regression's score, or a classifier's
+    assert {"train/loss", f"train/{score}", "val/loss", f"val/{score}", "epoch"} <= theirs.keys()
+    assert any(tag.startswith("baseline/") for tag in theirs)
     assert ours == theirs  # every tag, step and value: the two runs overlay exactly
 
 

@@ -6,6 +6,7 @@ from toyloops.data import (
     BatchIterator,
     make_blobs,
     make_circles,
+    make_linear,
     make_moons,
     make_sequences,
     make_spirals,
@@ -13,9 +14,10 @@ from toyloops.data import (
     split_indices,
     standardize,
 )
-from toyloops.datamodules import PointsDataModule, SequenceDataModule
+from toyloops.datamodules import LinearDataModule, PointsDataModule, SequenceDataModule
 from toyloops.models import (
     MLP,
+    LinearRegression,
     LogisticRegression,
     TransformerClassifier,
     classification_loss,
@@ -33,6 +35,8 @@ __all__ = [
     "MLP",
     "BatchIterator",
     "Classifier",
+    "LinearDataModule",
+    "LinearRegression",
     "LogisticRegression",
     "PointsDataModule",
     "SequenceDataModule",
@@ -40,6 +44,7 @@ __all__ = [
     "classification_loss",
     "make_blobs",
     "make_circles",
+    "make_linear",
     "make_moons",
     "make_sequences",
     "make_spirals",

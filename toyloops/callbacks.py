@@ -19,7 +19,7 @@ from torch import Tensor
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest, baseline_scalars, summary
+from toyloops.runs import Stopped, StopRequest, baseline_scalars, compare_to_truth, summary
 from toyloops.seeding import set_rng_state
 
 
@@ -132,7 +132,8 @@ class RunSummary(Callback):
                       best.best_model_path if best else None, last, Path(log_dir or "."),
                       getattr(trainer.datamodule, "baselines", None),
                       (stopper.stopped_epoch, stopper.monitor) if stopper else None,
-                      best.monitor if best else "val/acc"), flush=True)
+                      best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module)),
+              flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):
@@ -145,7 +146,7 @@ class DashboardCallback(Dashboard, Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger):
+        if isinstance(trainer.logger, TensorBoardLogger) and pl_module.task == "classification":
             last = trainer.current_epoch + 1 == trainer.max_epochs
             self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
                            trainer.current_epoch, trainer.global_step - 1, last)
@@ -155,7 +156,8 @@ class DashboardCallback(Dashboard, Callback):
         if not isinstance(trainer.logger, TensorBoardLogger):
             return
         writer, step = trainer.logger.experiment, trainer.global_step - 1
-        self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
+        if pl_module.task == "classification":
+            self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
         best = next((c.best_model_score for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
         config = Path(trainer.logger.log_dir) / "config.yaml"

@@ -110,6 +110,19 @@ def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[
     return x + noise * torch.randn(n_samples, 2, generator=g), y
 
 
+def make_linear(n_samples: int = 1000, weights: Sequence[float] = (2.0, -3.0), bias: float = 0.5,
+                noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A regression set with a known answer: x ~ N(0, I) (N, F), y = x @ weights + bias + N(0, noise^2)."""
+    _check_positive("n_samples", n_samples)
+    _check_jitter(noise)
+    if not weights:
+        raise ConfigError("weights must list at least one weight (one per feature)")
+    g = _generator(seed)
+    x = torch.randn(n_samples, len(weights), generator=g)
+    y = x @ torch.tensor(weights, dtype=torch.float32) + bias
+    return x, y + noise * torch.randn(n_samples, generator=g)
+
+
 def bayes_accuracy_blobs(centers: Sequence[Sequence[float]], variance: float) -> float | None:
     """Bayes-optimal accuracy of two equal-size isotropic Gaussian blobs: Phi(|mu1 - mu2| / (2 sigma));
     None for more than two (no closed form)."""

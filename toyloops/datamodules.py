@@ -247,3 +247,48 @@ class SequenceDataModule(_SplitDataModule):
         return 2  # every sequence task is a yes/no question
 
     bayes_accuracy = 1.0  # each label is a function of its tokens
+
+
+class LinearDataModule(_SplitDataModule):
+    """Regression on a line with a known answer: y = x @ weights + bias + noise (``model.task:
+    regression``). Inputs are left unscaled, so the learned weights compare with the true ones."""
+
+    def __init__(
+        self,
+        n_samples: int = 1000,
+        weights: list[float] | None = None,
+        bias: float = 0.5,
+        noise: float = 0.1,
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        drop_last: bool = False,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        """Args: see :func:`toyloops.data.make_linear` (weights default to (2.0, -3.0))."""
+        self.n_samples, self.bias, self.noise = n_samples, bias, noise
+        self.weights = [2.0, -3.0] if weights is None else weights
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        return data.make_linear(self.n_samples, self.weights, self.bias, self.noise, self.seed)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.weights)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """Val MSEs to read val/loss against: predicting the train mean, and the noise alone (Bayes)."""
+        y_train, y_val = self.splits["train"][1], self.splits["val"][1]
+        return {"mean_mse": (y_val - y_train.mean()).pow(2).mean().item(), "bayes_mse": self.noise**2}
+
+    def compare_to_truth(self, net: torch.nn.Module) -> str | None:
+        """The learned line next to the one that made the data (for a net with a ``linear`` layer)."""
+        linear = getattr(net, "linear", None)
+        if not isinstance(linear, torch.nn.Linear):
+            return None
+        w = ", ".join(f"{v:.4f}" for v in linear.weight.detach().flatten().tolist())
+        true_w = ", ".join(f"{v:.4f}" for v in self.weights)
+        return f"learned w [{w}] b {linear.bias.item():.4f} | true w [{true_w}] b {self.bias:.4f}"

@@ -58,6 +58,23 @@ class LogisticRegression(nn.Module):
         return _squeeze_binary(self.linear(x))  # (B, F) -> (B,) or (B, C)
 
 
+class LinearRegression(nn.Module):
+    """y_hat = x @ w + b: one output per sample, (B,), for ``model.task: regression`` (MSE).
+
+    Args:
+        in_features: features per sample (linked from the data module).
+    """
+
+    def __init__(self, in_features: int = 1) -> None:
+        super().__init__()
+        self.init_args = dict(in_features=in_features)
+        _check_positive("in_features", in_features)
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).squeeze(-1)  # (B, F) -> (B,)
+
+
 class MLP(nn.Module):
     """Multi-layer perceptron: [Linear -> activation -> Dropout] per hidden size, then Linear.
 

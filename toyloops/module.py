@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanAbsoluteError, MeanMetric, Metric
 
 from toyloops.checkpoints import read_checkpoint
 from toyloops.config import (
@@ -56,6 +57,7 @@ class Classifier(L.LightningModule):
         decay_biases: bool = True,
         metrics: list[str] | None = None,
         train_metrics: Literal["steps", "eval"] = "steps",
+        task: Literal["classification", "regression"] = "classification",
     ) -> None:
         """Args:
         net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
@@ -72,17 +74,26 @@ class Classifier(L.LightningModule):
         train_metrics: ``steps`` measures train accuracy (and the rest) on the training steps' own
             outputs; ``eval`` on one pass over the whole train split in eval mode after each epoch
             (seed 001), at the cost of that pass.
+        task: ``regression`` trains a net with one output per sample (``toyloops.LinearRegression``)
+            with the mean squared error as loss, and reports the mean absolute error (``*/mae``)
+            in place of accuracy; it has no classes, class options or extra metrics.
         """
         super().__init__()
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
         if not isinstance(self.net, nn.Module):
             raise ConfigError("model.net is missing: give the net (a checkpoint of a net built live does not "
                               "store it; pass net= to load_from_checkpoint)")
+        if task not in ("classification", "regression"):
+            raise ConfigError(f"model.task={task!r}: expected classification or regression")
+        self.task = task
         net_classes = getattr(self.net, "num_classes", None)
         if net_classes is not None and num_classes not in (None, net_classes):
             raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
         self.num_classes = num_classes or net_classes
-        if self.num_classes is None:
+        if task == "regression" and (self.num_classes is not None or label_smoothing or class_weights or metrics):
+            raise ConfigError("model.task=regression takes a net without classes (toyloops.LinearRegression) and "
+                              "no label_smoothing, class_weights or metrics")
+        if self.num_classes is None and task == "classification":
             raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: give "
                               "model.num_classes")
         if not 0.0 <= label_smoothing < 1.0:
@@ -107,12 +118,17 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
                                    "scheduler_interval": scheduler_interval, "num_classes": self.num_classes,
                                    "label_smoothing": label_smoothing, "class_weights": class_weights,
-                                   "decay_biases": decay_biases, "metrics": metrics, "train_metrics": train_metrics})
-        # One metric object per stage; loss means weighted by batch size.
-        self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
+                                   "decay_biases": decay_biases, "metrics": metrics, "train_metrics": train_metrics,
+                                   "task": task})
+        # One metric object per stage; loss means weighted by batch size. The score is accuracy, or
+        # the mean absolute error of a regression.
+        self.score = "acc" if task == "classification" else "mae"
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_{self.score}",
+                    make_accuracy(self.num_classes) if task == "classification" else MeanAbsoluteError())
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_metrics, self.val_metrics, self.test_metrics = (
-            nn.ModuleDict(make_metrics(self.num_classes, metrics or [])) for _ in range(3))
+            nn.ModuleDict(make_metrics(self.num_classes or 2, metrics or [])) for _ in range(3))
         if train_metrics not in ("steps", "eval"):
             raise ConfigError(f"model.train_metrics={train_metrics!r}: expected steps or eval")
         self.train_metrics_from = train_metrics
@@ -144,17 +160,24 @@ class Classifier(L.LightningModule):
         """What one batch computes, in every stage and both engines: the loss, and the metric updates."""
         x, y = batch
         logits = self.net(x)
-        loss = classification_loss(logits, y, self.label_smoothing, self.class_weights)
+        loss = self.loss(logits, y)
         if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
             self._train_outputs.append((logits.detach(), y, loss.detach()))
         else:
             self.update_metrics(stage, logits, y, loss)
         return loss
 
+    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+        """The task's loss: classification's, with its options, or the mean squared error."""
+        if self.task == "regression":
+            return F.mse_loss(outputs, y.to(outputs.dtype))
+        return classification_loss(outputs, y, self.label_smoothing, self.class_weights)
+
     def update_metrics(self, stage: str, logits: Tensor, y: Tensor, loss: Tensor,
                        batch_sizes: Tensor | None = None) -> None:
         """Count a batch into the stage's metrics (or several: their losses stacked, with ``batch_sizes``)."""
-        getattr(self, f"{stage}_acc").update(predicted_class(logits), y)
+        score = getattr(self, f"{stage}_{self.score}")
+        score.update(predicted_class(logits) if self.task == "classification" else logits.float(), y)
         getattr(self, f"{stage}_loss").update(loss, len(y) if batch_sizes is None else batch_sizes)
         for metric in getattr(self, f"{stage}_metrics").values():
             metric.update(metric_scores(logits), y)
@@ -168,8 +191,7 @@ class Classifier(L.LightningModule):
             for x, y in batches:
                 x, y = x.to(self.device), y.to(self.device)
                 logits = self.net(x)
-                self.update_metrics("train", logits, y, classification_loss(logits, y, self.label_smoothing,
-                                                                             self.class_weights))
+                self.update_metrics("train", logits, y, self.loss(logits, y))
         self.train()
 
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
@@ -182,7 +204,8 @@ class Classifier(L.LightningModule):
             self._train_outputs.clear()
             self.update_metrics("train", logits, targets, losses, sizes)
         loss_tag = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
-        return {loss_tag: getattr(self, f"{stage}_loss"), f"{stage}/acc": getattr(self, f"{stage}_acc"),
+        score = f"{stage}_{self.score}"
+        return {loss_tag: getattr(self, f"{stage}_loss"), f"{stage}/{self.score}": getattr(self, score),
                 **{f"{stage}/{name}": metric for name, metric in getattr(self, f"{stage}_metrics").items()}}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -214,6 +237,8 @@ class Classifier(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.task == "regression":
+            raise ConfigError("predict writes class probabilities; a regression has none: use test")
         return probabilities(self.net(batch[0]))
 
     def setup(self, stage: str) -> None:
