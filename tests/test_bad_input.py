@@ -96,8 +96,8 @@ CASES = {
         "trainer.callbacks.mode='up': expected min"),
     "a checkpoint monitor never logged": (MLP, ["--checkpoint.monitor", "val/accuracy"],
                                           "checkpoint.monitor='val/accuracy': expected one of train/loss"),
-    "a classifier on regression data": (LINEAR, ["--model.task", "classification", "--model.net", "toyloops.MLP"],
-                                        "model.task=classification does not fit data=LinearDataModule"),
+    "a classifier on regression data": (LINEAR, ["--model.objective", "classification", "--model.net", "toyloops.MLP"],
+                                        "model.objective=classification does not fit data=LinearDataModule"),
     "a regression kept by accuracy": (LINEAR, ["--checkpoint.monitor", "val/acc"],
                                       "checkpoint.monitor='val/acc': expected one of train/loss, train/loss_epoch"),
     "a scheduler that calls a named function": (

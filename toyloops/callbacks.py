@@ -146,7 +146,7 @@ class DashboardCallback(Dashboard, Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger) and pl_module.task == "classification":
+        if isinstance(trainer.logger, TensorBoardLogger) and pl_module.objective == "classification":
             last = trainer.current_epoch + 1 == trainer.max_epochs
             self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
                            trainer.current_epoch, trainer.global_step - 1, last)
@@ -156,7 +156,7 @@ class DashboardCallback(Dashboard, Callback):
         if not isinstance(trainer.logger, TensorBoardLogger):
             return
         writer, step = trainer.logger.experiment, trainer.global_step - 1
-        if pl_module.task == "classification":
+        if pl_module.objective == "classification":
             self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
         best = next((c.best_model_score for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)

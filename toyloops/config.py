@@ -71,10 +71,10 @@ def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = Tru
                 "2-D points need LogisticRegression or MLP)"
             )
     data_classes = getattr(datamodule, "num_classes", None)
-    if (model.task == "regression") != (data_classes is None):
-        raise ConfigError(f"model.task={model.task} does not fit data={type(datamodule).__name__}: regression data "
-                          "needs model.task=regression (and a net such as toyloops.LinearRegression), class data "
-                          "model.task=classification")
+    if (model.objective == "regression") != (data_classes is None):
+        raise ConfigError(f"model.objective={model.objective} does not fit data={type(datamodule).__name__}: "
+                          "regression data needs model.objective=regression (and a net such as "
+                          "toyloops.LinearRegression), class data model.objective=classification")
     if model.num_classes != data_classes:
         raise ConfigError(f"model.num_classes={model.num_classes} but the data has {data_classes} classes")
 
@@ -189,7 +189,7 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
-    tags = metric_tags(config.model.get("metrics") or [], config.model.get("task") or "classification")
+    tags = metric_tags(config.model.get("metrics") or [], config.model.get("objective") or "classification")
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
@@ -223,9 +223,9 @@ def check_values(config: Any) -> None:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
 
 
-def metric_tags(metrics: Iterable[str], task: str = "classification") -> list[str]:
+def metric_tags(metrics: Iterable[str], objective: str = "classification") -> list[str]:
     """The tags a Classifier with these ``model.metrics`` logs in training, in both engines."""
-    score = "acc" if task == "classification" else "mae"
+    score = "acc" if objective == "classification" else "mae"
     return ["train/loss", "train/loss_epoch", "val/loss",
             *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
 

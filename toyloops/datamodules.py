@@ -250,7 +250,7 @@ class SequenceDataModule(_SplitDataModule):
 
 
 class LinearDataModule(_SplitDataModule):
-    """Regression on a line with a known answer: y = x @ weights + bias + noise (``model.task:
+    """Regression on a line with a known answer: y = x @ weights + bias + noise (``model.objective:
     regression``). Inputs are left unscaled, so the learned weights compare with the true ones."""
 
     def __init__(

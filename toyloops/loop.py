@@ -303,7 +303,7 @@ def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     if loop.model.train_metrics_from == "eval":  # the Classifier's own on_train_epoch_end
         loop.model.measure_train_split(loop.datamodule.train_eval_dataloader())
     log_metrics(loop, compute_epoch_metrics(loop.model, "train"))
-    if loop.dashboard and loop.model.task == "classification":  # class images: boundary, confusion matrix
+    if loop.dashboard and loop.model.objective == "classification":  # class images: boundary, confusion matrix
         val = (loop.val_batches.x, loop.val_batches.y)
         loop.dashboard.epoch_end(loop.writer, loop.model.net, val, epoch, state.global_step - 1,
                                  last=epoch + 1 == loop.trainer.max_epochs)
@@ -391,7 +391,7 @@ def stopped_early(state: LoopState, trainer: Namespace) -> tuple[int, str] | Non
 
 def on_fit_end(loop: Fit) -> None:
     step = loop.state.global_step - 1
-    if loop.dashboard and step >= 0 and loop.model.task == "classification":
+    if loop.dashboard and step >= 0 and loop.model.objective == "classification":
         loop.dashboard.fit_end(loop.writer, loop.model.net, (loop.val_batches.x, loop.val_batches.y),
                                loop.model.num_classes, step)
     config = loop.run_dir / "config.yaml"

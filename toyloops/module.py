@@ -57,7 +57,7 @@ class Classifier(L.LightningModule):
         decay_biases: bool = True,
         metrics: list[str] | None = None,
         train_metrics: Literal["steps", "eval"] = "steps",
-        task: Literal["classification", "regression"] = "classification",
+        objective: Literal["classification", "regression"] = "classification",
     ) -> None:
         """Args:
         net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
@@ -74,7 +74,7 @@ class Classifier(L.LightningModule):
         train_metrics: ``steps`` measures train accuracy (and the rest) on the training steps' own
             outputs; ``eval`` on one pass over the whole train split in eval mode after each epoch
             (seed 001), at the cost of that pass.
-        task: ``regression`` trains a net with one output per sample (``toyloops.LinearRegression``)
+        objective: ``regression`` trains a net with one output per sample (``toyloops.LinearRegression``)
             with the mean squared error as loss, and reports the mean absolute error (``*/mae``)
             in place of accuracy; it has no classes, class options or extra metrics.
         """
@@ -83,17 +83,17 @@ class Classifier(L.LightningModule):
         if not isinstance(self.net, nn.Module):
             raise ConfigError("model.net is missing: give the net (a checkpoint of a net built live does not "
                               "store it; pass net= to load_from_checkpoint)")
-        if task not in ("classification", "regression"):
-            raise ConfigError(f"model.task={task!r}: expected classification or regression")
-        self.task = task
+        if objective not in ("classification", "regression"):
+            raise ConfigError(f"model.objective={objective!r}: expected classification or regression")
+        self.objective = objective
         net_classes = getattr(self.net, "num_classes", None)
         if net_classes is not None and num_classes not in (None, net_classes):
             raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
         self.num_classes = num_classes or net_classes
-        if task == "regression" and (self.num_classes is not None or label_smoothing or class_weights or metrics):
-            raise ConfigError("model.task=regression takes a net without classes (toyloops.LinearRegression) and "
+        if objective == "regression" and (self.num_classes is not None or label_smoothing or class_weights or metrics):
+            raise ConfigError("model.objective=regression takes a net without classes (toyloops.LinearRegression) and "
                               "no label_smoothing, class_weights or metrics")
-        if self.num_classes is None and task == "classification":
+        if self.num_classes is None and objective == "classification":
             raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: give "
                               "model.num_classes")
         if not 0.0 <= label_smoothing < 1.0:
@@ -119,13 +119,13 @@ class Classifier(L.LightningModule):
                                    "scheduler_interval": scheduler_interval, "num_classes": self.num_classes,
                                    "label_smoothing": label_smoothing, "class_weights": class_weights,
                                    "decay_biases": decay_biases, "metrics": metrics, "train_metrics": train_metrics,
-                                   "task": task})
+                                   "objective": objective})
         # One metric object per stage; loss means weighted by batch size. The score is accuracy, or
         # the mean absolute error of a regression.
-        self.score = "acc" if task == "classification" else "mae"
+        self.score = "acc" if objective == "classification" else "mae"
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_{self.score}",
-                    make_accuracy(self.num_classes) if task == "classification" else MeanAbsoluteError())
+                    make_accuracy(self.num_classes) if objective == "classification" else MeanAbsoluteError())
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_metrics, self.val_metrics, self.test_metrics = (
             nn.ModuleDict(make_metrics(self.num_classes or 2, metrics or [])) for _ in range(3))
@@ -169,7 +169,7 @@ class Classifier(L.LightningModule):
 
     def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
         """The task's loss: classification's, with its options, or the mean squared error."""
-        if self.task == "regression":
+        if self.objective == "regression":
             return F.mse_loss(outputs, y.to(outputs.dtype))
         return classification_loss(outputs, y, self.label_smoothing, self.class_weights)
 
@@ -177,7 +177,7 @@ class Classifier(L.LightningModule):
                        batch_sizes: Tensor | None = None) -> None:
         """Count a batch into the stage's metrics (or several: their losses stacked, with ``batch_sizes``)."""
         score = getattr(self, f"{stage}_{self.score}")
-        score.update(predicted_class(logits) if self.task == "classification" else logits.float(), y)
+        score.update(predicted_class(logits) if self.objective == "classification" else logits.float(), y)
         getattr(self, f"{stage}_loss").update(loss, len(y) if batch_sizes is None else batch_sizes)
         for metric in getattr(self, f"{stage}_metrics").values():
             metric.update(metric_scores(logits), y)
@@ -237,7 +237,7 @@ class Classifier(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        if self.task == "regression":
+        if self.objective == "regression":
             raise ConfigError("predict writes class probabilities; a regression has none: use test")
         return probabilities(self.net(batch[0]))
 
