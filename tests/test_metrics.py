@@ -1,5 +1,7 @@
 """model.metrics, the epoch-mean train/loss and train metrics in eval mode mean what they say."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import CONFIGS, QUIET
@@ -19,8 +21,18 @@ def final_model_and_data(result):
     return model, PointsDataModule(dataset="circles", n_samples=600)
 
 
-def test_val_metrics_are_torchmetrics_on_the_final_weights(in_tmp):
-    result = run(["fit", *ARGS])
+@pytest.fixture(scope="module")
+def steps_run(tmp_path_factory):
+    """One short hand-loop run with the extra metrics, shared by the tests that read it."""
+    folder = tmp_path_factory.mktemp("metrics")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        result = run(["fit", *ARGS])
+    return {key: folder / value if isinstance(value, Path) else value for key, value in result.items()}
+
+
+def test_val_metrics_are_torchmetrics_on_the_final_weights(steps_run):
+    result = steps_run
     model, data = final_model_and_data(result)
     x, y = data.splits["val"]
     with torch.no_grad():
@@ -32,8 +44,8 @@ def test_val_metrics_are_torchmetrics_on_the_final_weights(in_tmp):
     assert 0.5 < result["val/auroc"] <= 1.0
 
 
-def test_train_loss_epoch_is_the_sample_weighted_mean_of_the_steps_losses(in_tmp):
-    result = run(["fit", *ARGS])
+def test_train_loss_epoch_is_the_sample_weighted_mean_of_the_steps_losses(steps_run):
+    result = steps_run
     logged = scalars(result["last_checkpoint"].parent.parent)
     sizes = [64] * 5 + [40]  # 360 train samples in batches of 64
     first_epoch = [value for _, value in logged["train/loss"][:6]]
