@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS, RUN_CONFIGS, documented_accuracy, run_cli, run_train_py
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -70,6 +71,12 @@ def test_validate_and_test_from_a_checkpoint(trained_run, stage):
         assert accuracy == pytest.approx(logged, abs=1e-4)
     else:
         assert accuracy >= 0.93
+    # Results go into the checkpoint's own run, in one summary, not into a new version_N.
+    record = yaml.safe_load((run_dir / f"eval/{stage}_0/metrics.yaml").read_text())
+    assert record["metrics"][f"{prefix}/acc"] == pytest.approx(accuracy, abs=1e-4)
+    assert f"results: {run_dir}/eval/{stage}_0\n" in result.stdout
+    assert [p.name for p in run_dir.parent.iterdir()] == ["version_0"]
+    assert "DataLoader 0" not in result.stdout  # Lightning's own table: the summary is the one
 
 
 def test_predict_returns_the_models_class_probabilities(in_tmp):

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS
 
 from toyloops.checkpoints import load_checkpoint
@@ -105,6 +106,9 @@ def test_validate_and_test_subcommands_score_a_checkpoint(in_tmp):
     assert run(["validate", *args])["val/acc"] == result["val/acc"]
     assert run(["validate", *args[:-1], "last"])["val/acc"] == result["val/acc"]  # 'last': the newest run
     assert run(["test", *args])["test/acc"] > 0.95
+    evals = result["last_checkpoint"].parent.parent / "eval"  # into the checkpoint's own run, as train.py
+    assert sorted(p.name for p in evals.iterdir()) == ["test_0", "validate_0", "validate_1"]
+    assert yaml.safe_load((evals / "validate_0/metrics.yaml").read_text())["metrics"]["val/acc"] == result["val/acc"]
 
 
 def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(tmp_path):

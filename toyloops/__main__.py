@@ -31,12 +31,13 @@ def list_configs() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if args is None else args)
+    from_command_line = args is None
+    args = list(sys.argv[1:] if from_command_line else args)
     command = args[0] if args else ""
     if command in ("fit", "validate", "test", "predict"):
         from toyloops.cli import main as lightning
 
-        lightning(args)
+        lightning(None if from_command_line else args)  # None: LightningCLI reads sys.argv itself
     elif command == "loop":
         from toyloops.loop import main as hand_loop
 

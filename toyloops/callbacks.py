@@ -13,13 +13,14 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest, baseline_scalars, compare_to_truth, summary
+from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, baseline_scalars, compare_to_truth, record_eval, summary
 from toyloops.seeding import set_rng_state
 
 
@@ -136,6 +137,21 @@ class RunSummary(Callback):
               flush=True)
 
 
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not the validation inside fit
+            self._record_eval(trainer, "validate", "val/")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_eval(trainer, "test", "test/")
+
+    def _record_eval(self, trainer: L.Trainer, stage: str, prefix: str) -> None:
+        if trainer.ckpt_path and Path(trainer.default_root_dir).parent.name == EVAL_FOLDER:  # see runs.open_eval
+            metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+            print(record_eval(Path(trainer.default_root_dir), stage, Path(trainer.ckpt_path), metrics), flush=True)
+
+
 class DashboardCallback(Dashboard, Callback):
     """Lightning's side of :class:`toyloops.dashboard.Dashboard` (same arguments, same images)."""
 
@@ -164,8 +180,8 @@ class DashboardCallback(Dashboard, Callback):
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
             monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
-            log_hparams(writer, config.read_text(), {f"{monitor}_best": best.item(), "val/loss_final": final_loss},
-                        step)
+            log_hparams(config.parent, "lightning", config.read_text(),
+                        {f"{monitor}_best": best.item(), "val/loss_final": final_loss}, step)
 
 
 class PredictionWriter(BasePredictionWriter):

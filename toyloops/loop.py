@@ -397,7 +397,7 @@ def on_fit_end(loop: Fit) -> None:
     config = loop.run_dir / "config.yaml"
     if loop.dashboard and loop.state.best is not None and config.exists():
         final_loss = loop.state.callback_metrics.get("val/loss", float("nan"))
-        log_hparams(loop.writer, config.read_text(),
+        log_hparams(loop.run_dir, "loop", config.read_text(),
                     {f"{loop.monitor[0]}_best": loop.state.best, "val/loss_final": final_loss}, step)
 
 
@@ -534,7 +534,14 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
         limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
         metrics = validation_loop(model.to(precision.device), batches, precision, split, limit)
-        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        folder = runs.open_eval(ckpt, root, stage)  # into the checkpoint's run, as the LightningCLI does
+        try:
+            write_atomic(folder.path / "config.yaml", parser.dump(cfg).encode())
+            print(runs.record_eval(folder.path, stage, ckpt, metrics), flush=True)
+        except BaseException:
+            folder.release(failed=True)
+            raise
+        folder.release(failed=False)
         return metrics
 
     if checkpoint is not None:

@@ -28,7 +28,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from toyloops.checkpoints import load_checkpoint
+from toyloops.checkpoints import load_checkpoint, write_atomic
 from toyloops.config import DATA_TO_NET, one_line, with_config_files
 from toyloops.errors import ConfigError, ToyloopsError
 
@@ -160,6 +160,26 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_st
                 and run_dir.name[len(prefix):].isdigit() and newest:
             return RunFolder(root / run_dir.name, created=False).lock()
     return claim_new_run(root, prefix)
+
+
+EVAL_FOLDER = "eval"
+
+
+def open_eval(ckpt: Path, root: Path, stage: str) -> RunFolder:
+    """The folder ``validate``/``test``/``predict`` write to, in both engines: ``eval/<stage>_<k>``
+    inside the checkpoint's own run (one that holds a ``config.yaml``), or under this config's
+    ``logs/<name>/`` for a checkpoint from elsewhere. Never a new ``version_N`` beside the runs."""
+    run_dir = ckpt.parent.parent
+    owner = run_dir if ckpt.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() else root
+    return claim_new_run(owner / EVAL_FOLDER, f"{stage}_")
+
+
+def record_eval(folder: Path, stage: str, ckpt: Path, metrics: dict[str, float]) -> str:
+    """Write ``metrics.yaml`` into the eval folder and return the one summary both engines print."""
+    record = {"stage": stage, "checkpoint": str(ckpt), "metrics": {k: float(v) for k, v in metrics.items()}}
+    write_atomic(folder / "metrics.yaml", yaml.safe_dump(record, sort_keys=False).encode())
+    shown = "\n".join(f"{key}: {value:.4f}" for key, value in record["metrics"].items())
+    return f"\n== toyloops {stage} ==\ncheckpoint: {ckpt}\n{shown}\nresults: {folder}"
 
 
 FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
