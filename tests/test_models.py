@@ -12,7 +12,7 @@ def test_point_nets_emit_one_logit_for_binary_and_one_per_class_otherwise(num_cl
     assert MLP(3, num_classes, hidden_sizes=[8, 4], dropout=0.2)(x).shape == shape
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "first", "mean"])
 @pytest.mark.parametrize(("num_classes", "shape"), [(2, (4,)), (3, (4, 3))])
 def test_transformer_output_shape(pooling, num_classes, shape):
     net = TransformerClassifier(vocab_size=20, seq_len=6, num_classes=num_classes, d_model=16, nhead=2,

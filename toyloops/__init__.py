@@ -16,18 +16,21 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 _HOMES = {
-    "toyloops.data": ("BatchIterator", "make_blobs", "make_circles", "make_sequences", "split_indices", "standardize"),
-    "toyloops.datamodules": ("PointsDataModule", "SequenceDataModule"),
-    "toyloops.models": ("MLP", "LogisticRegression", "TransformerClassifier", "classification_loss", "probabilities"),
+    "toyloops.data": ("BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences",
+                      "make_spirals", "make_xor", "split_indices", "standardize"),
+    "toyloops.datamodules": ("LinearDataModule", "PointsDataModule", "SequenceDataModule"),
+    "toyloops.models": ("MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier",
+                        "classification_loss", "probabilities"),
     "toyloops.module": ("Classifier",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [  # noqa: RUF022 - as _HOMES lists them
     "__version__",
-    "BatchIterator", "make_blobs", "make_circles", "make_sequences", "split_indices", "standardize",
-    "PointsDataModule", "SequenceDataModule",
-    "MLP", "LogisticRegression", "TransformerClassifier", "classification_loss", "probabilities",
+    "BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences", "make_spirals",
+    "make_xor", "split_indices", "standardize",
+    "LinearDataModule", "PointsDataModule", "SequenceDataModule",
+    "MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier", "classification_loss", "probabilities",
     "Classifier",
 ]
 
@@ -36,13 +39,18 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed): the same names,
         BatchIterator,
         make_blobs,
         make_circles,
+        make_linear,
+        make_moons,
         make_sequences,
+        make_spirals,
+        make_xor,
         split_indices,
         standardize,
     )
-    from toyloops.datamodules import PointsDataModule, SequenceDataModule
+    from toyloops.datamodules import LinearDataModule, PointsDataModule, SequenceDataModule
     from toyloops.models import (
         MLP,
+        LinearRegression,
         LogisticRegression,
         TransformerClassifier,
         classification_loss,

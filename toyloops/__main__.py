@@ -25,10 +25,10 @@ COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", 
 
 
 def list_configs() -> None:
-    """Each shipped config with the best val/acc its header documents."""
+    """Each shipped config with the best score (val/acc, or val/loss) its header documents."""
     for name, path in shipped_configs().items():
-        documented = re.search(r"best val/acc ([0-9.]+)", path.read_text())
-        print(f"{name:<24} {'best val/acc ' + documented[1] if documented else '(a preset: stack it on a run config)'}")
+        documented = re.search(r"best (val/\w+ [0-9.]+)", path.read_text())
+        print(f"{name:<34} {'best ' + documented[1] if documented else '(a preset: stack it on a run config)'}")
 
 
 def main(args: list[str] | None = None) -> None:

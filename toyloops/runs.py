@@ -272,10 +272,32 @@ def _stop_before_training(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path) -> str:
-    """What a finished ``fit`` prints, in both engines: best score, checkpoints, logs, how to view."""
+def baseline_scalars(datamodule: object) -> dict[str, float]:
+    """The data's baselines as TensorBoard scalars (``baseline/chance`` ...), logged at step 0 by
+    both engines; none for a data module that does not know them."""
+    return {f"baseline/{name}": value for name, value in (getattr(datamodule, "baselines", None) or {}).items()}
+
+
+def compare_to_truth(datamodule: object, model: torch.nn.Module) -> str | None:
+    """The data's own word on the trained net (a learned line against the true one), if it has one."""
+    compare = getattr(datamodule, "compare_to_truth", None)
+    return compare(model.net) if compare else None
+
+
+def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
+            baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
+            monitor: str = "val/acc", report: str | None = None) -> str:
+    """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
+    where EarlyStopping ended it (epoch, monitor), the data's own ``report``, checkpoints, logs, how to view."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
-    return (f"\n== {title} ==\nbest val/acc: {score}\nbest checkpoint: {best_checkpoint}\n"
+    if baselines:  # accuracies: beside val/acc, or on a line of their own
+        rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
+        score += f"  ({rates})" if monitor == "val/acc" else f"\nbaselines: {rates}"
+    if report:
+        score += f"\n{report}"
+    if stopped_early:
+        score += f"\nstopped early: after epoch {stopped_early[0]} (EarlyStopping on {stopped_early[1]})"
+    return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
 
 
