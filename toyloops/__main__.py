@@ -9,6 +9,7 @@ The command of an installed toyloops:
     toyloops configs                         the shipped configs and their documented accuracy
     toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
     toyloops init DIR                        a new project of your own, built on toyloops
+    toyloops sweep --config C --space S      an Optuna search (--trials N --workers K --storage URL)
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -20,7 +21,7 @@ import sys
 
 from toyloops.runs import shipped_configs
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init", "sweep")
 
 
 def list_configs() -> None:
@@ -56,6 +57,10 @@ def main(args: list[str] | None = None) -> None:
         from toyloops.init import main as init
 
         init(args[1:])
+    elif command == "sweep":
+        from toyloops.sweep import main as sweep
+
+        sweep(args[1:])
     elif command == "export":
         from toyloops.export import main as export
 
