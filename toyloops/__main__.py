@@ -58,8 +58,10 @@ def main(args: list[str] | None = None) -> None:
 
         init(args[1:])
     elif command == "sweep":
-        from toyloops.sweep import main as sweep
-
+        try:
+            from toyloops.sweep import main as sweep
+        except ImportError as err:
+            sys.exit(f"error: toyloops sweep needs {err.name}: pip install 'toyloops[sweep]'")
         sweep(args[1:])
     elif command == "export":
         from toyloops.export import main as export

@@ -212,11 +212,11 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     class SweepCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
             trainer = super().instantiate_trainer(**kwargs)
-            trainer.callbacks.append(EpochEnd())  # after ModelCheckpoint: the epoch's checkpoint is written
-            if trial is not None:
+            if trial is not None:  # after ModelCheckpoint (added last at init): the epoch's checkpoint is written
                 from optuna_integration import PyTorchLightningPruningCallback
 
                 trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
+            trainer.callbacks.append(EpochEnd())  # after the report, as in the hand loop
             return trainer
 
     cli = SweepCLI(["fit", *args])
@@ -532,7 +532,13 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     if opts.worker_index == 0:  # the command itself: check the space against the config, then start workers
         runs.check_writable(folder)
         for params in corners(space):
-            check_args(opts.engine, [*base_args, *as_args(params)])
+            try:
+                check_args(opts.engine, [*base_args, *as_args(params)])
+            except Exception as err:
+                message = runs.user_message(err, [], lambda line: line)
+                if message is None:  # a bug: its traceback
+                    raise
+                raise ConfigError(f"a trial's config is not valid with {json.dumps(params)}: {message}") from None
     study = open_study(opts, folder)
     folder.mkdir(parents=True, exist_ok=True)
     if opts.worker_index == 0:
