@@ -30,12 +30,13 @@ class _SplitDataModule(L.LightningDataModule):
     """Shared split/iterator plumbing; subclasses implement ``generate``."""
 
     def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
-                 seed: int, drop_last: bool) -> None:
+                 seed: int, drop_last: bool, fold: int | None = None, num_folds: int | None = None) -> None:
         super().__init__()
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be > 0, got {batch_size}")
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.fold, self.num_folds = fold, num_folds  # k-fold: see data.split_indices
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         needed = self.n_samples * self.bytes_per_sample * 4  # the data, its splits and their batches, roughly
@@ -77,7 +78,7 @@ class _SplitDataModule(L.LightningDataModule):
     def prepare(self) -> None:
         """Generate the data and split it into train/val/test (the same for every seed)."""
         x, y = self.generate()
-        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
+        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed, self.fold, self.num_folds)
         xs = self.transform(*(x[i] for i in idx))
         self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
         n_train = len(idx[0])
@@ -128,6 +129,8 @@ class PointsDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
@@ -140,7 +143,7 @@ class PointsDataModule(_SplitDataModule):
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, fold, num_folds)
 
     def generate(self) -> tuple[Tensor, Tensor]:
         if self.dataset == "blobs":
@@ -190,11 +193,13 @@ class SequenceDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args: see :func:`toyloops.data.make_sequences`."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, fold, num_folds)
 
     @property
     def bytes_per_sample(self) -> int:

@@ -60,7 +60,7 @@ OWNED_KEYS = ("trainer.default_root_dir", "config")
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 PRIMITIVE = (type(None), bool, int, float, str)
 # Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
-warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+ARGS_WARNING = "LightningCLI's args parameter is intended"
 # RetryHeartbeatStaleTrialCallback and fail_stale_trials are marked experimental (stable since Optuna 2.8/2.9).
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -219,7 +219,9 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             trainer.callbacks.append(EpochEnd())  # after the report, as in the hand loop
             return trainer
 
-    cli = SweepCLI(["fit", *args])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARGS_WARNING)
+        cli = SweepCLI(["fit", *args])
     best = next((c.best_model_score for c in cli.trainer.checkpoint_callbacks
                  if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
     run_dir = Path(cli.trainer.logger.log_dir)
@@ -257,7 +259,9 @@ def check_args(engine: str, args: list[str]) -> None:
                 objects = self.parser.instantiate_classes(self.config)
             check_net_fits_data(objects.model, objects.data)
 
-    CheckOnly(args, run=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARGS_WARNING)
+        CheckOnly(args, run=False)
 
 
 # --- the study ----------------------------------------------------------------------------------
