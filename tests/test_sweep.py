@@ -186,3 +186,49 @@ def test_shipped_spaces_fit_their_configs():
         space = sweep.read_space(name)
         for params in sweep.corners(space):
             sweep.check_args("lightning", ["--config", config, *sweep.as_args(params)])
+
+
+@pytest.mark.integration
+def test_optuna_dashboard_serves_the_sweep_study(tmp_path):
+    """optuna-dashboard (a real server on 127.0.0.1) opens the journal file a sweep writes and
+    serves its study and trials over HTTP."""
+    import json
+    import urllib.request
+
+    opts, _ = sweep.parse(["--config", "blobs_mlp", "--space", "mlp", "--name", "dash"])
+    folder = tmp_path / "logs/sweeps/dash"
+    study = sweep.open_study(opts, folder)  # the storage exactly as the sweep opens it
+    for value in (0.9, 0.95, 0.8):
+        trial = study.ask()
+        trial.suggest_float("model.optimizer.init_args.lr", 1e-4, 0.1, log=True)
+        study.tell(trial, value)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([shutil.which("optuna-dashboard") or "optuna-dashboard", str(folder / "study.journal"),
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT)
+    try:
+        def get(path: str) -> object:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return json.loads(response.read())
+
+        for _ in range(600):  # until it listens: a readiness check, not a timed wait
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                try:
+                    server.wait(timeout=0.1)  # idle until the next try; returns only if the server ended
+                    pytest.fail(server.stdout.read().decode()[-2000:])
+                except subprocess.TimeoutExpired:
+                    pass
+        studies = get("/api/studies")["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["dash"]
+        detail = get(f"/api/studies/{studies[0]['study_id']}")
+        assert [t["values"] for t in detail["trials"]] == [[0.9], [0.95], [0.8]]
+        assert [t["state"] for t in detail["trials"]] == ["Complete"] * 3
+        assert detail["trials"][1]["params"][0]["name"] == "model.optimizer.init_args.lr"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

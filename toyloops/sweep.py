@@ -280,10 +280,11 @@ def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
                 raise
             raise ConfigError(f"--storage {opts.storage}: {str(err).strip().splitlines()[0]}") from None
     else:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         folder.mkdir(parents=True, exist_ok=True)
-        storage = JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+        path = str(folder / "study.journal")  # the open() lock: the one optuna-dashboard takes on this file too
+        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # parallel workers don't all try the same point
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)  # an epoch's checkpoint first
     return optuna.create_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner,
