@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import run_cli
 from optuna.trial import TrialState
 
 from toyloops import sweep
@@ -66,7 +67,7 @@ def check_study(study: optuna.Study, trials: int, folder: Path) -> list[optuna.t
 
 
 @pytest.mark.integration
-def test_two_worker_sweep_with_a_killed_worker_and_best_yaml(tmp_path):
+def test_two_worker_sweep_with_a_killed_worker_and_best_yaml(tmp_path, monkeypatch):
     """2 local workers share the journal file; the worker running trial 1 SIGKILLs itself after
     epoch 0; the other marks that trial failed and reruns its parameters; the study reaches 4
     finished trials, and best.yaml trains to the reported number."""
@@ -88,11 +89,9 @@ def test_two_worker_sweep_with_a_killed_worker_and_best_yaml(tmp_path):
     header = (folder / "best.yaml").read_text().splitlines()[0]
     assert f"Best trial {best.number} " in header and f"{best.value:.4f}" in header
     assert f"best: trial {best.number}, val/acc {best.value:.4f}" in result.stdout
-    fit = subprocess.run([sys.executable, "-m", "toyloops", "fit", "--config", str(folder / "best.yaml"),
-                          "--trainer.enable_progress_bar", "false"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
-    assert fit.returncode == 0, fit.stderr[-2000:]
-    reproduced = float(fit.stdout.split("best val/acc: ")[1].split()[0])
+    monkeypatch.chdir(tmp_path)  # `toyloops fit --config best.yaml`, in-process (torch is imported already)
+    cli = run_cli("fit", "--config", str(folder / "best.yaml"))
+    reproduced = cli.trainer.checkpoint_callback.best_model_score.item()
     assert reproduced == pytest.approx(best.value, abs=1e-4)  # deterministic on CPU: the same number
     assert (tmp_path / "logs/best/version_0/checkpoints/last.ckpt").is_file()  # a run of its own
 

@@ -310,15 +310,14 @@ class Worker:
             trials = study.get_trials(deepcopy=False)
             finished = sum(t.state in FINISHED for t in trials)
             running = sum(t.state == TrialState.RUNNING for t in trials)
-            waiting = sum(t.state == TrialState.WAITING for t in trials)
             failed = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
             if finished >= self.opts.trials:
                 return
             if failed >= self.opts.trials:
                 raise ToyloopsError(f"{failed} trials failed (the last: {trials[-1].user_attrs.get('error')}); "
                                     "narrow the space")
-            if finished + running >= self.opts.trials and not waiting:
-                time.sleep(min(1.0, self.opts.heartbeat))  # other workers' trials may finish the study
+            if finished + running >= self.opts.trials:  # the running trials may finish the study; a queued
+                time.sleep(min(1.0, self.opts.heartbeat))  # retry (WAITING) runs only if one of them fails
                 continue
             study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))
 
