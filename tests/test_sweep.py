@@ -231,3 +231,35 @@ def test_optuna_dashboard_serves_the_sweep_study(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
+    """The same pruning rule in both engines: val/acc reported at each epoch end, and a trial below
+    the median of earlier trials is stopped at its second epoch (n_warmup_steps=1), its run folder,
+    checkpoints and HParams entry kept."""
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1))
+    dist = optuna.distributions.FloatDistribution(1e-3, 0.1, log=True)
+    study.add_trial(optuna.create_trial(value=1.0, params={"lr": 0.01}, distributions={"lr": dist},
+                                        intermediate_values={0: 1.0, 1: 1.0, 2: 1.0}))
+    trial = study.ask()
+    seen = []
+    with pytest.raises(optuna.TrialPruned):
+        sweep.fit_run(engine, ["--config", "blobs_mlp", *SMALL[:1], "4", *SMALL[2:], *sweep.QUIET,
+                               "--trainer.default_root_dir", "t"], trial, lambda epoch, score: seen.append(score))
+    frozen = study.get_trials()[1]
+    assert sorted(frozen.intermediate_values) == [0, 1]  # reported epochs 0 and 1, pruned at 1 of 4
+    assert list(frozen.intermediate_values.values()) == pytest.approx(seen) and max(seen) < 1.0
+    run_dir = next((in_tmp / "t/logs/blobs_mlp").glob("*version_0"))
+    assert any((run_dir / "checkpoints").glob("*.ckpt"))
+    sweep.log_pruned_hparams(in_tmp / "t", seen)  # what a worker does with a pruned trial
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(run_dir))
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginRunToTagToContent("hparams")["."]
+    best_logged = [e.value for run in events.Runs() if "val/acc_best" in events.Runs()[run]["scalars"]
+                   for e in events.Scalars(run, "val/acc_best")]
+    assert best_logged == pytest.approx([max(seen)])

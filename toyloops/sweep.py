@@ -186,13 +186,15 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
         from toyloops import loop
 
         def hook(epoch: int, metrics: dict[str, float]) -> None:
-            if epoch_end:
-                epoch_end(epoch, metrics.get(MONITOR))
+            prune = False
             if trial is not None and MONITOR in metrics:
                 # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
                 trial.report(metrics[MONITOR], step=epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+                prune = trial.should_prune()
+            if epoch_end:  # after the report, before the prune: as in Lightning below
+                epoch_end(epoch, metrics.get(MONITOR))
+            if prune:
+                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
         result = loop.run(["fit", *args], epoch_end=hook)
         run_dir = Path(result["last_checkpoint"]).parent.parent
@@ -203,20 +205,32 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     from toyloops.callbacks import LastCheckpoint
     from toyloops.cli import ToyCLI
 
+    def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
+        if not trainer.sanity_checking and epoch_end:
+            score = trainer.callback_metrics.get(MONITOR)
+            epoch_end(pl_module.current_epoch, None if score is None else score.item())
+
     class EpochEnd(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
-            if not trainer.sanity_checking and epoch_end:
-                score = trainer.callback_metrics.get(MONITOR)
-                epoch_end(pl_module.current_epoch, None if score is None else score.item())
+            after_validation(trainer, pl_module)
 
     class SweepCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
             trainer = super().instantiate_trainer(**kwargs)
-            if trial is not None:  # after ModelCheckpoint (added last at init): the epoch's checkpoint is written
-                from optuna_integration import PyTorchLightningPruningCallback
+            # Added after ModelCheckpoint (which Lightning puts last at init): the epoch's checkpoint is written.
+            if trial is None:
+                trainer.callbacks.append(EpochEnd())
+                return trainer
+            from optuna_integration import PyTorchLightningPruningCallback
 
-                trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=MONITOR))
-            trainer.callbacks.append(EpochEnd())  # after the report, as in the hand loop
+            class Pruning(PyTorchLightningPruningCallback):
+                def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
+                    try:
+                        super().on_validation_end(trainer, pl_module)  # report; raises TrialPruned to prune
+                    finally:
+                        after_validation(trainer, pl_module)  # after the report, as in the hand loop
+
+            trainer.callbacks.append(Pruning(trial, monitor=MONITOR))
             return trainer
 
     with warnings.catch_warnings():
