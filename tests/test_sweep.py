@@ -122,7 +122,7 @@ def postgres():
     """A real PostgreSQL 15 server in a temporary data folder on a loopback port, as the postgres
     user (it refuses root); stopped and removed at the end."""
     if not shutil.which("pg_ctl") or not shutil.which("initdb"):
-        pytest.skip("PostgreSQL (pg_ctl, initdb) is not installed")
+        pytest.fail("PostgreSQL 15 (pg_ctl, initdb) must be on PATH for this test (-m 'not integration' leaves it out)")
     folder = Path(tempfile.mkdtemp(prefix="toyloops-pg-"))
     shutil.chown(folder, "postgres")
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
