@@ -97,9 +97,10 @@ def test_two_worker_sweep_with_a_killed_worker_and_best_yaml(tmp_path, monkeypat
 
 
 @pytest.mark.integration
-def test_killed_sweep_command_continues_when_started_again(tmp_path):
+def test_killed_sweep_command_continues_when_started_again(tmp_path, monkeypatch, capsys):
     """One worker (the command itself) dies by SIGKILL in trial 1; the same command started again
-    continues the study: trial 0 is kept, trial 1 is failed and retried, 3 trials finish in all."""
+    (here in-process) continues the study: trial 0 is kept, trial 1 is failed and retried, 3 trials
+    finish in all."""
     space = write_space(tmp_path)
     args = ["--config", "blobs_mlp", "--space", str(space), "--trials", "3", "--engine", "loop", "--name", "again",
             *SMALL]
@@ -107,14 +108,14 @@ def test_killed_sweep_command_continues_when_started_again(tmp_path):
     assert first.returncode == -9, first.stderr[-2000:]
     before = journal_study(tmp_path, "again").get_trials()
     assert [t.state for t in before] == [TrialState.COMPLETE, TrialState.RUNNING]
-    second = sweep_cmd(tmp_path, *args)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "trial 1 lost its worker" in second.stderr
+    monkeypatch.chdir(tmp_path)
+    out = sweep.run(args)
+    assert "trial 1 lost its worker" in capsys.readouterr().err
     trials = check_study(journal_study(tmp_path, "again"), 3, tmp_path / "logs/sweeps/again")
     assert trials[0].value == before[0].value and trials[0].datetime_complete == before[0].datetime_complete
     assert trials[1].state == TrialState.FAIL
     assert trials[2].system_attrs["failed_trial"] == 1 and trials[2].params == before[1].params
-    assert len(trials) == 4
+    assert len(trials) == 4 and out["counts"]["complete"] + out["counts"]["pruned"] == 3
 
 
 @pytest.fixture
@@ -144,14 +145,19 @@ def postgres():
 
 
 @pytest.mark.integration
-def test_two_workers_share_a_postgresql_study(tmp_path, postgres):
+def test_two_workers_share_a_postgresql_study_and_its_heartbeat_retries_a_killed_trial(tmp_path, postgres):
+    """2 workers against a real PostgreSQL; the worker running trial 0 SIGKILLs itself after epoch 0;
+    Optuna's heartbeat (1 s, stale after 2 s) marks it failed and the other worker reruns it."""
     space = write_space(tmp_path)
     result = sweep_cmd(tmp_path, "--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--workers", "2",
-                       "--storage", postgres, "--name", "pg", "--heartbeat", "2", *SMALL)
+                       "--storage", postgres, "--name", "pg", "--heartbeat", "1", *SMALL, env={sweep.KILL_ENV: "0:0"})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "ended with exit code -9" in result.stderr
     study = optuna.load_study(study_name="pg", storage=postgres)
     trials = check_study(study, 2, tmp_path / "logs/sweeps/pg")
-    assert len(trials) == 2 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert trials[0].state == TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1 and retries[0].params == trials[0].params and retries[0].state.is_finished()
     assert not (tmp_path / "logs/sweeps/pg/study.journal").exists()  # the database holds the study
 
 
@@ -263,3 +269,16 @@ def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
     best_logged = [e.value for run in events.Runs() if "val/acc_best" in events.Runs()[run]["scalars"]
                    for e in events.Scalars(run, "val/acc_best")]
     assert best_logged == pytest.approx([max(seen)])
+
+
+def test_trials_whose_loss_goes_nan_fail_and_the_sweep_says_so(in_tmp):
+    """A NaN loss fails its trial (recorded, the sweep goes on); when as many trials failed as were
+    asked for, the sweep ends in one line, with the table written."""
+    space = write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "float", "low": 1e30, "high": 1e35}})
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--engine", "loop",
+                    "--name", "nan", *SMALL])
+    line = str(stop.value.code)
+    assert line.startswith("error: 2 trials failed (the last: loss is nan") and "\n" not in line, line
+    rows = list(csv.DictReader((in_tmp / "logs/sweeps/nan/results.csv").open()))
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"]

@@ -317,6 +317,12 @@ class Worker:
             self._lock = open(folder / "workers" / f"{self.name}.lock", "a")  # noqa: SIM115 - held for life
             fcntl.flock(self._lock, fcntl.LOCK_EX)
 
+    def close(self) -> None:
+        """Let go of the worker's lock (the OS does it anyway when the process ends)."""
+        if getattr(self, "_lock", None):
+            self._lock.close()
+            self._lock = None
+
     def run(self, study: optuna.Study) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
@@ -328,8 +334,8 @@ class Worker:
             if finished >= self.opts.trials:
                 return
             if failed >= self.opts.trials:
-                raise ToyloopsError(f"{failed} trials failed (the last: {trials[-1].user_attrs.get('error')}); "
-                                    "narrow the space")
+                last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
+                raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
             if finished + running >= self.opts.trials:  # the running trials may finish the study; a queued
                 time.sleep(min(1.0, self.opts.heartbeat))  # retry (WAITING) runs only if one of them fails
                 continue
@@ -562,8 +568,17 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     if opts.worker_index == 0:
         print(f"sweep {opts.name}: {opts.trials} trials, {opts.workers} worker(s), storage "
               f"{opts.storage or folder / 'study.journal'}", flush=True)
+    failure = None
     if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-        Worker(opts, folder, space, base_args).run(study)
+        worker = Worker(opts, folder, space, base_args)
+        try:
+            worker.run(study)
+        except ToyloopsError as err:  # every trial failing: still write what there is, then say so
+            if opts.worker_index:
+                raise
+            failure = err
+        finally:
+            worker.close()
         if opts.worker_index:
             return {}
     else:  # the command: K worker processes, then the report
@@ -584,9 +599,12 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
                       file=sys.stderr, flush=True)
         finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
         if finished < opts.trials:
-            raise ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished "
-                                "(see their errors above); run the same command again to continue the study")
-    return report(study, folder, space)
+            failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
+                                    "errors above); run the same command again to continue the study")
+    out = report(study, folder, space)
+    if failure:
+        raise failure
+    return out
 
 
 def main(args: list[str] | None = None) -> None:
