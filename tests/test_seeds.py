@@ -74,12 +74,12 @@ def test_data_modules_take_fold_and_num_folds():
 
 
 def test_seeds_vs_compares_two_configs_on_the_same_seeds(in_tmp, capsys):
-    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "3", *TINY])
+    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "3", "--engine", "loop", *TINY])
     mlp, logistic = out["scores"]["blobs_mlp"], out["scores"]["blobs_logistic"]
     folder = in_tmp / "logs/seeds/blobs_mlp-vs-blobs_logistic"
     for arm, values in (("blobs_mlp", mlp), ("blobs_logistic", logistic)):
         for seed, value in enumerate(values):
-            config = next((folder / arm / f"seed_{seed}").glob("logs/*/version_0/config.yaml"))
+            config = next((folder / arm / f"seed_{seed}").glob("logs/*/loop_version_0/config.yaml"))
             assert yaml.safe_load(config.read_text())["seed_everything"] == seed
             assert 0.5 < value <= 1.0
     assert len(set(mlp)) > 1  # the seed changes data, split and init
@@ -96,11 +96,11 @@ def test_seeds_vs_compares_two_configs_on_the_same_seeds(in_tmp, capsys):
     assert f"blobs_mlp: {s.mean:.4f} ± {s.std:.4f}" in printed and f"paired t-test p = {out['p']:.4g}" in printed
 
 
-def test_seeds_kfold_runs_each_fold_once_in_the_hand_loop(in_tmp):
-    out = seeds.run(["--config", "blobs_mlp", "--kfold", "3", "--engine", "loop", *TINY])
+def test_seeds_kfold_runs_each_fold_once(in_tmp):
+    out = seeds.run(["--config", "blobs_mlp", "--kfold", "3", *TINY])
     folder = in_tmp / "logs/seeds/blobs_mlp/blobs_mlp"
     for k in range(3):
-        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/loop_version_0/config.yaml")).read_text())
+        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/version_0/config.yaml")).read_text())
         assert (config["data"]["init_args"]["fold"], config["data"]["init_args"]["num_folds"]) == (k, 3)
     assert len(out["scores"]["blobs_mlp"]) == 3 and out["blobs_mlp"].n == 3
 
