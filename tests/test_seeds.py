@@ -116,3 +116,21 @@ def test_seeds_bad_arguments_are_one_line(in_tmp, args, message):
         seeds.main(["--config", "blobs_mlp", *args])
     assert str(stop.value.code) == f"error: {message}" or message in str(stop.value.code)
     assert not (in_tmp / "logs").exists()
+
+
+def test_a_checkpoint_from_before_k_fold_still_loads_its_data_module(in_tmp):
+    """Checkpoints written before fold/num_folds existed hold no such keys: they mean no k-fold."""
+    from conftest import run_cli
+
+    run_cli("fit", "--config", "blobs_mlp", "--trainer.max_epochs", "1", "--data.init_args.n_samples", "240")
+    checkpoint = torch.load(in_tmp / "logs/blobs_mlp/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert {"fold", "num_folds"} <= set(checkpoint["datamodule_hyper_parameters"])
+    for key in ("fold", "num_folds"):
+        del checkpoint["datamodule_hyper_parameters"][key]
+    torch.save(checkpoint, in_tmp / "old.ckpt")
+    old = PointsDataModule.load_from_checkpoint(in_tmp / "old.ckpt")
+    assert (old.fold, old.num_folds) == (None, None) and len(old.splits["val"][0]) == 48
+    checkpoint["datamodule_hyper_parameters"]["unknown"] = 1
+    torch.save(checkpoint, in_tmp / "other.ckpt")
+    with pytest.raises(ConfigError, match="holds no PointsDataModule"):
+        PointsDataModule.load_from_checkpoint(in_tmp / "other.ckpt")

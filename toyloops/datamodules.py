@@ -57,7 +57,10 @@ class _SplitDataModule(L.LightningDataModule):
         holds no data module of this class is a :class:`ConfigError`, not a default one."""
         checkpoint = load_checkpoint(checkpoint_path)
         settings = checkpoint.get("datamodule_hyper_parameters")
-        if not isinstance(settings, dict) or set(settings) != set(inspect.signature(cls).parameters):
+        params = set(inspect.signature(cls).parameters)
+        # fold/num_folds came later (k-fold): a checkpoint written before them lacks them and means None
+        if not isinstance(settings, dict) or not set(settings) <= params or params - set(settings) - {"fold",
+                                                                                                     "num_folds"}:
             raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
                               "other data, or without a data module")
         check_plain(settings, "datamodule_hyper_parameters")
