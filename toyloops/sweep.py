@@ -50,7 +50,8 @@ from toyloops.errors import ConfigError, NonFiniteLossError, ToyloopsError
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Test hook: "T:E" makes the worker running trial number T SIGKILL its own process at the end of
-# epoch E (a retry has another number), so the kill tests place a real kill mid-trial without timing.
+# epoch E ("T:start": as the trial starts), so the kill tests place a real kill without timing (a retry
+# has another number).
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
@@ -312,34 +313,52 @@ class Worker:
                  base_args: list[str]) -> None:
         self.opts, self.folder, self.space, self.base_args = opts, folder, space, base_args
         self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self._lock = self._turn = None
         if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
             (folder / "workers").mkdir(exist_ok=True)
             self._lock = open(folder / "workers" / f"{self.name}.lock", "a")  # noqa: SIM115 - held for life
             fcntl.flock(self._lock, fcntl.LOCK_EX)
+            # Workers take turns from counting the trials to their new trial's first line (which names
+            # its worker): no two start the study's last trial, and a nameless RUNNING trial is an orphan.
+            self._turn = open(folder / "workers" / "turn.lock", "a")  # noqa: SIM115 - held for life
+
+    def take_turn(self) -> None:
+        if self._turn:
+            fcntl.flock(self._turn, fcntl.LOCK_EX)
+
+    def give_turn(self) -> None:
+        if self._turn:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Let go of the worker's lock (the OS does it anyway when the process ends)."""
-        if getattr(self, "_lock", None):
-            self._lock.close()
-            self._lock = None
+        """Let go of the worker's locks (the OS does it anyway when the process ends)."""
+        for handle in (self._lock, self._turn):
+            if handle:
+                handle.close()
+        self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         while True:
-            self.reap(study)
-            trials = study.get_trials(deepcopy=False)
-            finished = sum(t.state in FINISHED for t in trials)
-            running = sum(t.state == TrialState.RUNNING for t in trials)
-            failed = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
-            if finished >= self.opts.trials:
-                return
-            if failed >= self.opts.trials:
-                last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
-                raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
-            if finished + running >= self.opts.trials:  # the running trials may finish the study; a queued
-                time.sleep(min(1.0, self.opts.heartbeat))  # retry (WAITING) runs only if one of them fails
-                continue
-            study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))
+            self.take_turn()
+            try:
+                self.reap(study)
+                trials = study.get_trials(deepcopy=False)
+                finished = sum(t.state in FINISHED for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                failed = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
+                if finished >= self.opts.trials:
+                    return
+                if failed >= self.opts.trials:
+                    last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
+                    raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
+                if finished + running < self.opts.trials:
+                    study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))  # gives the turn back
+                    continue
+            finally:
+                self.give_turn()
+            # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
+            time.sleep(min(1.0, self.opts.heartbeat))
 
     def reap(self, study: optuna.Study) -> None:
         """Mark the trials of dead workers failed, and queue them again (Optuna's retry callback)."""
@@ -348,13 +367,14 @@ class Worker:
             return
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.opts.max_retry)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = trial.user_attrs.get("worker")
-            if owner and owner != self.name and not self.alive(owner):
+            owner = trial.user_attrs.get("worker")  # None: its worker died before naming itself (see take_turn)
+            if owner is None or (owner != self.name and not self.alive(owner)):
                 try:
                     frozen = study.tell(trial.number, state=TrialState.FAIL)
                 except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # another worker reaped it first
                     continue
-                print(f"sweep: trial {trial.number} lost its worker {owner}: marked failed, queued again",
+                who = owner or "(it died before naming itself)"
+                print(f"sweep: trial {trial.number} lost its worker {who}: marked failed, queued again",
                       file=sys.stderr, flush=True)
                 retry(study, frozen)
 
@@ -371,11 +391,14 @@ class Worker:
             return False
 
     def objective(self, trial: optuna.Trial) -> float:
+        kill, seen = os.environ.get(KILL_ENV), []
+        if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
+            os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
+        self.give_turn()
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         run_root = self.folder / "trials" / f"{trial.number:04d}"
         args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root)]
-        kill, seen = os.environ.get(KILL_ENV), []
 
         def epoch_end(epoch: int, score: float | None) -> None:
             if score is not None:
