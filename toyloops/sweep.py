@@ -83,9 +83,9 @@ def read_space(path: str | Path) -> dict[str, BaseDistribution]:
 
 
 def resolve_space(path: str | Path) -> Path:
-    """A path, or the name of a shipped space (``mlp``: ``toyloops/configs/spaces/mlp.yaml``)."""
+    """A path, or the name of a shipped space (``mlp``: ``toyloops/spaces/mlp.yaml``)."""
     given = Path(path)
-    shipped = Path(__file__).parent / "configs" / "spaces" / f"{path}.yaml"
+    shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
     if not given.is_file() and shipped.is_file():
         return shipped
     if not given.is_file():
