@@ -13,7 +13,9 @@ trials one after another in ONE process, so torch and Lightning are imported onc
 A worker that dies mid-trial (SIGKILL, a lost machine) leaves its trial RUNNING. With a database,
 Optuna's heartbeat marks it failed after ``--heartbeat`` x 2 seconds; with the journal file, a live
 worker sees the dead worker's lock file free (the OS releases it when a process dies) and marks it
-failed. Either way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the same parameters again,
+failed (workers take turns, by a second lock file, from counting the trials to their new trial's
+first line, so exactly ``--trials`` finish and a RUNNING trial no worker has named is an orphan).
+Either way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the same parameters again,
 and the study goes on to ``--trials`` finished (complete or pruned) trials, counted over the study's
 whole life: a sweep command started again with the same name/storage continues the study.
 """
@@ -181,8 +183,8 @@ class FitResult:
 def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             epoch_end: Callable[[int, float | None], None] | None = None) -> FitResult:
     """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, val/acc
-    is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch)``
-    runs after each epoch's validation."""
+    is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
+    val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
     if engine == "loop":
         from toyloops import loop
 
