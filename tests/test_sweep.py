@@ -259,7 +259,7 @@ def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
     assert list(frozen.intermediate_values.values()) == pytest.approx(seen) and max(seen) < 1.0
     run_dir = next((in_tmp / "t/logs/blobs_mlp").glob("*version_0"))
     assert any((run_dir / "checkpoints").glob("*.ckpt"))
-    sweep.log_pruned_hparams(in_tmp / "t", seen)  # what a worker does with a pruned trial
+    sweep.log_pruned_hparams(in_tmp / "t", engine, seen)  # what a worker does with a pruned trial
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     events = EventMultiplexer()

@@ -412,7 +412,7 @@ class Worker:
         try:
             result = fit_run(self.opts.engine, args, trial, epoch_end)
         except optuna.TrialPruned:
-            log_pruned_hparams(run_root, seen)
+            log_pruned_hparams(run_root, self.opts.engine, seen)
             raise
         except NonFiniteLossError as err:
             trial.set_user_attr("error", str(err))
@@ -424,19 +424,14 @@ class Worker:
         return result.best
 
 
-def log_pruned_hparams(run_root: Path, scores: list[float]) -> None:
+def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None:
     """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
-    from torch.utils.tensorboard import SummaryWriter
-
     from toyloops.dashboard import log_hparams
 
     for config in run_root.glob("logs/*/*version_*/config.yaml"):
-        writer = SummaryWriter(str(config.parent))
-        try:
-            log_hparams(writer, config.read_text(), {"val/acc_best": max(scores, default=float("nan")),
-                                                     "val/loss_final": float("nan")}, max(len(scores) - 1, 0))
-        finally:
-            writer.close()
+        log_hparams(config.parent, engine, config.read_text(),
+                    {"val/acc_best": max(scores, default=float("nan")), "val/loss_final": float("nan")},
+                    max(len(scores) - 1, 0))
 
 
 # --- the report ---------------------------------------------------------------------------------
