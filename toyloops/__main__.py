@@ -9,6 +9,8 @@ The command of an installed toyloops:
     toyloops configs                         the shipped configs and their documented accuracy
     toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
     toyloops init DIR                        a new project of your own, built on toyloops
+    toyloops sweep --config C --space S      an Optuna search (--trials N --workers K --storage URL)
+    toyloops seeds --config C --n 10 [--vs D] [--kfold K]   one config over seeds or folds: mean, CI, paired test
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -21,7 +23,8 @@ import sys
 from toyloops import __version__
 from toyloops.entry import shipped_configs, stop_quietly_until_started
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "scratch", "configs", "export", "init", "sweep",
+            "seeds")
 
 
 def list_configs() -> None:
@@ -63,6 +66,13 @@ def main(args: list[str] | None = None) -> None:
         from toyloops.init import main as init
 
         init(args[1:])
+    elif command in ("sweep", "seeds"):
+        try:
+            from toyloops.seeds import main as seeds
+            from toyloops.sweep import main as sweep
+        except ImportError as err:
+            sys.exit(f"error: toyloops {command} needs {err.name}: pip install 'toyloops[sweep]'")
+        (sweep if command == "sweep" else seeds)(args[1:])
     elif command == "export":
         from toyloops.export import main as export
 

@@ -172,10 +172,16 @@ def make_sequences(
 
 
 def split_indices(
-    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+    fold: int | None = None, num_folds: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n);
-    ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val)."""
+    ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val).
+
+    With ``num_folds`` K (k-fold cross-validation): the test split is the same as without; the rest
+    (train + val) is cut into K disjoint folds of near-equal size that cover it, fold ``fold`` is
+    the validation split and the other K - 1 train (``val_fraction`` is not used).
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
     if not 0.0 <= test_fraction < 1.0:
@@ -184,11 +190,21 @@ def split_indices(
         raise ConfigError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
+    if (fold is None) != (num_folds is None):
+        raise ConfigError(f"data.fold={fold} and data.num_folds={num_folds}: give both (k-fold) or neither")
+    if num_folds is not None and not (num_folds >= 2 and 0 <= fold < num_folds):
+        raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: expected num_folds >= 2 and "
+                          f"0 <= fold < num_folds")
     perm = torch.randperm(n, generator=_generator(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_train = n - n_val - n_test
     if min(n_train, n_val) < 1 or (test_fraction > 0 and n_test < 1):
         raise ConfigError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
+    if num_folds is not None:
+        if n_train + n_val < num_folds:
+            raise ConfigError(f"data.num_folds={num_folds} is more than the {n_train + n_val} train + val samples")
+        folds = perm[: n_train + n_val].tensor_split(num_folds)
+        return torch.cat([f for k, f in enumerate(folds) if k != fold]), folds[fold], perm[n_train + n_val :]
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 

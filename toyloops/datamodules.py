@@ -26,11 +26,15 @@ from toyloops.errors import ConfigError
 SPLITS = ("train", "val", "test")
 
 
+LATER_KEYS = {"eval_batch_size", "fold", "num_folds"}  # data settings newer than toyloops 0.1's first checkpoints
+
+
 class _SplitDataModule(L.LightningDataModule):
     """Shared split/iterator plumbing; subclasses implement ``generate``."""
 
     def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
-                 seed: int, drop_last: bool, eval_batch_size: int | None = None) -> None:
+                 seed: int, drop_last: bool, eval_batch_size: int | None = None, fold: int | None = None,
+                 num_folds: int | None = None) -> None:
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if size is not None and size <= 0:
@@ -38,6 +42,7 @@ class _SplitDataModule(L.LightningDataModule):
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
         self.eval_batch_size = eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.fold, self.num_folds = fold, num_folds  # k-fold: see data.split_indices
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         needed = self.n_samples * self.bytes_per_sample * 4  # the data, its splits and their batches, roughly
@@ -58,7 +63,9 @@ class _SplitDataModule(L.LightningDataModule):
         holds no data module of this class is a :class:`ConfigError`, not a default one."""
         checkpoint = load_checkpoint(checkpoint_path)
         settings = checkpoint.get("datamodule_hyper_parameters")
-        if not isinstance(settings, dict) or set(settings) != set(inspect.signature(cls).parameters):
+        params = set(inspect.signature(cls).parameters)
+        # keys that came later: a checkpoint written before them lacks them and means their default (None)
+        if not isinstance(settings, dict) or not set(settings) <= params or params - set(settings) - LATER_KEYS:
             raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
                               "other data, or without a data module")
         check_plain(settings, "datamodule_hyper_parameters")
@@ -79,7 +86,7 @@ class _SplitDataModule(L.LightningDataModule):
     def prepare(self) -> None:
         """Generate the data and split it into train/val/test (the same for every seed)."""
         x, y = self.generate()
-        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
+        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed, self.fold, self.num_folds)
         xs = self.transform(*(x[i] for i in idx))
         self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
         n_train = len(idx[0])
@@ -148,6 +155,8 @@ class PointsDataModule(_SplitDataModule):
         seed: int = 0,
         drop_last: bool = False,
         eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
@@ -163,7 +172,7 @@ class PointsDataModule(_SplitDataModule):
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
 
     def generate(self) -> tuple[Tensor, Tensor]:
         if self.dataset == "blobs":
@@ -227,12 +236,14 @@ class SequenceDataModule(_SplitDataModule):
         seed: int = 0,
         drop_last: bool = False,
         eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args: see :func:`toyloops.data.make_sequences`; eval_batch_size: of val/test/predict
         (None: batch_size)."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -265,11 +276,13 @@ class LinearDataModule(_SplitDataModule):
         seed: int = 0,
         drop_last: bool = False,
         eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args: see :func:`toyloops.data.make_linear` (weights default to (2.0, -3.0))."""
         self.n_samples, self.bias, self.noise = n_samples, bias, noise
         self.weights = [2.0, -3.0] if weights is None else weights
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
 
     def generate(self) -> tuple[Tensor, Tensor]:
         return data.make_linear(self.n_samples, self.weights, self.bias, self.noise, self.seed)

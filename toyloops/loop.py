@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -140,6 +141,7 @@ class Fit:
     early_stopping: Namespace | None = None  # EarlyStopping's init_args from trainer.callbacks
     monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)  # ModelCheckpoint's monitor and mode
     should_stop: bool = False  # trainer.should_stop: set by EarlyStopping, ends fit after this epoch
+    epoch_end: Callable[[int, dict[str, float]], None] | None = None  # after each epoch: (epoch, val metrics)
     state: LoopState = field(default_factory=LoopState)
     stop: runs.StopRequest = field(default_factory=runs.StopRequest)  # SIGTERM/SIGINT, acted on between steps
 
@@ -150,13 +152,16 @@ class Fit:
 def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace, run_dir: Path,
         checkpoint: dict[str, Any] | None = None, dashboard: Dashboard | None = None,
         every_n_train_steps: int | None = None, config_text: str = "",
-        monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)) -> LoopState:
-    """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run."""
+        monitor: tuple[str, str] = (MONITOR, MONITOR_MODE),
+        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> LoopState:
+    """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run.
+    ``epoch_end(epoch, val_metrics)`` is called after each epoch's checkpoints (a sweep's pruning)."""
     precision = Precision.create(trainer)
     model.to(precision.device)  # before the optimizer state exists, so its tensors follow the weights
     optimizer, scheduler = configure_optimizers(model)
     loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, SummaryWriter(str(run_dir)), run_dir,
-               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor)
+               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor,
+               epoch_end=epoch_end)
     try:
         if checkpoint is not None:
             restore(loop, checkpoint)
@@ -325,6 +330,8 @@ def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     if loop.trainer.enable_progress_bar:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in state.callback_metrics.items() if "/" in k)
         print(f"epoch {epoch:3d}  {shown}", flush=True)
+    if loop.epoch_end:
+        loop.epoch_end(epoch, val_metrics)
 
 
 def early_stopping_settings(callbacks: Any) -> Namespace | None:
@@ -493,7 +500,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: list[str] | None = None) -> dict[str, Any]:
+def run(args: list[str] | None = None,
+        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths."""
     args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
@@ -552,7 +560,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     try:
         state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
                     every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg),
-                    monitor=(cfg.checkpoint.monitor, cfg.checkpoint.mode))
+                    monitor=(cfg.checkpoint.monitor, cfg.checkpoint.mode), epoch_end=epoch_end)
     except BaseException:
         run_folder.release(failed=True)
         raise
