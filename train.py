@@ -1,11 +1,9 @@
 """python train.py fit --config configs/blobs_mlp.yaml   (also validate, test, predict; --help)"""
 
-import signal
-import sys
+from toyloops.entry import stop_quietly_until_started
 
-# Importing torch and Lightning takes seconds: a Ctrl-C or SIGTERM then ends quietly (130 / 143).
-for _signal in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(_signal, lambda signum, frame: sys.exit(128 + signum))
+# Importing torch and Lightning takes seconds: a Ctrl-C or SIGTERM then ends in one line (130 / 143).
+stop_quietly_until_started()
 
 from toyloops.cli import main  # noqa: E402
 

@@ -27,8 +27,8 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 
 def documented_accuracy(name: str) -> float:
-    """The best val/acc a run config states in its header comment."""
-    match = re.search(r"best val/acc ([0-9.]+)", (CONFIGS / f"{name}.yaml").read_text())
+    """The best val/acc (val/loss for a regression) a run config states in its header comment."""
+    match = re.search(r"best val/\w+ ([0-9.]+)", (CONFIGS / f"{name}.yaml").read_text())
     assert match, f"configs/{name}.yaml states no 'best val/acc' in its comment"
     return float(match.group(1))
 

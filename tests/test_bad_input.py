@@ -16,6 +16,7 @@ from conftest import CONFIGS
 from toyloops import cli, loop
 
 MLP, SEQ = str(CONFIGS / "blobs_mlp.yaml"), str(CONFIGS / "majority_transformer.yaml")
+LINEAR = str(CONFIGS / "linear_regression.yaml")
 
 # (config, extra arguments, text the one-line message must contain)
 CASES = {
@@ -23,13 +24,14 @@ CASES = {
     "unknown trainer key": (MLP, ["--trainer.max_epoch", "3"], "--trainer.max_epoch"),
     "wrong type int": (MLP, ["--trainer.max_epochs", "ten"], "trainer.max_epochs"),
     "wrong type batch": (MLP, ["--data.batch_size", "abc"], "data.batch_size: Expected a int. Got value: abc"),
-    "unknown dataset": (MLP, ["--data.dataset", "moons"], "Got value: moons"),
+    "unknown dataset": (MLP, ["--data.dataset", "squares"], "Got value: squares"),
     "unknown task": (SEQ, ["--data.task", "sorting"], "Got value: sorting"),
     "negative hidden size": (MLP, ["--model.net.hidden_sizes", "[16, -4]"], "hidden_sizes must all be > 0"),
     "zero samples": (MLP, ["--data.n_samples", "0"], "n_per_class must be > 0, got 0"),
     "negative variance": (MLP, ["--data.variance", "-1"], "variance must be > 0, got -1"),
     "fraction above 1": (MLP, ["--data.val_fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
-    "fraction zero": (MLP, ["--data.test_fraction", "0"], "test_fraction must be in (0, 1), got 0"),
+    "fraction zero": (MLP, ["--data.val_fraction", "0"], "val_fraction must be in (0, 1), got 0"),
+    "negative test fraction": (MLP, ["--data.test_fraction", "-0.1"], "test_fraction must be in [0, 1) (0: no test"),
     "fractions sum to 1": (MLP, ["--data.val_fraction", "0.5", "--data.test_fraction", "0.5"],
                            "val_fraction + test_fraction must be < 1"),
     "seq_len > max_len": (SEQ, ["--model.net.max_len", "8"], "seq_len=16 exceeds max_len=8"),
@@ -85,6 +87,19 @@ CASES = {
     "a duplicate key inline": (MLP, ["--config", "{trainer: {max_epochs: 1, max_epochs: 2}}"],
                                "key 'max_epochs' appears twice"),
     "a duplicate key in a data file": (MLP, ["--data", "twice_data.yaml"], "key 'n_samples' appears twice"),
+    "early stopping on a metric never logged": (
+        MLP, ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/accuracy"],
+        "trainer.callbacks.monitor='val/accuracy': EarlyStopping can monitor"),
+    "early stopping in no direction": (
+        MLP, ["--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/acc",
+              "--trainer.callbacks.mode=up"],
+        "trainer.callbacks.mode='up': expected min"),
+    "a checkpoint monitor never logged": (MLP, ["--checkpoint.monitor", "val/accuracy"],
+                                          "checkpoint.monitor='val/accuracy': expected one of train/loss"),
+    "a classifier on regression data": (LINEAR, ["--model.objective", "classification", "--model.net", "toyloops.MLP"],
+                                        "model.objective=classification does not fit data=LinearDataModule"),
+    "a regression kept by accuracy": (LINEAR, ["--checkpoint.monitor", "val/acc"],
+                                      "checkpoint.monitor='val/acc': expected one of train/loss, train/loss_epoch"),
     "a scheduler that calls a named function": (
         MLP, ["--model.scheduler", "torch.optim.lr_scheduler.LambdaLR", "--model.scheduler.lr_lambda", "os._exit"],
         "LambdaLR' is not allowed"),

@@ -40,6 +40,10 @@ def _get(port: int, path: str, body: dict | None = None):
 def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
     run_cli("fit", *SHORT)
     run(["fit", *SHORT, "--trainer.enable_progress_bar=false"])
+    # Each resumed for a third epoch: the HParams tab must show the effective config, not the first leg's.
+    run_cli("fit", *SHORT, "--trainer.max_epochs=3", "--ckpt_path", "logs/blobs_mlp/version_0/checkpoints/last.ckpt")
+    run(["fit", *SHORT, "--trainer.max_epochs=3", "--ckpt_path", "logs/blobs_mlp/loop_version_0/checkpoints/last.ckpt",
+         "--trainer.enable_progress_bar=false"])
     port = _free_port()
     # --reload_task blocking: the runs are loaded before the server starts, which it announces on stderr
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "logs", "--host", "127.0.0.1",
@@ -64,8 +68,11 @@ def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
             assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-AdamW", "val/acc_best"} <= set(scalars[name])
             assert {"val/decision_boundary", "val/confusion_matrix"} <= set(images[name])
             assert graphs[name]["run_graph"]
-            assert sessions[name]["hparams"]["model.net"] == "MLP"
-            assert sessions[name]["hparams"]["model.optimizer.lr"] == 0.01
+            hparams = sessions[name]["hparams"]
+            assert hparams["model.net"] == "MLP" and hparams["model.optimizer.lr"] == 0.01
+            assert hparams["trainer.max_epochs"] == 3  # the resumed leg's
+            assert hparams["run"] == name and hparams["engine"] == ("loop" if "loop_" in name else "lightning")
+            assert {"trainer.precision", "trainer.devices", "trainer.strategy"} <= set(hparams)
             metrics = {m["name"]["tag"]: m["value"] for m in sessions[name]["metricValues"]}
             assert metrics["val/acc_best"] > 0.95
     finally:
@@ -123,7 +130,7 @@ def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
     ckpt = models / "mine.ckpt"
     ckpt.write_bytes(Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt").read_bytes())
     cli = run_cli("predict", "--config", MLP_CONFIG, "--ckpt_path", str(ckpt))
-    path = Path("logs/blobs_mlp/version_1/predictions.csv")  # the predict run's own folder
+    path = Path("logs/blobs_mlp/eval/predict_0/predictions.csv")  # a checkpoint from elsewhere: the config's eval
     assert f"predictions: {path} (300 rows)" in capsys.readouterr().out
     assert (models / "predictions.csv").read_text() == "mine"
     rows = list(csv.DictReader(path.open()))

@@ -65,6 +65,11 @@ def test_split_is_disjoint_complete_and_seeded():
     assert not torch.equal(split_indices(1000, 0.2, 0.1, seed=6)[1], val)
 
 
+def test_a_zero_test_fraction_leaves_no_test_split():
+    train, val, test = split_indices(1000, 0.2, 0.0, seed=5)
+    assert (len(train), len(val), len(test)) == (800, 200, 0)
+
+
 @pytest.mark.parametrize(("val", "test"), [(0.0, 0.2), (1.0, 0.1), (0.6, 0.4), (0.2, -0.1)])
 def test_split_rejects_bad_fractions(val, test):
     with pytest.raises(ValueError, match="fraction"):

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from conftest import CONFIGS
 
 from toyloops.checkpoints import load_checkpoint
@@ -26,14 +27,37 @@ CASES = {
                      "--model.scheduler.threshold=0.5"],
     # The debug preset: an int limit_*_batches is a count of batches in both engines.
     "debug": ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/debug.yaml"),
-              "--trainer.log_every_n_steps=1"],
+              "--trainer.log_every_n_steps=1", "--model.metrics=[precision, recall, f1, auroc]"],
     # ReduceLROnPlateau on val/loss with validation every other epoch (stepped on the latest
     # val/loss, skipped before the first), and clipping by value.
     "plateau": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--trainer.check_val_every_n_epoch=2",
                 "--trainer.gradient_clip_val=0.01", "--trainer.gradient_clip_algorithm=value",
                 "--model.scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau", "--model.scheduler.patience=0",
                 "--model.scheduler.factor=0.5", "--model.scheduler.threshold=0.5"],
+    # Lightning's EarlyStopping against the hand loop's early_stopping_check: the same rule from the
+    # same trainer.callbacks entry, checked at each train epoch end, or after each validation.
+    "early_stopping": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--config",
+                       str(CONFIGS / "presets/early_stopping.yaml"), "--trainer.callbacks.monitor=val/acc",
+                       "--trainer.callbacks.mode=max", "--trainer.callbacks.patience=1"],
+    "early_stopping_after_validation": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=500",
+                                        "--config", str(CONFIGS / "presets/early_stopping.yaml"),
+                                        "--trainer.check_val_every_n_epoch=2", "--trainer.callbacks.patience=1",
+                                        "--trainer.callbacks.min_delta=0.2"],
+    # The seeds' other binary head (two logits, cross-entropy), with label smoothing and class weights;
+    # and the one-logit head with them, weight decay on weights only, a val batch size of its own and
+    # no test split.
+    # Regression: MSE loss, MAE score, no classes.
+    "regression": ["--config", str(CONFIGS / "linear_regression.yaml"), "--trainer.log_every_n_steps=3"],
+    "two_logits": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--model.net.binary_logits=2",
+                   "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]",
+                   "--model.metrics=[precision, recall, f1, auroc]"],
+    "one_logit_options": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600",
+                          "--model.label_smoothing=0.2", "--model.class_weights=[2.0, 0.5]",
+                          "--model.decay_biases=false", "--model.optimizer.weight_decay=0.5",
+                          "--data.eval_batch_size=128", "--data.test_fraction=0",
+                          "--model.metrics=[f1, auroc]", "--model.train_metrics=eval"],
 }
+EPOCHS = {"plateau": 5, "early_stopping": 6, "early_stopping_after_validation": 8}  # 2 for the others
 
 
 def assert_same_runs(runs):
@@ -42,14 +66,18 @@ def assert_same_runs(runs):
         assert torch.equal(weights, loop["weights"][name]), f"{name} differs"
     assert lightning["steps"] == loop["steps"]
     ours, theirs = scalars(loop["run_dir"]), scalars(lightning["run_dir"])
-    assert {"train/loss", "train/acc", "val/loss", "val/acc", "epoch"} <= theirs.keys()
+    score = "mae" if "val/mae" in theirs else "acc"  # a regression's score, or a classifier's
+    assert {"train/loss", f"train/{score}", "val/loss", f"val/{score}", "epoch"} <= theirs.keys()
+    assert any(tag.startswith("baseline/") for tag in theirs)
     assert ours == theirs  # every tag, step and value: the two runs overlay exactly
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_hand_loop_matches_lightning_bit_for_bit(case, in_tmp):
-    runs = compare([*CASES[case], f"--trainer.max_epochs={5 if case == 'plateau' else 2}"])
+    runs = compare([*CASES[case], f"--trainer.max_epochs={EPOCHS.get(case, 2)}"])
     assert_same_runs(runs)
+    if case.startswith("early_stopping"):  # both stopped at the same step, epochs before max_epochs
+        assert scalars(runs["loop"]["run_dir"])["epoch"][-1][1] < EPOCHS[case] - 2
     if case.startswith("plateau"):  # the scheduler acted: the learning rate was cut after a validation
         (rates,) = (series for tag, series in scalars(runs["loop"]["run_dir"]).items() if tag.startswith("lr-"))
         assert len({value for _, value in rates}) > 1
@@ -78,6 +106,9 @@ def test_validate_and_test_subcommands_score_a_checkpoint(in_tmp):
     assert run(["validate", *args])["val/acc"] == result["val/acc"]
     assert run(["validate", *args[:-1], "last"])["val/acc"] == result["val/acc"]  # 'last': the newest run
     assert run(["test", *args])["test/acc"] > 0.95
+    evals = result["last_checkpoint"].parent.parent / "eval"  # into the checkpoint's own run, as train.py
+    assert sorted(p.name for p in evals.iterdir()) == ["test_0", "validate_0", "validate_1"]
+    assert yaml.safe_load((evals / "validate_0/metrics.yaml").read_text())["metrics"]["val/acc"] == result["val/acc"]
 
 
 def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(tmp_path):

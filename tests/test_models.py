@@ -12,7 +12,7 @@ def test_point_nets_emit_one_logit_for_binary_and_one_per_class_otherwise(num_cl
     assert MLP(3, num_classes, hidden_sizes=[8, 4], dropout=0.2)(x).shape == shape
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("pooling", ["cls", "first", "mean"])
 @pytest.mark.parametrize(("num_classes", "shape"), [(2, (4,)), (3, (4, 3))])
 def test_transformer_output_shape(pooling, num_classes, shape):
     net = TransformerClassifier(vocab_size=20, seq_len=6, num_classes=num_classes, d_model=16, nhead=2,
@@ -56,3 +56,17 @@ def test_probabilities_are_distributions_for_both_layouts():
     assert torch.allclose(binary[:, 1], torch.sigmoid(torch.tensor([0.0, 2.0])))
     for p in (binary, probabilities(torch.randn(4, 5))):
         assert torch.allclose(p.sum(-1), torch.ones(len(p)))
+
+
+def test_the_package_exports_every_public_name_and_loads_them_on_use():
+    import subprocess
+    import sys
+
+    import toyloops
+
+    assert set(toyloops.__all__) - {"__version__"} == set(toyloops._HOME_OF)  # one list, kept whole
+    for name in toyloops.__all__:
+        assert getattr(toyloops, name) is not None
+    light = subprocess.run([sys.executable, "-c", "import sys, toyloops; print('torch' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert light.stdout.strip() == "False"  # `import toyloops` alone loads no torch

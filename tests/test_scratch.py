@@ -81,3 +81,19 @@ def test_numpy_matches_the_hand_loop_after_one_epoch_in_float64(kind, weight_dec
     for name, value in model.params.items():
         np.testing.assert_allclose(value, expected[name], rtol=0, atol=1e-10)
         assert np.abs(value - initial[name]).max() > 1e-3  # and both really trained
+
+
+def test_numpy_linear_regression_converges_to_the_closed_form_least_squares_solution():
+    rng = np.random.default_rng(0)
+    true_w, true_b = np.array([[2.0], [-3.0]]), 0.5
+    x = rng.normal(size=(400, 2))
+    y = (x @ true_w)[:, 0] + true_b + rng.normal(scale=0.1, size=400)
+    model = scratch.LinearRegression(2)
+    assert scratch.max_gradient_error(model, x[:16], y[:16]) < 1e-8
+    for _ in range(200):
+        scratch.train_epoch(model, scratch.minibatches(x, y, 400, rng), lr=0.1)  # full batch: plain GD
+    w, b = scratch.least_squares(x, y)
+    np.testing.assert_allclose(model.params["W"], w, atol=1e-10)
+    assert model.params["b"][0] == pytest.approx(b, abs=1e-10)
+    np.testing.assert_allclose(w, true_w, atol=0.02)  # and least squares finds the generating line
+    assert b == pytest.approx(true_b, abs=0.02)

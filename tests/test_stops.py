@@ -252,7 +252,7 @@ def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, cap
     (in_tmp / "predictions.csv").write_text("mine too")
     run_cli("predict", *ARGS, "--ckpt_path", str(ckpt), "--trainer.logger", "false")
     assert (in_tmp / "config.yaml").read_text() == "mine" and (in_tmp / "predictions.csv").read_text() == "mine too"
-    assert (in_tmp / "logs/circles_mlp/version_0/predictions.csv").exists()  # its own, claimed run folder
+    assert (in_tmp / "logs/circles_mlp/loop_version_0/eval/predict_0/predictions.csv").exists()  # the ckpt's run
 
 
 @pytest.mark.slow

@@ -10,6 +10,8 @@ The command of an installed toyloops:
     toyloops configs                         the shipped configs and their documented accuracy
     toyloops export --ckpt_path P [--format onnx|torchscript]   a trained net beside its checkpoint
     toyloops init DIR                        a new project of your own, built on toyloops
+    toyloops sweep --config C --space S      an Optuna search (--trials N --workers K --storage URL)
+    toyloops seeds --config C --n 10 [--vs D] [--kfold K]   one config over seeds or folds: mean, CI, paired test
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -19,26 +21,34 @@ from __future__ import annotations
 import re
 import sys
 
-from toyloops.runs import shipped_configs
+from toyloops import __version__
+from toyloops.entry import shipped_configs, stop_quietly_until_started
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export",
-            "init")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
+            "sweep", "seeds")
 
 
 def list_configs() -> None:
-    """Each shipped config with the best val/acc its header documents."""
+    """Each shipped config with the best score (val/acc, or val/loss) its header documents."""
     for name, path in shipped_configs().items():
-        documented = re.search(r"best val/acc ([0-9.]+)", path.read_text())
-        print(f"{name:<24} {'best val/acc ' + documented[1] if documented else '(a preset: stack it on a run config)'}")
+        documented = re.search(r"best (val/\w+ [0-9.]+)", path.read_text())
+        print(f"{name:<34} {'best ' + documented[1] if documented else '(a preset: stack it on a run config)'}")
 
 
 def main(args: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if args is None else args)
+    from_command_line = args is None
+    args = list(sys.argv[1:] if from_command_line else args)
     command = args[0] if args else ""
+    stop_quietly_until_started()  # a Ctrl-C while torch imports: one line, not an import's traceback
+    if command in ("scratch", "configs") and args[1:]:
+        if args[1:] in (["-h"], ["--help"]):
+            print(f"toyloops {command}: takes no arguments")
+            return
+        sys.exit(f"error: toyloops {command} takes no arguments, got {' '.join(args[1:])!r}")
     if command in ("fit", "validate", "test", "predict"):
         from toyloops.cli import main as lightning
 
-        lightning(args)
+        lightning(None if from_command_line else args)  # None: LightningCLI reads sys.argv itself
     elif command == "loop":
         from toyloops.loop import main as hand_loop
 
@@ -61,10 +71,19 @@ def main(args: list[str] | None = None) -> None:
         from toyloops.init import main as init
 
         init(args[1:])
+    elif command in ("sweep", "seeds"):
+        try:
+            from toyloops.seeds import main as seeds
+            from toyloops.sweep import main as sweep
+        except ImportError as err:
+            sys.exit(f"error: toyloops {command} needs {err.name}: pip install 'toyloops[sweep]'")
+        (sweep if command == "sweep" else seeds)(args[1:])
     elif command == "export":
         from toyloops.export import main as export
 
         export(args[1:])
+    elif command in ("-V", "--version"):
+        print(f"toyloops {__version__}")
     else:
         print(__doc__.strip())
         sys.exit(0 if command in ("-h", "--help") else f"error: the first argument must be one of {', '.join(COMMANDS)}"

@@ -10,16 +10,17 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import Stopped, StopRequest, summary
+from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, baseline_scalars, compare_to_truth, record_eval, summary
 from toyloops.seeding import set_rng_state
 
 # Lightning calls every per-batch hook of every callback, overridden or not, each inside a profiler
@@ -131,7 +132,13 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class RunSummary(Callback):
-    """Prints where the run went at the end of ``fit``: best score, checkpoints, logs."""
+    """Logs the data's baselines when training starts, and prints where the run went at the end of
+    ``fit``: best score next to those baselines, checkpoints, logs."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == 0:  # once per run, not again on resume
+            for logger in trainer.loggers:
+                logger.log_metrics(baseline_scalars(trainer.datamodule), step=0)
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -139,8 +146,29 @@ class RunSummary(Callback):
         best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
                      and c.best_model_score is not None), None)
         log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
+        stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
+                        and c.stopping_reason_message is not None), None)  # set when it stopped the run
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
-                      best.best_model_path if best else None, last, Path(log_dir or ".")), flush=True)
+                      best.best_model_path if best else None, last, Path(log_dir or "."),
+                      getattr(trainer.datamodule, "baselines", None),
+                      (stopper.stopped_epoch, stopper.monitor) if stopper else None,
+                      best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module)),
+              flush=True)
+
+
+    @rank_zero_only
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # not the validation inside fit
+            self._record_eval(trainer, "validate", "val/")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record_eval(trainer, "test", "test/")
+
+    def _record_eval(self, trainer: L.Trainer, stage: str, prefix: str) -> None:
+        if trainer.ckpt_path and Path(trainer.default_root_dir).parent.name == EVAL_FOLDER:  # see runs.open_eval
+            metrics = {k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
+            print(record_eval(Path(trainer.default_root_dir), stage, Path(trainer.ckpt_path), metrics), flush=True)
 
 
 class DashboardCallback(Dashboard, Callback):
@@ -153,7 +181,7 @@ class DashboardCallback(Dashboard, Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger):
+        if isinstance(trainer.logger, TensorBoardLogger) and pl_module.objective == "classification":
             last = trainer.current_epoch + 1 == trainer.max_epochs
             self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
                            trainer.current_epoch, trainer.global_step - 1, last)
@@ -163,14 +191,16 @@ class DashboardCallback(Dashboard, Callback):
         if not isinstance(trainer.logger, TensorBoardLogger):
             return
         writer, step = trainer.logger.experiment, trainer.global_step - 1
-        self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
+        if pl_module.objective == "classification":
+            self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
         best = next((c.best_model_score for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
         config = Path(trainer.logger.log_dir) / "config.yaml"
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
-            log_hparams(writer, config.read_text(), {"val/acc_best": best.item(), "val/loss_final": final_loss},
-                        step)
+            monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
+            log_hparams(config.parent, "lightning", config.read_text(),
+                        {f"{monitor}_best": best.item(), "val/loss_final": final_loss}, step)
 
 
 class PredictionWriter(BasePredictionWriter):

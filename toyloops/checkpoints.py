@@ -13,6 +13,7 @@ import io
 import os
 import pickle
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +45,30 @@ def write_atomic(path: str | Path, data: bytes | memoryview) -> None:
     the new one, never half, on any filesystem. A failing write (read-only, full disk) raises an
     OSError naming ``path`` and leaves no temporary file.
     """
-    path = Path(path)
+    path = Path(path)  # one writer a path (a run's folder is locked to its run), so one temporary name
+    _write_then(path, data, path.with_name(f".{path.name}.tmp"), lambda tmp, path: tmp.replace(path))
+
+
+def write_new(path: str | Path, data: bytes | memoryview) -> None:
+    """As :func:`write_atomic`, but only if ``path`` does not exist: the file appears whole, and an
+    existing one (another process's, written a moment ago) is never replaced (FileExistsError)."""
+    path = Path(path)  # writers may race for the name: each has its own temporary
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    _write_then(path, data, tmp, os.link)  # a hard link fails if the name exists; the temporary goes after
+
+
+def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it the file
-        tmp.replace(path)
+        publish(tmp, path)
+        tmp.unlink(missing_ok=True)  # after a link; a rename left nothing
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise OSError(err.errno, err.strerror, str(path)) from err
@@ -148,7 +164,7 @@ def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> N
         section["engine"] != "loop" or {"loop", "data"} <= section.keys())
     wrote = section["engine"] if complete else None
     if wrote != engine:
-        how = {"lightning": "python train.py fit", "loop": "python -m toyloops.loop fit"}.get(wrote)
+        how = {"lightning": "toyloops fit (or python train.py fit)", "loop": "toyloops loop fit"}.get(wrote)
         hint = f"resume it with `{how} ... --ckpt_path {path}`" if how else "it holds no toyloops resume state"
         raise ConfigError(f"ckpt_path={str(path)!r} was written by {wrote or 'another program'}, not {engine}: {hint} "
                           "(validate, test and predict read it in either engine)")

@@ -102,10 +102,20 @@ class ToyCLI(LightningCLI):
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
-        args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
+        from_command_line = args is None
+        args = runs.with_shipped_configs(list(sys.argv[1:] if from_command_line else args))
         for path in runs.config_files(args):
             check_config_file(path)  # before the YAML is expanded
-        super().parse_arguments(parser, args)
+        self._args = args
+        if from_command_line:  # shipped names resolved; LightningCLI warns when handed argv as args
+            sys.argv[1:], args = args, None
+            super().parse_arguments(parser, args)
+        else:  # given in code (a test, a notebook): the process's own argv is not this CLI's, so no warning
+            argv, sys.argv = sys.argv, sys.argv[:1]
+            try:
+                super().parse_arguments(parser, args)
+            finally:
+                sys.argv = argv
         # Before Lightning reads the checkpoint's hyperparameters into the config: check the
         # checkpoint, then name and claim the run folder.
         self._prepare_run(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
@@ -151,6 +161,15 @@ class ToyCLI(LightningCLI):
             config.trainer.callbacks = [*callbacks, Namespace(
                 class_path="lightning.pytorch.callbacks.TQDMProgressBar",
                 init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH_RATE))]
+        if subcommand in ("validate", "test", "predict"):  # into the checkpoint's run, not a new version_N
+            warnings.filterwarnings("ignore", message="The dirpath has changed from")  # of course: no training
+            if "verbose" in config and not any(arg.startswith("--verbose") for arg in self._args):
+                config.verbose = False  # RunSummary prints the one summary
+            if rank_zero_only.rank == 0:
+                self.run_folder = runs.open_eval(Path(config.ckpt_path), root, subcommand)
+                config.trainer.logger = False  # results in files and one summary, not a TensorBoard run each
+                config.trainer.default_root_dir = str(self.run_folder.path)
+            return
         if rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
             if tensorboard:
@@ -175,3 +194,7 @@ class ToyCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``train.py``: user errors end in one line on stderr and a non-zero exit."""
     runs.main(ToyCLI, args)
+
+
+if __name__ == "__main__":
+    main()

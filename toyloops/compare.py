@@ -19,7 +19,8 @@ from unittest import mock
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops.runs import with_shipped_configs
+from toyloops.runs import Interrupted, Stopped, with_shipped_configs
+from toyloops.runs import main as run_main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -68,13 +69,27 @@ def compare(args: list[str]) -> dict[str, dict]:
     return {"lightning": run_lightning(args), "loop": run_hand_loop(args)}
 
 
-def main(args: list[str] | None = None) -> None:
-    args = with_shipped_configs(list(sys.argv[1:] if args is None else args))
-    args = [os.path.abspath(a) if a.endswith((".yaml", ".yml")) else a for a in args]
-    with tempfile.TemporaryDirectory() as tmp, chdir(tmp), redirect_stdout(io.StringIO()):
-        runs = compare(args)  # each engine's own summary names folders in tmp, gone afterwards: not shown
-        final = {name: {tag: series[-1][1] for tag, series in scalars(r["run_dir"]).items()}
-                 for name, r in runs.items()}
+def absolute_paths(args: list[str]) -> list[str]:
+    """Values that name files or folders here, made absolute (``--key value`` and ``--key=value``):
+    compare runs in a temporary folder."""
+    out = []
+    for arg in args:
+        flag, equals, value = arg.partition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+        out.append(f"{flag}{equals}{os.path.abspath(value)}" if value and Path(value).exists() else arg)
+    return out
+
+
+def table(args: list[str] | None = None) -> None:
+    """Both engines on the same arguments, then one table (what ``toyloops compare`` prints)."""
+    args = absolute_paths(with_shipped_configs(list(sys.argv[1:] if args is None else args)))
+    try:
+        with tempfile.TemporaryDirectory() as tmp, chdir(tmp), redirect_stdout(io.StringIO()):
+            runs = compare(args)  # each engine's own summary names folders in tmp, gone afterwards: not shown
+            final = {name: {tag: series[-1][1] for tag, series in scalars(r["run_dir"]).items()}
+                     for name, r in runs.items()}
+    except (Stopped, Interrupted) as err:  # its resume point was in the temporary folder, gone now
+        raise Stopped(err.signum, where="during compare, whose runs live in a temporary folder: nothing kept") \
+            from None
     diff = max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"])
     tags = ["train/loss", "train/acc", "val/loss", "val/acc"]
     # wall time of the whole fit (validation, checkpoints, images included) per training step
@@ -83,6 +98,11 @@ def main(args: list[str] | None = None) -> None:
         cells = "".join(f"{final[name].get(t, float('nan')):>12.6f}" for t in tags)
         print(f"{name:<10}{cells}{1e6 * run['seconds'] / max(run['steps'], 1):>13.0f}{run['steps']:>7}")
     print(f"max |weight difference|: {diff:.3g}" + ("  (bit-identical)" if diff == 0 else ""))
+
+
+def main(args: list[str] | None = None) -> None:
+    """Command-line entry: user errors end in one line on stderr and a non-zero exit."""
+    run_main(table, args)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ SPEC_HOMES = {
 # Schedulers whose arguments are functions or other schedulers: not expressible as plain data.
 MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
 CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "CyclicLR", "SequentialLR", "ChainedScheduler")
-NETS = ("LogisticRegression", "MLP", "TransformerClassifier")
+NETS = ("LogisticRegression", "LinearRegression", "MLP", "TransformerClassifier")
 NOT_STORED = "not stored: a function, not a class"  # stands for a factory a checkpoint cannot hold
 
 
@@ -80,8 +80,13 @@ def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = Tru
                 f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
                 "2-D points need LogisticRegression or MLP)"
             )
-    if model.num_classes != datamodule.num_classes:
-        raise ConfigError(f"model.num_classes={model.num_classes} but the data has {datamodule.num_classes} classes")
+    data_classes = getattr(datamodule, "num_classes", None)
+    if (model.objective == "regression") != (data_classes is None):
+        raise ConfigError(f"model.objective={model.objective} does not fit data={type(datamodule).__name__}: "
+                          "regression data needs model.objective=regression (and a net such as "
+                          "toyloops.LinearRegression), class data model.objective=classification")
+    if model.num_classes != data_classes:
+        raise ConfigError(f"model.num_classes={model.num_classes} but the data has {data_classes} classes")
 
 
 @contextmanager
@@ -118,7 +123,7 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable) -> torch.optim
     params = list(params)
     cls = factory.func if isinstance(factory, functools.partial) else factory
     given = factory.keywords if isinstance(factory, functools.partial) else {}
-    devices = {p.device.type for p in params if isinstance(p, torch.Tensor)}
+    devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
     if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
             and not {"fused", "foreach"} & given.keys() and devices <= {"cpu", "cuda"}:
         return factory(params, fused=True)
@@ -221,6 +226,14 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
+    tags = metric_tags(config.model.get("metrics") or [], config.model.get("objective") or "classification")
+    monitor = (config.get("checkpoint") or {}).get("monitor")
+    if monitor is not None and monitor not in tags:
+        raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
+    callbacks = trainer.get("callbacks") or []
+    for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping"):
+            check_early_stopping(spec.init_args, tags)
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -245,6 +258,23 @@ def check_values(config: Any) -> None:
                         else scheduler.step()
             except (ValueError, ZeroDivisionError, NotImplementedError) as err:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
+
+
+def metric_tags(metrics: Iterable[str], objective: str = "classification") -> list[str]:
+    """The tags a Classifier with these ``model.metrics`` logs in training, in both engines."""
+    score = "acc" if objective == "classification" else "mae"
+    return ["train/loss", "train/loss_epoch", "val/loss",
+            *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
+
+
+def check_early_stopping(settings: Any, tags: list[str]) -> None:
+    """EarlyStopping must monitor a tag the Classifier logs (``tags``), in a direction it knows
+    (Lightning would find out an epoch into training, with a traceback)."""
+    if settings.monitor not in tags:
+        raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+                          f"{', '.join(tags)}")
+    if settings.mode not in ("min", "max"):
+        raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 
 
 def check_config_file(path: str | Path) -> None:

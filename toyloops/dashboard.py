@@ -8,8 +8,11 @@ Nothing here draws from the global random generator (forward passes run in eval 
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ import yaml
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from toyloops.errors import ConfigError
@@ -27,7 +31,9 @@ from toyloops.models import predicted_class, probabilities
 PALETTE = np.array([(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5), (155, 89, 182),
                     (26, 188, 156)], dtype=np.float32)
 HPARAM_SECTIONS = ("seed_everything", "model", "data")
-HPARAM_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val")
+HPARAM_TRAINER_KEYS = ("max_epochs", "precision", "accelerator", "devices", "strategy", "gradient_clip_val")
+LIGHTNING_DEFAULTS = {"precision": "32-true", "accelerator": "auto", "devices": "auto", "strategy": "auto"}
+HPARAMS_SUFFIX = ".hparams"  # the run's one HParams record, replaced by each resumed leg
 
 
 @dataclass
@@ -135,7 +141,9 @@ def flat_hparams(config_yaml: str) -> dict[str, Any]:
     config = yaml.safe_load(config_yaml) or {}
     selected = {key: config[key] for key in HPARAM_SECTIONS if key in config}
     trainer = config.get("trainer") or {}
-    selected["trainer"] = {key: trainer.get(key) for key in HPARAM_TRAINER_KEYS}
+    # an unset key is Lightning's (and the hand loop's) default, shown as what ran
+    selected["trainer"] = {key: trainer.get(key, LIGHTNING_DEFAULTS.get(key)) for key in HPARAM_TRAINER_KEYS}
+    selected["trainer"] |= {key: value for key, value in LIGHTNING_DEFAULTS.items() if trainer.get(key) is None}
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -155,7 +163,25 @@ def flat_hparams(config_yaml: str) -> dict[str, Any]:
     return flat
 
 
-def log_hparams(writer: SummaryWriter, config_yaml: str, metrics: dict[str, float], step: int) -> None:
-    """Register the run in the HParams tab with its final metrics, in this same run folder
-    (``run_name="."``: a second event file beside the run's own, not a new run)."""
-    writer.add_hparams(flat_hparams(config_yaml), metrics, run_name=".", global_step=step)
+def log_hparams(run_dir: Path, engine: str, config_yaml: str, metrics: dict[str, float], step: int) -> None:
+    """Register the run in the HParams tab with its effective config and final metrics.
+
+    One record a run, in the run's own folder (not a new run, as ``add_hparams`` makes): an event
+    file ending in ``.hparams``, written whole beside the run's events and then replacing the one an
+    earlier leg of a resumed run left. TensorBoard shows the first session record it finds for a
+    run, so without the replacement a resumed run would show its first leg's settings. ``run`` and
+    ``engine`` are columns of their own: the tab cuts long run names.
+    """
+    flat = {"run": f"{run_dir.parent.name}/{run_dir.name}", "engine": engine, **flat_hparams(config_yaml)}
+    earlier = list(run_dir.glob(f"events.*{HPARAMS_SUFFIX}"))
+    with tempfile.TemporaryDirectory(prefix=".hparams-", dir=run_dir) as tmp:
+        writer = SummaryWriter(tmp, filename_suffix=HPARAMS_SUFFIX)
+        for summary in hparams(flat, metrics):  # experiment, session start, session end
+            writer.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+        writer.close()
+        (written,) = Path(tmp).glob("events.*")
+        os.replace(written, run_dir / written.name)
+    for path in earlier:
+        path.unlink()  # this run's own superseded record

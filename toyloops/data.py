@@ -55,6 +55,91 @@ def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tu
     return x, torch.where(flip, 1 - y, y)
 
 
+POINT_SETS = ("blobs", "circles", "moons", "spirals", "xor")
+
+
+def make_moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two interleaved half circles (class 0 on top, class 1 below, shifted), jittered by N(0, noise^2).
+
+    Class 0 gets ``n_samples - n_samples // 2`` points, class 1 the rest; each arc's angle is uniform.
+    """
+    _check_positive("n_samples", n_samples)
+    _check_jitter(noise)
+    g = _generator(seed)
+    n1 = n_samples // 2
+    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    angle = math.pi * torch.rand(n_samples, generator=g)
+    top = torch.stack([angle.cos(), angle.sin()], dim=1)  # (N, 2) the upper arc
+    bottom = torch.stack([1 - angle.cos(), 0.5 - angle.sin()], dim=1)  # the lower arc, shifted right
+    x = torch.where(y[:, None] == 0, top, bottom)
+    return x + noise * torch.randn(n_samples, 2, generator=g), y
+
+
+def make_spirals(n_samples: int = 1000, noise: float = 0.0, turns: float = 1.0,
+                 seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Two interleaved spiral arms, the second the first turned by pi, jittered by N(0, noise^2).
+
+    A point at fraction ``t ~ U(0, 1)`` along its arm sits at radius ``t`` and angle
+    ``2 pi turns t`` (+ pi for class 1). Class sizes as in :func:`make_moons`.
+    """
+    _check_positive("n_samples", n_samples)
+    _check_positive("turns", turns)
+    _check_jitter(noise)
+    g = _generator(seed)
+    n1 = n_samples // 2
+    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    t = torch.rand(n_samples, generator=g)
+    angle = 2 * math.pi * turns * t + math.pi * y
+    x = t[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
+    return x + noise * torch.randn(n_samples, 2, generator=g), y
+
+
+def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """XOR quadrants: points uniform in [-1, 1]^2, label 1 where the two coordinates differ in
+    sign; then jittered by N(0, noise^2). Class sizes as in :func:`make_moons`.
+    """
+    _check_positive("n_samples", n_samples)
+    _check_jitter(noise)
+    g = _generator(seed)
+    n1 = n_samples // 2
+    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    magnitude = torch.rand(n_samples, 2, generator=g)
+    sign0 = torch.randint(0, 2, (n_samples,), generator=g) * 2 - 1
+    sign1 = sign0 * (1 - 2 * y)  # same sign for class 0, opposite for class 1
+    x = magnitude * torch.stack([sign0, sign1], dim=1)
+    return x + noise * torch.randn(n_samples, 2, generator=g), y
+
+
+def make_linear(n_samples: int = 1000, weights: Sequence[float] = (2.0, -3.0), bias: float = 0.5,
+                noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A regression set with a known answer: x ~ N(0, I) (N, F), y = x @ weights + bias + N(0, noise^2)."""
+    _check_positive("n_samples", n_samples)
+    _check_jitter(noise)
+    if not weights:
+        raise ConfigError("weights must list at least one weight (one per feature)")
+    g = _generator(seed)
+    x = torch.randn(n_samples, len(weights), generator=g)
+    y = x @ torch.tensor(weights, dtype=torch.float32) + bias
+    return x, y + noise * torch.randn(n_samples, generator=g)
+
+
+def bayes_accuracy_blobs(centers: Sequence[Sequence[float]], variance: float) -> float | None:
+    """Bayes-optimal accuracy of two equal-size isotropic Gaussian blobs: Phi(|mu1 - mu2| / (2 sigma));
+    None for more than two (no closed form)."""
+    if len(centers) != 2:
+        return None
+    distance = math.dist(centers[0], centers[1])
+    return 0.5 * (1 + math.erf(distance / (2 * math.sqrt(variance)) / math.sqrt(2)))
+
+
+def baselines(y_val: Tensor, num_classes: int, bayes: float | None) -> dict[str, float]:
+    """The accuracies a model's val/acc is read against: ``chance`` (1/C), ``majority`` (always
+    predict val's most common class) and ``bayes`` (the best any model can do; left out where unknown)."""
+    counts = torch.bincount(y_val, minlength=num_classes)
+    rates = {"chance": 1 / num_classes, "majority": counts.max().item() / len(y_val)}
+    return rates if bayes is None else {**rates, "bayes": bayes}
+
+
 def make_sequences(
     task: str = "parity",
     n_samples: int = 2000,
@@ -87,21 +172,39 @@ def make_sequences(
 
 
 def split_indices(
-    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0
+    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+    fold: int | None = None, num_folds: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n)."""
-    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.0 < value < 1.0:
-            raise ConfigError(f"{name} must be in (0, 1), got {value}")
+    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n);
+    ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val).
+
+    With ``num_folds`` K (k-fold cross-validation): the test split is the same as without; the rest
+    (train + val) is cut into K disjoint folds of near-equal size that cover it, fold ``fold`` is
+    the validation split and the other K - 1 train (``val_fraction`` is not used).
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1) (0: no test split), got {test_fraction}")
     if val_fraction + test_fraction >= 1.0:
         raise ConfigError(
             f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
         )
+    if (fold is None) != (num_folds is None):
+        raise ConfigError(f"data.fold={fold} and data.num_folds={num_folds}: give both (k-fold) or neither")
+    if num_folds is not None and not (num_folds >= 2 and 0 <= fold < num_folds):
+        raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: expected num_folds >= 2 and "
+                          f"0 <= fold < num_folds")
     perm = torch.randperm(n, generator=_generator(seed))
     n_val, n_test = round(n * val_fraction), round(n * test_fraction)
     n_train = n - n_val - n_test
-    if min(n_train, n_val, n_test) < 1:
+    if min(n_train, n_val) < 1 or (test_fraction > 0 and n_test < 1):
         raise ConfigError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
+    if num_folds is not None:
+        if n_train + n_val < num_folds:
+            raise ConfigError(f"data.num_folds={num_folds} is more than the {n_train + n_val} train + val samples")
+        folds = perm[: n_train + n_val].tensor_split(num_folds)
+        return torch.cat([f for k, f in enumerate(folds) if k != fold]), folds[fold], perm[n_train + n_val :]
     return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
 
 
@@ -200,6 +303,11 @@ class BatchIterator:
         """Continue from ``state``: the next pass yields the rest of that epoch."""
         self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
         self._resume_at = self.batches_done if self.batches_done < len(self) else 0
+
+
+def _check_jitter(noise: float) -> None:
+    if not 0.0 <= noise < math.inf:
+        raise ConfigError(f"noise must be a finite number >= 0 (the std of the jitter), got {noise}")
 
 
 def _check_positive(name: str, value: float) -> None:

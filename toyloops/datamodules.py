@@ -26,16 +26,23 @@ from toyloops.errors import ConfigError
 SPLITS = ("train", "val", "test")
 
 
+LATER_KEYS = {"eval_batch_size", "fold", "num_folds"}  # data settings newer than toyloops 0.1's first checkpoints
+
+
 class _SplitDataModule(L.LightningDataModule):
     """Shared split/iterator plumbing; subclasses implement ``generate``."""
 
     def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
-                 seed: int, drop_last: bool) -> None:
+                 seed: int, drop_last: bool, eval_batch_size: int | None = None, fold: int | None = None,
+                 num_folds: int | None = None) -> None:
         super().__init__()
-        if batch_size <= 0:
-            raise ConfigError(f"batch_size must be > 0, got {batch_size}")
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size is not None and size <= 0:
+                raise ConfigError(f"{name} must be > 0, got {size}")
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
+        self.eval_batch_size = eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.fold, self.num_folds = fold, num_folds  # k-fold: see data.split_indices
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         needed = self.n_samples * self.bytes_per_sample * 4  # the data, its splits and their batches, roughly
@@ -56,7 +63,9 @@ class _SplitDataModule(L.LightningDataModule):
         holds no data module of this class is a :class:`ConfigError`, not a default one."""
         checkpoint = load_checkpoint(checkpoint_path)
         settings = checkpoint.get("datamodule_hyper_parameters")
-        if not isinstance(settings, dict) or set(settings) != set(inspect.signature(cls).parameters):
+        params = set(inspect.signature(cls).parameters)
+        # keys that came later: a checkpoint written before them lacks them and means their default (None)
+        if not isinstance(settings, dict) or not set(settings) <= params or params - set(settings) - LATER_KEYS:
             raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
                               "other data, or without a data module")
         check_plain(settings, "datamodule_hyper_parameters")
@@ -77,7 +86,7 @@ class _SplitDataModule(L.LightningDataModule):
     def prepare(self) -> None:
         """Generate the data and split it into train/val/test (the same for every seed)."""
         x, y = self.generate()
-        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed)
+        idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed, self.fold, self.num_folds)
         xs = self.transform(*(x[i] for i in idx))
         self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
         n_train = len(idx[0])
@@ -93,14 +102,23 @@ class _SplitDataModule(L.LightningDataModule):
     def iterator(self, split: str) -> data.BatchIterator:
         """A fresh batch iterator over one split (train shuffles; val/test/predict do not)."""
         x, y = self.splits[split]
+        if len(x) == 0:
+            raise ConfigError(f"data.{split}_fraction=0: this data has no {split} split; give it a fraction > 0")
         train = split == "train"
+        batch_size = self.batch_size if train or self.eval_batch_size is None else self.eval_batch_size
         return data.BatchIterator(
-            x, y, self.batch_size, shuffle=train, seed=self.seed,
+            x, y, batch_size, shuffle=train, seed=self.seed,
             drop_last=self.drop_last and train, rank=self.rank, world_size=self.world_size,
         )
 
     def train_dataloader(self) -> data.BatchIterator:
         return self.iterator("train")
+
+    def train_eval_dataloader(self) -> data.BatchIterator:
+        """The whole train split in order, in eval batches (what ``train_metrics: eval`` scores)."""
+        x, y = self.splits["train"]
+        return data.BatchIterator(x, y, self.eval_batch_size or self.batch_size, shuffle=False, rank=self.rank,
+                                  world_size=self.world_size)
 
     def val_dataloader(self) -> data.BatchIterator:
         return self.iterator("val")
@@ -111,14 +129,22 @@ class _SplitDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> data.BatchIterator:
         return self.iterator("test")
 
+    bayes_accuracy: float | None = None  # the best accuracy any model can reach, where it is known
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """What val/acc is read against: chance, the val split's majority class, Bayes where known."""
+        return data.baselines(self.splits["val"][1], self.num_classes, self.bayes_accuracy)
+
 
 
 class PointsDataModule(_SplitDataModule):
-    """2-D point sets (``blobs`` or ``circles``), standardised with train-split statistics."""
+    """2-D point sets (``blobs``, ``circles``, ``moons``, ``spirals``, ``xor``), standardised with
+    train-split statistics."""
 
     def __init__(
         self,
-        dataset: Literal["blobs", "circles"] = "blobs",
+        dataset: Literal["blobs", "circles", "moons", "spirals", "xor"] = "blobs",
         n_samples: int = 1000,
         centers: list[list[float]] | None = None,
         variance: float = 0.5,
@@ -128,25 +154,34 @@ class PointsDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
         centers: blob class centers (default: the seeds' (-1.5, -1.0) and (1.2, 1.3)).
-        variance: isotropic blob variance. noise: circles label-flip fraction.
+        eval_batch_size: batch size of val/test/predict (None: batch_size), as seed 000's 128.
+        variance: isotropic blob variance.
+        noise: circles: the fraction of labels flipped; moons, spirals, xor: the std of Gaussian
+            jitter added to the points.
         """
-        if dataset not in ("blobs", "circles"):
-            raise ConfigError(f"dataset must be 'blobs' or 'circles', got {dataset!r}")
+        if dataset not in data.POINT_SETS:
+            raise ConfigError(f"data.dataset must be one of {', '.join(data.POINT_SETS)}, got {dataset!r}")
         self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
 
     def generate(self) -> tuple[Tensor, Tensor]:
         if self.dataset == "blobs":
             per_class = self.n_samples // len(self.centers)
             return data.make_blobs(per_class, self.centers, self.variance, self.seed)
-        return data.make_circles(self.n_samples, self.noise, self.seed)
+        if self.dataset == "circles":
+            return data.make_circles(self.n_samples, self.noise, self.seed)
+        make = {"moons": data.make_moons, "spirals": data.make_spirals, "xor": data.make_xor}[self.dataset]
+        return make(n_samples=self.n_samples, noise=self.noise, seed=self.seed)
 
     def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
         self.mean, self.std = data.feature_statistics(train)
@@ -171,6 +206,16 @@ class PointsDataModule(_SplitDataModule):
         return len(self.centers) if self.dataset == "blobs" else 2
 
     @property
+    def bayes_accuracy(self) -> float | None:
+        """Closed form for two blobs, 1 - label noise for circles; 1 for the other sets without
+        jitter (their classes do not overlap); None where unknown (jittered, or 3+ blobs)."""
+        if self.dataset == "blobs":
+            return data.bayes_accuracy_blobs(self.centers, self.variance)
+        if self.dataset == "circles":
+            return 1.0 - self.noise
+        return 1.0 if self.noise == 0 else None
+
+    @property
     def num_features(self) -> int:
         return self.splits["train"][0].shape[1]
 
@@ -190,11 +235,15 @@ class SequenceDataModule(_SplitDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         drop_last: bool = False,
+        eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
     ) -> None:
-        """Args: see :func:`toyloops.data.make_sequences`."""
+        """Args: see :func:`toyloops.data.make_sequences`; eval_batch_size: of val/test/predict
+        (None: batch_size)."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
 
     @property
     def bytes_per_sample(self) -> int:
@@ -207,3 +256,52 @@ class SequenceDataModule(_SplitDataModule):
     @property
     def num_classes(self) -> int:
         return 2  # every sequence task is a yes/no question
+
+    bayes_accuracy = 1.0  # each label is a function of its tokens
+
+
+class LinearDataModule(_SplitDataModule):
+    """Regression on a line with a known answer: y = x @ weights + bias + noise (``model.objective:
+    regression``). Inputs are left unscaled, so the learned weights compare with the true ones."""
+
+    def __init__(
+        self,
+        n_samples: int = 1000,
+        weights: list[float] | None = None,
+        bias: float = 0.5,
+        noise: float = 0.1,
+        batch_size: int = 32,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        drop_last: bool = False,
+        eval_batch_size: int | None = None,
+        fold: int | None = None,
+        num_folds: int | None = None,
+    ) -> None:
+        """Args: see :func:`toyloops.data.make_linear` (weights default to (2.0, -3.0))."""
+        self.n_samples, self.bias, self.noise = n_samples, bias, noise
+        self.weights = [2.0, -3.0] if weights is None else weights
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
+
+    def generate(self) -> tuple[Tensor, Tensor]:
+        return data.make_linear(self.n_samples, self.weights, self.bias, self.noise, self.seed)
+
+    @property
+    def num_features(self) -> int:
+        return len(self.weights)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """Val MSEs to read val/loss against: predicting the train mean, and the noise alone (Bayes)."""
+        y_train, y_val = self.splits["train"][1], self.splits["val"][1]
+        return {"mean_mse": (y_val - y_train.mean()).pow(2).mean().item(), "bayes_mse": self.noise**2}
+
+    def compare_to_truth(self, net: torch.nn.Module) -> str | None:
+        """The learned line next to the one that made the data (for a net with a ``linear`` layer)."""
+        linear = getattr(net, "linear", None)
+        if not isinstance(linear, torch.nn.Linear):
+            return None
+        w = ", ".join(f"{v:.4f}" for v in linear.weight.detach().flatten().tolist())
+        true_w = ", ".join(f"{v:.4f}" for v in self.weights)
+        return f"learned w [{w}] b {linear.bias.item():.4f} | true w [{true_w}] b {self.bias:.4f}"

@@ -8,7 +8,11 @@ runtimes (``pip install 'toyloops[export]'``), or TorchScript for ``torch.jit.lo
 from __future__ import annotations
 
 import io
+import logging
+import re
 import sys
+import warnings
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +21,7 @@ from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from toyloops import runs
-from toyloops.checkpoints import write_atomic
+from toyloops.checkpoints import read_checkpoint, write_new
 from toyloops.errors import ConfigError
 from toyloops.module import Classifier
 
@@ -30,27 +34,57 @@ def example_input(net: nn.Module) -> Tensor:
     return torch.zeros(2, init_args.get("in_features", 2))
 
 
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
 def export(ckpt_path: str | Path, format: Literal["onnx", "torchscript"] = "onnx", output: str | None = None) -> Path:
-    """Write the checkpoint's net as ONNX or TorchScript; returns the file's path."""
-    net = Classifier.load_from_checkpoint(ckpt_path).net.eval()
-    path = Path(output) if output else Path(ckpt_path).with_suffix(".onnx" if format == "onnx" else ".pt")
+    """Write the checkpoint's net as ONNX or TorchScript; returns the file's path. The file maps
+    the net's inputs to its logits: points standardised as in training (the data module's
+    ``preprocess``), or token ids."""
+    path = Path(output) if output else Path(ckpt_path).with_suffix(SUFFIXES[format])
+    if path.suffix != SUFFIXES[format]:
+        raise ConfigError(f"--output {str(path)!r} does not end in {SUFFIXES[format]}, the suffix of "
+                          f"--format {format}")
     if path.exists():
-        raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give --output)")
+        raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give another --output)")
+    if not (read_checkpoint(ckpt_path).get("hyper_parameters") or {}).get("net"):
+        raise ConfigError(f"{ckpt_path}: its net is not one of toyloops' own, which a checkpoint stores by reference "
+                          "only; export it in Python: Classifier.load_from_checkpoint(path, net=YourNet(...)).net, "
+                          "then torch.onnx.export")
+    net = Classifier.load_from_checkpoint(ckpt_path).net.eval()
     x = example_input(net)
     if format == "torchscript":  # check_trace=False: the encoder's graph differs run to run, its outputs do not
         buffer = io.BytesIO()
-        torch.jit.save(torch.jit.trace(net, x, check_trace=False), buffer)
-        write_atomic(path, buffer.getbuffer())
-        return path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the encoder's fast-path checks
+            torch.jit.save(torch.jit.trace(net, x, check_trace=False), buffer)
+        return _write(path, buffer.getbuffer())
+    # torch.onnx reports its progress on stdout and logs "torchvision is not installed" and the like:
+    # only a failure's first line is the user's business
+    onnx_log = logging.getLogger("torch.onnx")
+    level, onnx_log.level = onnx_log.level, logging.ERROR
     try:
-        program = torch.onnx.export(net, (x,), input_names=["x"], output_names=["logits"], dynamo=True,
-                                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(net, (x,), input_names=["x"], output_names=["logits"], dynamo=True,
+                                        dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     except ImportError as err:
         raise ConfigError(f"--format onnx needs {err.name}: pip install 'toyloops[export]'") from None
     except torch.onnx.OnnxExporterError as err:
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()[0].split(". ")[0][:120]
         raise ConfigError(f"model.net={type(net).__name__} does not export to ONNX with torch {torch.__version__} "
-                          f"({str(err).splitlines()[0][:120]}); --format torchscript does") from None
-    write_atomic(path, program.model_proto.SerializeToString())
+                          f"({first}); --format torchscript does") from None
+    finally:
+        onnx_log.level = level
+    return _write(path, program.model_proto.SerializeToString())
+
+
+def _write(path: Path, data: bytes | memoryview) -> Path:
+    try:
+        write_new(path, data)
+    except FileExistsError:  # another export wrote it a moment ago
+        raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give another --output)") \
+            from None
     return path
 
 
@@ -59,7 +93,8 @@ def run(args: list[str] | None = None) -> Path:
     parser.add_function_arguments(export)
     cfg = parser.parse_args(list(sys.argv[1:] if args is None else args))
     path = export(cfg.ckpt_path, cfg.format, cfg.output)
-    print(f"exported: {path}")
+    print(f"exported: {path} (it takes what the net takes: token ids, or points standardised as in training, "
+          "which the data module's preprocess() gives)")
     return path
 
 

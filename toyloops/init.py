@@ -1,27 +1,35 @@
 """toyloops init DIR: start a new project from the template, one that depends on toyloops.
 
-It writes ``DIR/`` with its own ``train.py``, ``config.yaml``, a net and a data module of its own
+It writes ``DIR/`` with its own ``train.py``, ``<package>.yaml``, a net and a data module of its own
 wired in through ``class_path``, a README with its two commands, and a passing pytest file.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import shlex
 import sys
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-from toyloops import runs
+from toyloops import __version__, runs
 from toyloops.checkpoints import write_atomic
 from toyloops.errors import ConfigError
 
 TEMPLATE = Path(__file__).parent / "template"
 FILES = {  # template file -> where it goes in the new project ({package}: the project's package)
     "README.md": "README.md", "pyproject.toml": "pyproject.toml", "train.py.txt": "train.py",
-    "config.yaml": "config.yaml", "models.py.txt": "{package}/models.py", "data.py.txt": "{package}/data.py",
+    "config.yaml": "{package}.yaml", "gitignore.txt": ".gitignore", "models.py.txt": "{package}/models.py",
+    "data.py.txt": "{package}/data.py",
     "test_project.py.txt": "tests/test_project.py",
 }
+
+
+def package_name(root: Path) -> str:
+    """The new project's Python package: its folder's name as an identifier (``my-project`` -> ``my_project``)."""
+    return re.sub(r"\W", "_", root.resolve().name).lower().lstrip("0123456789_") or "project"
 
 
 def init(directory: str) -> Path:
@@ -30,9 +38,15 @@ def init(directory: str) -> Path:
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty: toyloops init writes only into a new or empty folder")
     name = root.resolve().name
-    package = re.sub(r"\W", "_", name).lower().lstrip("0123456789_") or "project"
+    package = package_name(root)
+    if importlib.util.find_spec(package) is not None:  # its own package would hide that one, or be hidden
+        raise ConfigError(f"project name {name!r} makes the package {package!r}, which would clash with the "
+                          f"installed module of that name: choose another name")
+    runs.check_writable(root)
+    version = __version__ if __version__[0].isdigit() and "+" not in __version__ else "0.1"
     for source, target in FILES.items():
-        text = (TEMPLATE / source).read_text().replace("{name}", name).replace("{package}", package)
+        text = (TEMPLATE / source).read_text().replace("{name}", name).replace("{package}", package) \
+            .replace("{toyloops_version}", version)
         write_atomic(root / target.format(package=package), text.encode())
     write_atomic(root / package / "__init__.py", f'"""{name}: a toyloops project."""\n'.encode())
     return root
@@ -42,9 +56,14 @@ def run(args: list[str] | None = None) -> Path:
     parser = ArgumentParser(prog="toyloops init", exit_on_error=False, description=__doc__.splitlines()[0])
     parser.add_argument("directory", help="the new project's folder (new, or empty)")
     root = init(parser.parse_args(list(sys.argv[1:] if args is None else args)).directory)
-    print(f"created {root}: cd {root} && pip install -e . && python train.py fit --config config.yaml")
+    print(f"created {root}: cd {shlex.quote(str(root))} && pip install -e . && "
+          f"python train.py fit --config {package_name(root)}.yaml")
     return root
 
 
 def main(args: list[str] | None = None) -> None:
     runs.main(run, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,9 @@ the Lightning loop or hook it is named after:
         optimizer_step    clip_gradients, then optimizer.step under the precision plugin
         update_lr_schedulers   training_epoch_loop.update_lr_schedulers
       validation_loop     the evaluation loop (also ``validate`` and ``test``)
-      on_train_epoch_end  epoch metrics, images, ReduceLROnPlateau, ModelCheckpoint and LastCheckpoint
+      on_validation_end   EarlyStopping.on_validation_end (when it checks after validation)
+      on_train_epoch_end  epoch metrics, images, ReduceLROnPlateau, EarlyStopping, ModelCheckpoint, LastCheckpoint
+        early_stopping_check  EarlyStopping._run_early_stopping_check, from trainer.callbacks
       on_fit_end          DashboardCallback.on_fit_end, RunSummary
     dump_checkpoint / restore   the checkpoint connector: Lightning's format, both directions
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -71,12 +74,13 @@ RUN_PREFIX = "loop_version_"
 SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
                           "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
                           "limit_val_batches", "limit_test_batches", "default_root_dir", "enable_progress_bar",
-                          "enable_model_summary")
+                          "enable_model_summary", "callbacks")
 # What the Trainer does when one of them is left at None.
 TRAINER_NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm",
                       "check_val_every_n_epoch": 1, "log_every_n_steps": 50, "limit_train_batches": 1.0,
                       "limit_val_batches": 1.0, "limit_test_batches": 1.0, "enable_progress_bar": True,
                       "enable_model_summary": True}
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"  # the one trainer.callbacks entry the hand loop runs
 
 
 def trainer_options(**values: Any) -> Namespace:
@@ -92,7 +96,8 @@ class LoopState:
 
     epoch: int = 0  # epochs completed: the next one to run
     global_step: int = 0  # optimizer steps taken
-    best: float | None = None  # best MONITOR score so far
+    best: float | None = None  # best score of the checkpoint monitor so far
+    early_stopping: dict[str, Any] = field(default_factory=dict)  # EarlyStopping's state: wait_count, best_score
     callback_metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each logged tag
 
 
@@ -134,6 +139,10 @@ class Fit:
     run_dir: Path
     dashboard: Dashboard | None = None
     every_n_train_steps: int | None = None
+    early_stopping: Namespace | None = None  # EarlyStopping's init_args from trainer.callbacks
+    monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)  # ModelCheckpoint's monitor and mode
+    should_stop: bool = False  # trainer.should_stop: set by EarlyStopping, ends fit after this epoch
+    epoch_end: Callable[[int, dict[str, float]], None] | None = None  # after each epoch: (epoch, val metrics)
     state: LoopState = field(default_factory=LoopState)
     stop: runs.StopRequest = field(default_factory=runs.StopRequest)  # SIGTERM/SIGINT, acted on between steps
 
@@ -143,13 +152,17 @@ class Fit:
 
 def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace, run_dir: Path,
         checkpoint: dict[str, Any] | None = None, dashboard: Dashboard | None = None,
-        every_n_train_steps: int | None = None, config_text: str = "") -> LoopState:
-    """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run."""
+        every_n_train_steps: int | None = None, config_text: str = "",
+        monitor: tuple[str, str] = (MONITOR, MONITOR_MODE),
+        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> LoopState:
+    """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run.
+    ``epoch_end(epoch, val_metrics)`` is called after each epoch's checkpoints (a sweep's pruning)."""
     precision = Precision.create(trainer)
     model.to(precision.device)  # before the optimizer state exists, so its tensors follow the weights
     optimizer, scheduler = configure_optimizers(model)
     loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, SummaryWriter(str(run_dir)), run_dir,
-               dashboard, every_n_train_steps)
+               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor,
+               epoch_end=epoch_end)
     try:
         if checkpoint is not None:
             restore(loop, checkpoint)
@@ -157,12 +170,13 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
             write_atomic(run_dir / "config.yaml", config_text.encode())
         on_fit_start(loop)
         with loop.stop:
-            while loop.state.epoch < trainer.max_epochs:
+            while loop.state.epoch < trainer.max_epochs and not loop.should_stop:
                 train_epoch(loop)
                 metrics = {}
                 if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
                     metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
                     log_metrics(loop, metrics)
+                    on_validation_end(loop)
                 update_lr_schedulers(loop, "step", plateau=True)  # the last batch's, after its validation
                 on_train_epoch_end(loop, metrics)
                 if loop.stop.signum:  # the epoch's checkpoint is the resume point
@@ -189,6 +203,10 @@ def configure_optimizers(model: Classifier) -> tuple[torch.optim.Optimizer, dict
 
 
 def on_fit_start(loop: Fit) -> None:
+    """The data's baselines (RunSummary.on_train_start) and the model graph, once per run."""
+    if loop.state.global_step == 0:
+        for tag, value in runs.baseline_scalars(loop.datamodule).items():
+            loop.writer.add_scalar(tag, value, 0)
     if loop.dashboard and loop.dashboard.graph and loop.state.global_step == 0:
         log_graph(loop.writer, loop.model.net, loop.val_batches.x[:2])
 
@@ -293,16 +311,21 @@ def compute_epoch_metrics(model: Classifier, stage: str) -> dict[str, float]:
 def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     """Train accuracy, images, ReduceLROnPlateau, then ModelCheckpoint (best) and LastCheckpoint."""
     state, epoch = loop.state, loop.state.epoch
+    if loop.model.train_metrics_from == "eval":  # the Classifier's own on_train_epoch_end
+        loop.model.measure_train_split(loop.datamodule.train_eval_dataloader())
     log_metrics(loop, compute_epoch_metrics(loop.model, "train"))
-    if loop.dashboard:
+    if loop.dashboard and loop.model.objective == "classification":  # class images: boundary, confusion matrix
         val = (loop.val_batches.x, loop.val_batches.y)
         loop.dashboard.epoch_end(loop.writer, loop.model.net, val, epoch, state.global_step - 1,
                                  last=epoch + 1 == loop.trainer.max_epochs)
     loop.writer.flush()
     update_lr_schedulers(loop, "epoch", plateau=True)
+    if check_on_train_epoch_end(loop):
+        early_stopping_check(loop)
     state.epoch += 1
-    score = val_metrics.get(MONITOR)
-    improved = score is not None and (state.best is None or (score > state.best if MONITOR_MODE == "max"
+    monitor, mode = loop.monitor
+    score = val_metrics.get(monitor) if monitor.startswith("val/") else state.callback_metrics.get(monitor)
+    improved = score is not None and (state.best is None or (score > state.best if mode == "max"
                                                              else score < state.best))
     if improved:
         state.best = score
@@ -313,24 +336,91 @@ def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     if loop.trainer.enable_progress_bar:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in state.callback_metrics.items() if "/" in k)
         print(f"epoch {epoch:3d}  {shown}", flush=True)
+    if loop.epoch_end:
+        loop.epoch_end(epoch, val_metrics)
+
+
+def early_stopping_settings(callbacks: Any) -> Namespace | None:
+    """The init_args (defaults filled in) of the EarlyStopping that ``trainer.callbacks`` lists, if
+    any: the one callback the hand loop runs, written out below."""
+    specs = [] if callbacks is None else callbacks if isinstance(callbacks, list) else [callbacks]
+    for spec in specs:
+        if getattr(spec, "class_path", None) != EARLY_STOPPING:
+            raise ConfigError(f"trainer.callbacks={getattr(spec, 'class_path', spec)}: the hand loop runs "
+                              f"{EARLY_STOPPING} only; use train.py for other callbacks")
+    if len(specs) > 1:
+        raise ConfigError(f"trainer.callbacks lists {len(specs)} EarlyStopping callbacks: the hand loop runs one")
+    return specs[0].init_args if specs else None
+
+
+def check_on_train_epoch_end(loop: Fit) -> bool:
+    """EarlyStopping.setup: check at every train epoch end when every epoch validates, else after
+    each validation."""
+    rule = loop.early_stopping
+    if rule is None:
+        return False
+    return rule.check_on_train_epoch_end if rule.check_on_train_epoch_end is not None \
+        else loop.trainer.check_val_every_n_epoch == 1
+
+
+def on_validation_end(loop: Fit) -> None:
+    if loop.early_stopping is not None and not check_on_train_epoch_end(loop):
+        early_stopping_check(loop)
+
+
+def early_stopping_check(loop: Fit) -> None:
+    """Lightning's EarlyStopping rule, in float32 tensors as it computes it: stop when ``monitor``
+    has not improved by more than ``min_delta`` for ``patience`` checks in a row (or is not
+    finite, or crossed ``stopping_threshold`` / ``divergence_threshold``)."""
+    rule, state = loop.early_stopping, loop.state.early_stopping
+    if rule.monitor not in loop.state.callback_metrics:
+        if rule.strict:
+            raise ConfigError(f"trainer.callbacks.monitor={rule.monitor!r}: EarlyStopping monitors a metric this run "
+                              f"does not log; it logs {', '.join(loop.state.callback_metrics)}")
+        return
+    better = torch.gt if rule.mode == "max" else torch.lt
+    min_delta = rule.min_delta if rule.mode == "max" else -rule.min_delta
+    current = torch.tensor(loop.state.callback_metrics[rule.monitor])
+    best = torch.tensor(state.get("best_score", -torch.inf if rule.mode == "max" else torch.inf))
+    should_stop = bool((rule.check_finite and not torch.isfinite(current))
+                       or (rule.stopping_threshold is not None and better(current, rule.stopping_threshold))
+                       or (rule.divergence_threshold is not None and better(-current, -rule.divergence_threshold)))
+    if not should_stop and better(current - min_delta, best):  # an improvement: patience starts again
+        state.update(best_score=current.item(), wait_count=0)
+    elif not should_stop:
+        state["wait_count"] = state.get("wait_count", 0) + 1
+        should_stop = state["wait_count"] >= rule.patience
+    if should_stop:
+        loop.should_stop = True
+        state["stopped_epoch"] = loop.state.epoch
+
+
+def stopped_early(state: LoopState, trainer: Namespace) -> tuple[int, str] | None:
+    """(epoch, monitor) when EarlyStopping ended the run, for the summary."""
+    if "stopped_epoch" not in state.early_stopping:
+        return None
+    return state.early_stopping["stopped_epoch"], early_stopping_settings(trainer.callbacks).monitor
 
 
 def on_fit_end(loop: Fit) -> None:
     step = loop.state.global_step - 1
-    if loop.dashboard and step >= 0:
+    if loop.dashboard and step >= 0 and loop.model.objective == "classification":
         loop.dashboard.fit_end(loop.writer, loop.model.net, (loop.val_batches.x, loop.val_batches.y),
                                loop.model.num_classes, step)
     config = loop.run_dir / "config.yaml"
     if loop.dashboard and loop.state.best is not None and config.exists():
         final_loss = loop.state.callback_metrics.get("val/loss", float("nan"))
-        log_hparams(loop.writer, config.read_text(), {"val/acc_best": loop.state.best, "val/loss_final": final_loss},
-                    step)
+        log_hparams(loop.run_dir, "loop", config.read_text(),
+                    {f"{loop.monitor[0]}_best": loop.state.best, "val/loss_final": final_loss}, step)
 
 
 def log_learning_rate(loop: Fit) -> None:
-    """LearningRateMonitor: ``lr-<Optimizer>`` at the current step."""
-    lr = loop.optimizer.param_groups[0]["lr"]
-    loop.writer.add_scalar(f"lr-{type(loop.optimizer).__name__}", lr, loop.state.global_step)
+    """LearningRateMonitor: ``lr-<Optimizer>`` at the current step (``/pg1``, ``/pg2`` ... per
+    parameter group when there are several)."""
+    groups = loop.optimizer.param_groups
+    for i, group in enumerate(groups):
+        suffix = f"/pg{i + 1}" if len(groups) > 1 else ""
+        loop.writer.add_scalar(f"lr-{type(loop.optimizer).__name__}{suffix}", group["lr"], loop.state.global_step)
 
 
 def log_metrics(loop: Fit, metrics: dict[str, float], step: int | None = None) -> None:
@@ -395,7 +485,7 @@ def restore(loop: Fit, checkpoint: dict[str, Any]) -> None:
 
 def build_parser() -> ArgumentParser:
     """The ``train.py`` config as the hand loop reads it, from the same signatures as LightningCLI."""
-    parser = ArgumentParser(prog="python -m toyloops.loop {fit,validate,test}", exit_on_error=False,
+    parser = ArgumentParser(prog="toyloops loop {fit,validate,test}", exit_on_error=False,
                             allow_abbrev=False,
                             description="The hand-written training loop, driven by a train.py config.")
     parser.add_argument("--config", action=ActionConfigFile, help="a run config (YAML), as for train.py")
@@ -404,8 +494,8 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(L.Trainer, "trainer", skip=skip, instantiate=False)
     parser.add_class_arguments(Classifier, "model")
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
-    parser.add_argument("--checkpoint.monitor", type=Literal["val/acc"], default=MONITOR)
-    parser.add_argument("--checkpoint.mode", type=Literal["max"], default=MONITOR_MODE)
+    parser.add_argument("--checkpoint.monitor", type=str, default=MONITOR)
+    parser.add_argument("--checkpoint.mode", type=Literal["min", "max"], default=MONITOR_MODE)
     parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
                         help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
     parser.add_class_arguments(Dashboard, "dashboard")
@@ -416,7 +506,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def run(args: list[str] | None = None) -> dict[str, Any]:
+def run(args: list[str] | None = None,
+        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths."""
     args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
     parser = build_parser()
@@ -458,7 +549,14 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
         limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
         metrics = validation_loop(model.to(precision.device), batches, precision, split, limit)
-        print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        folder = runs.open_eval(ckpt, root, stage)  # into the checkpoint's run, as the LightningCLI does
+        try:
+            write_atomic(folder.path / "config.yaml", parser.dump(cfg).encode())
+            print(runs.record_eval(folder.path, stage, ckpt, metrics), flush=True)
+        except BaseException:
+            folder.release(failed=True)
+            raise
+        folder.release(failed=False)
         return metrics
 
     if checkpoint is not None:
@@ -468,14 +566,18 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
     try:
         state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
-                    every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg))
+                    every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg),
+                    monitor=(cfg.checkpoint.monitor, cfg.checkpoint.mode), epoch_end=epoch_end)
     except BaseException:
         run_folder.release(failed=True)
         raise
     run_folder.release(failed=False)
     checkpoints = run_folder.path / "checkpoints"
     print(runs.summary("toyloops hand loop", state.best, checkpoints / "best.ckpt", checkpoints / "last.ckpt",
-                       run_folder.path), flush=True)
+                       run_folder.path, getattr(datamodule, "baselines", None),
+                       stopped_early(state, trainer), cfg.checkpoint.monitor,
+                       runs.compare_to_truth(datamodule, model)),
+          flush=True)
     return {**state.callback_metrics, "best": state.best, "global_step": state.global_step,
             "best_checkpoint": checkpoints / "best.ckpt", "last_checkpoint": checkpoints / "last.ckpt"}
 

@@ -1,7 +1,8 @@
 """The three classifiers as plain ``nn.Module``s, and the loss/prediction rules both engines share.
 
 Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE, as in
-the seeds) and (B, C) for C > 2 classes (softmax + cross-entropy). With two classes, call
+seeds 000 and 003) and (B, C) for C > 2 classes (softmax + cross-entropy); ``binary_logits=2``
+gives two classes two logits, (B, 2), and cross-entropy (seeds 001 and 002). With two classes, call
 :func:`classification_loss` (or ``F.binary_cross_entropy_with_logits(logits, y.float())``), not
 ``F.cross_entropy``; :func:`probabilities` turns either layout into (B, C) class probabilities.
 Each net records its constructor arguments in ``init_args``, so a checkpoint can rebuild it.
@@ -14,18 +15,23 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Accuracy
+from torchmetrics import Accuracy, Metric
+from torchmetrics import classification as tmc
 
 from toyloops.errors import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-def output_size(num_classes: int) -> int:
-    """Number of logits a net emits for ``num_classes`` classes: 1 for binary, else one each."""
+def output_size(num_classes: int, binary_logits: int = 1) -> int:
+    """Number of logits a net emits for ``num_classes`` classes: ``binary_logits`` (1 or 2) for
+    binary, else one each."""
     if num_classes < 2:
         raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
-    return 1 if num_classes == 2 else num_classes
+    if binary_logits not in (1, 2):
+        raise ConfigError(f"binary_logits must be 1 (one logit, BCE) or 2 (two logits, cross-entropy), "
+                          f"got {binary_logits}")
+    return binary_logits if num_classes == 2 else num_classes
 
 
 def _squeeze_binary(logits: Tensor) -> Tensor:
@@ -38,16 +44,35 @@ class LogisticRegression(nn.Module):
     Args:
         in_features: features per sample (linked from the data module).
         num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
     """
 
-    def __init__(self, in_features: int = 2, num_classes: int = 2) -> None:
+    def __init__(self, in_features: int = 2, num_classes: int = 2, binary_logits: int = 1) -> None:
         super().__init__()
-        self.init_args, self.num_classes = dict(in_features=in_features, num_classes=num_classes), num_classes
+        self.init_args = dict(in_features=in_features, num_classes=num_classes, binary_logits=binary_logits)
+        self.num_classes = num_classes
         _check_positive("in_features", in_features)
-        self.linear = nn.Linear(in_features, output_size(num_classes))
+        self.linear = nn.Linear(in_features, output_size(num_classes, binary_logits))
 
     def forward(self, x: Tensor) -> Tensor:
         return _squeeze_binary(self.linear(x))  # (B, F) -> (B,) or (B, C)
+
+
+class LinearRegression(nn.Module):
+    """y_hat = x @ w + b: one output per sample, (B,), for ``model.task: regression`` (MSE).
+
+    Args:
+        in_features: features per sample (linked from the data module).
+    """
+
+    def __init__(self, in_features: int = 1) -> None:
+        super().__init__()
+        self.init_args = dict(in_features=in_features)
+        _check_positive("in_features", in_features)
+        self.linear = nn.Linear(in_features, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x).squeeze(-1)  # (B, F) -> (B,)
 
 
 class MLP(nn.Module):
@@ -59,6 +84,7 @@ class MLP(nn.Module):
         hidden_sizes: width of each hidden layer, input side first.
         activation: one of relu, gelu, tanh, silu.
         dropout: drop probability after each hidden layer, in [0, 1).
+        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
     """
 
     def __init__(
@@ -68,10 +94,11 @@ class MLP(nn.Module):
         hidden_sizes: Sequence[int] = (16,),
         activation: str = "relu",
         dropout: float = 0.0,
+        binary_logits: int = 1,
     ) -> None:
         super().__init__()
         self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden_sizes=list(hidden_sizes),
-                              activation=activation, dropout=dropout)
+                              activation=activation, dropout=dropout, binary_logits=binary_logits)
         self.num_classes = num_classes
         _check_positive("in_features", in_features)
         for size in hidden_sizes:
@@ -85,7 +112,7 @@ class MLP(nn.Module):
         for size in hidden_sizes:
             layers += [nn.Linear(width, size), ACTIVATIONS[activation](), nn.Dropout(dropout)]
             width = size
-        layers.append(nn.Linear(width, output_size(num_classes)))
+        layers.append(nn.Linear(width, output_size(num_classes, binary_logits)))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -93,15 +120,17 @@ class MLP(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    """Transformer encoder over token sequences, pooled by a CLS token or the mean, then Linear.
+    """Transformer encoder over token sequences, pooled by a CLS token, the first token or the mean, then Linear.
 
     Args:
         vocab_size: token ids are in [0, vocab_size) (linked from the data module).
         seq_len: tokens per sequence (linked from the data module).
         num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
         d_model, nhead, num_layers, dim_feedforward, dropout: as in ``nn.TransformerEncoderLayer``.
-        pooling: ``cls`` reads a prepended CLS token, ``mean`` averages all positions.
+        pooling: ``cls`` reads a prepended CLS token, ``first`` the first token's own output (seed 000's
+            model: no extra token), ``mean`` averages all positions.
         max_len: positions the learned position embedding covers.
+        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
     """
 
     def __init__(
@@ -116,11 +145,12 @@ class TransformerClassifier(nn.Module):
         dropout: float = 0.1,
         pooling: str = "cls",
         max_len: int = 256,
+        binary_logits: int = 1,
     ) -> None:
         super().__init__()
         self.init_args = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                               nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
-                              dropout=dropout, pooling=pooling, max_len=max_len)
+                              dropout=dropout, pooling=pooling, max_len=max_len, binary_logits=binary_logits)
         self.num_classes = num_classes
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("nhead", nhead), ("num_layers", num_layers),
@@ -128,8 +158,8 @@ class TransformerClassifier(nn.Module):
             _check_positive(name, value)
         if d_model % nhead:
             raise ConfigError(f"nhead={nhead} must divide d_model={d_model}")
-        if pooling not in ("cls", "mean"):
-            raise ConfigError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if pooling not in ("cls", "first", "mean"):
+            raise ConfigError(f"pooling must be 'cls', 'first' or 'mean', got {pooling!r}")
         positions = seq_len + (pooling == "cls")
         if positions > max_len:
             cls_note = " + 1 CLS token" if pooling == "cls" else ""
@@ -142,7 +172,7 @@ class TransformerClassifier(nn.Module):
         self.pos_emb = nn.Embedding(max_len, d_model)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
-        self.head = nn.Linear(d_model, output_size(num_classes))
+        self.head = nn.Linear(d_model, output_size(num_classes, binary_logits))
         self.cls_id = vocab_size
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -151,15 +181,28 @@ class TransformerClassifier(nn.Module):
             tokens = torch.cat([cls, tokens], dim=1)
         pos = torch.arange(tokens.shape[1], device=tokens.device)
         h = self.encoder(self.tok_emb(tokens) + self.pos_emb(pos))  # (B, L', d_model)
-        pooled = h[:, 0] if self.pooling == "cls" else h.mean(dim=1)
+        pooled = h.mean(dim=1) if self.pooling == "mean" else h[:, 0]  # cls, first: position 0
         return _squeeze_binary(self.head(pooled))
 
 
-def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """The loss for either logit layout: BCE-with-logits for (B,), cross-entropy for (B, C)."""
-    if logits.ndim == 1:
+def classification_loss(logits: Tensor, target: Tensor, label_smoothing: float = 0.0,
+                        class_weights: Sequence[float] | None = None) -> Tensor:
+    """The loss for either logit layout: BCE-with-logits for (B,), cross-entropy for (B, C).
+
+    ``label_smoothing`` and ``class_weights`` mean what they mean to ``F.cross_entropy`` in both
+    layouts: one logit z is scored as the two logits (0, z) would be (so smoothing ε alone turns
+    BCE's target into y(1 - ε) + ε/2, and weights alone make it the weighted mean over samples).
+    """
+    if logits.ndim > 1:
+        weight = None if class_weights is None else torch.tensor(class_weights, device=logits.device)
+        return F.cross_entropy(logits, target, weight=weight, label_smoothing=label_smoothing)
+    if not label_smoothing and class_weights is None:
         return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
-    return F.cross_entropy(logits, target)
+    w = torch.tensor(class_weights or (1.0, 1.0), device=logits.device)
+    nll_0, nll_1 = F.softplus(logits), F.softplus(-logits)  # -log p(class 0), -log p(class 1)
+    nll = torch.where(target == 1, nll_1, nll_0)
+    per_sample = (1 - label_smoothing) * w[target] * nll + label_smoothing / 2 * (w[0] * nll_0 + w[1] * nll_1)
+    return per_sample.sum() / w[target].sum()
 
 
 def predicted_class(logits: Tensor) -> Tensor:
@@ -172,6 +215,30 @@ def make_accuracy(num_classes: int) -> Accuracy:
     if num_classes == 2:
         return Accuracy(task="binary", validate_args=False)
     return Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
+
+
+METRICS = ("precision", "recall", "f1", "auroc")  # beyond accuracy, chosen in the config
+
+
+def make_metrics(num_classes: int, names: Sequence[str]) -> dict[str, Metric]:
+    """torchmetrics objects by name, fed :func:`metric_scores`: for two classes the positive class's
+    (precision, recall, F1 at p > 0.5; AUROC), for more the macro average over classes."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ConfigError(f"model.metrics={list(names)}: expected some of {', '.join(METRICS)} (accuracy is always on)")
+    binary = {"precision": tmc.BinaryPrecision, "recall": tmc.BinaryRecall, "f1": tmc.BinaryF1Score,
+              "auroc": tmc.BinaryAUROC}
+    multiclass = {"precision": tmc.MulticlassPrecision, "recall": tmc.MulticlassRecall, "f1": tmc.MulticlassF1Score,
+                  "auroc": tmc.MulticlassAUROC}
+    if num_classes == 2:
+        return {name: binary[name](validate_args=False) for name in names}
+    return {name: multiclass[name](num_classes, average="macro", validate_args=False) for name in names}
+
+
+def metric_scores(logits: Tensor) -> Tensor:
+    """What :func:`make_metrics`' metrics read: P(class 1), (B,), for two classes; (B, C) probabilities else."""
+    probs = probabilities(logits)
+    return probs[:, 1] if probs.shape[1] == 2 else probs
 
 
 def probabilities(logits: Tensor) -> Tensor:

@@ -8,13 +8,16 @@ same object as a plain ``nn.Module``. Read the two side by side.
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanAbsoluteError, MeanMetric, Metric
 
 from toyloops.checkpoints import read_checkpoint
 from toyloops.config import (
@@ -28,7 +31,14 @@ from toyloops.config import (
     is_log_step,
 )
 from toyloops.errors import ConfigError
-from toyloops.models import classification_loss, make_accuracy, predicted_class, probabilities
+from toyloops.models import (
+    classification_loss,
+    make_accuracy,
+    make_metrics,
+    metric_scores,
+    predicted_class,
+    probabilities,
+)
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
 
@@ -43,6 +53,12 @@ class Classifier(L.LightningModule):
         scheduler: SchedulerCallable | None = None,
         scheduler_interval: Literal["epoch", "step"] = "epoch",
         num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: list[float] | None = None,
+        decay_biases: bool = True,
+        metrics: list[str] | None = None,
+        train_metrics: Literal["steps", "eval"] = "steps",
+        objective: Literal["classification", "regression"] = "classification",
     ) -> None:
         """Args:
         net: maps a batch of inputs to logits, (B,) for 2 classes or (B, C); or its spec
@@ -51,19 +67,43 @@ class Classifier(L.LightningModule):
             ``class_path`` + ``init_args``. None: AdamW with PyTorch's defaults / no scheduler.
         scheduler_interval: step the scheduler after every ``epoch`` or every optimizer ``step``.
         num_classes: read from ``net.num_classes``; give it only for a net without that attribute.
+        label_smoothing: in [0, 1): mix each target with the uniform distribution (both heads).
+        class_weights: one weight > 0 per class; the loss is then the weighted mean over samples.
+        decay_biases: False gives the optimizer's ``weight_decay`` to weight matrices and embeddings
+            only (parameters of 2+ dims): biases and norm scales get none (seed 001's L2).
+        metrics: more per-stage metrics than accuracy: any of precision, recall, f1, auroc.
+        train_metrics: ``steps`` measures train accuracy (and the rest) on the training steps' own
+            outputs; ``eval`` on one pass over the whole train split in eval mode after each epoch
+            (seed 001), at the cost of that pass.
+        objective: ``regression`` trains a net with one output per sample (``toyloops.LinearRegression``)
+            with the mean squared error as loss, and reports the mean absolute error (``*/mae``)
+            in place of accuracy; it has no classes, class options or extra metrics.
         """
         super().__init__()
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
         if not isinstance(self.net, nn.Module):
             raise ConfigError("model.net is missing: give the net (a checkpoint of a net built live does not "
                               "store it; pass net= to load_from_checkpoint)")
+        if objective not in ("classification", "regression"):
+            raise ConfigError(f"model.objective={objective!r}: expected classification or regression")
+        self.objective = objective
         net_classes = getattr(self.net, "num_classes", None)
         if net_classes is not None and num_classes not in (None, net_classes):
             raise ConfigError(f"num_classes={num_classes} but net {type(self.net).__name__} predicts {net_classes}")
         self.num_classes = num_classes or net_classes
-        if self.num_classes is None:
+        if objective == "regression" and (self.num_classes is not None or label_smoothing or class_weights or metrics):
+            raise ConfigError("model.objective=regression takes a net without classes (toyloops.LinearRegression) and "
+                              "no label_smoothing, class_weights or metrics")
+        if self.num_classes is None and objective == "classification":
             raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: give "
                               "model.num_classes")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ConfigError(f"model.label_smoothing={label_smoothing}: expected a number in [0, 1)")
+        if class_weights is not None and (len(class_weights) != self.num_classes
+                                          or not all(0 < w < math.inf for w in class_weights)):
+            raise ConfigError(f"model.class_weights={list(class_weights)}: expected {self.num_classes} finite "
+                              "numbers > 0, one per class")
+        self.label_smoothing, self.class_weights, self.decay_biases = label_smoothing, class_weights, decay_biases
         optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
         self.optimizer_factory, self.scheduler_factory = (
             build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory
@@ -77,11 +117,23 @@ class Classifier(L.LightningModule):
         specs = {kind: describe(factory) or (NOT_STORED if factory is not None else None)
                  for kind, factory in (("optimizer", optimizer), ("scheduler", scheduler))}
         self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
-                                   "scheduler_interval": scheduler_interval, "num_classes": self.num_classes})
-        # One metric object per stage; loss means weighted by batch size.
-        self.train_acc, self.val_acc, self.test_acc = (make_accuracy(self.num_classes) for _ in range(3))
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
-        self._train_outputs: list[tuple[Tensor, Tensor]] = []
+                                   "scheduler_interval": scheduler_interval, "num_classes": self.num_classes,
+                                   "label_smoothing": label_smoothing, "class_weights": class_weights,
+                                   "decay_biases": decay_biases, "metrics": metrics, "train_metrics": train_metrics,
+                                   "objective": objective})
+        # One metric object per stage; loss means weighted by batch size. The score is accuracy, or
+        # the mean absolute error of a regression.
+        self.score = "acc" if objective == "classification" else "mae"
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_{self.score}",
+                    make_accuracy(self.num_classes) if objective == "classification" else MeanAbsoluteError())
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            nn.ModuleDict(make_metrics(self.num_classes or 2, metrics or [])) for _ in range(3))
+        if train_metrics not in ("steps", "eval"):
+            raise ConfigError(f"model.train_metrics={train_metrics!r}: expected steps or eval")
+        self.train_metrics_from = train_metrics
+        self._train_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Classifier:
@@ -109,23 +161,53 @@ class Classifier(L.LightningModule):
         """What one batch computes, in every stage and both engines: the loss, and the metric updates."""
         x, y = batch
         logits = self.net(x)
-        loss = classification_loss(logits, y)
+        loss = self.loss(logits, y)
         if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
-            self._train_outputs.append((predicted_class(logits.detach()), y))
+            self._train_outputs.append((logits.detach(), y, loss.detach()))
         else:
-            getattr(self, f"{stage}_acc").update(predicted_class(logits), y)
-            getattr(self, f"{stage}_loss").update(loss, len(y))
+            self.update_metrics(stage, logits, y, loss)
         return loss
 
+    def loss(self, outputs: Tensor, y: Tensor) -> Tensor:
+        """The task's loss: classification's, with its options, or the mean squared error."""
+        if self.objective == "regression":
+            return F.mse_loss(outputs, y.to(outputs.dtype))
+        return classification_loss(outputs, y, self.label_smoothing, self.class_weights)
+
+    def update_metrics(self, stage: str, logits: Tensor, y: Tensor, loss: Tensor,
+                       batch_sizes: Tensor | None = None) -> None:
+        """Count a batch into the stage's metrics (or several: their losses stacked, with ``batch_sizes``)."""
+        score = getattr(self, f"{stage}_{self.score}")
+        score.update(predicted_class(logits) if self.objective == "classification" else logits.float(), y)
+        getattr(self, f"{stage}_loss").update(loss, len(y) if batch_sizes is None else batch_sizes)
+        for metric in getattr(self, f"{stage}_metrics").values():
+            metric.update(metric_scores(logits), y)
+
+    def measure_train_split(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """``train_metrics='eval'``: score the whole train split in eval mode, as seed 001 does, in
+        place of the training steps' outputs (each engine calls this before computing train metrics)."""
+        self._train_outputs.clear()
+        self.eval()
+        with torch.no_grad():
+            for x, y in batches:
+                x, y = x.to(self.device), y.to(self.device)
+                logits = self.net(x)
+                self.update_metrics("train", logits, y, self.loss(logits, y))
+        self.train()
+
     def epoch_metrics(self, stage: str) -> dict[str, Metric]:
-        """The stage's metric objects by TensorBoard tag, ready to compute at the end of an epoch."""
-        if stage == "train":
-            if self._train_outputs:
-                preds, targets = (torch.cat(t) for t in zip(*self._train_outputs, strict=True))
-                self._train_outputs.clear()
-                self.train_acc.update(preds, targets)
-            return {"train/acc": self.train_acc}
-        return {f"{stage}/loss": getattr(self, f"{stage}_loss"), f"{stage}/acc": getattr(self, f"{stage}_acc")}
+        """The stage's metric objects by TensorBoard tag, ready to compute at the end of an epoch
+        (train's loss is ``train/loss_epoch``, the sample-weighted mean; ``train/loss`` is per step)."""
+        if stage == "train" and self._train_outputs:
+            logits, targets, losses = (torch.cat(t) if i < 2 else torch.stack(t)
+                                       for i, t in enumerate(zip(*self._train_outputs, strict=True)))
+            sizes = torch.tensor([len(y) for _, y, _ in self._train_outputs], device=losses.device)
+            self._train_outputs.clear()
+            self.update_metrics("train", logits, targets, losses, sizes)
+        loss_tag = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
+        score = f"{stage}_{self.score}"
+        return {loss_tag: getattr(self, f"{stage}_loss"), f"{stage}/{self.score}": getattr(self, score),
+                **{f"{stage}/{name}": metric for name, metric in getattr(self, f"{stage}_metrics").items()}}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
@@ -145,6 +227,8 @@ class Classifier(L.LightningModule):
             self.log(tag, metric, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
+        if self.train_metrics_from == "eval":
+            self.measure_train_split(self.trainer.datamodule.train_eval_dataloader())
         self._log_epoch_metrics("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -154,6 +238,8 @@ class Classifier(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self.objective == "regression":
+            raise ConfigError("predict writes class probabilities; a regression has none: use test")
         return probabilities(self.net(batch[0]))
 
     def setup(self, stage: str) -> None:
@@ -166,7 +252,9 @@ class Classifier(L.LightningModule):
         if NOT_STORED in (self.optimizer_factory, self.scheduler_factory):
             raise ConfigError("this model's optimizer or scheduler was a function a checkpoint cannot store: "
                               "pass optimizer= and scheduler= to load_from_checkpoint to train it further")
-        optimizer = build_optimizer(self.optimizer_factory, self.parameters())
+        optimizer = build_optimizer(self.optimizer_factory, self.parameters() if self.decay_biases else [
+            {"params": [p for p in self.parameters() if p.ndim >= 2]},
+            {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}])
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

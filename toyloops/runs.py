@@ -28,8 +28,9 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from toyloops.checkpoints import load_checkpoint
+from toyloops.checkpoints import load_checkpoint, write_atomic
 from toyloops.config import DATA_TO_NET, one_line, with_config_files
+from toyloops.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
 from toyloops.errors import ConfigError, ToyloopsError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -81,22 +82,6 @@ class RunFolder:
                     break
 
 
-def shipped_configs() -> dict[str, Path]:
-    """The configs that ship inside the package, by name: ``blobs_mlp``, ``presets/debug``, ..."""
-    folder = Path(__file__).parent / "configs"
-    return {path.relative_to(folder).with_suffix("").as_posix(): path for path in sorted(folder.rglob("*.yaml"))}
-
-
-def with_shipped_configs(args: list[str]) -> list[str]:
-    """``--config blobs_mlp``: a name that is no path means the shipped config of that name."""
-    shipped, out = shipped_configs(), []
-    for i, arg in enumerate(args):
-        key, equals, value = arg.partition("=") if arg.startswith("--config=") else ("", "", arg)
-        named = (equals or (i and args[i - 1] == "--config")) and not Path(value).exists() and value in shipped
-        out.append(f"{key}{equals}{shipped[value]}" if named else arg)
-    return out
-
-
 def config_files(args: list[str]) -> list[str]:
     """The YAML a command line hands the parser: every ``--config`` (a file or inline YAML) and any
     other value that is a ``.yaml``/``.yml`` file (``--data data.yaml``)."""
@@ -144,7 +129,7 @@ def resolve_ckpt(ckpt_path: str, root: Path, prefix: str) -> Path:
     found = [runs[v] / "checkpoints/last.ckpt" for v in sorted(runs) if (runs[v] / "checkpoints/last.ckpt").is_file()]
     if not found:
         raise ConfigError(f"ckpt_path='last' but no run has a last.ckpt under {root}/{prefix}N: "
-                          "nothing to resume (drop --ckpt_path to start a new run)")
+                          "nothing to resume or evaluate (train one with fit; drop --ckpt_path to start a new run)")
     return found[-1]
 
 
@@ -160,6 +145,26 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_st
                 and run_dir.name[len(prefix):].isdigit() and newest:
             return RunFolder(root / run_dir.name, created=False).lock()
     return claim_new_run(root, prefix)
+
+
+EVAL_FOLDER = "eval"
+
+
+def open_eval(ckpt: Path, root: Path, stage: str) -> RunFolder:
+    """The folder ``validate``/``test``/``predict`` write to, in both engines: ``eval/<stage>_<k>``
+    inside the checkpoint's own run (one that holds a ``config.yaml``), or under this config's
+    ``logs/<name>/`` for a checkpoint from elsewhere. Never a new ``version_N`` beside the runs."""
+    run_dir = ckpt.parent.parent
+    owner = run_dir if ckpt.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() else root
+    return claim_new_run(owner / EVAL_FOLDER, f"{stage}_")
+
+
+def record_eval(folder: Path, stage: str, ckpt: Path, metrics: dict[str, float]) -> str:
+    """Write ``metrics.yaml`` into the eval folder and return the one summary both engines print."""
+    record = {"stage": stage, "checkpoint": str(ckpt), "metrics": {k: float(v) for k, v in metrics.items()}}
+    write_atomic(folder / "metrics.yaml", yaml.safe_dump(record, sort_keys=False).encode())
+    shown = "\n".join(f"{key}: {value:.4f}" for key, value in record["metrics"].items())
+    return f"\n== toyloops {stage} ==\ncheckpoint: {ckpt}\n{shown}\nresults: {folder}"
 
 
 FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
@@ -222,11 +227,23 @@ def check_writable(folder: Path) -> None:
 class Stopped(ToyloopsError):
     """Training stopped on SIGTERM or SIGINT; ``checkpoint`` is the resume point (None: before training)."""
 
-    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None) -> None:
-        self.exit_code = 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as a shell reports them
-        where = f"at step {step}; resume point {checkpoint}; to resume, run the same command with --ckpt_path last" \
-            if checkpoint else "outside training: this stop saved no resume point (the run's last.ckpt, if any, is one)"
+    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None,
+                 where: str | None = None) -> None:
+        self.signum, self.exit_code = signum, 128 + signum  # 143 for SIGTERM, 130 for SIGINT, as a shell reports
+        where = where or (
+            f"at step {step}; resume point {checkpoint}; to resume, run the same command with --ckpt_path last"
+            if checkpoint else
+            "outside training: this stop saved no resume point (the run's last.ckpt, if any, is one)")
         super().__init__(f"stopped by {signal.Signals(signum).name} {where}")
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT outside training. A BaseException, as KeyboardInterrupt is, so that no
+    library's ``except Exception`` (a parser's, a loader's) mistakes the stop for an error of its own."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class StopRequest:
@@ -252,13 +269,35 @@ class StopRequest:
 
 
 def _stop_before_training(signum: int, frame: object) -> None:
-    raise Stopped(signum)
+    raise Interrupted(signum)
 
 
-def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path) -> str:
-    """What a finished ``fit`` prints, in both engines: best score, checkpoints, logs, how to view."""
+def baseline_scalars(datamodule: object) -> dict[str, float]:
+    """The data's baselines as TensorBoard scalars (``baseline/chance`` ...), logged at step 0 by
+    both engines; none for a data module that does not know them."""
+    return {f"baseline/{name}": value for name, value in (getattr(datamodule, "baselines", None) or {}).items()}
+
+
+def compare_to_truth(datamodule: object, model: torch.nn.Module) -> str | None:
+    """The data's own word on the trained net (a learned line against the true one), if it has one."""
+    compare = getattr(datamodule, "compare_to_truth", None)
+    return compare(model.net) if compare else None
+
+
+def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
+            baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
+            monitor: str = "val/acc", report: str | None = None) -> str:
+    """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
+    where EarlyStopping ended it (epoch, monitor), the data's own ``report``, checkpoints, logs, how to view."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
-    return (f"\n== {title} ==\nbest val/acc: {score}\nbest checkpoint: {best_checkpoint}\n"
+    if baselines:  # accuracies: beside val/acc, or on a line of their own
+        rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
+        score += f"  ({rates})" if monitor == "val/acc" else f"\nbaselines: {rates}"
+    if report:
+        score += f"\n{report}"
+    if stopped_early:
+        score += f"\nstopped early: after epoch {stopped_early[0]} (EarlyStopping on {stopped_early[1]})"
+    return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
 
 
@@ -298,8 +337,8 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
     try:
         entry(args)
-    except (KeyboardInterrupt, Stopped) as err:
-        stopped = err if isinstance(err, Stopped) else Stopped(signal.SIGINT)
+    except (KeyboardInterrupt, Interrupted, Stopped) as err:
+        stopped = err if isinstance(err, Stopped) else Stopped(getattr(err, "signum", signal.SIGINT))
         sys.stderr.write(f"{stopped}\n")
         sys.exit(stopped.exit_code)
     except Exception as err:

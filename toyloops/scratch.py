@@ -51,6 +51,31 @@ class LogisticRegression:
         return (self.forward(x) > 0).astype(np.int64)
 
 
+class LinearRegression:
+    """y_hat = x @ W + b, mean squared error loss (the first loop anyone writes; seeds 003 and 004)."""
+
+    def __init__(self, in_features: int = 1, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.params: Params = {"W": rng.normal(0.0, 0.01, (in_features, 1)), "b": np.zeros(1)}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return (x @ self.params["W"] + self.params["b"])[:, 0]  # (B,) predictions
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((self.forward(x) - y) ** 2))
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> Params:
+        error = 2 * (self.forward(x) - y)  # dL/dy_hat per sample, times B
+        return {"W": x.T @ error[:, None] / len(x), "b": np.array([error.mean()])}
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """The closed-form minimiser of the MSE: (W, b) solving [x 1] [W; b] = y in least squares."""
+    design = np.hstack([x, np.ones((len(x), 1))])  # (N, F + 1): a column of ones carries b
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    return solution[:-1, None], float(solution[-1])
+
+
 class MLP:
     """logits = relu(x @ W1 + b1) @ W2 + b2, softmax cross-entropy loss (seed 001)."""
 
@@ -96,7 +121,7 @@ def sgd_step(params: Params, grads: Params, lr: float, weight_decay: float = 0.0
         p -= lr * (grads[name] + weight_decay * p)
 
 
-def train_epoch(model: LogisticRegression | MLP, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+def train_epoch(model: LogisticRegression | LinearRegression | MLP, batches: Iterable[tuple[np.ndarray, np.ndarray]],
                 lr: float, weight_decay: float = 0.0) -> float:
     """One pass of mini-batch SGD; returns the mean of the batch losses (before each step)."""
     losses = []
@@ -131,7 +156,7 @@ def numerical_gradient(f: Callable[[], float], param: np.ndarray, eps: float = 1
     return grad
 
 
-def max_gradient_error(model: LogisticRegression | MLP, x: np.ndarray, y: np.ndarray) -> float:
+def max_gradient_error(model: LogisticRegression | LinearRegression | MLP, x: np.ndarray, y: np.ndarray) -> float:
     """Largest |manual - finite-difference| over all parameters (near 1e-9 when correct)."""
     manual = model.gradients(x, y)
     return max(np.abs(manual[k] - numerical_gradient(lambda: model.loss(x, y), p)).max()

@@ -1,0 +1,136 @@
+"""``toyloops seeds``: runs over seeds and folds in one process, their statistics, and the k-fold split."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+
+import pytest
+import torch
+import yaml
+
+from toyloops import data, seeds, stats
+from toyloops.datamodules import PointsDataModule, SequenceDataModule
+from toyloops.errors import ConfigError
+
+TINY = ["--trainer.max_epochs", "2", "--data.init_args.n_samples", "240"]
+
+
+@pytest.mark.parametrize(("df", "quantile"), [(1, 12.706204736), (2, 4.302652730), (9, 2.262157163),
+                                              (29, 2.045229642), (1000, 1.962339081)])
+def test_t_quantiles_match_the_table(df, quantile):
+    assert stats.t_quantile(0.975, df) == pytest.approx(quantile, abs=1e-8)
+
+
+def test_t_p_values_match_a_numerical_integral():
+    """The continued fraction against Simpson's rule on the t density (an independent route)."""
+    for t, df in ((2.0, 10), (0.5, 3), (3.1, 4), (1.0, 1)):
+        density = lambda x, df=df: math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(  # noqa: E731
+            df * math.pi) * (1 + x * x / df) ** (-(df + 1) / 2)
+        steps = 20000
+        h = t / steps
+        inner = h / 3 * sum((1 if i in (0, steps) else 4 if i % 2 else 2) * density(i * h) for i in range(steps + 1))
+        assert stats.t_two_sided_p(t, df) == pytest.approx(1 - 2 * inner, abs=1e-9)
+    assert stats.t_two_sided_p(2.0, 10) == pytest.approx(0.0733880348, abs=1e-9)  # the published value
+
+
+def test_paired_t_test():
+    a, b = [0.91, 0.88, 0.95, 0.90, 0.93], [0.89, 0.87, 0.91, 0.90, 0.90]
+    diff, p = stats.paired_t_test(a, b)
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    assert diff.mean == pytest.approx(statistics.mean(d)) and diff.std == pytest.approx(statistics.stdev(d))
+    t = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(5))
+    assert t == pytest.approx(2.828427) and p == pytest.approx(0.047421, abs=1e-6)  # t = 2.83, df 4 (the table)
+    assert diff.low < diff.mean < diff.high
+    assert stats.paired_t_test(a, a)[1] == 1.0
+
+
+@pytest.mark.parametrize("n", [240, 241, 1000])
+def test_k_folds_are_disjoint_cover_train_and_val_and_keep_the_test_split(n):
+    train0, val0, test0 = data.split_indices(n, 0.2, 0.2, seed=3)
+    folds = [data.split_indices(n, 0.2, 0.2, seed=3, fold=k, num_folds=5) for k in range(5)]
+    vals = [set(val.tolist()) for _, val, _ in folds]
+    assert all(not (vals[i] & vals[j]) for i in range(5) for j in range(i + 1, 5))  # disjoint
+    assert set().union(*vals) == set(train0.tolist()) | set(val0.tolist())  # cover the train + val data
+    assert max(map(len, vals)) - min(map(len, vals)) <= 1
+    for train, val, test in folds:
+        assert torch.equal(test, test0)  # the test split does not move
+        assert set(train.tolist()) == set().union(*vals) - set(val.tolist())
+    other_seed = data.split_indices(n, 0.2, 0.2, seed=4, fold=0, num_folds=5)[1]
+    assert not torch.equal(other_seed, folds[0][1])  # seeded
+
+
+def test_data_modules_take_fold_and_num_folds():
+    points = [PointsDataModule(n_samples=300, fold=k, num_folds=3) for k in range(3)]
+    vals = [set(map(tuple, dm.splits["val"][0].tolist())) for dm in points]
+    assert sum(map(len, vals)) == len(set().union(*vals)) == 240  # 300 minus the 60 test samples
+    seqs = SequenceDataModule(n_samples=200, fold=1, num_folds=4)
+    assert len(seqs.splits["val"][0]) == 40 and len(seqs.splits["train"][0]) == 120
+    with pytest.raises(ConfigError, match="0 <= fold < num_folds"):
+        PointsDataModule(n_samples=300, fold=3, num_folds=3)
+    with pytest.raises(ConfigError, match="give both"):
+        PointsDataModule(n_samples=300, fold=1)
+
+
+def test_seeds_vs_compares_two_configs_on_the_same_seeds(in_tmp, capsys):
+    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "3", "--engine", "loop", *TINY])
+    mlp, logistic = out["scores"]["blobs_mlp"], out["scores"]["blobs_logistic"]
+    folder = in_tmp / "logs/seeds/blobs_mlp-vs-blobs_logistic"
+    for arm, values in (("blobs_mlp", mlp), ("blobs_logistic", logistic)):
+        for seed, value in enumerate(values):
+            config = next((folder / arm / f"seed_{seed}").glob("logs/*/loop_version_0/config.yaml"))
+            assert yaml.safe_load(config.read_text())["seed_everything"] == seed
+            assert 0.5 < value <= 1.0
+    assert len(set(mlp)) > 1  # the seed changes data, split and init
+    rows = list(csv.DictReader((folder / "results.csv").open()))
+    assert [float(r["blobs_mlp"]) for r in rows] == pytest.approx(mlp, abs=1e-6)
+    assert [float(r["difference"]) for r in rows] == pytest.approx([a - b for a, b in zip(mlp, logistic,
+                                                                                          strict=True)], abs=1e-6)
+    s = out["blobs_mlp"]
+    half = 4.302652730 * statistics.stdev(mlp) / math.sqrt(3)
+    assert (s.mean, s.low, s.high) == pytest.approx((statistics.mean(mlp), statistics.mean(mlp) - half,
+                                                     statistics.mean(mlp) + half))
+    assert out["p"] == stats.paired_t_test(mlp, logistic)[1]
+    printed = capsys.readouterr().out
+    assert f"blobs_mlp: {s.mean:.4f} ± {s.std:.4f}" in printed and f"paired t-test p = {out['p']:.4g}" in printed
+
+
+def test_seeds_kfold_runs_each_fold_once(in_tmp):
+    out = seeds.run(["--config", "blobs_mlp", "--kfold", "3", *TINY])
+    folder = in_tmp / "logs/seeds/blobs_mlp/blobs_mlp"
+    for k in range(3):
+        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/version_0/config.yaml")).read_text())
+        assert (config["data"]["init_args"]["fold"], config["data"]["init_args"]["num_folds"]) == (k, 3)
+    assert len(out["scores"]["blobs_mlp"]) == 3 and out["blobs_mlp"].n == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--n", "1"], "--n=1: a confidence interval needs at least 2 seeds"),
+    (["--kfold", "3", "--n", "4"], "--n and --kfold: give one"),
+    (["--kfold", "1"], "--kfold=1: expected an int >= 2"),
+    (["--seed_everything", "3"], "--seed_everything: toyloops seeds sets this itself"),
+])
+def test_seeds_bad_arguments_are_one_line(in_tmp, args, message):
+    with pytest.raises(SystemExit) as stop:
+        seeds.main(["--config", "blobs_mlp", *args])
+    assert str(stop.value.code) == f"error: {message}" or message in str(stop.value.code)
+    assert not (in_tmp / "logs").exists()
+
+
+def test_a_checkpoint_from_before_k_fold_still_loads_its_data_module(in_tmp):
+    """Checkpoints written before fold/num_folds existed hold no such keys: they mean no k-fold."""
+    from conftest import run_cli
+
+    run_cli("fit", "--config", "blobs_mlp", "--trainer.max_epochs", "1", "--data.init_args.n_samples", "240")
+    checkpoint = torch.load(in_tmp / "logs/blobs_mlp/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert {"fold", "num_folds"} <= set(checkpoint["datamodule_hyper_parameters"])
+    for key in ("fold", "num_folds"):
+        del checkpoint["datamodule_hyper_parameters"][key]
+    torch.save(checkpoint, in_tmp / "old.ckpt")
+    old = PointsDataModule.load_from_checkpoint(in_tmp / "old.ckpt")
+    assert (old.fold, old.num_folds) == (None, None) and len(old.splits["val"][0]) == 48
+    checkpoint["datamodule_hyper_parameters"]["unknown"] = 1
+    torch.save(checkpoint, in_tmp / "other.ckpt")
+    with pytest.raises(ConfigError, match="holds no PointsDataModule"):
+        PointsDataModule.load_from_checkpoint(in_tmp / "other.ckpt")

@@ -1,0 +1,129 @@
+"""toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine loop] [--key value ...]
+
+The same config trained over N seeds in this one process (``seed_everything`` = 0 .. N-1: data,
+split, shuffles and init all change with it), or over the K folds of ``--kfold K`` (the config's
+seed; fold k is the validation set, the other folds train). Reports the best val/acc of each run,
+their mean ± std and a 95% confidence interval (Student t). With ``--vs D`` the second config runs
+on the same seeds (or folds) and the two are compared pairwise: the mean difference, its 95%
+interval and the paired t-test's two-sided p-value.
+
+Runs log to ``logs/seeds/<name>/<config>/<seed_N|fold_K>/``; the table goes to ``results.csv`` there.
+Folds share their training data, so a k-fold interval is narrower than independent runs would give:
+read it as a summary, not a guarantee.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+from typing import Any
+
+from toyloops import runs
+from toyloops.config import LOG_DIR
+from toyloops.errors import ConfigError
+from toyloops.stats import paired_t_test, summarize
+from toyloops.sweep import ENGINES, QUIET, fit_run, write_text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="toyloops seeds", allow_abbrev=False, exit_on_error=False,
+                                     description="One config over N seeds (or K folds); any --key value goes to "
+                                                 "every run.")
+    parser.add_argument("--config", action="append", required=True, help="a run config (path or shipped name)")
+    parser.add_argument("--vs", default=None, help="a second config, compared on the same seeds/folds")
+    parser.add_argument("--n", type=int, default=None, help="number of seeds (default 10)")
+    parser.add_argument("--first_seed", type=int, default=0)
+    parser.add_argument("--kfold", type=int, default=None, help="K folds of the train+val data instead of seeds")
+    parser.add_argument("--engine", choices=ENGINES, default="lightning")
+    parser.add_argument("--name", default=None, help="folder logs/seeds/<name>")
+    return parser
+
+
+def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    try:
+        opts, extra = build_parser().parse_known_args(args)
+    except argparse.ArgumentError as err:
+        raise ConfigError(str(err)) from None
+    if opts.kfold is not None and opts.n is not None:
+        raise ConfigError("--n and --kfold: give one (k-fold runs the config's seed once per fold)")
+    if opts.kfold is not None and opts.kfold < 2:
+        raise ConfigError(f"--kfold={opts.kfold}: expected an int >= 2")
+    opts.n = 10 if opts.n is None else opts.n
+    if opts.kfold is None and opts.n < 2:
+        raise ConfigError(f"--n={opts.n}: a confidence interval needs at least 2 seeds")
+    if not (opts.first_seed >= 0 and opts.first_seed + opts.n <= 2**32):
+        raise ConfigError(f"--first_seed={opts.first_seed}: seeds must lie in [0, 2**32)")
+    if extra and not extra[0].startswith("--"):
+        raise ConfigError(f"unexpected argument {extra[0]!r}: run settings go as --key value")
+    for arg in extra:
+        key = arg[2:].partition("=")[0]
+        if key in ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds"):
+            raise ConfigError(f"--{key}: toyloops seeds sets this itself for each run")
+    label = runs.run_name(opts.config)
+    opts.name = opts.name or (f"{label}-vs-{runs.run_name([opts.vs])}" if opts.vs else label)
+    if "/" in opts.name or opts.name.startswith("."):
+        raise ConfigError(f"--name={opts.name!r}: expected a plain folder name")
+    return opts, extra
+
+
+def run(args: list[str] | None = None) -> dict[str, Any]:
+    args = list(sys.argv[1:] if args is None else args)
+    if args[:1] in (["-h"], ["--help"]):
+        build_parser().print_help()
+        return {}
+    opts, extra = parse(args)
+    folder = Path(LOG_DIR) / "seeds" / opts.name
+    runs.check_writable(folder)
+    if opts.kfold:
+        units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
+                 for k in range(opts.kfold)]
+    else:
+        units = [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
+    arms = {runs.run_name(opts.config): opts.config}
+    if opts.vs:
+        arms[f"vs {runs.run_name([opts.vs])}" if runs.run_name([opts.vs]) in arms else runs.run_name([opts.vs])] = \
+            [opts.vs]
+    scores: dict[str, list[float]] = {arm: [] for arm in arms}
+    for unit, unit_args in units:
+        for arm, configs in arms.items():
+            root = folder / arm.replace(" ", "_") / unit
+            result = fit_run(opts.engine, [*(a for c in configs for a in ("--config", c)), *QUIET, *extra, *unit_args,
+                                           "--trainer.default_root_dir", str(root)])
+            if result.best is None:
+                raise ConfigError("a run logged no val/acc (check trainer.limit_val_batches)")
+            scores[arm].append(result.best)
+            print(f"seeds: {arm} {unit}: best val/acc {result.best:.4f}", flush=True)
+    return report(folder, [u for u, _ in units], scores)
+
+
+def report(folder: Path, units: list[str], scores: dict[str, list[float]]) -> dict[str, Any]:
+    arms = list(scores)
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["run", *arms, *(["difference"] if len(arms) == 2 else [])])
+    for i, unit in enumerate(units):
+        row = [scores[arm][i] for arm in arms]
+        writer.writerow([unit, *(f"{v:.6f}" for v in row), *([f"{row[0] - row[1]:.6f}"] if len(arms) == 2 else [])])
+    write_text(folder / "results.csv", table.getvalue())
+    kind = "folds" if units[0].startswith("fold") else "seeds"
+    lines = [f"\n== toyloops seeds: best val/acc over {len(units)} {kind} =="]
+    out: dict[str, Any] = {"scores": scores}
+    for arm in arms:
+        s = summarize(scores[arm])
+        out[arm] = s
+        lines.append(f"{arm}: {s.mean:.4f} ± {s.std:.4f} (95% CI {s.low:.4f} .. {s.high:.4f})")
+    if len(arms) == 2:
+        diff, p = paired_t_test(scores[arms[0]], scores[arms[1]])
+        out["difference"], out["p"] = diff, p
+        lines.append(f"{arms[0]} - {arms[1]}: {diff.mean:+.4f} (95% CI {diff.low:+.4f} .. {diff.high:+.4f}), "
+                     f"paired t-test p = {p:.4g}")
+    lines.append(f"table: {folder / 'results.csv'}")
+    print("\n".join(lines), flush=True)
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    runs.main(run, args)

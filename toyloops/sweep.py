@@ -1,0 +1,631 @@
+"""toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
+
+A hyperparameter search over any config key with Optuna: TPE sampling, a median pruner on val/acc
+(Optuna's Lightning callback in the Lightning engine, the same rule at the hand loop's epoch end),
+every trial a TensorBoard run with its HParams, and at the end a results table, the best trial's
+full config as ``best.yaml`` (``toyloops fit --config best.yaml`` trains it) and Optuna's plots.
+
+The study lives in a storage that any number of worker processes share: by default a journal file
+``logs/sweeps/<name>/study.journal`` (Optuna's JournalFileBackend; no server), or with
+``--storage postgresql://...`` a database that workers on many machines share. Each worker runs its
+trials one after another in ONE process, so torch and Lightning are imported once per worker.
+
+A worker that dies mid-trial (SIGKILL, a lost machine) leaves its trial RUNNING. With a database,
+Optuna's heartbeat marks it failed after ``--heartbeat`` x 2 seconds; with the journal file, a live
+worker sees the dead worker's lock file free (the OS releases it when a process dies) and marks it
+failed (workers take turns, by a second lock file, from counting the trials to their new trial's
+first line, so exactly ``--trials`` finish and a RUNNING trial no worker has named is an orphan).
+Either way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the same parameters again,
+and the study goes on to ``--trials`` finished (complete or pruned) trials, counted over the study's
+whole life: a sweep command started again with the same name/storage continues the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import io
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from toyloops import runs
+from toyloops.config import LOG_DIR, MONITOR
+from toyloops.errors import ConfigError, NonFiniteLossError, ToyloopsError
+
+ENGINES = ("lightning", "loop")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# Test hook: "T:E" makes the worker running trial number T SIGKILL its own process at the end of
+# epoch E ("T:start": as the trial starts), so the kill tests place a real kill without timing (a retry
+# has another number).
+KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
+SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+             "categorical": {"type", "choices"}}
+# Keys the sweep sets itself for every trial.
+OWNED_KEYS = ("trainer.default_root_dir", "config")
+# Each trial runs quietly; a user's --key value after them wins.
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+PRIMITIVE = (type(None), bool, int, float, str)
+# Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
+ARGS_WARNING = "LightningCLI's args parameter is intended"
+# RetryHeartbeatStaleTrialCallback and fail_stale_trials are marked experimental (stable since Optuna 2.8/2.9).
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+# --- the search space --------------------------------------------------------------------------
+
+def read_space(path: str | Path) -> dict[str, BaseDistribution]:
+    """A space YAML as Optuna distributions, by config key; a mistake in it is one ConfigError."""
+    path = resolve_space(path)
+    try:
+        space = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise ConfigError(f"--space {path}: not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"--space {path}: expected a mapping of config keys to {{type: float|int|categorical, ...}}, "
+                          f"got {type(space).__name__ if space is not None else 'an empty file'}")
+    return {str(key): distribution(str(key), spec, path) for key, spec in space.items()}
+
+
+def resolve_space(path: str | Path) -> Path:
+    """A path, or the name of a shipped space (``mlp``: ``toyloops/spaces/mlp.yaml``)."""
+    given = Path(path)
+    shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
+    if not given.is_file() and shipped.is_file():
+        return shipped
+    if not given.is_file():
+        names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
+        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(names)})")
+    return given
+
+
+def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
+    where = f"--space {path}: {key}"
+    if key in OWNED_KEYS or key.startswith("trainer.logger"):
+        raise ConfigError(f"{where}: the sweep sets this key itself; sweep another")
+    if not isinstance(spec, dict) or spec.get("type") not in SPEC_KEYS:
+        raise ConfigError(f"{where}={spec!r}: expected {{type: float|int|categorical, ...}}")
+    kind = spec["type"]
+    unknown = sorted(set(spec) - SPEC_KEYS[kind])
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} for type {kind} (allowed: "
+                          f"{', '.join(sorted(SPEC_KEYS[kind] - {'type'}))})")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}.choices={choices!r}: expected a non-empty list")
+        # Optuna stores None/bool/int/float/str; a list choice ([64, 64]) is stored as its JSON text.
+        encoded = [c if isinstance(c, PRIMITIVE) else json.dumps(c) for c in choices]
+        if len(set(map(json.dumps, encoded))) != len(encoded):
+            raise ConfigError(f"{where}.choices={choices!r}: a choice appears twice")
+        return CategoricalDistribution(encoded)
+    number = float if kind == "float" else int
+    values = {}
+    for field in ("low", "high", "step"):
+        value = spec.get(field)
+        if field == "step" and value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (number is int and not isinstance(value, int)):
+            wanted = "a finite number" if number is float else "an int"
+            raise ConfigError(f"{where}.{field}={value!r}: expected {wanted}")
+        values[field] = number(value)
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}.log={log!r}: expected true or false")
+    low, high = values["low"], values["high"]
+    if low >= high:
+        raise ConfigError(f"{where}: empty range low={low!r} .. high={high!r}: expected low < high")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: log scale needs low > 0, got low={low!r}")
+    if log and "step" in values:
+        raise ConfigError(f"{where}: step and log: true cannot be combined (Optuna's rule)")
+    if "step" in values and values["step"] <= 0:
+        raise ConfigError(f"{where}.step={values['step']!r}: expected > 0")
+    return (FloatDistribution if kind == "float" else IntDistribution)(low, high, log=log,
+                                                                       step=values.get("step", None if
+                                                                       kind == "float" else 1))
+
+
+def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
+    """Optuna's ``suggest_*`` for one key (a retried trial gets its fixed value back)."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
+def as_args(params: dict[str, Any]) -> list[str]:
+    """``--key value`` per parameter, as the config parser reads them (lists as YAML/JSON text)."""
+    out = []
+    for key, value in params.items():
+        out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return out
+
+
+def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+    """Parameter sets that together use every categorical choice and both ends of every range."""
+    count = max([2] + [len(d.choices) for d in space.values() if isinstance(d, CategoricalDistribution)])
+    sets = []
+    for i in range(count):
+        sets.append({key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
+                     else (d.low if i % 2 == 0 else d.high) for key, d in space.items()})
+    return sets
+
+
+# --- one training run, either engine ----------------------------------------------------------
+
+@dataclass
+class FitResult:
+    best: float | None  # best val/acc
+    run_dir: Path
+    config_text: str  # the run's full, resolved config (its config.yaml)
+
+
+def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
+            epoch_end: Callable[[int, float | None], None] | None = None) -> FitResult:
+    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, val/acc
+    is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
+    val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    if engine == "loop":
+        from toyloops import loop
+
+        def hook(epoch: int, metrics: dict[str, float]) -> None:
+            prune = False
+            if trial is not None and MONITOR in metrics:
+                # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
+                trial.report(metrics[MONITOR], step=epoch)
+                prune = trial.should_prune()
+            if epoch_end:  # after the report, before the prune: as in Lightning below
+                epoch_end(epoch, metrics.get(MONITOR))
+            if prune:
+                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
+        result = loop.run(["fit", *args], epoch_end=hook)
+        run_dir = Path(result["last_checkpoint"]).parent.parent
+        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
+
+    from lightning.pytorch.callbacks import Callback
+
+    from toyloops.callbacks import LastCheckpoint
+    from toyloops.cli import ToyCLI
+
+    def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
+        if not trainer.sanity_checking and epoch_end:
+            score = trainer.callback_metrics.get(MONITOR)
+            epoch_end(pl_module.current_epoch, None if score is None else score.item())
+
+    class EpochEnd(Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
+            after_validation(trainer, pl_module)
+
+    class SweepCLI(ToyCLI):
+        def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
+            trainer = super().instantiate_trainer(**kwargs)
+            # Added after ModelCheckpoint (which Lightning puts last at init): the epoch's checkpoint is written.
+            if trial is None:
+                trainer.callbacks.append(EpochEnd())
+                return trainer
+            from optuna_integration import PyTorchLightningPruningCallback
+
+            class Pruning(PyTorchLightningPruningCallback):
+                def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
+                    try:
+                        super().on_validation_end(trainer, pl_module)  # report; raises TrialPruned to prune
+                    finally:
+                        after_validation(trainer, pl_module)  # after the report, as in the hand loop
+
+            trainer.callbacks.append(Pruning(trial, monitor=MONITOR))
+            return trainer
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARGS_WARNING)
+        cli = SweepCLI(["fit", *args])
+    best = next((c.best_model_score for c in cli.trainer.checkpoint_callbacks
+                 if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
+    run_dir = Path(cli.trainer.logger.log_dir)
+    return FitResult(None if best is None else best.item(), run_dir, (run_dir / "config.yaml").read_text())
+
+
+def check_args(engine: str, args: list[str]) -> None:
+    """Parse and build (no training, no run folder) a config with these arguments: an unknown key
+    or a value the config cannot take is a one-line error here, before any trial starts."""
+    from toyloops.config import check_config_file, check_net_fits_data, check_values, links_into_net
+
+    args = runs.with_shipped_configs(args)
+    for path in runs.config_files(args):
+        check_config_file(path)
+    if engine == "loop":
+        from toyloops.loop import build_parser
+
+        parser = build_parser()
+        config = parser.parse_args(args)
+        check_values(config)
+        with links_into_net():
+            objects = parser.instantiate(config)
+        check_net_fits_data(objects.model, objects.data)
+        return
+
+    from toyloops.cli import ToyCLI
+
+    class CheckOnly(ToyCLI):
+        def _prepare_run(self, config) -> None:  # noqa: ANN001 - no run folder: nothing is written
+            check_values(config)
+            runs.check_precision(config.trainer.precision, config.trainer.accelerator)
+
+        def instantiate_classes(self) -> None:
+            with links_into_net():
+                objects = self.parser.instantiate_classes(self.config)
+            check_net_fits_data(objects.model, objects.data)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARGS_WARNING)
+        CheckOnly(args, run=False)
+
+
+# --- the study ----------------------------------------------------------------------------------
+
+def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
+    if opts.storage:
+        try:
+            storage = optuna.storages.RDBStorage(opts.storage, heartbeat_interval=opts.heartbeat,
+                                                 grace_period=2 * opts.heartbeat,
+                                                 heartbeat_stale_trial_callback=retry)
+        except (ImportError, ModuleNotFoundError) as err:
+            raise ConfigError(f"--storage {opts.storage}: {err}") from None
+        except Exception as err:  # SQLAlchemy's OperationalError and friends: a server or URL a user can fix
+            if type(err).__module__.split(".")[0] not in ("sqlalchemy", "psycopg2", "psycopg"):
+                raise
+            raise ConfigError(f"--storage {opts.storage}: {str(err).strip().splitlines()[0]}") from None
+    else:
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+        folder.mkdir(parents=True, exist_ok=True)
+        path = str(folder / "study.journal")  # the open() lock: the one optuna-dashboard takes on this file too
+        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    sampler = optuna.samplers.TPESampler(constant_liar=True)  # parallel workers don't all try the same point
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)  # an epoch's checkpoint first
+    return optuna.create_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner,
+                               direction="maximize", load_if_exists=True)
+
+
+class Worker:
+    """One worker process: runs trials until the study has ``trials`` finished ones."""
+
+    def __init__(self, opts: argparse.Namespace, folder: Path, space: dict[str, BaseDistribution],
+                 base_args: list[str]) -> None:
+        self.opts, self.folder, self.space, self.base_args = opts, folder, space, base_args
+        self.name = f"{socket.gethostname()}-{os.getpid()}"
+        self._lock = self._turn = None
+        if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
+            (folder / "workers").mkdir(exist_ok=True)
+            self._lock = open(folder / "workers" / f"{self.name}.lock", "a")  # noqa: SIM115 - held for life
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+            # Workers take turns from counting the trials to their new trial's first line (which names
+            # its worker): no two start the study's last trial, and a nameless RUNNING trial is an orphan.
+            self._turn = open(folder / "workers" / "turn.lock", "a")  # noqa: SIM115 - held for life
+
+    def take_turn(self) -> None:
+        if self._turn:
+            fcntl.flock(self._turn, fcntl.LOCK_EX)
+
+    def give_turn(self) -> None:
+        if self._turn:
+            fcntl.flock(self._turn, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Let go of the worker's locks (the OS does it anyway when the process ends)."""
+        for handle in (self._lock, self._turn):
+            if handle:
+                handle.close()
+        self._lock = self._turn = None
+
+    def run(self, study: optuna.Study) -> None:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        while True:
+            self.take_turn()
+            try:
+                self.reap(study)
+                trials = study.get_trials(deepcopy=False)
+                finished = sum(t.state in FINISHED for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                failed = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)
+                if finished >= self.opts.trials:
+                    return
+                if failed >= self.opts.trials:
+                    last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
+                    raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
+                if finished + running < self.opts.trials:
+                    study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))  # gives the turn back
+                    continue
+            finally:
+                self.give_turn()
+            # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
+            time.sleep(min(1.0, self.opts.heartbeat))
+
+    def reap(self, study: optuna.Study) -> None:
+        """Mark the trials of dead workers failed, and queue them again (Optuna's retry callback)."""
+        if self.opts.storage:
+            optuna.storages.fail_stale_trials(study)  # the heartbeat's rule
+            return
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.opts.max_retry)
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = trial.user_attrs.get("worker")  # None: its worker died before naming itself (see take_turn)
+            if owner is None or (owner != self.name and not self.alive(owner)):
+                try:
+                    frozen = study.tell(trial.number, state=TrialState.FAIL)
+                except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # another worker reaped it first
+                    continue
+                who = owner or "(it died before naming itself)"
+                print(f"sweep: trial {trial.number} lost its worker {who}: marked failed, queued again",
+                      file=sys.stderr, flush=True)
+                retry(study, frozen)
+
+    def alive(self, owner: str) -> bool:
+        path = self.folder / "workers" / f"{owner}.lock"
+        if not path.exists():
+            return owner.rsplit("-", 1)[0] != socket.gethostname()  # another machine's: cannot tell, assume so
+        with open(path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
+    def objective(self, trial: optuna.Trial) -> float:
+        kill, seen = os.environ.get(KILL_ENV), []
+        if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
+            os.kill(os.getpid(), signal.SIGKILL)
+        trial.set_user_attr("worker", self.name)
+        self.give_turn()
+        params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
+        run_root = self.folder / "trials" / f"{trial.number:04d}"
+        args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root)]
+
+        def epoch_end(epoch: int, score: float | None) -> None:
+            if score is not None:
+                seen.append(score)
+            if kill == f"{trial.number}:{epoch}":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        print(f"sweep: trial {trial.number} {json.dumps(params)}", flush=True)
+        try:
+            result = fit_run(self.opts.engine, args, trial, epoch_end)
+        except optuna.TrialPruned:
+            log_pruned_hparams(run_root, self.opts.engine, seen)
+            raise
+        except NonFiniteLossError as err:
+            trial.set_user_attr("error", str(err))
+            raise
+        trial.set_user_attr("config", result.config_text)
+        trial.set_user_attr("run_dir", str(result.run_dir))
+        if result.best is None:
+            raise ConfigError("the trial ran no validation: a sweep needs val/acc (check trainer.limit_val_batches)")
+        return result.best
+
+
+def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None:
+    """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
+    from toyloops.dashboard import log_hparams
+
+    for config in run_root.glob("logs/*/*version_*/config.yaml"):
+        log_hparams(config.parent, engine, config.read_text(),
+                    {"val/acc_best": max(scores, default=float("nan")), "val/loss_final": float("nan")},
+                    max(len(scores) - 1, 0))
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic: a same-folder temp file, then rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def best_config(text: str) -> str:
+    """A trial's resolved config, made to run as a new run of its own (not in the trial's folder)."""
+    config = yaml.safe_load(text)
+    trainer = config.get("trainer") or {}
+    for key in ("default_root_dir", *(q[len("--trainer."):] for q in QUIET[::2])):
+        trainer.pop(key, None)  # the sweep's, not the trial's: defaults again
+    logger = trainer.get("logger")
+    if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
+        logger["init_args"].update(save_dir=LOG_DIR, name=None, version=None)
+    config.pop("ckpt_path", None)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """results.csv, best.yaml, history.png and importance.png in ``folder``; the printed summary."""
+    trials = study.get_trials(deepcopy=False)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["number", "state", "value", *space, "epochs_reported", "duration_s", "retry_of", "worker"])
+    for t in trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else ""
+        writer.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
+                         *(t.params.get(key, "") for key in space), len(t.intermediate_values),
+                         f"{duration:.2f}" if duration != "" else "", t.system_attrs.get("failed_trial", ""),
+                         t.user_attrs.get("worker", "")])
+    write_text(folder / "results.csv", rows.getvalue())
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    out: dict[str, Any] = {"counts": counts, "folder": folder}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    lines = [f"\n== toyloops sweep {study.study_name} ==",
+             "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
+    if complete:
+        best = study.best_trial
+        out.update(best=best.value, best_number=best.number, best_params=best.params)
+        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best val/acc {best.value:.4f}\n"
+                  f"# params: {json.dumps(best.params)}\n# train it: toyloops fit --config best.yaml\n")
+        write_text(folder / "best.yaml", header + best_config(best.user_attrs["config"]))
+        lines += [f"best: trial {best.number}, val/acc {best.value:.4f}, {json.dumps(best.params)}",
+                  f"best config: {folder / 'best.yaml'}  (toyloops fit --config {folder / 'best.yaml'})"]
+        top = sorted(complete, key=lambda t: -t.value)[:5]
+        lines += ["top trials:"] + [f"  {t.number:4d}  {t.value:.4f}  {json.dumps(t.params)}" for t in top]
+        out["plots"] = plots(study, folder)
+    lines += [f"results: {folder / 'results.csv'}",
+              f"view: tensorboard --logdir {folder / 'trials'}   (HParams tab compares the trials)"]
+    print("\n".join(lines), flush=True)
+    return out
+
+
+def plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optuna's optimisation-history and parameter-importance plots (matplotlib) as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    made = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        charts = [("history.png", optuna_plots.plot_optimization_history)]
+        if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+            charts.append(("importance.png", optuna_plots.plot_param_importances))
+        for name, chart in charts:
+            axes = chart(study)
+            figure = axes.figure
+            figure.set_size_inches(8, 5)
+            figure.tight_layout()
+            tmp = folder / f".{name}.{os.getpid()}.tmp.png"
+            figure.savefig(tmp, dpi=100)
+            os.replace(tmp, folder / name)
+            plt.close(figure)
+            made.append(folder / name)
+    return made
+
+
+# --- the command --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="toyloops sweep", allow_abbrev=False, exit_on_error=False,
+        description="Optuna sweep over a run config; any other --key value goes to every trial.")
+    parser.add_argument("--config", action="append", required=True, help="a run config (path or shipped name)")
+    parser.add_argument("--space", required=True, help="search space YAML (path or shipped name: mlp, logistic, "
+                                                       "transformer)")
+    parser.add_argument("--trials", type=int, default=20, help="finished trials the study should reach")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="local worker processes (1: the trials run in this process)")
+    parser.add_argument("--storage", default=None, help="an RDB URL (postgresql://...); default: a journal file")
+    parser.add_argument("--engine", choices=ENGINES, default="lightning")
+    parser.add_argument("--name", default=None, help="study name and folder logs/sweeps/<name>")
+    parser.add_argument("--heartbeat", type=float, default=10.0,
+                        help="RDB heartbeat seconds; a trial silent for twice this is failed and retried")
+    parser.add_argument("--max_retry", type=int, default=2, help="retries of a trial whose worker died")
+    parser.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    try:
+        opts, extra = build_parser().parse_known_args(args)
+    except argparse.ArgumentError as err:
+        raise ConfigError(str(err)) from None
+    for key in ("trials", "workers", "max_retry"):
+        if getattr(opts, key) < (0 if key == "max_retry" else 1):
+            raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
+    if not opts.heartbeat > 0:
+        raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
+    if extra and not extra[0].startswith("--"):
+        raise ConfigError(f"unexpected argument {extra[0]!r}: trial settings go as --key value")
+    for arg in extra:
+        key = arg[2:].partition("=")[0]
+        if arg.startswith("--") and (key in OWNED_KEYS or key.startswith("trainer.logger")):
+            raise ConfigError(f"--{key}: the sweep sets this itself for each trial")
+    if opts.name is None:
+        opts.name = f"{runs.run_name(opts.config)}-{Path(opts.space).stem}"
+    if not opts.name or "/" in opts.name or opts.name.startswith("."):
+        raise ConfigError(f"--name={opts.name!r}: expected a plain folder name")
+    return opts, extra
+
+
+def run(args: list[str] | None = None) -> dict[str, Any]:
+    args = list(sys.argv[1:] if args is None else args)
+    if args[:1] in (["-h"], ["--help"]):
+        build_parser().print_help()
+        return {}
+    opts, extra = parse(args)
+    space = read_space(opts.space)
+    base_args = [arg for config in opts.config for arg in ("--config", config)] + QUIET + extra
+    folder = Path(LOG_DIR) / "sweeps" / opts.name
+    if opts.worker_index == 0:  # the command itself: check the space against the config, then start workers
+        runs.check_writable(folder)
+        for params in corners(space):
+            try:
+                check_args(opts.engine, [*base_args, *as_args(params)])
+            except Exception as err:
+                message = runs.user_message(err, [], lambda line: line)
+                if message is None:  # a bug: its traceback
+                    raise
+                raise ConfigError(f"a trial's config is not valid with {json.dumps(params)}: {message}") from None
+    study = open_study(opts, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if opts.worker_index == 0:
+        print(f"sweep {opts.name}: {opts.trials} trials, {opts.workers} worker(s), storage "
+              f"{opts.storage or folder / 'study.journal'}", flush=True)
+    failure = None
+    if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
+        worker = Worker(opts, folder, space, base_args)
+        try:
+            worker.run(study)
+        except ToyloopsError as err:  # every trial failing: still write what there is, then say so
+            if opts.worker_index:
+                raise
+            failure = err
+        finally:
+            worker.close()
+        if opts.worker_index:
+            return {}
+    else:  # the command: K worker processes, then the report
+        children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
+                    for i in range(1, opts.workers + 1)]
+        try:
+            codes = [child.wait() for child in children]
+        except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children:
+                child.wait()
+            raise
+        for index, code in enumerate(codes, 1):
+            if code:
+                print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
+                      file=sys.stderr, flush=True)
+        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+        if finished < opts.trials:
+            failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
+                                    "errors above); run the same command again to continue the study")
+    out = report(study, folder, space)
+    if failure:
+        raise failure
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    runs.main(run, args)
