@@ -210,7 +210,7 @@ def test_optuna_dashboard_serves_the_sweep_study(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([shutil.which("optuna-dashboard") or "optuna-dashboard", str(folder / "study.journal"),
+    server = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), str(folder / "study.journal"),
                                "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
     try:

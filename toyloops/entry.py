@@ -38,8 +38,9 @@ def with_shipped_configs(args: list[str]) -> list[str]:
         if name is None and not any(c in value for c in ":{\n"):  # not inline YAML either
             from toyloops.errors import ConfigError
 
-            raise ConfigError(f"--config {value!r} is neither a file nor a shipped config; shipped: "
-                              f"{', '.join(shipped)} (presets stack on a run config)")
+            runs = [name for name in shipped if "/" not in name]
+            raise ConfigError(f"--config {value!r} is neither a file nor a shipped config; shipped: {', '.join(runs)}, "
+                              "and more (toyloops configs lists them all)")
         if name is not None and Path(f"{value}.yaml").is_file():
             print(f"note: --config {value} is the shipped config; give {value}.yaml for the file here",
                   file=sys.stderr)
