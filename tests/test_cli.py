@@ -113,7 +113,6 @@ def test_load_from_checkpoint_in_a_plain_script_needs_no_arguments(trained_run):
     [  # the full table of bad inputs runs in-process in test_bad_input.py; these are real processes
         ("blobs_mlp", ["--data.dataset", "squares"],
          "data.dataset: Expected a typing.Literal['blobs', 'circles', 'moons', 'spirals', 'xor']"),
-        ("majority_transformer", ["--model.net.max_len", "8"], "seq_len=16 exceeds max_len=8"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, config, args, message):

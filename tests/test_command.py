@@ -57,10 +57,14 @@ def _toyloops(*args: str, cwd: Path, module: str = "toyloops") -> subprocess.Com
     (["configs", "extra"], "takes no arguments"),
     (["nope"], "must be one of fit, validate"),
 ])
-def test_a_mistake_on_the_command_is_one_line(args, message, tmp_path):
-    done = _toyloops(*args, cwd=tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
-    assert message in done.stderr.strip().splitlines()[-1]
+def test_a_mistake_on_the_command_is_one_line(args, message, tmp_path, monkeypatch, capsys):
+    from toyloops.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert isinstance(stop.value.code, str) and stop.value.code.startswith("error:") and "\n" not in stop.value.code
+    assert message in stop.value.code and "Traceback" not in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 
