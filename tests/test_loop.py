@@ -45,12 +45,12 @@ CASES = {
                                         "--trainer.callbacks.min_delta=0.2"],
     # The seeds' other binary head (two logits, cross-entropy), with label smoothing and class weights;
     # and the one-logit head with them, weight decay on weights only, a val batch size of its own and
-    # no test split.
+    # no test split; a val set drawn apart from train.
     # Regression: MSE loss, MAE score, no classes.
     "regression": ["--config", str(CONFIGS / "linear_regression.yaml"), "--trainer.log_every_n_steps=3"],
     "two_logits": ["--config", str(CONFIGS / "blobs_logistic.yaml"), "--model.net.binary_logits=2",
                    "--model.label_smoothing=0.1", "--model.class_weights=[1.0, 3.0]",
-                   "--model.metrics=[precision, recall, f1, auroc]"],
+                   "--model.metrics=[precision, recall, f1, auroc]", "--data.val_draw=independent"],
     "one_logit_options": ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600",
                           "--model.label_smoothing=0.2", "--model.class_weights=[2.0, 0.5]",
                           "--model.decay_biases=false", "--model.optimizer.weight_decay=0.5",

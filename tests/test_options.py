@@ -85,3 +85,22 @@ def test_no_test_split_trains_and_refuses_to_test_in_one_line(in_tmp):
     assert result["val/acc"] > 0.9
     with pytest.raises(ConfigError, match="data.test_fraction=0: this data has no test split"):
         run(["test", *args, "--ckpt_path", str(result["last_checkpoint"])])
+
+
+def test_an_independent_val_draw_is_a_fresh_sample_of_the_same_process():
+    split, apart = (PointsDataModule(n_samples=1000, val_draw=draw) for draw in ("split", "independent"))
+    for name in ("train", "test"):  # the rest of the one draw is untouched
+        assert torch.equal(split.splits[name][1], apart.splits[name][1])
+    x_split, (x_apart, y_apart) = split.splits["val"][0], apart.splits["val"]
+    assert len(x_apart) == len(x_split) == 200
+    train = {tuple(row) for row in apart.splits["train"][0].tolist()}
+    assert not train & {tuple(row) for row in x_apart.tolist()}  # no val point is a train point
+    assert not torch.equal(x_split, x_apart)
+    assert abs(y_apart.float().mean().item() - 0.5) < 0.1  # the same two balanced blobs
+    again = PointsDataModule(n_samples=1000, val_draw="independent")
+    assert torch.equal(again.splits["val"][0], x_apart)  # seeded: the same every time
+
+
+def test_an_independent_val_draw_with_folds_is_one_line():
+    with pytest.raises(ConfigError, match="val_draw='independent' and data.num_folds"):
+        PointsDataModule(val_draw="independent", fold=0, num_folds=4)

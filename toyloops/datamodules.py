@@ -26,7 +26,10 @@ from toyloops.errors import ConfigError
 SPLITS = ("train", "val", "test")
 
 
-LATER_KEYS = {"eval_batch_size", "fold", "num_folds"}  # data settings newer than toyloops 0.1's first checkpoints
+LATER_KEYS = {"eval_batch_size", "fold", "num_folds", "val_draw"}  # newer than the first checkpoints
+
+
+INDEPENDENT_VAL_SEED = 1_000_003  # val_draw='independent': the val draw's seed is the run's seed plus this
 
 
 class _SplitDataModule(L.LightningDataModule):
@@ -34,7 +37,7 @@ class _SplitDataModule(L.LightningDataModule):
 
     def __init__(self, batch_size: int, val_fraction: float, test_fraction: float,
                  seed: int, drop_last: bool, eval_batch_size: int | None = None, fold: int | None = None,
-                 num_folds: int | None = None) -> None:
+                 num_folds: int | None = None, val_draw: Literal["split", "independent"] = "split") -> None:
         super().__init__()
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if size is not None and size <= 0:
@@ -43,6 +46,12 @@ class _SplitDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.fold, self.num_folds = fold, num_folds  # k-fold: see data.split_indices
+        if val_draw not in ("split", "independent"):
+            raise ConfigError(f"data.val_draw={val_draw!r}: use 'split' (a part of the one draw) or 'independent'")
+        if val_draw == "independent" and num_folds is not None:
+            raise ConfigError("data.val_draw='independent' and data.num_folds: k-fold validates on folds of the "
+                              "one draw; use val_draw 'split' with folds")
+        self.val_draw = val_draw
         self.rank, self.world_size = 0, 1
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
         needed = self.n_samples * self.bytes_per_sample * 4  # the data, its splits and their batches, roughly
@@ -54,7 +63,8 @@ class _SplitDataModule(L.LightningDataModule):
         # Every constructor argument is kept under its own name: these are the run's data settings.
         self.save_hyperparameters({name: getattr(self, name) for name in inspect.signature(type(self)).parameters})
 
-    def generate(self) -> tuple[Tensor, Tensor]:
+    def generate(self, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        """Draw the whole data set (with ``seed``, default the module's own)."""
         raise NotImplementedError
 
     @classmethod
@@ -87,8 +97,13 @@ class _SplitDataModule(L.LightningDataModule):
         """Generate the data and split it into train/val/test (the same for every seed)."""
         x, y = self.generate()
         idx = data.split_indices(len(x), self.val_fraction, self.test_fraction, self.seed, self.fold, self.num_folds)
-        xs = self.transform(*(x[i] for i in idx))
-        self.splits = {name: (xi, y[i]) for name, xi, i in zip(SPLITS, xs, idx, strict=True)}
+        parts = [(x[i], y[i]) for i in idx]
+        if self.val_draw == "independent":  # seed 002: val drawn apart from train, same process, same size
+            x_val, y_val = self.generate(self.seed + INDEPENDENT_VAL_SEED)
+            pick = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(self.seed))[:len(idx[1])]
+            parts[1] = (x_val[pick], y_val[pick])
+        xs = self.transform(*(xi for xi, _ in parts))
+        self.splits = {name: (xi, yi) for name, xi, (_, yi) in zip(SPLITS, xs, parts, strict=True)}
         n_train = len(idx[0])
         if self.batch_size > n_train:
             raise ConfigError(
@@ -157,11 +172,14 @@ class PointsDataModule(_SplitDataModule):
         eval_batch_size: int | None = None,
         fold: int | None = None,
         num_folds: int | None = None,
+        val_draw: Literal["split", "independent"] = "split",
     ) -> None:
         """Args:
         dataset: which generator; ``n_samples`` is split evenly across blob centers.
         centers: blob class centers (default: the seeds' (-1.5, -1.0) and (1.2, 1.3)).
         eval_batch_size: batch size of val/test/predict (None: batch_size), as seed 000's 128.
+        val_draw: ``split`` takes val from the one draw; ``independent`` draws it apart (another seed, same
+            process and size), as seed 002 does.
         variance: isotropic blob variance.
         noise: circles: the fraction of labels flipped; moons, spirals, xor: the std of Gaussian
             jitter added to the points.
@@ -172,16 +190,18 @@ class PointsDataModule(_SplitDataModule):
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(self.centers)}")
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds,
+                         val_draw)
 
-    def generate(self) -> tuple[Tensor, Tensor]:
+    def generate(self, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        seed = self.seed if seed is None else seed
         if self.dataset == "blobs":
             per_class = self.n_samples // len(self.centers)
-            return data.make_blobs(per_class, self.centers, self.variance, self.seed)
+            return data.make_blobs(per_class, self.centers, self.variance, seed)
         if self.dataset == "circles":
-            return data.make_circles(self.n_samples, self.noise, self.seed)
+            return data.make_circles(self.n_samples, self.noise, seed)
         make = {"moons": data.make_moons, "spirals": data.make_spirals, "xor": data.make_xor}[self.dataset]
-        return make(n_samples=self.n_samples, noise=self.noise, seed=self.seed)
+        return make(n_samples=self.n_samples, noise=self.noise, seed=seed)
 
     def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
         self.mean, self.std = data.feature_statistics(train)
@@ -238,20 +258,22 @@ class SequenceDataModule(_SplitDataModule):
         eval_batch_size: int | None = None,
         fold: int | None = None,
         num_folds: int | None = None,
+        val_draw: Literal["split", "independent"] = "split",
     ) -> None:
         """Args: see :func:`toyloops.data.make_sequences`; eval_batch_size: of val/test/predict
         (None: batch_size)."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds,
+                         val_draw)
 
     @property
     def bytes_per_sample(self) -> int:
         return 8 * (self.seq_len + 1)  # int64 tokens and label
 
-    def generate(self) -> tuple[Tensor, Tensor]:
+    def generate(self, seed: int | None = None) -> tuple[Tensor, Tensor]:
         return data.make_sequences(self.task, self.n_samples, self.seq_len, self.vocab_size,
-                                   self.seed, self.target_token)
+                                   self.seed if seed is None else seed, self.target_token)
 
     @property
     def num_classes(self) -> int:
@@ -278,14 +300,17 @@ class LinearDataModule(_SplitDataModule):
         eval_batch_size: int | None = None,
         fold: int | None = None,
         num_folds: int | None = None,
+        val_draw: Literal["split", "independent"] = "split",
     ) -> None:
         """Args: see :func:`toyloops.data.make_linear` (weights default to (2.0, -3.0))."""
         self.n_samples, self.bias, self.noise = n_samples, bias, noise
         self.weights = [2.0, -3.0] if weights is None else weights
-        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds)
+        super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds,
+                         val_draw)
 
-    def generate(self) -> tuple[Tensor, Tensor]:
-        return data.make_linear(self.n_samples, self.weights, self.bias, self.noise, self.seed)
+    def generate(self, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        return data.make_linear(self.n_samples, self.weights, self.bias, self.noise,
+                                self.seed if seed is None else seed)
 
     @property
     def num_features(self) -> int:
