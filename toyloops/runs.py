@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -297,8 +298,9 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
         score += f"\n{report}"
     if stopped_early:
         score += f"\nstopped early: after epoch {stopped_early[0]} (EarlyStopping on {stopped_early[1]})"
+    view = f"tensorboard --logdir {shlex.quote(str(logs.parent))}"  # pasteable, spaces and all
     return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
-            f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: tensorboard --logdir {logs.parent}")
+            f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: {view}")
 
 
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
