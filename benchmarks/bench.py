@@ -78,12 +78,17 @@ def _optimizer(net: torch.nn.Module, default: bool = True) -> torch.optim.Optimi
 
 def bare(dm, make_net, epochs: int, default_optimizer: bool = True) -> list[float]:
     """Seconds per step, one value per epoch: the minimum work a step must do."""
-    net, times = make_net(), []
-    optimizer = _optimizer(net, default_optimizer)
-    x, y = dm.splits["train"]
+    net = make_net()
+    return timed_steps(net, _optimizer(net, default_optimizer), *dm.splits["train"], dm.batch_size, epochs)
+
+
+def timed_steps(net, optimizer, x, y, batch_size: int, epochs: int) -> list[float]:
+    """Seconds per forward/loss/backward/step, one value per epoch, over batches sliced beforehand
+    (no data cost timed)."""
+    times = []
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
-        batches = [(x[i], y[i]) for i in order.split(dm.batch_size)]  # pre-sliced: no data cost timed
+        batches = [(x[i], y[i]) for i in order.split(batch_size)]
         started = time.perf_counter()
         for xb, yb in batches:
             loss = classification_loss(net(xb), yb)
@@ -198,19 +203,8 @@ def numpy_table(rounds: int, epochs: int) -> list[str]:
         return times
 
     def bare_sgd() -> list[float]:
-        net, times = make_net(), []
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-        for epoch in range(epochs):
-            order = torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch))
-            batches = [(x[i], y[i]) for i in order.split(64)]
-            started = time.perf_counter()
-            for xb, yb in batches:
-                loss = classification_loss(net(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            times.append((time.perf_counter() - started) / len(batches))
-        return times
+        net = make_net()
+        return timed_steps(net, torch.optim.SGD(net.parameters(), lr=0.1), x, y, 64, epochs)
 
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):

@@ -92,6 +92,24 @@ def config_files(args: list[str]) -> list[str]:
         value.endswith((".yaml", ".yml")) and Path(value).is_file()))]
 
 
+def check_pass_through(extra: list[str], owned: Callable[[str], bool], what: str, command: str) -> None:
+    """The ``--key value`` pairs a many-run command (sweep, seeds) hands every run: anything else
+    is a one-line error, and so is a key the command sets itself for each run."""
+    if extra and not extra[0].startswith("--"):
+        raise ConfigError(f"unexpected argument {extra[0]!r}: {what} settings go as --key value")
+    for arg in extra:
+        key = arg[2:].partition("=")[0]
+        if arg.startswith("--") and owned(key):
+            raise ConfigError(f"--{key}: {command} sets this itself for each {what}")
+
+
+def check_folder_name(name: str) -> str:
+    """``--name``: one plain folder under logs/, not a path."""
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"--name={name!r}: expected a plain folder name")
+    return name
+
+
 def run_name(config_files: list | None) -> str:
     """A run is named after its first config file: ``configs/blobs_mlp.yaml`` -> ``blobs_mlp``."""
     return Path(str(config_files[0])).stem if config_files else "default"

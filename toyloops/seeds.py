@@ -27,6 +27,7 @@ from toyloops.errors import ConfigError
 from toyloops.stats import paired_t_test, summarize
 from toyloops.sweep import ENGINES, QUIET, fit_run, write_text
 
+OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyloops seeds", allow_abbrev=False, exit_on_error=False,
@@ -56,16 +57,9 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
         raise ConfigError(f"--n={opts.n}: a confidence interval needs at least 2 seeds")
     if not (opts.first_seed >= 0 and opts.first_seed + opts.n <= 2**32):
         raise ConfigError(f"--first_seed={opts.first_seed}: seeds must lie in [0, 2**32)")
-    if extra and not extra[0].startswith("--"):
-        raise ConfigError(f"unexpected argument {extra[0]!r}: run settings go as --key value")
-    for arg in extra:
-        key = arg[2:].partition("=")[0]
-        if key in ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds"):
-            raise ConfigError(f"--{key}: toyloops seeds sets this itself for each run")
+    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS, "run", "toyloops seeds")
     label = runs.run_name(opts.config)
-    opts.name = opts.name or (f"{label}-vs-{runs.run_name([opts.vs])}" if opts.vs else label)
-    if "/" in opts.name or opts.name.startswith("."):
-        raise ConfigError(f"--name={opts.name!r}: expected a plain folder name")
+    opts.name = runs.check_folder_name(opts.name or (f"{label}-vs-{runs.run_name([opts.vs])}" if opts.vs else label))
     return opts, extra
 
 

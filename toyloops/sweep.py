@@ -551,16 +551,11 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
-    if extra and not extra[0].startswith("--"):
-        raise ConfigError(f"unexpected argument {extra[0]!r}: trial settings go as --key value")
-    for arg in extra:
-        key = arg[2:].partition("=")[0]
-        if arg.startswith("--") and (key in OWNED_KEYS or key.startswith("trainer.logger")):
-            raise ConfigError(f"--{key}: the sweep sets this itself for each trial")
+    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or key.startswith("trainer.logger"), "trial",
+                            "the sweep")
     if opts.name is None:
         opts.name = f"{runs.run_name(opts.config)}-{Path(opts.space).stem}"
-    if not opts.name or "/" in opts.name or opts.name.startswith("."):
-        raise ConfigError(f"--name={opts.name!r}: expected a plain folder name")
+    runs.check_folder_name(opts.name)
     return opts, extra
 
 
