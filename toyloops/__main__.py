@@ -22,7 +22,8 @@ import re
 import sys
 
 from toyloops import __version__
-from toyloops.entry import shipped_configs, stop_quietly_until_started
+from toyloops.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
+from toyloops.errors import ConfigError
 
 COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
             "sweep", "seeds")
@@ -40,6 +41,10 @@ def main(args: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if from_command_line else args)
     command = args[0] if args else ""
     stop_quietly_until_started()  # a Ctrl-C while torch imports: one line, not an import's traceback
+    try:  # a config name that names nothing: said now, not after seconds of importing torch
+        with_shipped_configs(args[1:], note=False)  # the command resolves them again, and notes
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
     if command in ("scratch", "configs") and args[1:]:
         if args[1:] in (["-h"], ["--help"]):
             print(f"toyloops {command}: takes no arguments")

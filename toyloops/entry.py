@@ -24,7 +24,7 @@ def shipped_name(value: str, shipped: dict[str, Path]) -> str | None:
     return name if name in shipped else None
 
 
-def with_shipped_configs(args: list[str]) -> list[str]:
+def with_shipped_configs(args: list[str], note: bool = True) -> list[str]:
     """``--config blobs_mlp`` (or ``-c``, ``--config=``): a value that is no file means the shipped
     config of that name; neither a file nor a name nor inline YAML is a one-line error."""
     shipped, out = shipped_configs(), []
@@ -41,7 +41,7 @@ def with_shipped_configs(args: list[str]) -> list[str]:
             runs = [name for name in shipped if "/" not in name]
             raise ConfigError(f"--config {value!r} is neither a file nor a shipped config; shipped: {', '.join(runs)}, "
                               "and more (toyloops configs lists them all)")
-        if name is not None and Path(f"{value}.yaml").is_file():
+        if note and name is not None and Path(f"{value}.yaml").is_file():
             print(f"note: --config {value} is the shipped config; give {value}.yaml for the file here",
                   file=sys.stderr)
         out.append(f"{flag}{equals}{shipped[name]}" if name is not None else arg)
