@@ -56,6 +56,8 @@ def _toyloops(*args: str, cwd: Path, module: str = "toyloops") -> subprocess.Com
     (["compare", "--config", BLOBS, "--bogus", "1"], "--bogus"),
     (["configs", "extra"], "takes no arguments"),
     (["nope"], "must be one of fit, validate"),
+    (["fit", "--config", "presets/debug"], "a preset stacks on a run config"),
+    (["loop", "fit", "--config", "presets/debug"], "a preset stacks on a run config"),
 ])
 def test_a_mistake_on_the_command_is_one_line(args, message, tmp_path, monkeypatch, capsys):
     from toyloops.__main__ import main

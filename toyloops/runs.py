@@ -324,7 +324,11 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
     """The one line for an error a user can act on; None for a bug (which keeps its traceback)."""
     if isinstance(err, ArgumentError):
-        return hint(with_config_files(one_line(str(err)), args))
+        message = with_config_files(one_line(str(err)), args)
+        configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+        if "required" in message and configs and all("presets" in Path(c).parts for c in configs):
+            message += " (a preset stacks on a run config: --config blobs_mlp --config presets/debug)"
+        return hint(message)
     if isinstance(err, ValueError) and not isinstance(err, ToyloopsError):
         # jsonargparse reports a constructor's error as a ValueError raised while handling it
         cause = err.__cause__ or err.__context__
