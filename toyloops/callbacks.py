@@ -229,4 +229,4 @@ class PredictionWriter(BasePredictionWriter):
         text = io.StringIO()
         csv.writer(text).writerows([header, *rows])
         write_atomic(path, text.getvalue().encode())
-        print(f"predictions: {path} ({len(rows)} rows)", flush=True)
+        print(f"\npredictions: {path} ({len(rows)} rows)", flush=True)  # on a line of its own, after the bar
