@@ -155,7 +155,6 @@ class RunSummary(Callback):
                       best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module)),
               flush=True)
 
-
     @rank_zero_only
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:  # not the validation inside fit

@@ -163,7 +163,8 @@ class Classifier(L.LightningModule):
         logits = self.net(x)
         loss = self.loss(logits, y)
         if stage == "train":  # stashed: torchmetrics counts them once at epoch end (an update costs ~100 us)
-            self._train_outputs.append((logits.detach(), y, loss.detach()))
+            if self.train_metrics_from == "steps":  # 'eval' scores the train split afresh instead
+                self._train_outputs.append((logits.detach(), y, loss.detach()))
         else:
             self.update_metrics(stage, logits, y, loss)
         return loss
@@ -186,7 +187,6 @@ class Classifier(L.LightningModule):
     def measure_train_split(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
         """``train_metrics='eval'``: score the whole train split in eval mode, as seed 001 does, in
         place of the training steps' outputs (each engine calls this before computing train metrics)."""
-        self._train_outputs.clear()
         self.eval()
         with torch.no_grad():
             for x, y in batches:
