@@ -35,7 +35,6 @@ import functools
 import io
 import logging
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from typing import Any
 import torch
 
 from toyloops import runs
+from toyloops.checkpoints import write_atomic
 from toyloops.config import LOG_DIR, apply_thread_policy
 from toyloops.data import BatchIterator
 from toyloops.errors import ConfigError
@@ -532,11 +532,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         text = report(args, config, config_batch, engines, profiled, plain, sweep, memories)
         print("\n".join(text), flush=True)
         paths = {"markdown": run_folder.path / "profile.md", "chart": run_folder.path / "profile.png"}
-        (run_folder.path / "profile.md.tmp").write_text("\n".join(text) + "\n")
-        os.replace(run_folder.path / "profile.md.tmp", paths["markdown"])
+        write_atomic(paths["markdown"], ("\n".join(text) + "\n").encode())
         image = chart(profiled, f"{runs.run_name([config])}, batch {config_batch}: us per step by bucket")
-        image.save(run_folder.path / "profile.tmp.png")
-        os.replace(run_folder.path / "profile.tmp.png", paths["chart"])
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        write_atomic(paths["chart"], png.getvalue())
         import numpy as np
 
         with SummaryWriter(str(run_folder.path)) as writer:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from toyloops import runs
+from toyloops.checkpoints import write_atomic
 from toyloops.config import LOG_DIR
 from toyloops.errors import ConfigError
 from toyloops.stats import paired_t_test, summarize
-from toyloops.sweep import ENGINES, QUIET, fit_run, write_text
+from toyloops.sweep import ENGINES, QUIET, fit_run
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 
@@ -101,7 +102,7 @@ def report(folder: Path, units: list[str], scores: dict[str, list[float]]) -> di
     for i, unit in enumerate(units):
         row = [scores[arm][i] for arm in arms]
         writer.writerow([unit, *(f"{v:.6f}" for v in row), *([f"{row[0] - row[1]:.6f}"] if len(arms) == 2 else [])])
-    write_text(folder / "results.csv", table.getvalue())
+    write_atomic(folder / "results.csv", table.getvalue().encode())
     kind = "folds" if units[0].startswith("fold") else "seeds"
     lines = [f"\n== toyloops seeds: best val/acc over {len(units)} {kind} =="]
     out: dict[str, Any] = {"scores": scores}

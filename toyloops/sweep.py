@@ -46,6 +46,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from toyloops import runs
+from toyloops.checkpoints import write_atomic
 from toyloops.config import LOG_DIR, MONITOR
 from toyloops.errors import ConfigError, NonFiniteLossError, ToyloopsError
 
@@ -436,13 +437,6 @@ def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None
 
 # --- the report ---------------------------------------------------------------------------------
 
-def write_text(path: Path, text: str) -> None:
-    """Atomic: a same-folder temp file, then rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def best_config(text: str) -> str:
     """A trial's resolved config, made to run as a new run of its own (not in the trial's folder)."""
     config = yaml.safe_load(text)
@@ -469,7 +463,7 @@ def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]
                          *(t.params.get(key, "") for key in space), len(t.intermediate_values),
                          f"{duration:.2f}" if duration != "" else "", t.system_attrs.get("failed_trial", ""),
                          t.user_attrs.get("worker", "")])
-    write_text(folder / "results.csv", rows.getvalue())
+    write_atomic(folder / "results.csv", rows.getvalue().encode())
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     out: dict[str, Any] = {"counts": counts, "folder": folder}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -480,7 +474,7 @@ def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]
         out.update(best=best.value, best_number=best.number, best_params=best.params)
         header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best val/acc {best.value:.4f}\n"
                   f"# params: {json.dumps(best.params)}\n# train it: toyloops fit --config best.yaml\n")
-        write_text(folder / "best.yaml", header + best_config(best.user_attrs["config"]))
+        write_atomic(folder / "best.yaml", (header + best_config(best.user_attrs["config"])).encode())
         lines += [f"best: trial {best.number}, val/acc {best.value:.4f}, {json.dumps(best.params)}",
                   f"best config: {folder / 'best.yaml'}  (toyloops fit --config {folder / 'best.yaml'})"]
         top = sorted(complete, key=lambda t: -t.value)[:5]
