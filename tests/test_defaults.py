@@ -1,17 +1,21 @@
 """The defaults chosen by measurement: threads, fused AdamW, the progress bar, skipped empty hooks."""
 
 import functools
+import math
+import re
 import sys
+from pathlib import Path
 from unittest import mock
 
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import CONFIGS, QUIET, run_cli
 
-from toyloops.callbacks import StopOnNonFiniteLoss, skip_empty_batch_hooks
+from toyloops import MLP, Classifier, PointsDataModule, loop
+from toyloops.callbacks import ProgressBar, StopOnNonFiniteLoss, skip_empty_batch_hooks
 from toyloops.cli import ToyCLI
-from toyloops.config import PROGRESS_BAR_REFRESH_RATE, THREADS_ENV, apply_thread_policy, build_optimizer
+from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy, build_optimizer
 from toyloops.errors import ConfigError
 
 
@@ -45,6 +49,21 @@ def test_adam_and_adamw_are_fused_unless_the_config_says_otherwise():
     chosen = build_optimizer(functools.partial(torch.optim.AdamW, foreach=True), params).defaults
     assert chosen["foreach"] is True and not chosen["fused"]
     assert not build_optimizer(functools.partial(torch.optim.SGD, lr=0.1), params).defaults.get("fused")
+    unset = build_optimizer(functools.partial(torch.optim.AdamW, fused=None, foreach=None), params).defaults
+    assert unset["fused"] is True  # what jsonargparse builds from a config that leaves them out
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_shipped_config_trains_with_fused_adamw_in_both_engines(engine, in_tmp):
+    args = ["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    if engine == "lightning":
+        run_cli(*args)
+    else:
+        loop.run([*args, *QUIET])
+    last = next(Path("logs/blobs_mlp").glob("*/checkpoints/last.ckpt"))
+    group = torch.load(last, weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert group["fused"] is True and group["lr"] > 0
 
 
 def test_empty_per_batch_hooks_are_skipped_and_real_ones_kept():
@@ -57,10 +76,32 @@ def test_empty_per_batch_hooks_are_skipped_and_real_ones_kept():
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_progress_bar_redraws_every_10_steps_and_stays_off_when_switched_off(enabled, in_tmp):
+def test_the_cli_adds_the_progress_bar_unless_switched_off(enabled, in_tmp):
     with mock.patch.object(sys, "argv", ["train.py"]):
         cli = ToyCLI(args=["--config", str(CONFIGS / "blobs_logistic.yaml"),
                            f"--trainer.enable_progress_bar={str(enabled).lower()}"], run=False)
     bar = cli.trainer.progress_bar_callback
-    assert (bar.refresh_rate if bar else None) == (PROGRESS_BAR_REFRESH_RATE if enabled else None)
-    assert PROGRESS_BAR_REFRESH_RATE == 10
+    assert type(bar) is (ProgressBar if enabled else type(None))
+    if enabled:
+        assert bar.min_interval == PROGRESS_BAR_MIN_INTERVAL_S == 0.5
+
+
+@pytest.mark.parametrize(("min_interval", "drawn"), [(0.0, [1, 2, 3, 4, 5, 6]), (math.inf, [1, 6])])
+def test_the_training_bar_redraws_when_its_interval_has_passed_and_at_the_epochs_end(min_interval, drawn, capsys):
+    """min_interval 0: every batch; infinite: the first batch and the epoch's last only (no clock needed)."""
+    class Seen(L.Callback):  # what the bar shows after each batch
+        def __init__(self) -> None:
+            self.shown: list[int] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+            text = capsys.readouterr().out  # Lightning draws its bars on stdout
+            self.shown.append(int(re.findall(r"(\d+)/6 \[", text)[-1]) if re.search(r"(\d+)/6 \[", text) else None)
+
+    seen = Seen()
+    bar = ProgressBar(min_interval=min_interval)
+    model = Classifier(MLP(2, 2, hidden_sizes=[8]))
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=6, limit_val_batches=0, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, callbacks=[bar, seen])
+    trainer.fit(model, datamodule=PointsDataModule("circles", n_samples=1000, batch_size=32))
+    assert [n for n in seen.shown if n is not None] == drawn
+    assert bar.train_progress_bar.n == 6

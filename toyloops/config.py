@@ -28,9 +28,11 @@ LOG_DIR = "logs"
 MONITOR, MONITOR_MODE = "val/acc", "max"
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
-# Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the progress bar redraws
-# every 10 steps, when the logged loss it shows changes (every step: ~200 us a step);
-PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]
+# Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the training progress bar
+# redraws at most twice a second and at each epoch's last batch (toyloops.callbacks.ProgressBar;
+# a redraw costs ~1 ms: every step, ~200 us a step; every 10th step, still ~100 us);
+PROGRESS_BAR_MIN_INTERVAL_S = 0.5
+PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]  # the other bars (validation ...)
 # torch.optim.Adam/AdamW are built with fused=True unless a config sets fused or foreach (a
 # 20-35% cheaper step for these nets; both engines build the optimizer here, so they stay identical);
 FUSED_BY_DEFAULT = ("Adam", "AdamW")
@@ -117,15 +119,24 @@ def apply_thread_policy() -> int:
     return int(value)
 
 
-def build_optimizer(factory: OptimizerCallable, params: Iterable) -> torch.optim.Optimizer:
+def fusing_allowed(precision: object, gradient_clip_val: float | None) -> bool:
+    """Whether a run may train with a fused optimizer: not under mixed precision with gradient
+    clipping, where Lightning refuses an optimizer that unscales its own gradients (both engines
+    ask this, so they build the same optimizer)."""
+    return not (gradient_clip_val and str(precision) in ("16-mixed", "bf16-mixed"))
+
+
+def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = True) -> torch.optim.Optimizer:
     """``factory(params)``, with ``fused=True`` for the classes in FUSED_BY_DEFAULT when the
-    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach``."""
+    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach`` (None, which
+    jsonargparse writes for every argument a config leaves out, is not setting them) and
+    ``fused`` (:func:`fusing_allowed`) allows it."""
     params = list(params)
-    cls = factory.func if isinstance(factory, functools.partial) else factory
-    given = factory.keywords if isinstance(factory, functools.partial) else {}
+    cls, given = factory_class(factory), factory.keywords if isinstance(factory, functools.partial) else {}
+    chosen = {key for key in ("fused", "foreach") if given.get(key) is not None}
     devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
     if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
-            and not {"fused", "foreach"} & given.keys() and devices <= {"cpu", "cuda"}:
+            and fused and not chosen and devices <= {"cpu", "cuda"}:
         return factory(params, fused=True)
     return factory(params)
 
@@ -133,6 +144,16 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable) -> torch.optim
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
     """The steps whose training loss is logged (Lightning's logger connector writes on these)."""
     return (global_step + 1) % log_every_n_steps == 0
+
+
+def factory_class(factory: Any) -> type | None:
+    """The class a factory builds: itself, or the class inside ``functools.partial(cls, ...)``
+    (jsonargparse's partials hold it as their first argument, behind a function of its own)."""
+    if isinstance(factory, type):
+        return factory
+    if isinstance(factory, functools.partial):
+        return next((a for a in (factory.func, *factory.args) if isinstance(a, type)), None)
+    return None
 
 
 def describe(obj: Any) -> dict[str, Any] | None:
@@ -143,11 +164,8 @@ def describe(obj: Any) -> dict[str, Any] | None:
     """
     if obj is None or isinstance(obj, dict):
         return obj
-    if isinstance(obj, functools.partial):
-        cls = next((a for a in (obj.func, *obj.args) if isinstance(a, type)), None)
-        kwargs = obj.keywords
-    elif isinstance(obj, type):
-        cls, kwargs = obj, {}
+    if isinstance(obj, functools.partial | type):
+        cls, kwargs = factory_class(obj), getattr(obj, "keywords", {})
     else:
         cls, kwargs = type(obj), getattr(obj, "init_args", None)
     if cls is None or kwargs is None:

@@ -28,6 +28,7 @@ from toyloops.config import (
     build_optimizer,
     check_net_fits_data,
     describe,
+    fusing_allowed,
     is_log_step,
 )
 from toyloops.errors import ConfigError
@@ -134,6 +135,7 @@ class Classifier(L.LightningModule):
             raise ConfigError(f"model.train_metrics={train_metrics!r}: expected steps or eval")
         self.train_metrics_from = train_metrics
         self._train_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.fused_optimizer = True  # set by the engine before configure_optimizers (config.fusing_allowed)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> Classifier:
@@ -243,6 +245,7 @@ class Classifier(L.LightningModule):
         return probabilities(self.net(batch[0]))
 
     def setup(self, stage: str) -> None:
+        self.fused_optimizer = fusing_allowed(self.trainer.precision, self.trainer.gradient_clip_val)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "num_classes"):  # a plain Trainer, too
             check_net_fits_data(self, datamodule, linked=False)
@@ -252,9 +255,10 @@ class Classifier(L.LightningModule):
         if NOT_STORED in (self.optimizer_factory, self.scheduler_factory):
             raise ConfigError("this model's optimizer or scheduler was a function a checkpoint cannot store: "
                               "pass optimizer= and scheduler= to load_from_checkpoint to train it further")
-        optimizer = build_optimizer(self.optimizer_factory, self.parameters() if self.decay_biases else [
+        params = self.parameters() if self.decay_biases else [
             {"params": [p for p in self.parameters() if p.ndim >= 2]},
-            {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}])
+            {"params": [p for p in self.parameters() if p.ndim < 2], "weight_decay": 0.0}]
+        optimizer = build_optimizer(self.optimizer_factory, params, fused=self.fused_optimizer)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
