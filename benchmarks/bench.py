@@ -123,8 +123,8 @@ def hand_loop(dm, make_net, epochs: int, run_dir: Path, optimizer: dict | None =
     model = Classifier(make_net(), optimizer=optimizer)
     trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
     precision = loop.Precision.create(trainer)
-    optimizer, scheduler = loop.configure_optimizers(model)
-    fit = loop.Fit(model, dm, trainer, precision, optimizer, scheduler, loop.SummaryWriter(str(run_dir)), run_dir)
+    optimizer, scheduler = loop.configure_optimizers(model, trainer)
+    fit = loop.Fit(model, dm, trainer, precision, optimizer, scheduler, loop.open_writer(run_dir), run_dir)
     times = []
     for _ in range(epochs):
         started = time.perf_counter()

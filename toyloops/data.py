@@ -293,7 +293,7 @@ class BatchIterator:
         self.batches_done = start
         for idx in batches[start:]:
             self.batches_done += 1
-            yield self.x[idx], self.y[idx]
+            yield self.x.index_select(0, idx), self.y.index_select(0, idx)  # x[idx], without indexing's parsing
 
     def state_dict(self) -> dict[str, int]:
         """Where the iterator stands: the epoch and the batches already served in it."""

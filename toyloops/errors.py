@@ -5,6 +5,7 @@ Anything else that escapes a run is a bug and keeps its traceback (see :func:`to
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,10 +24,12 @@ class NonFiniteLossError(ToyloopsError, RuntimeError):
     """The training loss became NaN or infinite; training stopped before the step that would use it."""
 
 
-def check_finite(loss: torch.Tensor, step: int, epoch: int) -> None:
-    """Raise :class:`NonFiniteLossError` for a NaN/Inf loss, before it reaches the weights."""
-    if not loss.isfinite().item():  # one host sync a step: free on CPU, ~10 us on a GPU
+def check_finite(loss: torch.Tensor, step: int, epoch: int) -> float:
+    """The loss as a number; :class:`NonFiniteLossError` for a NaN/Inf one, before it reaches the weights."""
+    value = loss.item()  # one host sync a step (free on CPU, ~10 us on a GPU); one op, where
+    if not math.isfinite(value):  # loss.isfinite() is four (~35 us a step in the hand loop, measured)
         raise NonFiniteLossError(
-            f"loss is {loss.item()} at step {step} (epoch {epoch}); training stopped before that step's "
+            f"loss is {value} at step {step} (epoch {epoch}); training stopped before that step's "
             "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val)."
         )
+    return value

@@ -61,10 +61,11 @@ from toyloops.config import (
     check_config_file,
     check_net_fits_data,
     check_values,
+    fusing_allowed,
     is_log_step,
     links_into_net,
 )
-from toyloops.dashboard import Dashboard, log_graph, log_hparams
+from toyloops.dashboard import Dashboard, hold_events, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
 from toyloops.module import Classifier
 from toyloops.seeding import seed_everything, set_rng_state
@@ -159,10 +160,9 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
     ``epoch_end(epoch, val_metrics)`` is called after each epoch's checkpoints (a sweep's pruning)."""
     precision = Precision.create(trainer)
     model.to(precision.device)  # before the optimizer state exists, so its tensors follow the weights
-    optimizer, scheduler = configure_optimizers(model)
-    loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, SummaryWriter(str(run_dir)), run_dir,
-               dashboard, every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor,
-               epoch_end=epoch_end)
+    optimizer, scheduler = configure_optimizers(model, trainer)
+    loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, open_writer(run_dir), run_dir, dashboard,
+               every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor, epoch_end=epoch_end)
     try:
         if checkpoint is not None:
             restore(loop, checkpoint)
@@ -188,8 +188,16 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
     return loop.state
 
 
-def configure_optimizers(model: Classifier) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
-    """The model's ``configure_optimizers``, read as Lightning reads its return value."""
+def open_writer(run_dir: Path) -> SummaryWriter:
+    """The run's TensorBoard writer (TensorBoardLogger.experiment), its events written in bursts;
+    flushed at each epoch end (``on_train_epoch_end``) and closed by ``fit``."""
+    return hold_events(SummaryWriter(str(run_dir)))
+
+
+def configure_optimizers(model: Classifier, trainer: Namespace) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
+    """The model's ``configure_optimizers``, read as Lightning reads its return value (after
+    ``setup``, where the model learns whether it may fuse its optimizer, as in Lightning)."""
+    model.fused_optimizer = fusing_allowed(trainer.precision, trainer.gradient_clip_val)
     config = model.configure_optimizers()
     optimizer = config if isinstance(config, torch.optim.Optimizer) else config["optimizer"]
     if isinstance(optimizer, torch.optim.LBFGS):
@@ -223,14 +231,14 @@ def train_epoch(loop: Fit) -> None:
         log_now = is_log_step(state.global_step, loop.trainer.log_every_n_steps)
         if log_now and (scheduler is None or scheduler["interval"] == "step"):  # LearningRateMonitor, per step
             log_learning_rate(loop)
-        loss = training_step(loop, batch)
+        loss = training_step(loop, batch)  # the loss as a number: the finite check has read it
         optimizer_step(loop)
         update_lr_schedulers(loop, "step")
         if loop.train_batches.batches_done < n_batches:  # at the last batch, only after validation (in fit)
             update_lr_schedulers(loop, "step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest val/loss
         state.global_step += 1
-        if log_now:  # the only host sync of a step, every log_every_n_steps
-            log_metrics(loop, {"train/loss": loss.item()}, step=state.global_step - 1)
+        if log_now:
+            log_metrics(loop, {"train/loss": loss}, step=state.global_step - 1)
         if loop.train_batches.batches_done >= n_batches:  # limit_train_batches
             break
         if loop.stop.signum or (loop.every_n_train_steps and state.global_step % loop.every_n_train_steps == 0):
@@ -240,20 +248,24 @@ def train_epoch(loop: Fit) -> None:
     update_lr_schedulers(loop, "epoch")  # at the epoch's last batch, before validation, as Lightning does
 
 
-def training_step(loop: Fit, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """The model's step in the precision's autocast, a stop at a non-finite loss, zero_grad, backward."""
+def training_step(loop: Fit, batch: tuple[Tensor, Tensor]) -> float:
+    """The model's step in the precision's autocast, a stop at a non-finite loss, zero_grad,
+    backward; returns the loss as a number."""
     x, y = batch_to_device(batch, loop.precision.device)
     with loop.precision.autocast():  # forward and loss in low precision; weights stay fp32
         loss = loop.model.model_step((x, y), "train")
-    check_finite(loss, loop.state.global_step, loop.state.epoch)  # StopOnNonFiniteLoss: before the weights see it
+    value = check_finite(loss, loop.state.global_step, loop.state.epoch)  # StopOnNonFiniteLoss: before the update
     loop.optimizer.zero_grad(set_to_none=True)
     loop.precision.scaler.scale(loss).backward()
-    return loss
+    return value
 
 
 def batch_to_device(batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Lightning's ``strategy.batch_to_device``: the batch onto the model's device."""
-    return tuple(t.to(device, non_blocking=True) for t in batch)
+    """Lightning's ``strategy.batch_to_device``: the batch onto the model's device (a batch already
+    there is passed through: ``.to`` on it is a no-op that still costs ~10 us a step)."""
+    x, y = batch
+    return (x if x.device == device else x.to(device, non_blocking=True),
+            y if y.device == device else y.to(device, non_blocking=True))
 
 
 def optimizer_step(loop: Fit) -> None:

@@ -223,11 +223,11 @@ def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measur
             (_loop_functions(clock) if timed else _nothing()):
         precision = loop.Precision.create(trainer)
         model.to(precision.device)
-        optimizer, scheduler = loop.configure_optimizers(model)
+        optimizer, scheduler = loop.configure_optimizers(model, trainer)
         if watch:
             watch(optimizer)
         fit = loop.Fit(model, datamodule, trainer, precision, optimizer, scheduler,
-                       loop.SummaryWriter(str(run_dir)), run_dir)
+                       loop.open_writer(run_dir), run_dir)
         times, steps = [], 0
         for epoch in range(epochs):
             clock.recording = epoch > 0  # the first epoch warms up
@@ -369,9 +369,10 @@ def memory(args: list[str]) -> dict[str, float]:
     with links_into_net():
         objects = parser.instantiate(cfg)
     model, datamodule = objects.model, objects.data
-    precision = loop.Precision.create(loop.trainer_options(**vars(cfg.trainer)))
+    trainer = loop.trainer_options(**vars(cfg.trainer))
+    precision = loop.Precision.create(trainer)
     model.to(precision.device).train()
-    optimizer, _ = loop.configure_optimizers(model)
+    optimizer, _ = loop.configure_optimizers(model, trainer)
     batch = loop.batch_to_device(next(iter(datamodule.train_dataloader())), precision.device)
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
