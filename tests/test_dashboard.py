@@ -144,3 +144,45 @@ def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
         probs = torch.tensor([float(row[f"p_{c}"]) for c in range(3)])
         assert torch.allclose(probs, expected[i], atol=1e-6)
         assert int(row["predicted"]) == int(expected[i].argmax())
+
+
+def _scalars(folder: Path) -> list[tuple[str, int, float, float]]:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    return [(value.tag, event.step, value.simple_value if value.HasField("simple_value") else value.tensor.float_val[0],
+             event.wall_time)
+            for path in sorted(folder.glob("events.out.tfevents.*"))
+            for event in EventFileLoader(str(path)).Load() for value in event.summary.value]
+
+
+def test_held_events_reach_the_file_at_flush_and_close_with_their_own_wall_times(tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from toyloops import dashboard
+
+    monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", float("inf"))  # only flush and close hand them over
+    writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
+    assert dashboard.hold_events(writer).file_writer.event_writer.events is not None  # wrapped once
+    writer.add_scalar("train/loss", 0.5, 9, walltime=1000.0)
+    writer.add_scalar("train/loss", 0.25, 19, walltime=1001.0)
+    writer.file_writer.event_writer.events.flush()  # the file as it stands, without handing anything over
+    assert _scalars(tmp_path) == []
+    writer.flush()
+    assert _scalars(tmp_path) == [("train/loss", 9, 0.5, 1000.0), ("train/loss", 19, 0.25, 1001.0)]
+    writer.add_scalar("epoch", 1.0, 19, walltime=1002.0)
+    writer.close()
+    assert _scalars(tmp_path)[-1] == ("epoch", 19, 1.0, 1002.0)
+
+
+def test_held_events_go_over_once_the_oldest_is_old_enough(tmp_path, monkeypatch):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from toyloops import dashboard
+
+    monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", 0.0)  # no holding: each goes over as it comes
+    writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
+    writer.add_scalar("train/loss", 0.5, 9)
+    assert writer.file_writer.event_writer.held == []
+    writer.file_writer.event_writer.events.flush()
+    assert [s[:3] for s in _scalars(tmp_path)] == [("train/loss", 9, 0.5)]
+    writer.close()

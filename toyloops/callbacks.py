@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
@@ -18,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
+from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
 from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, baseline_scalars, compare_to_truth, record_eval, summary
@@ -41,6 +44,30 @@ def skip_empty_batch_hooks(callbacks: list[Callback]) -> None:
         for name in PER_BATCH_HOOKS:
             if getattr(type(callback), name, None) is getattr(Callback, name):
                 setattr(callback, name, None)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval``
+    seconds and at each epoch's last batch (with the logged metrics beside it).
+
+    Lightning redraws it every ``refresh_rate`` batches whatever they cost, twice each time (the
+    count, then the metrics); a redraw costs ~1 ms, which for these nets is a step or more. A
+    bar that moves twice a second shows the same progress. ``refresh_rate`` still paces the
+    validation, test and predict bars.
+    """
+
+    def __init__(self, min_interval: float = PROGRESS_BAR_MIN_INTERVAL_S,
+                 refresh_rate: int = PROGRESS_BAR_REFRESH_RATE, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__(refresh_rate=refresh_rate, process_position=process_position, leave=leave)
+        self.min_interval = min_interval
+        self._drawn_at = -math.inf
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        bar, n, now = self.train_progress_bar, batch_idx + 1, time.monotonic()
+        if self.is_enabled and (n == bar.total or now - self._drawn_at >= self.min_interval):
+            self._drawn_at, bar.n = now, n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # one redraw: the count and the metrics
 
 
 class ResumeState(Callback):
@@ -177,6 +204,13 @@ class DashboardCallback(Dashboard, Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.graph and isinstance(trainer.logger, TensorBoardLogger):
             log_graph(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"][0][:2])
+
+    @rank_zero_only
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The last epoch's events onto disk before this one trains, as the hand loop flushes at its
+        # epoch end (Lightning logs an epoch's metrics after every on_train_epoch_end hook).
+        if isinstance(trainer.logger, TensorBoardLogger):
+            trainer.logger.experiment.flush()
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

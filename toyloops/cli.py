@@ -35,7 +35,6 @@ from toyloops.config import (
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
-    PROGRESS_BAR_REFRESH_RATE,
     TRAINER_DEFAULTS,
     add_links,
     apply_thread_policy,
@@ -95,7 +94,7 @@ class ToyCLI(LightningCLI):
         parser.set_defaults({
             **TRAINER_DEFAULTS,
             "trainer.logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "class_path": "toyloops.loggers.TensorBoardLogger",  # Lightning's, flushed per epoch
                 "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
             },
         })
@@ -158,9 +157,7 @@ class ToyCLI(LightningCLI):
         callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.trainer.get("enable_progress_bar") is not False and \
                 not any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks):  # one of the user's
-            config.trainer.callbacks = [*callbacks, Namespace(
-                class_path="lightning.pytorch.callbacks.TQDMProgressBar",
-                init_args=Namespace(refresh_rate=PROGRESS_BAR_REFRESH_RATE))]
+            config.trainer.callbacks = [*callbacks, Namespace(class_path="toyloops.callbacks.ProgressBar")]
         if subcommand in ("validate", "test", "predict"):  # into the checkpoint's run, not a new version_N
             warnings.filterwarnings("ignore", message="The dirpath has changed from")  # of course: no training
             if "verbose" in config and not any(arg.startswith("--verbose") for arg in self._args):
