@@ -8,7 +8,9 @@ by side in one process, interleaved round by round (so machine noise hits every 
   hand loop    toyloops.loop.train_epoch with its shipped defaults
   barebones    a plain L.Trainer: no logger, checkpoints, progress bar or callbacks (Lightning's floor)
   lightning    Trainer.fit as train.py builds it (logger, checkpoints, progress bar, callbacks);
-               "refresh 1" is the same with Lightning's default progress-bar refresh (the old default)
+               "stock bar and logger" is the same with Lightning's own TQDMProgressBar (every step) and
+               TensorBoardLogger (flushed after every log); "log every 50" logs at Lightning's default
+               interval instead of the template's 10 steps (the barebones Trainer logs every 50)
   seed style   DataLoader(TensorDataset, shuffle=True) with per-sample collation, .item() a step
 
 No variant clips gradients (the configs' gradient_clip_val is switched off for Lightning, as the
@@ -165,7 +167,11 @@ def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
     return timer.times
 
 
-REFRESH_1 = ["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar", "--trainer.callbacks.refresh_rate=1"]
+# Lightning's own progress bar (redrawn every step) and TensorBoardLogger (flushed after every log)
+# in place of the template's: what those two defaults save.
+STOCK = ["--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar", "--trainer.callbacks.refresh_rate=1",
+         "--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger"]
+LOG_50 = ["--trainer.log_every_n_steps=50"]  # Lightning's default logging interval, as the barebones Trainer
 
 
 def barebones(dm, make_net, epochs: int) -> list[float]:
@@ -246,14 +252,15 @@ RESULTS: dict[str, float] = {}  # ratios the targets table reads
 
 
 def step_table(rounds: int, epochs: int) -> list[str]:
-    rows = ["| model | bare µs/step | bare, for-loop AdamW | hand loop | barebones Trainer | lightning, refresh 1 "
-            "| lightning | seed style | for-loop/fused | loop/bare | lightning/barebones (refresh 1) "
-            "| lightning/loop | seed/bare |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | bare µs/step | bare, for-loop AdamW | hand loop | barebones Trainer | lightning, stock bar "
+            "and logger | lightning, log every 50 | lightning | seed style | for-loop/fused | loop/bare "
+            "| lightning/barebones (stock; log every 50) | lightning/loop | seed/bare |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     data = ["--data.n_samples=4000", "--data.batch_size=64"]
     for name, (config, make_dm, make_net) in MODELS.items():
         dm = make_dm(n_samples=4000, batch_size=64)
-        runs: dict[str, list[list[float]]] = {k: [] for k in ("bare", "forloop", "loop", "barebones", "refresh1",
-                                                               "lightning", "seed")}
+        runs: dict[str, list[list[float]]] = {k: [] for k in ("bare", "forloop", "loop", "barebones", "stock",
+                                                               "log50", "lightning", "seed")}
         with tempfile.TemporaryDirectory() as tmp, chdir(tmp):
             for r in range(rounds):  # interleaved: each round runs every variant once
                 torch.manual_seed(r)
@@ -261,19 +268,21 @@ def step_table(rounds: int, epochs: int) -> list[str]:
                 runs["forloop"].append(bare(dm, make_net, epochs, default_optimizer=False))
                 runs["loop"].append(hand_loop(dm, make_net, epochs, Path(tmp) / f"loop{r}"))
                 runs["barebones"].append(barebones(dm, make_net, epochs))
-                runs["refresh1"].append(lightning(config, epochs, [*data, *REFRESH_1]))
+                runs["stock"].append(lightning(config, epochs, [*data, *STOCK]))
+                runs["log50"].append(lightning(config, epochs, [*data, *LOG_50]))
                 runs["lightning"].append(lightning(config, epochs, data))
                 runs["seed"].append(seed_style(dm, make_net, epochs))
         m = {k: 1e6 * median_after_warmup(v) for k, v in runs.items()}
         RESULTS[f"loop/bare {name}"] = m["loop"] / m["bare"]
         RESULTS[f"lightning/loop {name}"] = m["lightning"] / m["loop"]
         RESULTS[f"lightning/barebones {name}"] = m["lightning"] / m["barebones"]
-        RESULTS[f"refresh1/barebones {name}"] = m["refresh1"] / m["barebones"]
+        RESULTS[f"stock/barebones {name}"] = m["stock"] / m["barebones"]
         RESULTS[f"forloop/fused {name}"] = m["forloop"] / m["bare"]
         rows.append(f"| {name} | {m['bare']:.0f} | {m['forloop']:.0f} | {m['loop']:.0f} | {m['barebones']:.0f} "
-                    f"| {m['refresh1']:.0f} | {m['lightning']:.0f} | {m['seed']:.0f} "
+                    f"| {m['stock']:.0f} | {m['log50']:.0f} | {m['lightning']:.0f} | {m['seed']:.0f} "
                     f"| {m['forloop'] / m['bare']:.2f} | {m['loop'] / m['bare']:.2f} "
-                    f"| {m['lightning'] / m['barebones']:.2f} ({m['refresh1'] / m['barebones']:.2f}) "
+                    f"| {m['lightning'] / m['barebones']:.2f} ({m['stock'] / m['barebones']:.2f}; "
+                    f"{m['log50'] / m['barebones']:.2f}) "
                     f"| {m['lightning'] / m['loop']:.2f} | {m['seed'] / m['bare']:.2f} |")
     return rows
 
@@ -383,13 +392,17 @@ def profile_sections(quick: bool) -> list[tuple[str, list[str]]]:
     return sections
 
 
-# The previous RESULTS.md (commit 7e8502e: two torch threads, for-loop AdamW, progress bar every
-# step, Lightning clipping where the loop did not), and the issue's own side-by-side measurement.
+# Before issue 13: RESULTS.md of commit 7e8502e (two torch threads, for-loop AdamW, progress bar
+# every step, Lightning clipping where the loop did not); the template/barebones, fit and --help
+# figures are from the first run that measured them (RESULTS.md of commit dab4ad4; its
+# template/barebones with Lightning's progress bar redrawn every step).
 BEFORE = {
     "loop/bare logistic / blobs": 1.39, "loop/bare MLP / circles": 1.09, "loop/bare Transformer / majority": 0.99,
     "lightning/loop logistic / blobs": 3.38, "lightning/loop MLP / circles": 3.05,
     "lightning/loop Transformer / majority": 1.41,
-    "lightning/barebones MLP / circles": 1911 / 1497,  # issue 13: all defaults vs a barebones Trainer
+    "lightning/barebones logistic / blobs": 1.80, "lightning/barebones MLP / circles": 1.63,
+    "lightning/barebones Transformer / majority": 1.35,
+    "fit minus floor": 1.61, "help and errors / floor": 1.24,
 }
 
 
@@ -416,8 +429,6 @@ def targets_table() -> list[str]:
             continue
         value = RESULTS[key]
         before = BEFORE.get(key)
-        if key.startswith("lightning/barebones") and f"refresh1/barebones {key.split(' ', 1)[1]}" in RESULTS:
-            before = RESULTS[f"refresh1/barebones {key.split(' ', 1)[1]}"]  # this run, progress bar every step
         verdict = "reported" if ok is None else "met" if ok(value) else "**MISSED**"
         rows.append(f"| {label} | {'' if before is None else f'{before:.2f}{unit}'} | {value:.2f}{unit} | {verdict} |")
     return rows

@@ -56,7 +56,10 @@ def main(args: list[str] | None = None) -> None:
         lightning(None if from_command_line else args)  # None: LightningCLI reads sys.argv itself
     elif command == "loop":
         from toyloops.loop import main as hand_loop
+        from toyloops.runs import freeze_imports
 
+        if from_command_line:  # as the LightningCLI commands are (runs.main, given no args)
+            freeze_imports()
         hand_loop(args[1:])
     elif command == "compare":
         from toyloops.compare import main as compare

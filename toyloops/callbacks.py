@@ -48,7 +48,7 @@ def skip_empty_batch_hooks(callbacks: list[Callback]) -> None:
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval``
-    seconds and at each epoch's last batch (with the logged metrics beside it).
+    seconds (with the logged metrics beside it), and at each epoch's end, as Lightning's is.
 
     Lightning redraws it every ``refresh_rate`` batches whatever they cost, twice each time (the
     count, then the metrics); a redraw costs ~1 ms, which for these nets is a step or more. A
@@ -64,9 +64,10 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        bar, n, now = self.train_progress_bar, batch_idx + 1, time.monotonic()
-        if self.is_enabled and (n == bar.total or now - self._drawn_at >= self.min_interval):
-            self._drawn_at, bar.n = now, n
+        bar, now = self.train_progress_bar, time.monotonic()
+        bar.n = batch_idx + 1  # counted every batch; on_train_epoch_end draws the epoch's last count
+        if self.is_enabled and now - self._drawn_at >= self.min_interval:
+            self._drawn_at = now
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # one redraw: the count and the metrics
 
 

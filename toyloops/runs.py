@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import gc
 import os
 import re
 import shlex
@@ -350,6 +351,15 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
     return None
 
 
+def freeze_imports() -> None:
+    """Take what a command has imported (torch, Lightning and the rest: ~370k objects that live as
+    long as the process) out of the cyclic garbage collector's reach, so that each full collection
+    during the run no longer walks them all (~0.17 s apiece on a 2-core machine; 0.1-0.2 s of
+    ``toyloops fit``). For a command's own process only: in a test or a notebook, cyclic garbage
+    alive at the moment would never be collected."""
+    gc.freeze()
+
+
 def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
          hint: Callable[[str], str] = lambda message: message) -> None:
     """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or
@@ -359,6 +369,8 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
     # Outside training (set-up, validation, clean-up) a signal ends the run at once, as one line;
     # while training, StopRequest takes over and the engine saves a resume point first.
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
+    if args is None:  # the process's own command (train.py, python -m toyloops.loop)
+        freeze_imports()
     try:
         entry(args)
     except (KeyboardInterrupt, Interrupted, Stopped) as err:
