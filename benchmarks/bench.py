@@ -58,6 +58,7 @@ from toyloops.callbacks import skip_empty_batch_hooks
 from toyloops.cli import ToyCLI
 from toyloops.config import apply_thread_policy, build_optimizer
 from toyloops.models import classification_loss
+from toyloops.runs import freeze_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name: (config, data module, net factory, optimizer lr)
@@ -500,6 +501,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS.md"))
     args = parser.parse_args()
     apply_thread_policy()
+    freeze_imports()  # as the toyloops command's process does, for every variant alike
     rounds, epochs = (1, 3) if args.quick else (3, 6)
     sections = [
         ("Time per training step (median, µs; 4000 points / 64 per batch)", step_table(rounds, epochs)),

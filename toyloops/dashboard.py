@@ -37,7 +37,7 @@ LIGHTNING_DEFAULTS = {"precision": "32-true", "accelerator": "auto", "devices": 
 HPARAMS_SUFFIX = ".hparams"  # the run's one HParams record, replaced by each resumed leg
 
 
-HOLD_EVENTS_S = 5.0  # the longest a logged scalar waits in memory before the writer's thread gets it
+HOLD_EVENTS_S = 5.0  # the longest a logged event waits before it is in the file, mid-epoch
 
 
 class HeldEvents:
@@ -47,10 +47,11 @@ class HeldEvents:
     each wake-up is a GIL hand-off that costs the training thread far more than the event
     (~30-50 µs a step for the hand loop at ``log_every_n_steps: 10``, measured in
     ``benchmarks/RESULTS.md``, more than a tiny net's forward pass). Held here, events go over
-    together at each ``flush`` (every epoch boundary, in both engines), at ``close``, and once the
-    oldest is HOLD_EVENTS_S old. Each keeps the wall time it was logged at (the writer stamps it
-    before this sees it), so TensorBoard's time axes are unchanged; a SIGKILL loses what an
-    unflushed file would lose anyway (events since the last flush).
+    together, and the file is flushed, at each ``flush`` (every epoch boundary, in both engines),
+    at ``close``, and once the oldest is HOLD_EVENTS_S old, so a live TensorBoard is at most that
+    far behind within a long epoch. Each event keeps the wall time it was logged at (the writer
+    stamps it before this sees it), so TensorBoard's time axes are unchanged; a SIGKILL loses what
+    an unflushed file would lose anyway (events since the last flush).
     """
 
     def __init__(self, events: Any) -> None:
@@ -61,7 +62,7 @@ class HeldEvents:
             self.oldest = time.monotonic()
         self.held.append(event)
         if time.monotonic() - self.oldest >= HOLD_EVENTS_S:
-            self.hand_over()
+            self.flush()
 
     def hand_over(self) -> None:
         for event in self.held:
