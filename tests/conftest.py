@@ -34,6 +34,11 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 # 600 samples (not the config's 1500), so a loader that fell back to defaults shows.
 BLOBS_SHORT = ("--trainer.max_epochs=2", "--data.n_samples=600", "--trainer.enable_progress_bar=false",
                "--dashboard.boundary_every_n_epochs=0")
+# The uninterrupted circles_mlp run the stop/kill/resume tests compare against (test_stops.py,
+# test_reliability.py): 3 epochs of 19 steps, dropout (so the RNG state matters on resume), a
+# resume point every 4 steps (4 never divides a multiple of 19 below 76: mid-epoch).
+CIRCLES_STOPS = ("--trainer.max_epochs=3", "--model.net.dropout=0.2", *QUIET, "--last_checkpoint.every_n_train_steps=4",
+                 "--dashboard.boundary_every_n_epochs=0")
 
 
 def documented_accuracy(name: str) -> float:
@@ -157,3 +162,16 @@ def trained(tmp_path_factory) -> Callable[..., TrainedRun]:
         return here[key]
 
     return get
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: the wheel-and-venv test (about two minutes), then the other integration tests,
+    then the rest in file order. pytest-xdist hands tests out in this order, so on 2 workers the long
+    ones overlap the many short ones instead of leaving one worker idle at the end. (A stable sort on
+    markers only: every worker collects the same order, as xdist requires.)"""
+    def rank(item: pytest.Item) -> int:
+        if item.path.name == "test_foreign.py":
+            return 0
+        return 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=rank)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, ROOT, run_cli
+from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, run_cli
 
 from toyloops import runs
 from toyloops.checkpoints import load_checkpoint
@@ -23,8 +23,7 @@ from toyloops.errors import ConfigError, NonFiniteLossError
 from toyloops.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
-ARGS = ["--config", CIRCLES, "--trainer.max_epochs=3", "--model.net.dropout=0.2", *QUIET,
-        "--last_checkpoint.every_n_train_steps=4", "--dashboard.boundary_every_n_epochs=0"]
+ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
 ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
            "loop": [sys.executable, "-m", "toyloops.loop", "fit"]}
@@ -36,15 +35,11 @@ def _last(cwd: Path, engine: str) -> Path:
     return found
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
-    """Final weights of an uninterrupted run, per engine."""
-    cwd = tmp_path_factory.mktemp("reference")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        run_cli("fit", *ARGS)
-        run(["fit", *ARGS])
-    return {engine: load_checkpoint(_last(cwd, engine))["state_dict"] for engine in ENGINES}
+@pytest.fixture
+def uninterrupted(trained) -> dict[str, dict[str, torch.Tensor]]:
+    """Final weights of an uninterrupted run, per engine (the session's shared runs)."""
+    return {engine: load_checkpoint(trained(engine, "circles_mlp", *CIRCLES_STOPS).last)["state_dict"]
+            for engine in ENGINES}
 
 
 @pytest.mark.integration
@@ -259,11 +254,13 @@ def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, cap
 @pytest.mark.slow
 @pytest.mark.integration
 def test_sigterm_to_rank_0_alone_stops_every_ddp_rank_at_a_resume_point(tmp_path):
-    result = subprocess.run([*KILL_SWITCH, "3", "TERM", "lightning", "fit", *DDP,
-                             "--last_checkpoint.every_n_train_steps=4", "--trainer.strategy.init_args.timeout=0:00:30"],
+    short = ["--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=4"]  # 8 steps an epoch a rank
+    result = subprocess.run([*KILL_SWITCH, "3", "TERM", "lightning", "fit", *DDP, *short,
+                             "--trainer.strategy.init_args.timeout=0:00:30"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # rank 0 alone gets it
     assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "stopped by SIGTERM at step" in result.stderr.strip().splitlines()[-1]
-    resumed = subprocess.run([*ENGINES["lightning"], *DDP, "--last_checkpoint.every_n_train_steps=4",
-                              "--ckpt_path", "last"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*ENGINES["lightning"], *DDP, *short, "--ckpt_path", "last"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt")["global_step"] == 16
