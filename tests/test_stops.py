@@ -132,11 +132,20 @@ def test_a_failing_run_removes_only_its_own_folder(engine, in_tmp, monkeypatch):
     assert [p.name for p in Path("logs/circles_mlp").iterdir()] == [other[0].path.name]
 
 
+def _fit(engine: str, *args: str):  # noqa: ANN202
+    return run_cli("fit", *ARGS, *args) if engine == "lightning" else run(["fit", *ARGS, *args])
+
+
+@pytest.fixture
+def one_epoch(trained, in_tmp):
+    """``one_epoch(engine)``: the session's one-epoch run of ARGS, copied into this test's folder (as
+    ``_fit(engine, "--trainer.max_epochs=1")`` there would leave it), to resume and write into."""
+    return lambda engine: trained(engine, "circles_mlp", *ARGS[2:], "--trainer.max_epochs=1").copy_to(in_tmp)
+
+
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
-    run_cli("fit", *ARGS, "--trainer.max_epochs=1") if engine == "lightning" else \
-        run(["fit", *ARGS, "--trainer.max_epochs=1"])
-    folder = _last(in_tmp, engine).parent.parent
+def test_resuming_a_run_that_is_still_running_is_refused(engine, one_epoch, in_tmp):
+    folder = one_epoch(engine).run_dir
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
                                "from toyloops.runs import RunFolder; "
                                "held = RunFolder(Path(sys.argv[1]), False).lock(); "
@@ -155,14 +164,9 @@ def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
     assert load_checkpoint(_last(in_tmp, engine))["epoch"] == 1
 
 
-def _fit(engine: str, *args: str):  # noqa: ANN202
-    return run_cli("fit", *ARGS, *args) if engine == "lightning" else run(["fit", *ARGS, *args])
-
-
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(engine, in_tmp):
-    _fit(engine, "--trainer.max_epochs=1")
-    run_dir = _last(in_tmp, engine).parent.parent
+def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(engine, one_epoch, in_tmp):
+    run_dir = one_epoch(engine).run_dir
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ConfigError, match=r"other settings \(data.init_args.n_samples: 2000 -> 900; "
                                           r"model.net.init_args.hidden_sizes: \[32, 32\] -> \[8\]\)"):
@@ -174,9 +178,8 @@ def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(eng
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, in_tmp):
-    _fit(engine, "--trainer.max_epochs=1")
-    last = _last(in_tmp, engine)
+def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, one_epoch, in_tmp):
+    last = one_epoch(engine).last
     older = last.with_name("after-epoch-0.ckpt")
     older.write_bytes(last.read_bytes())
     _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", "last")
@@ -241,9 +244,8 @@ def test_default_root_dir_moves_the_logs_of_both_engines(in_tmp):
     assert not (in_tmp / "logs").exists()
 
 
-def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, capsys):
-    run(["fit", *ARGS, "--trainer.max_epochs=1"])
-    ckpt = next(in_tmp.glob("logs/circles_mlp/loop_version_0/checkpoints/last.ckpt"))
+def test_without_the_logger_nothing_is_written_into_the_users_folder(one_epoch, in_tmp):
+    ckpt = one_epoch("loop").last
     (in_tmp / "config.yaml").write_text("mine")
     (in_tmp / "predictions.csv").write_text("mine too")
     run_cli("predict", *ARGS, "--ckpt_path", str(ckpt), "--trainer.logger", "false")
