@@ -36,7 +36,6 @@ def _get(port: int, path: str, body: dict | None = None):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
     run_cli("fit", *SHORT)
     run(["fit", *SHORT, "--trainer.enable_progress_bar=false"])

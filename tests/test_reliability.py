@@ -49,7 +49,6 @@ def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 # Mid-epoch: the resume restores everything an epoch boundary needs (counters, optimizer, scheduler,
 # RNG) and the position inside the epoch too. (Epoch-boundary resume points are what the signal tests
 # in test_stops.py and the in-process resume test in test_loop.py check.)
@@ -77,7 +76,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
     """Save every step; kill inside a write, resume, kill inside another: last.ckpt always loads."""
     args = ["--config", CIRCLES, *COMMON, "--last_checkpoint.every_n_train_steps=1"]

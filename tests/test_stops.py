@@ -216,7 +216,6 @@ def _state(pid: str) -> str | None:
 DDP = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/ddp_cpu.yaml"), *QUIET]
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize(("how", "says"), [("KILL", "by peer"), ("STOP", "Timed out waiting 10000ms")])
 def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, says, tmp_path):
@@ -253,7 +252,6 @@ def test_without_the_logger_nothing_is_written_into_the_users_folder(one_epoch, 
     assert (in_tmp / "logs/circles_mlp/loop_version_0/eval/predict_0/predictions.csv").exists()  # the ckpt's run
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_sigterm_to_rank_0_alone_stops_every_ddp_rank_at_a_resume_point(tmp_path):
     short = ["--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=4"]  # 8 steps an epoch a rank
