@@ -56,6 +56,18 @@ def run_cli(*args: str):
         return ToyCLI(args=[*args, *QUIET])
 
 
+def fit_in(cwd: Path, engine: str, *args: str):
+    """``fit`` in-process in the folder ``cwd`` by either engine: ``train.py``'s LightningCLI ("lightning",
+    returns the CLI) or the hand loop ("loop", returns its results). Where a test needs a real process
+    for a kill or a signal, the run before or after it needs none: the same code, without seconds of
+    importing torch and Lightning again."""
+    from toyloops.loop import run
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        return run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
+
+
 def run_train_py(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python train.py ...`` as a real subprocess."""
     return subprocess.run(
@@ -112,17 +124,12 @@ def _train(engine: str, config: str, args: tuple[str, ...], folder: Path) -> dic
         result = run_train_py("fit", "--config", path, *args, cwd=folder)
         assert result.returncode == 0, result.stderr[-3000:]
         return {"metrics": {}, "stdout": result.stdout, "stderr": result.stderr}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        if engine == "lightning":
-            trainer = run_cli("fit", "--config", path, *args).trainer
-            metrics = {key: value.item() for key, value in trainer.callback_metrics.items()}
-            metrics["best"] = trainer.checkpoint_callback.best_model_score.item()
-        else:
-            from toyloops.loop import run
-
-            metrics = {key: float(value) for key, value in run(["fit", "--config", path, *args]).items()
-                       if not isinstance(value, Path)}
+    done = fit_in(folder, engine, "--config", path, *args)
+    if engine == "lightning":
+        metrics = {key: value.item() for key, value in done.trainer.callback_metrics.items()}
+        metrics["best"] = done.trainer.checkpoint_callback.best_model_score.item()
+    else:
+        metrics = {key: float(value) for key, value in done.items() if not isinstance(value, Path)}
     return {"metrics": metrics}
 
 

@@ -12,7 +12,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import CIRCLES_STOPS, CONFIGS, ROOT, run_cli
+from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 
 from toyloops import Classifier, cli, loop
 from toyloops.checkpoints import load_checkpoint
@@ -24,10 +24,6 @@ CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 STEPS_PER_EPOCH, EPOCHS = 19, 3
 COMMON = list(CIRCLES_STOPS)  # 3 epochs, dropout, a resume point every 4 steps (mid-epoch)
 assert f"--trainer.max_epochs={EPOCHS}" in COMMON
-ENGINES = {
-    "lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
-    "loop": [sys.executable, "-m", "toyloops.loop", "fit"],
-}
 
 
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
@@ -66,9 +62,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     assert 0 < step < EPOCHS * STEPS_PER_EPOCH  # killed in the middle of the run
     assert (step % STEPS_PER_EPOCH == 0) == (where == "between_epochs")
 
-    resumed = subprocess.run([*ENGINES[engine], *args, "--ckpt_path", "last"], cwd=crashed,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(crashed, engine, *args, "--ckpt_path", "last")  # the resume, in-process: the kill was the process
     assert len(list((crashed / "logs/circles_mlp").iterdir())) == 1  # resumed in the same run folder
     expected, got = _final_weights(engine, reference), _final_weights(engine, crashed)
     assert expected.keys() == got.keys()
@@ -88,9 +82,7 @@ def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
         assert torn.exists() and torn.stat().st_size > 0  # the kill landed inside a write: half a file there
         steps.append(torch.load(last, weights_only=True)["global_step"])
     assert steps == [4, 8, 12]  # each resume went on from the last whole checkpoint
-    done = subprocess.run([*ENGINES["loop"], *args, "--ckpt_path", "last"], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    fit_in(tmp_path, "loop", *args, "--ckpt_path", "last")  # in-process: the kills were the processes
     assert torch.load(_last_ckpt(tmp_path, "loop"), weights_only=True)["global_step"] == EPOCHS * STEPS_PER_EPOCH
 
 
@@ -165,7 +157,7 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused(tmp_path, in_tmp):
 
 
 def test_every_checkpoint_toyloops_writes_loads_as_plain_data(trained):
-    folders = [trained(engine, "circles_mlp", *COMMON).folder for engine in ENGINES]
+    folders = [trained(engine, "circles_mlp", *COMMON).folder for engine in ("lightning", "loop")]
     paths = [path for folder in folders for path in folder.rglob("*.ckpt")]
     assert len(paths) == 4  # best + last for each engine
     for path in paths:

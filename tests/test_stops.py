@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, run_cli
+from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
 
 from toyloops import runs
 from toyloops.checkpoints import load_checkpoint
@@ -56,9 +56,7 @@ def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine
         "to resume, run the same command with --ckpt_path last")
     assert load_checkpoint(_last(tmp_path, engine))["global_step"] == 16  # mid-epoch: 19 steps an epoch
 
-    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=tmp_path, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(tmp_path, engine, *ARGS, "--ckpt_path", "last")  # the resume, in-process: the stop was the process
     weights = load_checkpoint(_last(tmp_path, engine))["state_dict"]
     assert all(torch.equal(weights[k], uninterrupted[engine][k]) for k in weights)
 
@@ -88,9 +86,7 @@ def test_a_full_disk_stops_in_one_line_and_leaves_every_checkpoint_whole(engine,
     assert checkpoints and not list(small_disk.rglob("*.tmp"))  # no torn or temporary file left behind
     assert load_checkpoint(_last(small_disk, engine))["global_step"] == 8  # the 2nd write, whole
     (small_disk / "ballast").unlink()
-    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=small_disk, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(small_disk, engine, *ARGS, "--ckpt_path", "last")  # room again: the run resumes and finishes
 
 
 def test_runs_started_together_each_claim_their_own_folder(tmp_path):
