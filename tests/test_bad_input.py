@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 import torch
-from conftest import CONFIGS
+from conftest import BLOBS_SHORT, CONFIGS
 
 from toyloops import cli, loop
 
@@ -164,14 +164,11 @@ def test_a_run_that_fails_midway_keeps_its_checkpoints(workdir, capsys):
 
 
 @pytest.fixture(scope="module")
-def bad_checkpoints(tmp_path_factory) -> Path:
-    """Checkpoint files a user might pass by mistake, made from one real hand-loop run."""
+def bad_checkpoints(trained, tmp_path_factory) -> Path:
+    """Checkpoint files a user might pass by mistake, made from the session's short hand-loop run."""
     folder = tmp_path_factory.mktemp("bad_ckpts")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        good = loop.run(["fit", "--config", MLP, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-                         "--dashboard.boundary_every_n_epochs=0"])["last_checkpoint"]
-        checkpoint = torch.load(good, weights_only=True)
+    good = trained("loop", "blobs_mlp", *BLOBS_SHORT).last
+    checkpoint = torch.load(good, weights_only=True)
     torch.save({k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items()}, folder / "bare.ckpt")
     del checkpoint["hyper_parameters"]["net"]  # as when the net was passed live: the config builds it
     torch.save(checkpoint, folder / "livenet.ckpt")
@@ -180,7 +177,7 @@ def bad_checkpoints(tmp_path_factory) -> Path:
     (folder / "garbage.ckpt").write_bytes(bytes(range(256)) * 4)
     (folder / "notes.ckpt").write_text("these are my notes, not a checkpoint\n" * 10)
     torch.save({**checkpoint, "hyper_parameters": [1, 2]}, folder / "listhp.ckpt")
-    (folder / "good.ckpt").write_bytes((folder / good).read_bytes())
+    (folder / "good.ckpt").write_bytes(good.read_bytes())
     return folder
 
 
@@ -202,8 +199,8 @@ CHECKPOINT_CASES = {  # file, extra arguments, what the one line says
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
 def test_a_wrong_checkpoint_is_one_line(case, main, bad_checkpoints, in_tmp, capsys):
     name, extra, expected = CHECKPOINT_CASES[case]
-    message = _error_line(main, ["validate", "--config", MLP, "--ckpt_path", str(bad_checkpoints / name), *extra],
-                          capsys)
+    message = _error_line(main, ["validate", "--config", MLP, "--data.n_samples=600", "--ckpt_path",
+                                 str(bad_checkpoints / name), *extra], capsys)
     assert expected in message and "needs code" not in message
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, run_cli
+from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import (
     MLP,
@@ -28,44 +28,37 @@ from toyloops.errors import ConfigError
 from toyloops.loop import run
 
 CONFIG = str(CONFIGS / "blobs_mlp.yaml")
-SHORT = ["--config", CONFIG, "--trainer.max_epochs=2", "--data.n_samples=600", "--trainer.enable_progress_bar=false",
-         "--dashboard.boundary_every_n_epochs=0"]
+SHORT = ["--config", CONFIG, *BLOBS_SHORT]
 
 
-@pytest.fixture(scope="module")
-def both_engines(tmp_path_factory):
-    """One short blobs_mlp run per engine, in one folder: (lightning last.ckpt, loop last.ckpt, val/acc each)."""
-    cwd = tmp_path_factory.mktemp("engines")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        cli = run_cli("fit", *SHORT)
-        loop = run(["fit", *SHORT])
-    lightning_acc = cli.trainer.callback_metrics["val/acc"].item()
-    return cwd, cwd / "logs/blobs_mlp/version_0/checkpoints/last.ckpt", cwd / loop["last_checkpoint"], \
-        lightning_acc, loop["val/acc"]
+@pytest.fixture
+def both_engines(trained):
+    """One short blobs_mlp run per engine (shared by the session): (lightning, loop) TrainedRun."""
+    return trained("lightning", "blobs_mlp", *BLOBS_SHORT), trained("loop", "blobs_mlp", *BLOBS_SHORT)
 
 
-def test_each_engine_evaluates_the_others_checkpoint(both_engines, monkeypatch):
-    cwd, lightning_ckpt, loop_ckpt, lightning_acc, loop_acc = both_engines
-    monkeypatch.chdir(cwd)
-    assert run(["validate", *SHORT, "--ckpt_path", str(lightning_ckpt)])["val/acc"] == pytest.approx(lightning_acc)
-    cli = run_cli("validate", *SHORT, "--ckpt_path", str(loop_ckpt))
-    assert cli.trainer.callback_metrics["val/acc"].item() == pytest.approx(loop_acc)
+def test_each_engine_evaluates_the_others_checkpoint(both_engines, tmp_path, monkeypatch):
+    lightning, loop = (each.copy_to(tmp_path) for each in both_engines)  # validate writes eval/ into the run
+    monkeypatch.chdir(tmp_path)
+    assert run(["validate", *SHORT, "--ckpt_path", str(lightning.last)])["val/acc"] == \
+        pytest.approx(lightning.metrics["val/acc"])
+    cli = run_cli("validate", *SHORT, "--ckpt_path", str(loop.last))
+    assert cli.trainer.callback_metrics["val/acc"].item() == pytest.approx(loop.metrics["val/acc"])
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_resuming_in_the_other_engine_is_refused_in_one_line(both_engines, engine, monkeypatch):
-    cwd, lightning_ckpt, loop_ckpt, *_ = both_engines
-    monkeypatch.chdir(cwd)
-    other = loop_ckpt if engine == "lightning" else lightning_ckpt
+def test_resuming_in_the_other_engine_is_refused_in_one_line(both_engines, engine, tmp_path, monkeypatch):
+    lightning, loop = (each.copy_to(tmp_path) for each in both_engines)
+    monkeypatch.chdir(tmp_path)
+    other = loop.last if engine == "lightning" else lightning.last
     with pytest.raises(ConfigError, match=f"was written by {'loop' if engine == 'lightning' else 'lightning'}"):
         (run_cli if engine == "lightning" else lambda *a: run(list(a)))("fit", *SHORT, "--ckpt_path", str(other))
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_load_from_checkpoint_rebuilds_model_and_data_from_either_engine(both_engines, engine):
-    _, lightning_ckpt, loop_ckpt, *_ = both_engines
-    path = lightning_ckpt if engine == "lightning" else loop_ckpt
+    lightning, loop = both_engines
+    path = lightning.last if engine == "lightning" else loop.last
     assert isinstance(torch.load(path, weights_only=True), dict)  # plain data
     model = Classifier.load_from_checkpoint(path).eval()
     datamodule = PointsDataModule.load_from_checkpoint(path)

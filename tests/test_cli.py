@@ -10,7 +10,7 @@ import yaml
 from conftest import CONFIGS, RUN_CONFIGS, documented_accuracy, run_cli, run_train_py
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops import Classifier, probabilities
+from toyloops import Classifier, cli, probabilities
 
 TARGETS = {"blobs": 0.98, "circles": 0.97, "majority": 0.95, "spirals": 0.99}
 
@@ -30,19 +30,14 @@ def test_run_config_reaches_its_documented_accuracy(name, in_tmp):
         assert best >= TARGETS[task]
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """One real ``python train.py fit`` run (subprocess), shared by the tests below."""
-    cwd = tmp_path_factory.mktemp("run")
-    result = run_train_py("fit", "--config", str(CONFIGS / "blobs_logistic.yaml"),
-                          "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return cwd, result
+@pytest.fixture
+def trained_run(trained):
+    """One real ``python train.py fit`` run (a process), shared by the session."""
+    return trained("train.py", "blobs_logistic", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false")
 
 
 def test_fit_writes_tensorboard_scalars_checkpoints_config_and_a_summary(trained_run):
-    cwd, result = trained_run
-    run_dir = cwd / "logs" / "blobs_logistic" / "version_0"
+    result, run_dir = trained_run, trained_run.run_dir
     events = EventAccumulator(str(run_dir)).Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "lr-SGD", "epoch", "baseline/bayes"} <= tags
@@ -57,15 +52,18 @@ def test_fit_writes_tensorboard_scalars_checkpoints_config_and_a_summary(trained
 
 
 @pytest.mark.parametrize("stage", ["validate", "test"])
-def test_validate_and_test_from_a_checkpoint(trained_run, stage):
-    cwd, _ = trained_run
-    run_dir = cwd / "logs/blobs_logistic/version_0"
-    result = run_train_py(stage, "--config", str(CONFIGS / "blobs_logistic.yaml"),
-                          "--ckpt_path", str(run_dir / "checkpoints/last.ckpt"),
-                          "--trainer.enable_progress_bar=false", cwd=cwd)
-    assert result.returncode == 0, result.stderr
+def test_validate_and_test_from_a_checkpoint(trained_run, stage, tmp_path, monkeypatch, capsys):
+    """``train.py``'s own entry point (``cli.main``) in-process: the real command's exit code and one-line
+    errors are what the subprocess tests here check."""
+    run = trained_run.copy_to(tmp_path)  # the results are written into the checkpoint's run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli.main([stage, "--config", str(CONFIGS / "blobs_logistic.yaml"), "--ckpt_path", str(run.last),
+              "--trainer.enable_progress_bar=false"])
+    stdout = capsys.readouterr().out
+    run_dir = run.run_dir
     prefix = "val" if stage == "validate" else "test"
-    accuracy = float(re.search(rf"{prefix}/acc\W+([0-9.]+)", result.stdout).group(1))
+    accuracy = float(re.search(rf"{prefix}/acc\W+([0-9.]+)", stdout).group(1))
     if stage == "validate":  # the last checkpoint scores what the last epoch logged
         logged = EventAccumulator(str(run_dir)).Reload().Scalars("val/acc")[-1].value
         assert accuracy == pytest.approx(logged, abs=1e-4)
@@ -74,15 +72,14 @@ def test_validate_and_test_from_a_checkpoint(trained_run, stage):
     # Results go into the checkpoint's own run, in one summary, not into a new version_N.
     record = yaml.safe_load((run_dir / f"eval/{stage}_0/metrics.yaml").read_text())
     assert record["metrics"][f"{prefix}/acc"] == pytest.approx(accuracy, abs=1e-4)
-    assert f"results: {run_dir}/eval/{stage}_0\n" in result.stdout
+    assert f"results: {run_dir}/eval/{stage}_0\n" in stdout
     assert [p.name for p in run_dir.parent.iterdir()] == ["version_0"]
-    assert "DataLoader 0" not in result.stdout  # Lightning's own table: the summary is the one
+    assert "DataLoader 0" not in stdout  # Lightning's own table: the summary is the one
 
 
-def test_predict_returns_the_models_class_probabilities(in_tmp):
+def test_predict_returns_the_models_class_probabilities(trained_run, in_tmp):
     config = str(CONFIGS / "blobs_logistic.yaml")
-    run_cli("fit", "--config", config, "--trainer.max_epochs=2")
-    ckpt = in_tmp / "logs/blobs_logistic/version_0/checkpoints/last.ckpt"
+    ckpt = trained_run.copy_to(in_tmp).last  # predict writes into the checkpoint's run
     cli = run_cli("predict", "--config", config, "--ckpt_path", str(ckpt))
     probs = torch.cat(cli.trainer.predict_loop.predictions)
     x_test, y_test = cli.datamodule.splits["test"]
@@ -94,7 +91,7 @@ def test_predict_returns_the_models_class_probabilities(in_tmp):
 
 
 def test_load_from_checkpoint_in_a_plain_script_needs_no_arguments(trained_run):
-    cwd, _ = trained_run
+    cwd = trained_run.folder  # the script only reads the run
     script = (
         "import torch; from toyloops import Classifier, make_blobs\n"
         "m = Classifier.load_from_checkpoint('logs/blobs_logistic/version_0/checkpoints/last.ckpt')\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONFIGS, run_cli
+from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, probabilities
 from toyloops.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
@@ -36,7 +36,6 @@ def _get(port: int, path: str, body: dict | None = None):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_a_real_tensorboard_server_shows_both_engines(in_tmp):
     run_cli("fit", *SHORT)
     run(["fit", *SHORT, "--trainer.enable_progress_bar=false"])
@@ -122,23 +121,22 @@ def test_hparams_are_the_configs_scalars():
     assert flat["trainer.max_epochs"] == 10 and flat["seed_everything"] == 0
 
 
-def test_predict_writes_a_csv_that_matches_the_model(in_tmp, capsys):
-    run_cli("fit", "--config", MLP_CONFIG, "--trainer.max_epochs=2")
+def test_predict_writes_a_csv_that_matches_the_model(in_tmp, trained, capsys):
     models = Path("models")  # a user's folder, with a file of the user's beside the checkpoint
     models.mkdir()
     (models / "predictions.csv").write_text("mine")
     ckpt = models / "mine.ckpt"
-    ckpt.write_bytes(Path("logs/blobs_mlp/version_0/checkpoints/last.ckpt").read_bytes())
-    cli = run_cli("predict", "--config", MLP_CONFIG, "--ckpt_path", str(ckpt))
+    ckpt.write_bytes(trained("lightning", "blobs_mlp", *BLOBS_SHORT).last.read_bytes())
+    cli = run_cli("predict", "--config", MLP_CONFIG, "--data.n_samples=600", "--ckpt_path", str(ckpt))
     path = Path("logs/blobs_mlp/eval/predict_0/predictions.csv")  # a checkpoint from elsewhere: the config's eval
-    assert f"predictions: {path} (300 rows)" in capsys.readouterr().out
+    assert f"predictions: {path} (120 rows)" in capsys.readouterr().out  # the test split of 600 samples
     assert (models / "predictions.csv").read_text() == "mine"
     rows = list(csv.DictReader(path.open()))
     x_test, y_test = cli.datamodule.splits["test"]
     model = Classifier.load_from_checkpoint(ckpt).eval()  # eval: the MLP has dropout
     with torch.no_grad():
         expected = probabilities(model(x_test))
-    assert len(rows) == len(x_test) == 300
+    assert len(rows) == len(x_test) == 120
     for i, row in enumerate(rows):
         assert int(row["index"]) == i and int(row["target"]) == int(y_test[i])
         probs = torch.tensor([float(row[f"p_{c}"]) for c in range(3)])

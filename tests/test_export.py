@@ -5,24 +5,21 @@ from pathlib import Path
 import onnxruntime
 import pytest
 import torch
-from conftest import CONFIGS, run_cli
+from conftest import BLOBS_SHORT
 
 from toyloops import Classifier
 from toyloops.errors import ConfigError
 from toyloops.export import export, run
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """A short MLP run on 3 blobs and a short Transformer run on token sequences."""
-    cwd = tmp_path_factory.mktemp("export")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        run_cli("fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.max_epochs=1")
-        run_cli("fit", "--config", str(CONFIGS / "majority_transformer.yaml"), "--trainer.max_epochs=1",
-                "--data.n_samples=400")
-    names = ("blobs_mlp", "majority_transformer")
-    return {name: cwd / f"logs/{name}/version_0/checkpoints/last.ckpt" for name in names}
+@pytest.fixture
+def checkpoints(trained, tmp_path) -> dict[str, Path]:
+    """The session's short MLP run on 3 blobs and a short Transformer run on token sequences, copied
+    here (export writes beside the checkpoint)."""
+    runs = {"blobs_mlp": trained("lightning", "blobs_mlp", *BLOBS_SHORT),
+            "majority_transformer": trained("lightning", "majority_transformer", "--trainer.max_epochs=1",
+                                            "--data.n_samples=400")}
+    return {name: run.copy_to(tmp_path / name).last for name, run in runs.items()}
 
 
 def _inputs(name: str) -> torch.Tensor:  # a batch size other than the one exported with

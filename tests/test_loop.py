@@ -1,7 +1,7 @@
 """The hand loop against Lightning: same config and seed -> bit-identical weights and logs."""
 
-import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ from conftest import CONFIGS
 
 from toyloops.checkpoints import load_checkpoint
 from toyloops.compare import compare, max_weight_difference, scalars
-from toyloops.loop import SUPPORTED_TRAINER_KEYS, run
+from toyloops.loop import SUPPORTED_TRAINER_KEYS, main, run
 
 # Every case trains with dropout, gradient clipping, AdamW and an LR scheduler.
 CASES = {
@@ -111,15 +111,16 @@ def test_validate_and_test_subcommands_score_a_checkpoint(in_tmp):
     assert yaml.safe_load((evals / "validate_0/metrics.yaml").read_text())["metrics"]["val/acc"] == result["val/acc"]
 
 
-def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "toyloops.loop", "fit", "--config", str(CONFIGS / "blobs_mlp.yaml"),
-         "--trainer.accumulate_grad_batches=2"], cwd=tmp_path, capture_output=True, text=True,
-    )
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "accumulate_grad_batches" in result.stderr
-    assert all(key in result.stderr for key in SUPPORTED_TRAINER_KEYS)
-    assert not (tmp_path / "logs").exists()
+def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(in_tmp, capsys):
+    """``loop.main``, what ``python -m toyloops.loop`` runs, in-process (real processes of it: test_stops.py)."""
+    with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
+        main(["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.accumulate_grad_batches=2"])
+    message = stop.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message.strip()
+    assert "Traceback" not in capsys.readouterr().err
+    assert "accumulate_grad_batches" in message
+    assert all(key in message for key in SUPPORTED_TRAINER_KEYS)
+    assert not (in_tmp / "logs").exists()
 
 
 def test_16_mixed_on_cpu_is_refused_with_the_alternative(in_tmp):

@@ -1,6 +1,5 @@
 """model.metrics, the epoch-mean train/loss and train metrics in eval mode mean what they say."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,14 +20,11 @@ def final_model_and_data(result):
     return model, PointsDataModule(dataset="circles", n_samples=600)
 
 
-@pytest.fixture(scope="module")
-def steps_run(tmp_path_factory):
-    """One short hand-loop run with the extra metrics, shared by the tests that read it."""
-    folder = tmp_path_factory.mktemp("metrics")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(folder)
-        result = run(["fit", *ARGS])
-    return {key: folder / value if isinstance(value, Path) else value for key, value in result.items()}
+@pytest.fixture
+def steps_run(trained):
+    """The session's short hand-loop run with the extra metrics, shared by the tests that read it."""
+    run = trained("loop", "circles_mlp", *ARGS[2:])
+    return {**run.metrics, "last_checkpoint": run.last}
 
 
 def test_val_metrics_are_torchmetrics_on_the_final_weights(steps_run):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import CIRCLES_STOPS, ROOT
 
 from toyloops import loop
 
@@ -30,8 +30,8 @@ def test_quick_start_is_two_commands_and_ci_runs_the_test_one():
     assert commands[1] in (ROOT / ".ci/run").read_text()
 
 
-def test_the_library_snippet_runs_on_a_fresh_run(in_tmp):
-    run_cli("fit", "--config", str(ROOT / "configs/circles_mlp.yaml"), "--trainer.max_epochs=2")
+def test_the_library_snippet_runs_on_a_fresh_run(trained, monkeypatch):
+    monkeypatch.chdir(trained("lightning", "circles_mlp", *CIRCLES_STOPS).folder)  # the snippet only reads the run
     snippet = README.split("## Using toyloops from another project", 1)[1].split("```python", 1)[1].split("```")[0]
     scope: dict = {}
     exec(snippet, scope)  # noqa: S102 - the README's own code, as a reader would paste it

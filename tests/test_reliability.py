@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
-from conftest import CONFIGS, ROOT, run_cli, run_train_py
+from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 
 from toyloops import Classifier, cli, loop
 from toyloops.checkpoints import load_checkpoint
@@ -20,14 +21,9 @@ from toyloops.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 # circles_mlp: 1200 train samples / 64 = 19 steps an epoch; dropout makes the RNG state matter.
-STEPS_PER_EPOCH, EPOCHS = 19, 6
-COMMON = [f"--trainer.max_epochs={EPOCHS}", "--model.net.dropout=0.2", "--trainer.enable_progress_bar=false",
-          "--trainer.enable_model_summary=false"]
-MID_EPOCH = ["--last_checkpoint.every_n_train_steps=4"]  # 4 never divides a multiple of 19 below 76
-ENGINES = {
-    "lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
-    "loop": [sys.executable, "-m", "toyloops.loop", "fit"],
-}
+STEPS_PER_EPOCH, EPOCHS = 19, 3
+COMMON = list(CIRCLES_STOPS)  # 3 epochs, dropout, a resume point every 4 steps (mid-epoch)
+assert f"--trainer.max_epochs={EPOCHS}" in COMMON
 
 
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
@@ -49,19 +45,16 @@ def _final_weights(engine: str, cwd: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 # Mid-epoch: the resume restores everything an epoch boundary needs (counters, optimizer, scheduler,
 # RNG) and the position inside the epoch too. (Epoch-boundary resume points are what the signal tests
 # in test_stops.py and the in-process resume test in test_loop.py check.)
 @pytest.mark.parametrize("where", ["mid_epoch"])
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path, monkeypatch):
-    extra = MID_EPOCH if where == "mid_epoch" else []
-    args = ["--config", CIRCLES, *COMMON, *extra]
-    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
-    reference.mkdir(), crashed.mkdir()
-    monkeypatch.chdir(reference)  # the uninterrupted run, in-process (same code as the command)
-    run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path, trained):
+    args = ["--config", CIRCLES, *COMMON]
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    reference = trained(engine, "circles_mlp", *COMMON).folder  # the uninterrupted run, in-process (same code)
 
     killed = _killed_at_save(4, "between", engine, args, crashed)  # trained past its 4th write, then killed
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -69,9 +62,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     assert 0 < step < EPOCHS * STEPS_PER_EPOCH  # killed in the middle of the run
     assert (step % STEPS_PER_EPOCH == 0) == (where == "between_epochs")
 
-    resumed = subprocess.run([*ENGINES[engine], *args, "--ckpt_path", "last"], cwd=crashed,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(crashed, engine, *args, "--ckpt_path", "last")  # the resume, in-process: the kill was the process
     assert len(list((crashed / "logs/circles_mlp").iterdir())) == 1  # resumed in the same run folder
     expected, got = _final_weights(engine, reference), _final_weights(engine, crashed)
     assert expected.keys() == got.keys()
@@ -79,7 +70,6 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
     """Save every step; kill inside a write, resume, kill inside another: last.ckpt always loads."""
     args = ["--config", CIRCLES, *COMMON, "--last_checkpoint.every_n_train_steps=1"]
@@ -92,9 +82,7 @@ def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
         assert torn.exists() and torn.stat().st_size > 0  # the kill landed inside a write: half a file there
         steps.append(torch.load(last, weights_only=True)["global_step"])
     assert steps == [4, 8, 12]  # each resume went on from the last whole checkpoint
-    done = subprocess.run([*ENGINES["loop"], *args, "--ckpt_path", "last"], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    fit_in(tmp_path, "loop", *args, "--ckpt_path", "last")  # in-process: the kills were the processes
     assert torch.load(_last_ckpt(tmp_path, "loop"), weights_only=True)["global_step"] == EPOCHS * STEPS_PER_EPOCH
 
 
@@ -129,13 +117,22 @@ def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
         Classifier.load_from_checkpoint(bad)
 
 
-def test_a_broken_checkpoint_through_the_real_command(tmp_path):
-    bad = tmp_path / "broken.ckpt"
+def _user_error(main, args: list[str], capsys) -> str:  # noqa: ANN001
+    """``main`` (what ``train.py`` / ``python -m toyloops.loop`` run) ends in one line and a non-zero exit."""
+    with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
+        main(args)
+    assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")  # non-zero, with a message
+    assert "\n" not in stop.value.code.strip() and "Traceback" not in capsys.readouterr().err
+    return stop.value.code
+
+
+def test_a_broken_checkpoint_to_resume_from_is_one_line_and_writes_nothing(in_tmp, capsys):
+    """train.py's entry point in-process (the real command's exit code and stderr: test_cli.py)."""
+    bad = in_tmp / "broken.ckpt"
     bad.write_bytes(b"PK\x03\x04truncated zip")
-    result = run_train_py("fit", "--config", CIRCLES, "--ckpt_path", str(bad), cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: ckpt_path='{bad}' is not a readable")
-    assert not (tmp_path / "logs").exists()
+    message = _user_error(cli.main, ["fit", "--config", CIRCLES, "--ckpt_path", str(bad)], capsys)
+    assert message.startswith(f"error: ckpt_path='{bad}' is not a readable")
+    assert not (in_tmp / "logs").exists()
 
 
 class _Evil:
@@ -159,10 +156,9 @@ def test_a_checkpoint_whose_pickle_runs_code_is_refused(tmp_path, in_tmp):
     assert not sentinel.exists()
 
 
-def test_every_checkpoint_toyloops_writes_loads_as_plain_data(in_tmp):
-    run_cli("fit", "--config", CIRCLES, "--trainer.max_epochs=2")
-    run(["fit", "--config", CIRCLES, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
-    paths = list(Path("logs").rglob("*.ckpt"))
+def test_every_checkpoint_toyloops_writes_loads_as_plain_data(trained):
+    folders = [trained(engine, "circles_mlp", *COMMON).folder for engine in ("lightning", "loop")]
+    paths = [path for folder in folders for path in folder.rglob("*.ckpt")]
     assert len(paths) == 4  # best + last for each engine
     for path in paths:
         assert isinstance(torch.load(path, weights_only=True), dict)
@@ -173,16 +169,12 @@ EXPLODING = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.scheduler=tor
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp):
-    if engine == "lightning":
-        result = run_train_py("fit", *EXPLODING, "--trainer.enable_progress_bar=false", cwd=in_tmp)
-        last = next(Path("logs").rglob("version_*/checkpoints/last.ckpt"))
-    else:
-        result = subprocess.run([*ENGINES["loop"], *EXPLODING], cwd=in_tmp, capture_output=True, text=True)
-        last = next(Path("logs").rglob("loop_version_*/checkpoints/last.ckpt"))
+def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp, capsys):
+    main = cli.main if engine == "lightning" else loop.main  # what train.py and python -m toyloops.loop run
+    message = _user_error(main, ["fit", *EXPLODING, "--trainer.enable_progress_bar=false"], capsys)
+    last = next(Path("logs").rglob(f"{'' if engine == 'lightning' else 'loop_'}version_*/checkpoints/last.ckpt"))
     weights = load_checkpoint(last)["state_dict"]
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "error: loss is nan at step 21 (epoch 1)" in result.stderr  # the same step in both engines
+    assert "error: loss is nan at step 21 (epoch 1)" in message  # the same step in both engines
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
@@ -207,12 +199,11 @@ def test_a_failing_checkpoint_write_stops_the_run(engine, in_tmp, monkeypatch):
             run(["fit", "--config", CIRCLES, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
 
 
-def test_a_checkpoint_folder_that_cannot_be_made_is_a_loud_error(tmp_path):
-    (tmp_path / "blocker").write_text("a file where a folder should go")
-    result = run_train_py("fit", "--config", CIRCLES, "--trainer.max_epochs=1",
-                          "--checkpoint.dirpath", str(tmp_path / "blocker" / "ckpts"), cwd=tmp_path)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "blocker" in result.stderr.strip().splitlines()[-1]
+def test_a_checkpoint_folder_that_cannot_be_made_is_a_loud_error(in_tmp, capsys):
+    (in_tmp / "blocker").write_text("a file where a folder should go")
+    message = _user_error(cli.main, ["fit", "--config", CIRCLES, "--trainer.max_epochs=1",
+                                     "--checkpoint.dirpath", str(in_tmp / "blocker" / "ckpts")], capsys)
+    assert "blocker" in message
 
 
 @pytest.mark.integration

@@ -118,18 +118,17 @@ def test_seeds_bad_arguments_are_one_line(in_tmp, args, message):
     assert not (in_tmp / "logs").exists()
 
 
-def test_a_checkpoint_from_before_k_fold_still_loads_its_data_module(in_tmp):
+def test_a_checkpoint_from_before_k_fold_still_loads_its_data_module(in_tmp, trained):
     """Checkpoints written before fold/num_folds existed hold no such keys: they mean no k-fold."""
-    from conftest import run_cli
+    from conftest import BLOBS_SHORT
 
-    run_cli("fit", "--config", "blobs_mlp", "--trainer.max_epochs", "1", "--data.init_args.n_samples", "240")
-    checkpoint = torch.load(in_tmp / "logs/blobs_mlp/version_0/checkpoints/last.ckpt", weights_only=True)
+    checkpoint = torch.load(trained("lightning", "blobs_mlp", *BLOBS_SHORT).last, weights_only=True)  # 600 samples
     assert {"fold", "num_folds"} <= set(checkpoint["datamodule_hyper_parameters"])
     for key in ("fold", "num_folds"):
         del checkpoint["datamodule_hyper_parameters"][key]
     torch.save(checkpoint, in_tmp / "old.ckpt")
     old = PointsDataModule.load_from_checkpoint(in_tmp / "old.ckpt")
-    assert (old.fold, old.num_folds) == (None, None) and len(old.splits["val"][0]) == 48
+    assert (old.fold, old.num_folds) == (None, None) and len(old.splits["val"][0]) == 120
     checkpoint["datamodule_hyper_parameters"]["unknown"] = 1
     torch.save(checkpoint, in_tmp / "other.ckpt")
     with pytest.raises(ConfigError, match="holds no PointsDataModule"):

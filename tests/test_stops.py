@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, ROOT, run_cli
+from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
 
 from toyloops import runs
 from toyloops.checkpoints import load_checkpoint
@@ -23,8 +23,7 @@ from toyloops.errors import ConfigError, NonFiniteLossError
 from toyloops.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
-ARGS = ["--config", CIRCLES, "--trainer.max_epochs=3", "--model.net.dropout=0.2", *QUIET,
-        "--last_checkpoint.every_n_train_steps=4", "--dashboard.boundary_every_n_epochs=0"]
+ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
 ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
            "loop": [sys.executable, "-m", "toyloops.loop", "fit"]}
@@ -36,15 +35,11 @@ def _last(cwd: Path, engine: str) -> Path:
     return found
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
-    """Final weights of an uninterrupted run, per engine."""
-    cwd = tmp_path_factory.mktemp("reference")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        run_cli("fit", *ARGS)
-        run(["fit", *ARGS])
-    return {engine: load_checkpoint(_last(cwd, engine))["state_dict"] for engine in ENGINES}
+@pytest.fixture
+def uninterrupted(trained) -> dict[str, dict[str, torch.Tensor]]:
+    """Final weights of an uninterrupted run, per engine (the session's shared runs)."""
+    return {engine: load_checkpoint(trained(engine, "circles_mlp", *CIRCLES_STOPS).last)["state_dict"]
+            for engine in ENGINES}
 
 
 @pytest.mark.integration
@@ -61,9 +56,7 @@ def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine
         "to resume, run the same command with --ckpt_path last")
     assert load_checkpoint(_last(tmp_path, engine))["global_step"] == 16  # mid-epoch: 19 steps an epoch
 
-    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=tmp_path, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(tmp_path, engine, *ARGS, "--ckpt_path", "last")  # the resume, in-process: the stop was the process
     weights = load_checkpoint(_last(tmp_path, engine))["state_dict"]
     assert all(torch.equal(weights[k], uninterrupted[engine][k]) for k in weights)
 
@@ -93,9 +86,7 @@ def test_a_full_disk_stops_in_one_line_and_leaves_every_checkpoint_whole(engine,
     assert checkpoints and not list(small_disk.rglob("*.tmp"))  # no torn or temporary file left behind
     assert load_checkpoint(_last(small_disk, engine))["global_step"] == 8  # the 2nd write, whole
     (small_disk / "ballast").unlink()
-    resumed = subprocess.run([*ENGINES[engine], *ARGS, "--ckpt_path", "last"], cwd=small_disk, capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
+    fit_in(small_disk, engine, *ARGS, "--ckpt_path", "last")  # room again: the run resumes and finishes
 
 
 def test_runs_started_together_each_claim_their_own_folder(tmp_path):
@@ -137,11 +128,20 @@ def test_a_failing_run_removes_only_its_own_folder(engine, in_tmp, monkeypatch):
     assert [p.name for p in Path("logs/circles_mlp").iterdir()] == [other[0].path.name]
 
 
+def _fit(engine: str, *args: str):  # noqa: ANN202
+    return run_cli("fit", *ARGS, *args) if engine == "lightning" else run(["fit", *ARGS, *args])
+
+
+@pytest.fixture
+def one_epoch(trained, in_tmp):
+    """``one_epoch(engine)``: the session's one-epoch run of ARGS, copied into this test's folder (as
+    ``_fit(engine, "--trainer.max_epochs=1")`` there would leave it), to resume and write into."""
+    return lambda engine: trained(engine, "circles_mlp", *ARGS[2:], "--trainer.max_epochs=1").copy_to(in_tmp)
+
+
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
-    run_cli("fit", *ARGS, "--trainer.max_epochs=1") if engine == "lightning" else \
-        run(["fit", *ARGS, "--trainer.max_epochs=1"])
-    folder = _last(in_tmp, engine).parent.parent
+def test_resuming_a_run_that_is_still_running_is_refused(engine, one_epoch, in_tmp):
+    folder = one_epoch(engine).run_dir
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
                                "from toyloops.runs import RunFolder; "
                                "held = RunFolder(Path(sys.argv[1]), False).lock(); "
@@ -160,14 +160,9 @@ def test_resuming_a_run_that_is_still_running_is_refused(engine, in_tmp):
     assert load_checkpoint(_last(in_tmp, engine))["epoch"] == 1
 
 
-def _fit(engine: str, *args: str):  # noqa: ANN202
-    return run_cli("fit", *ARGS, *args) if engine == "lightning" else run(["fit", *ARGS, *args])
-
-
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(engine, in_tmp):
-    _fit(engine, "--trainer.max_epochs=1")
-    run_dir = _last(in_tmp, engine).parent.parent
+def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(engine, one_epoch, in_tmp):
+    run_dir = one_epoch(engine).run_dir
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ConfigError, match=r"other settings \(data.init_args.n_samples: 2000 -> 900; "
                                           r"model.net.init_args.hidden_sizes: \[32, 32\] -> \[8\]\)"):
@@ -179,9 +174,8 @@ def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(eng
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
-def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, in_tmp):
-    _fit(engine, "--trainer.max_epochs=1")
-    last = _last(in_tmp, engine)
+def test_resuming_from_an_older_checkpoint_forks_a_new_run(engine, one_epoch, in_tmp):
+    last = one_epoch(engine).last
     older = last.with_name("after-epoch-0.ckpt")
     older.write_bytes(last.read_bytes())
     _fit(engine, "--trainer.max_epochs=2", "--ckpt_path", "last")
@@ -218,7 +212,6 @@ def _state(pid: str) -> str | None:
 DDP = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "presets/ddp_cpu.yaml"), *QUIET]
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize(("how", "says"), [("KILL", "by peer"), ("STOP", "Timed out waiting 10000ms")])
 def test_a_ddp_peer_that_dies_or_hangs_stops_the_other_rank_in_one_line(how, says, tmp_path):
@@ -246,9 +239,8 @@ def test_default_root_dir_moves_the_logs_of_both_engines(in_tmp):
     assert not (in_tmp / "logs").exists()
 
 
-def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, capsys):
-    run(["fit", *ARGS, "--trainer.max_epochs=1"])
-    ckpt = next(in_tmp.glob("logs/circles_mlp/loop_version_0/checkpoints/last.ckpt"))
+def test_without_the_logger_nothing_is_written_into_the_users_folder(one_epoch, in_tmp):
+    ckpt = one_epoch("loop").last
     (in_tmp / "config.yaml").write_text("mine")
     (in_tmp / "predictions.csv").write_text("mine too")
     run_cli("predict", *ARGS, "--ckpt_path", str(ckpt), "--trainer.logger", "false")
@@ -256,14 +248,15 @@ def test_without_the_logger_nothing_is_written_into_the_users_folder(in_tmp, cap
     assert (in_tmp / "logs/circles_mlp/loop_version_0/eval/predict_0/predictions.csv").exists()  # the ckpt's run
 
 
-@pytest.mark.slow
 @pytest.mark.integration
 def test_sigterm_to_rank_0_alone_stops_every_ddp_rank_at_a_resume_point(tmp_path):
-    result = subprocess.run([*KILL_SWITCH, "3", "TERM", "lightning", "fit", *DDP,
-                             "--last_checkpoint.every_n_train_steps=4", "--trainer.strategy.init_args.timeout=0:00:30"],
+    short = ["--trainer.max_epochs=2", "--last_checkpoint.every_n_train_steps=4"]  # 8 steps an epoch a rank
+    result = subprocess.run([*KILL_SWITCH, "3", "TERM", "lightning", "fit", *DDP, *short,
+                             "--trainer.strategy.init_args.timeout=0:00:30"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)  # rank 0 alone gets it
     assert result.returncode == 143 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert "stopped by SIGTERM at step" in result.stderr.strip().splitlines()[-1]
-    resumed = subprocess.run([*ENGINES["lightning"], *DDP, "--last_checkpoint.every_n_train_steps=4",
-                              "--ckpt_path", "last"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([*ENGINES["lightning"], *DDP, *short, "--ckpt_path", "last"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt")["global_step"] == 16
