@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops import runs
 from toyloops.checkpoints import load_checkpoint
@@ -55,6 +56,8 @@ def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine
         f"stopped by SIG{sig} at step 16; resume point {_last(tmp_path, engine).relative_to(tmp_path)}; "
         "to resume, run the same command with --ckpt_path last")
     assert load_checkpoint(_last(tmp_path, engine))["global_step"] == 16  # mid-epoch: 19 steps an epoch
+    events = EventAccumulator(str(_last(tmp_path, engine).parent.parent)).Reload()  # held in memory until the stop
+    assert [e.step for e in events.Scalars("train/loss")] == [9]  # logged every 10 steps
 
     fit_in(tmp_path, engine, *ARGS, "--ckpt_path", "last")  # the resume, in-process: the stop was the process
     weights = load_checkpoint(_last(tmp_path, engine))["state_dict"]
