@@ -440,31 +440,58 @@ NOTES = """## Reading these tables
 - **Noise.** The machine has 2 cores shared with other sessions' work. Variants run interleaved,
   round by round, and each figure is a median over rounds and epochs after a warm-up epoch; even
   so, two runs of this script differ by 10-30% on sub-millisecond steps. Compare columns of one
-  run, not figures across runs.
-- **Defaults** (toyloops/config.py): one torch thread unless `TOYLOOPS_THREADS` (or
-  `OMP_NUM_THREADS`) says otherwise, from the threads table; `fused=True` for Adam/AdamW unless a
-  config sets `fused` or `foreach`, from the for-loop/fused column (both engines build the optimizer
-  in `Classifier.configure_optimizers`, so the parity tests still see bit-identical weights); the
-  progress bar redraws every 10 steps (`TQDMProgressBar(refresh_rate=10)`, added by the CLI unless
-  a config names its own progress bar or switches it off), from the "refresh 1" column.
+  run, not figures across runs. On a quiet machine (as in this run) two torch threads cost little;
+  under load they cost 4-25x (the earlier runs' threads table), which is why one is the default.
+- **Defaults** (toyloops/config.py, toyloops/callbacks.py, toyloops/loggers.py), each with the
+  column that measures it:
+  - one torch thread unless `TOYLOOPS_THREADS` (or `OMP_NUM_THREADS`) says otherwise (threads table);
+  - `fused=True` for Adam/AdamW unless a config sets `fused` or `foreach`, and not under mixed
+    precision with gradient clipping, which Lightning refuses (for-loop/fused column). Until this
+    run a config's optimizer was never fused: jsonargparse hands the class over behind a wrapper,
+    with `fused=None`, which read as a choice. Both engines build it in
+    `Classifier.configure_optimizers`, so the parity tests still see bit-identical weights;
+  - the training progress bar redraws at most twice a second, and at each epoch's end
+    (`toyloops.callbacks.ProgressBar`), where Lightning's redraws every `refresh_rate` steps, twice;
+  - TensorBoard events go to the writer's thread in bursts, at each epoch boundary and within
+    5 s otherwise (`toyloops.dashboard.hold_events`, both engines), and the template's
+    `toyloops.loggers.TensorBoardLogger` no longer flushes after every log as Lightning's does:
+    each event handed over and each flush woke the writer's thread, a GIL hand-off that cost the
+    training thread ~0.5 ms apiece on this machine (cProfile). The "stock bar and logger" column puts
+    Lightning's own progress bar and logger back;
+  - callbacks' empty per-batch hooks are skipped (`skip_empty_batch_hooks`);
+  - in the hand loop's step: the NaN check reads the loss once (`loss.item()`, which is also the
+    logged value) instead of `loss.isfinite().item()` (four operators), a batch already on its
+    device is not `.to()`-ed again, and the batch gather is `index_select`.
+- **What is left between the template and a barebones Trainer** for sub-millisecond steps: the
+  per-batch hooks of the callbacks it needs (the best and last checkpoints, the learning-rate
+  monitor, the NaN check, the progress bar: Lightning dispatches each inside a profiler context)
+  and logging every 10 steps where a plain Trainer logs every 50 (the "log every 50" column).
 - **Where the rest goes** is in the profile sections: every bucket is measured (timers on the shared
   objects, Lightning's profiler API for its hooks); "engine (rest)" is the step minus all of them.
   For a sub-millisecond step Lightning's rest (its loops, the closure around the optimizer step,
   hook dispatch) is most of the difference to the hand loop, which no template default removes:
   that is why those rows are reported against a barebones Trainer instead.
+- **The hand loop against the bare step.** The bare step runs on batches sliced before the clock
+  starts; the hand loop gathers each batch (the data path table: ~10 µs), reads the loss for the
+  NaN check, stashes each step's logits for the epoch's train metrics, writes a TensorBoard
+  scalar every 10 steps and goes through the GradScaler and scheduler calls that precision and
+  schedules need: ~80-120 µs a step, which is a quarter of a logistic-regression step and a
+  fiftieth of a Transformer's.
 - **The NumPy rung.** The same 2-32-2 MLP and SGD step is one `gradients` call (forward, softmax,
   four matrix products) and four in-place updates: about a dozen NumPy calls of 1-3 µs on tiny
   arrays. PyTorch runs about 30 operators for it (forward and loss, the autograd graph recorded as
   it goes, backward through each node, zero_grad, the optimizer's per-parameter updates), each
   paying dispatcher, autograd and allocation costs of several µs; the arithmetic itself, ~8k
-  multiply-adds a batch of 64, is well under a microsecond. The hand loop then adds its data
-  gather, the NaN check's host sync, the stash of predictions and a TensorBoard write every 10
-  steps (see its buckets).
-- **End to end.** `toyloops fit` pays for the `import lightning` floor, then LightningCLI's parser
-  (built from the signatures of Trainer, the model and data, the callbacks), instantiation, the
-  10 epochs themselves with validation, two checkpoint writes an epoch (each fsynced), the model
-  graph and the decision-boundary images. toyloops' own imports beyond Lightning's are ~0.2 s
-  (`python -X importtime`: TensorBoard's writer, jsonargparse, Pillow), and a run needs them all.
+  multiply-adds a batch of 64, is well under a microsecond. The hand loop then adds what the
+  previous paragraph lists.
+- **End to end.** `toyloops fit` pays for the `import lightning` floor, then toyloops' own imports
+  (~0.3 s: jsonargparse, TensorBoard's writer, Pillow; a run needs them all), LightningCLI's
+  parser for the one subcommand named (it built all four: ~0.15 s more), instantiation, the 10
+  epochs themselves with validation, two fsynced checkpoint writes an epoch, the model graph and
+  the decision-boundary images. The command freezes what it imported out of the garbage
+  collector (`runs.freeze_imports`): a full collection otherwise walks ~370k objects (~0.17 s)
+  each time it runs. Single runs of the floor vary by ±1 s on this machine; the table gives
+  medians.
 
 ## GPU (to be measured when a GPU is lent; nothing here was run on one)
 
