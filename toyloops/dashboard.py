@@ -89,8 +89,8 @@ def hold_events(writer: SummaryWriter) -> SummaryWriter:
     how events reach the file). Tested with torch 2.13 and tensorboard 2.21; both engines call this,
     here only.
     """
-    file_writer = writer.file_writer
-    if not isinstance(file_writer.event_writer, HeldEvents):
+    file_writer = writer.file_writer  # None once closed: its next event opens a new file, held from then on
+    if file_writer is not None and not isinstance(file_writer.event_writer, HeldEvents):
         file_writer.event_writer = HeldEvents(file_writer.event_writer)
     return writer
 
