@@ -134,6 +134,9 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = 
     params = list(params)
     cls, given = factory_class(factory), factory.keywords if isinstance(factory, functools.partial) else {}
     chosen = {key for key in ("fused", "foreach") if given.get(key) is not None}
+    if given.get("fused") and not fused:  # Lightning would stop at the first clip with a RuntimeError
+        raise ConfigError("model.optimizer.init_args.fused=True: a fused optimizer cannot have its gradients "
+                          "clipped under 16-mixed/bf16-mixed; set fused: false or trainer.gradient_clip_val: null")
     devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
     if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
             and fused and not chosen and devices <= {"cpu", "cuda"}:
