@@ -117,3 +117,20 @@ def test_the_training_bar_redraws_when_its_interval_has_passed_and_at_the_epochs
     trainer.fit(model, datamodule=PointsDataModule("circles", n_samples=1000, batch_size=32))
     assert [n for n in seen.shown if n is not None] == drawn
     assert re.findall(r"(\d+)/6 \[", capsys.readouterr().out)[-1] == "6"  # the epoch's end shows its last count
+
+
+def test_commands_run_in_process_leave_the_garbage_collector_unfrozen(in_tmp):
+    # gc.freeze is for a command's own process (train.py, `toyloops loop` from a shell); called
+    # with arguments (a test, a notebook) no entry point may freeze the caller's objects for good.
+    import gc
+
+    from toyloops.__main__ import main as toyloops_main
+    from toyloops.cli import main as cli_main
+
+    frozen = gc.get_freeze_count()
+    bad = ["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.precision=64"]  # stops at set-up
+    for run_it in (lambda: cli_main(bad), lambda: toyloops_main(bad), lambda: toyloops_main(["loop", *bad])):
+        with pytest.raises(SystemExit) as stop:
+            run_it()
+        assert stop.value.code not in (0, None)
+    assert gc.get_freeze_count() == frozen
