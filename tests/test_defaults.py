@@ -134,3 +134,14 @@ def test_commands_run_in_process_leave_the_garbage_collector_unfrozen(in_tmp):
             run_it()
         assert stop.value.code not in (0, None)
     assert gc.get_freeze_count() == frozen
+
+
+def test_parser_kwargs_for_each_subcommand_still_work_when_only_one_parser_is_built(in_tmp):
+    # LightningCLI's documented parser_kwargs={"fit": {...}, "test": {...}}: with only the named
+    # subcommand's parser built, the others' kwargs must not reach the root parser (a TypeError).
+    defaults = {"default_config_files": [str(CONFIGS / "blobs_logistic.yaml")]}
+    with mock.patch.object(sys, "argv", ["train.py"]):
+        cli = ToyCLI(args=["fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                           "--trainer.limit_val_batches=1", *QUIET],
+                     parser_kwargs={"exit_on_error": False, "fit": defaults, "test": defaults})
+    assert type(cli.model.net).__name__ == "LogisticRegression" and cli.trainer.global_step == 2
