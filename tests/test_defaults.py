@@ -51,6 +51,8 @@ def test_adam_and_adamw_are_fused_unless_the_config_says_otherwise():
     assert not build_optimizer(functools.partial(torch.optim.SGD, lr=0.1), params).defaults.get("fused")
     unset = build_optimizer(functools.partial(torch.optim.AdamW, fused=None, foreach=None), params).defaults
     assert unset["fused"] is True  # what jsonargparse builds from a config that leaves them out
+    differentiable = build_optimizer(functools.partial(torch.optim.AdamW, differentiable=True), params).defaults
+    assert differentiable["differentiable"] is True and not differentiable["fused"]  # torch fuses no such step
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])

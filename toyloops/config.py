@@ -128,7 +128,8 @@ def fusing_allowed(precision: object, gradient_clip_val: float | None) -> bool:
 
 def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = True) -> torch.optim.Optimizer:
     """``factory(params)``, with ``fused=True`` for the classes in FUSED_BY_DEFAULT when the
-    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach`` (None, which
+    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach`` nor asks for a
+    ``differentiable`` step, which torch does not fuse (None, which
     jsonargparse writes for every argument a config leaves out, is not setting them) and
     ``fused`` (:func:`fusing_allowed`) allows it."""
     params = list(params)
@@ -139,7 +140,7 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = 
                           "clipped under 16-mixed/bf16-mixed; set fused: false or trainer.gradient_clip_val: null")
     devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
     if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
-            and fused and not chosen and devices <= {"cpu", "cuda"}:
+            and fused and not chosen and not given.get("differentiable") and devices <= {"cpu", "cuda"}:
         return factory(params, fused=True)
     return factory(params)
 
