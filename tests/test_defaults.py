@@ -147,3 +147,16 @@ def test_parser_kwargs_for_each_subcommand_still_work_when_only_one_parser_is_bu
                            "--trainer.limit_val_batches=1", *QUIET],
                      parser_kwargs={"exit_on_error": False, "fit": defaults, "test": defaults})
     assert type(cli.model.net).__name__ == "LogisticRegression" and cli.trainer.global_step == 2
+
+
+def test_fused_adamw_under_bf16_autocast_leaves_the_engines_bit_identical(in_tmp):
+    # The parity suite's bf16 cases clip gradients, so they train unfused; without clipping both fuse.
+    from toyloops.compare import compare, max_weight_difference
+
+    runs = compare(["--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.max_epochs=2",
+                    "--trainer.limit_train_batches=6", "--trainer.precision=bf16-mixed",
+                    "--trainer.gradient_clip_val=null"])
+    for engine in ("lightning", "loop"):
+        last = torch.load(Path(runs[engine]["run_dir"]) / "checkpoints/last.ckpt", weights_only=True)
+        assert last["optimizer_states"][0]["param_groups"][0]["fused"] is True and last["global_step"] == 12
+    assert max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"]) == 0.0
