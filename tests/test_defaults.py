@@ -10,7 +10,7 @@ from unittest import mock
 import lightning as L
 import pytest
 import torch
-from conftest import CONFIGS, QUIET, run_cli
+from conftest import CONFIGS, QUIET, fit_in, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, loop
 from toyloops.callbacks import ProgressBar, StopOnNonFiniteLoss, skip_empty_batch_hooks
@@ -160,3 +160,35 @@ def test_fused_adamw_under_bf16_autocast_leaves_the_engines_bit_identical(in_tmp
         last = torch.load(Path(runs[engine]["run_dir"]) / "checkpoints/last.ckpt", weights_only=True)
         assert last["optimizer_states"][0]["param_groups"][0]["fused"] is True and last["global_step"] == 12
     assert max_weight_difference(runs["lightning"]["weights"], runs["loop"]["weights"]) == 0.0
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_an_unfused_checkpoint_resumes_with_the_optimizer_this_run_built(engine, tmp_path):
+    # optimizer.load_state_dict takes the saved groups whole: a checkpoint saved before Adam/AdamW
+    # were fused (its groups hold fused: None) made the resumed step unfused in an optimizer built
+    # fused, which tells a GradScaler (16-mixed) it unscales its own gradients.
+    from toyloops.checkpoints import load_checkpoint
+    from toyloops.config import keep_built_implementation
+
+    short = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.limit_train_batches=2",
+             "--trainer.limit_val_batches=1", "--trainer.gradient_clip_val=null", *QUIET]
+    fit_in(tmp_path, engine, *short, "--trainer.max_epochs=1")
+    (last,) = tmp_path.glob("logs/blobs_mlp/*/checkpoints/last.ckpt")
+    old = load_checkpoint(last)
+    for group in old["optimizer_states"][0]["param_groups"]:
+        group["fused"] = None  # as saved before this round
+    torch.save(old, last)
+    fit_in(tmp_path, engine, *short, "--trainer.max_epochs=2", "--ckpt_path", str(last))
+    resumed = load_checkpoint(last)
+    assert resumed["global_step"] == 4 and resumed["optimizer_states"][0]["param_groups"][0]["fused"] is True
+
+    # What the unfused group did to a fused-built optimizer under a GradScaler: an AssertionError.
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer(torch.optim.AdamW, [weight])
+    optimizer.load_state_dict({"state": {}, "param_groups": [{**old["optimizer_states"][0]["param_groups"][0],
+                                                              "params": [0]}]})
+    keep_built_implementation(optimizer)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(weight.square().sum()).backward()
+    scaler.step(optimizer)
+    assert optimizer.param_groups[0]["fused"] is True and weight.detach().lt(1).all()

@@ -145,6 +145,18 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = 
     return factory(params)
 
 
+def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built
+    them (:func:`build_optimizer`), not as the checkpoint's run did. ``load_state_dict`` takes the
+    saved groups whole, so an unfused checkpoint (one saved before Adam/AdamW were fused, or with
+    fused: false) made the step unfused in an optimizer built fused, which tells a GradScaler it
+    unscales its own gradients: under 16-mixed, an AssertionError at the first step."""
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            if key in optimizer.defaults and key in group:
+                group[key] = optimizer.defaults[key]
+
+
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
     """The steps whose training loss is logged (Lightning's logger connector writes on these)."""
     return (global_step + 1) % log_every_n_steps == 0
