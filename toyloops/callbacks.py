@@ -91,7 +91,7 @@ class ResumeState(Callback):
             set_rng_state(checkpoint[SECTION]["rng"])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for optimizer in trainer.optimizers:  # restored by now (after on_load_checkpoint)
+        for optimizer in trainer.optimizers if trainer.ckpt_path else []:  # restored by now, as in loop.restore
             keep_built_implementation(optimizer)
 
 
