@@ -183,3 +183,38 @@ def test_held_events_go_over_once_the_oldest_is_old_enough(tmp_path, monkeypatch
     assert writer.file_writer.event_writer.held == []
     assert [s[:3] for s in _scalars(tmp_path)] == [("train/loss", 9, 0.5)]
     writer.close()
+
+
+def test_the_template_logger_keeps_logging_after_fit_closed_it(tmp_path):
+    # trainer.fit closes the logger's writer (finalize); trainer.test on the same trainer logs on,
+    # as with Lightning's own TensorBoardLogger, whose SummaryWriter opens a new file.
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from toyloops.loggers import TensorBoardLogger
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            loss = self.net(batch[0]).pow(2).mean()
+            self.log("train/loss", loss)
+            return loss
+
+        def test_step(self, batch, _):
+            self.log("test/loss", self.net(batch[0]).pow(2).mean())
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(16, 2)), batch_size=8)
+    trainer = L.Trainer(max_epochs=1, logger=TensorBoardLogger(str(tmp_path), name=""), log_every_n_steps=1,
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(Tiny(), data)
+    tested = trainer.test(trainer.lightning_module, data, verbose=False)[0]["test/loss"]
+    trainer.logger.experiment.close()
+    scalars = {tag: value for tag, _, value, _ in _scalars(Path(trainer.logger.log_dir))}
+    assert "train/loss" in scalars
+    assert scalars["test/loss"] == pytest.approx(tested)

@@ -20,7 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
-from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE
+from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
 from toyloops.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.errors import ConfigError, check_finite
 from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, baseline_scalars, compare_to_truth, record_eval, summary
@@ -77,7 +77,8 @@ class ResumeState(Callback):
 
     Lightning's checkpoints leave it out, so without this dropout after a resume draws other masks
     than the uninterrupted run would have. (The data order needs nothing extra: the batch
-    iterator's own ``state_dict`` rides in Lightning's fit-loop state.)
+    iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume the optimizer keeps
+    the implementation this run built (:func:`toyloops.config.keep_built_implementation`).
     """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -88,6 +89,10 @@ class ResumeState(Callback):
                            checkpoint: dict[str, Any]) -> None:
         if trainer.state.fn == "fit" and SECTION in checkpoint:
             set_rng_state(checkpoint[SECTION]["rng"])
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for optimizer in trainer.optimizers if trainer.ckpt_path else []:  # restored by now, as in loop.restore
+            keep_built_implementation(optimizer)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

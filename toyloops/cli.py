@@ -72,6 +72,9 @@ class ToyCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         given = list(sys.argv[1:] if args is None else args)
         self._subcommand = given[0] if run and given and given[0] in LightningCLI.subcommands() else None
+        if self._subcommand:  # the other subcommands' parser kwargs would reach the root parser as unknown ones
+            kwargs["parser_kwargs"] = {key: value for key, value in kwargs["parser_kwargs"].items()
+                                       if key == self._subcommand or key not in LightningCLI.subcommands()}
         self.run_folder: runs.RunFolder | None = None
         try:
             super().__init__(Classifier, L.LightningDataModule, subclass_mode_data=True, args=args, run=run,

@@ -128,17 +128,33 @@ def fusing_allowed(precision: object, gradient_clip_val: float | None) -> bool:
 
 def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = True) -> torch.optim.Optimizer:
     """``factory(params)``, with ``fused=True`` for the classes in FUSED_BY_DEFAULT when the
-    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach`` (None, which
+    factory (a class or a partial of one) sets neither ``fused`` nor ``foreach`` nor asks for a
+    ``differentiable`` step, which torch does not fuse (None, which
     jsonargparse writes for every argument a config leaves out, is not setting them) and
     ``fused`` (:func:`fusing_allowed`) allows it."""
     params = list(params)
     cls, given = factory_class(factory), factory.keywords if isinstance(factory, functools.partial) else {}
     chosen = {key for key in ("fused", "foreach") if given.get(key) is not None}
+    if given.get("fused") and not fused:  # Lightning would stop at the first clip with a RuntimeError
+        raise ConfigError("model.optimizer.init_args.fused=True: a fused optimizer cannot have its gradients "
+                          "clipped under 16-mixed/bf16-mixed; set fused: false or trainer.gradient_clip_val: null")
     devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
     if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
-            and fused and not chosen and devices <= {"cpu", "cuda"}:
+            and fused and not chosen and not given.get("differentiable") and devices <= {"cpu", "cuda"}:
         return factory(params, fused=True)
     return factory(params)
+
+
+def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built
+    them (:func:`build_optimizer`), not as the checkpoint's run did. ``load_state_dict`` takes the
+    saved groups whole, so an unfused checkpoint (one saved before Adam/AdamW were fused, or with
+    fused: false) made the step unfused in an optimizer built fused, which tells a GradScaler it
+    unscales its own gradients: under 16-mixed, an AssertionError at the first step."""
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            if key in optimizer.defaults and key in group:
+                group[key] = optimizer.defaults[key]
 
 
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:

@@ -48,8 +48,9 @@ class HeldEvents:
     (~30-50 µs a step for the hand loop at ``log_every_n_steps: 10``, measured in
     ``benchmarks/RESULTS.md``, more than a tiny net's forward pass). Held here, events go over
     together, and the file is flushed, at each ``flush`` (every epoch boundary, in both engines),
-    at ``close``, and once the oldest is HOLD_EVENTS_S old, so a live TensorBoard is at most that
-    far behind within a long epoch. Each event keeps the wall time it was logged at (the writer
+    at ``close``, and with the first event logged once the oldest is HOLD_EVENTS_S old (nothing
+    runs on a timer), so within a long epoch a live TensorBoard is that far behind, or one logging
+    interval where logs come less often. Each event keeps the wall time it was logged at (the writer
     stamps it before this sees it), so TensorBoard's time axes are unchanged; a SIGKILL loses what
     an unflushed file would lose anyway (events since the last flush).
     """
@@ -89,8 +90,8 @@ def hold_events(writer: SummaryWriter) -> SummaryWriter:
     how events reach the file). Tested with torch 2.13 and tensorboard 2.21; both engines call this,
     here only.
     """
-    file_writer = writer.file_writer
-    if not isinstance(file_writer.event_writer, HeldEvents):
+    file_writer = writer.file_writer  # None once closed: its next event opens a new file, held from then on
+    if file_writer is not None and not isinstance(file_writer.event_writer, HeldEvents):
         file_writer.event_writer = HeldEvents(file_writer.event_writer)
     return writer
 

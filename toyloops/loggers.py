@@ -21,7 +21,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     Together these were the largest part of what the template's defaults cost over a barebones
     Trainer (``benchmarks/RESULTS.md``). The events reach the file at each epoch boundary
-    (:class:`toyloops.callbacks.DashboardCallback` flushes), within a few seconds otherwise, and
+    (:class:`toyloops.callbacks.DashboardCallback` flushes), mid-epoch with the first event logged
+    5 s or more after the oldest held one (:class:`toyloops.dashboard.HeldEvents`), and
     at the end of the run, stopped or not (``finalize`` flushes and closes).
     """
 

@@ -63,6 +63,7 @@ from toyloops.config import (
     check_values,
     fusing_allowed,
     is_log_step,
+    keep_built_implementation,
     links_into_net,
 )
 from toyloops.dashboard import Dashboard, hold_events, log_graph, log_hparams
@@ -483,6 +484,7 @@ def restore(loop: Fit, checkpoint: dict[str, Any]) -> None:
     loop.model.on_load_checkpoint(checkpoint)
     loop.model.load_state_dict(checkpoint["state_dict"])
     loop.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    keep_built_implementation(loop.optimizer)  # ResumeState.on_train_start in Lightning
     if loop.scheduler:
         loop.scheduler["scheduler"].load_state_dict(checkpoint["lr_schedulers"][0])
     if "MixedPrecision" in checkpoint:
