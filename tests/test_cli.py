@@ -51,6 +51,17 @@ def test_fit_writes_tensorboard_scalars_checkpoints_config_and_a_summary(trained
     assert "Tip" not in result.stdout + result.stderr
 
 
+def test_fit_without_the_logger_trains_into_its_run_folder_and_says_there_is_no_tensorboard(in_tmp, capsys):
+    cli = run_cli("fit", "--config", str(CONFIGS / "blobs_logistic.yaml"), "--trainer.logger=false",
+                  "--trainer.max_epochs=2")  # the template's LR monitor goes with the logger
+    assert cli.trainer.current_epoch == 2 and not cli.trainer.loggers
+    run_dir = in_tmp / "logs/blobs_logistic/version_0"
+    assert (run_dir / "checkpoints/last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
+    assert not list(in_tmp.rglob("events.out.tfevents.*"))
+    out = capsys.readouterr().out
+    assert "logs: logs/blobs_logistic/version_0\n(no TensorBoard events: trainer.logger is off)" in out
+
+
 @pytest.mark.parametrize("stage", ["validate", "test"])
 def test_validate_and_test_from_a_checkpoint(trained_run, stage, tmp_path, monkeypatch, capsys):
     """``train.py``'s own entry point (``cli.main``) in-process: the real command's exit code and one-line

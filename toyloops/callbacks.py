@@ -178,14 +178,16 @@ class RunSummary(Callback):
         last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
         best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
                      and c.best_model_score is not None), None)
-        log_dir = trainer.logger.log_dir if trainer.logger else None  # not trainer.log_dir: it broadcasts
+        # not trainer.log_dir: it broadcasts; without a logger the CLI puts the run in default_root_dir
+        log_dir = trainer.logger.log_dir if trainer.logger else trainer.default_root_dir
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
                         and c.stopping_reason_message is not None), None)  # set when it stopped the run
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
                       best.best_model_path if best else None, last, Path(log_dir or "."),
                       getattr(trainer.datamodule, "baselines", None),
                       (stopper.stopped_epoch, stopper.monitor) if stopper else None,
-                      best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module)),
+                      best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module),
+                      tensorboard=trainer.logger is not None),
               flush=True)
 
     @rank_zero_only

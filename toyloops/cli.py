@@ -187,6 +187,9 @@ class ToyCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:  # noqa: ANN003 - as Lightning's
         trainer = super().instantiate_trainer(**kwargs)
+        if not trainer.loggers:  # trainer.logger: false: the template's LR monitor has nothing to log to
+            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+            trainer.callbacks[:] = [c for c in trainer.callbacks if c is not config.get("lr_monitor")]
         skip_empty_batch_hooks(trainer.callbacks)
         return trainer
 

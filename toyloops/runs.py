@@ -306,9 +306,10 @@ def compare_to_truth(datamodule: object, model: torch.nn.Module) -> str | None:
 
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
-            monitor: str = "val/acc", report: str | None = None) -> str:
+            monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
     """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
-    where EarlyStopping ended it (epoch, monitor), the data's own ``report``, checkpoints, logs, how to view."""
+    where EarlyStopping ended it (epoch, monitor), the data's own ``report``, checkpoints, logs, how
+    to view them (``tensorboard=False``: the run wrote no events)."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
     if baselines:  # accuracies: beside val/acc, or on a line of their own
         rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
@@ -319,7 +320,8 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
         score += f"\nstopped early: after epoch {stopped_early[0]} (EarlyStopping on {stopped_early[1]})"
     view = f"tensorboard --logdir {shlex.quote(str(logs.parent))}"  # pasteable, spaces and all
     return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
-            f"last checkpoint: {last_checkpoint}\nlogs: {logs}\nview: {view}")
+            f"last checkpoint: {last_checkpoint}\nlogs: {logs}"
+            + (f"\nview: {view}" if tensorboard else "\n(no TensorBoard events: trainer.logger is off)"))
 
 
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
