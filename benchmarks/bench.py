@@ -5,7 +5,7 @@ by side in one process, interleaved round by round (so machine noise hits every 
 
   bare         forward + backward + optimizer step on pre-sliced batches (the floor), with the
                optimizer toyloops builds (fused AdamW); "for-loop" is torch's CPU default AdamW
-  hand loop    toyloops.loop.train_epoch with its shipped defaults
+  hand loop    toyloops.engine.loop.train_epoch with its shipped defaults
   barebones    a plain L.Trainer: no logger, checkpoints, progress bar or callbacks (Lightning's floor)
   lightning    Trainer.fit as train.py builds it (logger, checkpoints, progress bar, callbacks);
                "stock bar and logger" is the same with Lightning's own TQDMProgressBar (every step) and
@@ -44,21 +44,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from toyloops import (
-    MLP,
-    Classifier,
-    LogisticRegression,
-    PointsDataModule,
-    SequenceDataModule,
-    TransformerClassifier,
-    loop,
-    scratch,
-)
-from toyloops.callbacks import skip_empty_batch_hooks
-from toyloops.cli import ToyCLI
-from toyloops.config import apply_thread_policy, build_optimizer
-from toyloops.models import classification_loss
-from toyloops.runs import freeze_imports
+from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, SequenceDataModule, TransformerClassifier
+from toyloops.core.nets import classification_loss
+from toyloops.engine import loop
+from toyloops.engine.callbacks import skip_empty_batch_hooks
+from toyloops.engine.cli import ToyCLI
+from toyloops.engine.config import apply_thread_policy, build_optimizer
+from toyloops.engine.runs import freeze_imports
+from toyloops.tools import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {  # name: (config, data module, net factory, optimizer lr)
@@ -121,7 +114,7 @@ def seed_style(dm, make_net, epochs: int) -> list[float]:
 
 
 def hand_loop(dm, make_net, epochs: int, run_dir: Path, optimizer: dict | None = None) -> list[float]:
-    """Seconds per step, one value per epoch: ``toyloops.loop.train_epoch`` itself, timed from outside."""
+    """Seconds per step, one value per epoch: ``toyloops.engine.loop.train_epoch`` itself, timed from outside."""
     optimizer = optimizer or {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}
     model = Classifier(make_net(), optimizer=optimizer)
     trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
@@ -379,7 +372,7 @@ def e2e_table(repeats: int) -> list[str]:
 
 def profile_sections(quick: bool) -> list[tuple[str, list[str]]]:
     """``toyloops profile`` of each net's config: its buckets, batch and memory sweeps."""
-    from toyloops.profile import run as profile
+    from toyloops.tools.profile import run as profile
 
     sections = []
     for name, (config, _, _) in MODELS.items():
@@ -451,10 +444,10 @@ NOTES = """## Reading these tables
     with `fused=None`, which read as a choice. Both engines build it in
     `Classifier.configure_optimizers`, so the parity tests still see bit-identical weights;
   - the training progress bar redraws at most twice a second, and at each epoch's end
-    (`toyloops.callbacks.ProgressBar`), where Lightning's redraws every `refresh_rate` steps, twice;
+    (`toyloops.engine.callbacks.ProgressBar`), where Lightning's redraws every `refresh_rate` steps, twice;
   - TensorBoard events go to the writer's thread in bursts, at each epoch boundary and within
-    5 s otherwise (`toyloops.dashboard.hold_events`, both engines), and the template's
-    `toyloops.loggers.TensorBoardLogger` no longer flushes after every log as Lightning's does:
+    5 s otherwise (`toyloops.engine.dashboard.hold_events`, both engines), and the template's
+    `toyloops.engine.loggers.TensorBoardLogger` no longer flushes after every log as Lightning's does:
     each event handed over and each flush woke the writer's thread, a GIL hand-off that cost the
     training thread ~0.5 ms apiece on this machine (cProfile). The "stock bar and logger" column puts
     Lightning's own progress bar and logger back;

@@ -22,7 +22,7 @@ os.environ.setdefault("TOYLOOPS_THREADS", "1")
 
 import pytest  # noqa: E402
 
-from toyloops.config import apply_thread_policy  # noqa: E402
+from toyloops.engine.config import apply_thread_policy  # noqa: E402
 
 apply_thread_policy()
 
@@ -50,7 +50,7 @@ def documented_accuracy(name: str) -> float:
 
 def run_cli(*args: str):
     """``train.py`` in-process (LightningCLI with the template's defaults); returns the CLI."""
-    from toyloops.cli import ToyCLI
+    from toyloops.engine.cli import ToyCLI
 
     with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not the CLI's
         return ToyCLI(args=[*args, *QUIET])
@@ -61,7 +61,7 @@ def fit_in(cwd: Path, engine: str, *args: str):
     returns the CLI) or the hand loop ("loop", returns its results). Where a test needs a real process
     for a kill or a signal, the run before or after it needs none: the same code, without seconds of
     importing torch and Lightning again."""
-    from toyloops.loop import run
+    from toyloops.engine.loop import run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)

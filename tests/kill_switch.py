@@ -1,6 +1,6 @@
 """python tests/kill_switch.py N between|inside|TERM|INT|fill lightning|loop|SCRIPT.py ARGS...
 
-Runs ``train.py`` (lightning), ``python -m toyloops.loop`` (loop) or a script with ARGS and kills itself with a
+Runs ``train.py`` (lightning), ``python -m toyloops.engine.loop`` (loop) or a script with ARGS and kills itself with a
 real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by counting
 ``torch.save`` calls instead of sleeping:
 
@@ -54,24 +54,24 @@ def fsync(fd: int) -> None:
 
 torch.save, os.fsync, armed, real_fsync = save, fsync, False, os.fsync
 if mode.startswith("rank1-") and os.environ.get("LOCAL_RANK") == "1":
-    import toyloops.errors  # patched before the engines import it
+    import toyloops.core.errors  # patched before the engines import it
 
-    real_check = toyloops.errors.check_finite
+    real_check = toyloops.core.errors.check_finite
 
     def check_finite(loss, step, epoch):  # noqa: ANN001, ANN202 - called once a training step
         if step == n:
             os.kill(os.getpid(), getattr(signal, f"SIG{mode.split('-')[1]}"))
         return real_check(loss, step, epoch)
 
-    toyloops.errors.check_finite = check_finite
+    toyloops.core.errors.check_finite = check_finite
 # DDP starts its other ranks by running sys.argv again: this same script with the same arguments
 sys.argv = [os.path.abspath(__file__), *sys.argv[1:]] if engine in ("lightning", "loop") else [engine, *args]
 if engine == "lightning":
-    from toyloops.cli import main
+    from toyloops.engine.cli import main
 
     main(args)
 elif engine == "loop":
-    from toyloops.loop import main
+    from toyloops.engine.loop import main
 
     main(args)
 else:

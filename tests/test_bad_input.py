@@ -1,7 +1,7 @@
 """Table-driven bad input: each gives one short line naming the value, a non-zero exit, no run folder.
 
-``toyloops.cli.main`` and ``toyloops.loop.main`` are exactly what ``python train.py`` and
-``python -m toyloops.loop`` call; driving them in-process keeps ~30 cases fast. A couple of real
+``toyloops.engine.cli.main`` and ``toyloops.engine.loop.main`` are exactly what ``python train.py`` and
+``python -m toyloops.engine.loop`` call; driving them in-process keeps ~30 cases fast. A couple of real
 subprocesses in ``test_cli.py`` check the exit code and stderr of the actual command.
 """
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import BLOBS_SHORT, CONFIGS
 
-from toyloops import cli, loop
+from toyloops.engine import cli, loop
 
 MLP, SEQ = str(CONFIGS / "blobs_mlp.yaml"), str(CONFIGS / "majority_transformer.yaml")
 LINEAR = str(CONFIGS / "linear_regression.yaml")

@@ -14,18 +14,11 @@ import pytest
 import torch
 from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
-from toyloops import (
-    MLP,
-    Classifier,
-    PointsDataModule,
-    SequenceDataModule,
-    TransformerClassifier,
-    classification_loss,
-    runs,
-)
-from toyloops.checkpoints import load_checkpoint
-from toyloops.errors import ConfigError
-from toyloops.loop import run
+from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, TransformerClassifier, classification_loss
+from toyloops.core.errors import ConfigError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import load_checkpoint
+from toyloops.engine.loop import run
 
 CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", CONFIG, *BLOBS_SHORT]
@@ -127,11 +120,12 @@ HOSTILE = [  # (hyperparameter, value): each names code that a loader must not i
     ("_instantiator", "lightning.pytorch.cli.instantiate_module"),
     ("scheduler", {"class_path": "torch.optim.lr_scheduler.CyclicLR",  # a Callable argument, a name jsonargparse
                    "init_args": {"base_lr": 0.001, "max_lr": 0.01, "scale_fn": "this.x\u00b7"}}),  # would import
-    ("net", {"class_path": "toyloops.models.Accuracy", "init_args": {}}),  # an nn.Module in toyloops.models, not a net
+    ("net", {"class_path": "toyloops.core.nets.Accuracy", "init_args": {}}),  # an nn.Module there, not a net
 ]
 _LOAD_EACH = """
 import sys
-from toyloops import Classifier, cli
+from toyloops import Classifier
+from toyloops.engine import cli
 for path in sys.argv[2:]:
     try:
         Classifier.load_from_checkpoint(path)

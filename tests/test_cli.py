@@ -10,7 +10,8 @@ import yaml
 from conftest import CONFIGS, RUN_CONFIGS, documented_accuracy, run_cli, run_train_py
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops import Classifier, cli, probabilities
+from toyloops import Classifier, probabilities
+from toyloops.engine import cli
 
 TARGETS = {"blobs": 0.98, "circles": 0.97, "majority": 0.95, "spirals": 0.99}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import CONFIGS
 
-from toyloops.checkpoints import write_new
-from toyloops.entry import shipped_configs, with_shipped_configs
-from toyloops.errors import ConfigError
+from toyloops.core.errors import ConfigError
+from toyloops.engine.checkpoints import write_new
+from toyloops.engine.entry import shipped_configs, with_shipped_configs
 
 BLOBS = str(CONFIGS / "blobs_mlp.yaml")
 
@@ -71,12 +71,12 @@ def test_a_mistake_on_the_command_is_one_line(args, message, tmp_path, monkeypat
 
 
 def test_every_module_with_a_main_runs_it(tmp_path):
-    """`python -m toyloops.cli` and `python -m toyloops.init` do what the command does (neither
+    """`python -m toyloops.engine.cli` and `python -m toyloops.tools.init` do what the command does (neither
     may exit 0 having done nothing)."""
-    made = _toyloops("demo", cwd=tmp_path, module="toyloops.init")
+    made = _toyloops("demo", cwd=tmp_path, module="toyloops.tools.init")
     assert made.returncode == 0 and (tmp_path / "demo/demo.yaml").is_file(), made.stderr
     fit = _toyloops("fit", "--config", BLOBS, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-                    cwd=tmp_path, module="toyloops.cli")
+                    cwd=tmp_path, module="toyloops.engine.cli")
     assert fit.returncode == 0 and (tmp_path / "logs/blobs_mlp/version_0/checkpoints/last.ckpt").is_file()
     version = _toyloops("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("toyloops ")

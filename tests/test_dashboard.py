@@ -14,8 +14,8 @@ import torch
 from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, probabilities
-from toyloops.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
-from toyloops.loop import run
+from toyloops.engine.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
+from toyloops.engine.loop import run
 
 MLP_CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=1"]
@@ -156,7 +156,7 @@ def _scalars(folder: Path) -> list[tuple[str, int, float, float]]:
 def test_held_events_reach_the_file_at_flush_and_close_with_their_own_wall_times(tmp_path, monkeypatch):
     from torch.utils.tensorboard import SummaryWriter
 
-    from toyloops import dashboard
+    from toyloops.engine import dashboard
 
     monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", float("inf"))  # only flush and close hand them over
     writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
@@ -175,7 +175,7 @@ def test_held_events_reach_the_file_at_flush_and_close_with_their_own_wall_times
 def test_held_events_go_over_once_the_oldest_is_old_enough(tmp_path, monkeypatch):
     from torch.utils.tensorboard import SummaryWriter
 
-    from toyloops import dashboard
+    from toyloops.engine import dashboard
 
     monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", 0.0)  # no holding: each is in the file as it comes
     writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
@@ -191,7 +191,7 @@ def test_the_template_logger_keeps_logging_after_fit_closed_it(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from toyloops.loggers import TensorBoardLogger
+    from toyloops.engine.loggers import TensorBoardLogger
 
     class Tiny(L.LightningModule):
         def __init__(self):

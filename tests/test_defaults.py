@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import CONFIGS, QUIET, fit_in, run_cli
 
-from toyloops import MLP, Classifier, PointsDataModule, loop
-from toyloops.callbacks import ProgressBar, StopOnNonFiniteLoss, skip_empty_batch_hooks
-from toyloops.cli import ToyCLI
-from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy, build_optimizer
-from toyloops.errors import ConfigError
+from toyloops import MLP, Classifier, PointsDataModule
+from toyloops.core.errors import ConfigError
+from toyloops.engine import loop
+from toyloops.engine.callbacks import ProgressBar, StopOnNonFiniteLoss, skip_empty_batch_hooks
+from toyloops.engine.cli import ToyCLI
+from toyloops.engine.config import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy, build_optimizer
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def test_commands_run_in_process_leave_the_garbage_collector_unfrozen(in_tmp):
     import gc
 
     from toyloops.__main__ import main as toyloops_main
-    from toyloops.cli import main as cli_main
+    from toyloops.engine.cli import main as cli_main
 
     frozen = gc.get_freeze_count()
     bad = ["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.precision=64"]  # stops at set-up
@@ -151,7 +152,7 @@ def test_parser_kwargs_for_each_subcommand_still_work_when_only_one_parser_is_bu
 
 def test_fused_adamw_under_bf16_autocast_leaves_the_engines_bit_identical(in_tmp):
     # The parity suite's bf16 cases clip gradients, so they train unfused; without clipping both fuse.
-    from toyloops.compare import compare, max_weight_difference
+    from toyloops.tools.compare import compare, max_weight_difference
 
     runs = compare(["--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.max_epochs=2",
                     "--trainer.limit_train_batches=6", "--trainer.precision=bf16-mixed",
@@ -167,8 +168,8 @@ def test_an_unfused_checkpoint_resumes_with_the_optimizer_this_run_built(engine,
     # optimizer.load_state_dict takes the saved groups whole: a checkpoint saved before Adam/AdamW
     # were fused (its groups hold fused: None) made the resumed step unfused in an optimizer built
     # fused, which tells a GradScaler (16-mixed) it unscales its own gradients.
-    from toyloops.checkpoints import load_checkpoint
-    from toyloops.config import keep_built_implementation
+    from toyloops.engine.checkpoints import load_checkpoint
+    from toyloops.engine.config import keep_built_implementation
 
     short = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.limit_train_batches=2",
              "--trainer.limit_val_batches=1", "--trainer.gradient_clip_val=null", *QUIET]

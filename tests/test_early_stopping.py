@@ -5,9 +5,9 @@ import re
 import pytest
 from conftest import CONFIGS
 
-from toyloops.compare import compare, max_weight_difference
-from toyloops.errors import ConfigError
-from toyloops.loop import run
+from toyloops.core.errors import ConfigError
+from toyloops.engine.loop import run
+from toyloops.tools.compare import compare, max_weight_difference
 
 
 def test_the_preset_stops_both_engines_after_the_same_epoch_and_the_summary_says_so(in_tmp, capsys):

@@ -8,8 +8,8 @@ import torch
 from conftest import BLOBS_SHORT
 
 from toyloops import Classifier
-from toyloops.errors import ConfigError
-from toyloops.export import export, run
+from toyloops.core.errors import ConfigError
+from toyloops.tools.export import export, run
 
 
 @pytest.fixture

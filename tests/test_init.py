@@ -3,8 +3,8 @@ command and passes its own tests is checked on the installed wheel, in tests/tes
 
 import pytest
 
-from toyloops.errors import ConfigError
-from toyloops.init import init
+from toyloops.core.errors import ConfigError
+from toyloops.tools.init import init
 
 
 def test_init_writes_only_into_a_new_or_empty_folder(tmp_path):

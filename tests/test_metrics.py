@@ -7,9 +7,9 @@ from conftest import CONFIGS, QUIET
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score, binary_precision, binary_recall
 
 from toyloops import Classifier, PointsDataModule, probabilities
-from toyloops.compare import scalars
-from toyloops.errors import ConfigError
-from toyloops.loop import run
+from toyloops.core.errors import ConfigError
+from toyloops.engine.loop import run
+from toyloops.tools.compare import scalars
 
 ARGS = ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600", "--trainer.max_epochs=2",
         "--trainer.log_every_n_steps=1", "--model.metrics=[precision, recall, f1, auroc]", *QUIET]

@@ -4,7 +4,7 @@ from conftest import CONFIGS
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops.profile import BUCKETS, run
+from toyloops.tools.profile import BUCKETS, run
 
 
 def test_profile_splits_both_engines_steps_into_buckets_and_writes_its_files(in_tmp):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import CIRCLES_STOPS, ROOT
 
-from toyloops import loop
+from toyloops.engine import loop
 
 README = (ROOT / "README.md").read_text()
 

@@ -14,10 +14,11 @@ import pytest
 import torch
 from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 
-from toyloops import Classifier, cli, loop
-from toyloops.checkpoints import load_checkpoint
-from toyloops.errors import ConfigError, NonFiniteLossError
-from toyloops.loop import run
+from toyloops import Classifier
+from toyloops.core.errors import ConfigError, NonFiniteLossError
+from toyloops.engine import cli, loop
+from toyloops.engine.checkpoints import load_checkpoint
+from toyloops.engine.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 # circles_mlp: 1200 train samples / 64 = 19 steps an epoch; dropout makes the RNG state matter.
@@ -88,7 +89,7 @@ def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
 
 _SAVE_STEPS = """
 import sys, torch
-from toyloops.checkpoints import save_checkpoint
+from toyloops.engine.checkpoints import save_checkpoint
 for step in range(1, 10):
     save_checkpoint({"step": step, "w": torch.full((1_000_000,), float(step))}, sys.argv[1])
 """
@@ -118,7 +119,7 @@ def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
 
 
 def _user_error(main, args: list[str], capsys) -> str:  # noqa: ANN001
-    """``main`` (what ``train.py`` / ``python -m toyloops.loop`` run) ends in one line and a non-zero exit."""
+    """``main`` (what ``train.py`` / ``python -m toyloops.engine.loop`` run) ends in one line and a non-zero exit."""
     with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
         main(args)
     assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")  # non-zero, with a message
@@ -170,7 +171,7 @@ EXPLODING = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.scheduler=tor
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp, capsys):
-    main = cli.main if engine == "lightning" else loop.main  # what train.py and python -m toyloops.loop run
+    main = cli.main if engine == "lightning" else loop.main  # what train.py and python -m toyloops.engine.loop run
     message = _user_error(main, ["fit", *EXPLODING, "--trainer.enable_progress_bar=false"], capsys)
     last = next(Path("logs").rglob(f"{'' if engine == 'lightning' else 'loop_'}version_*/checkpoints/last.ckpt"))
     weights = load_checkpoint(last)["state_dict"]
@@ -179,7 +180,7 @@ def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_go
 
 
 def test_non_finite_loss_check_raises_before_the_update():
-    from toyloops.errors import check_finite
+    from toyloops.core.errors import check_finite
 
     check_finite(torch.tensor(0.5), 3, 0)
     with pytest.raises(NonFiniteLossError, match="inf at step 7"):

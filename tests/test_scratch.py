@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, classification_loss, scratch
-from toyloops.loop import fit, trainer_options
+from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, classification_loss
+from toyloops.engine.loop import fit, trainer_options
+from toyloops.tools import scratch
 
 
 def _random_problem(model_cls, num_classes, seed=0):

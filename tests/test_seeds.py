@@ -10,9 +10,10 @@ import pytest
 import torch
 import yaml
 
-from toyloops import data, seeds, stats
-from toyloops.datamodules import PointsDataModule, SequenceDataModule
-from toyloops.errors import ConfigError
+from toyloops.core import data
+from toyloops.core.datamodules import PointsDataModule, SequenceDataModule
+from toyloops.core.errors import ConfigError
+from toyloops.tools import seeds, stats
 
 TINY = ["--trainer.max_epochs", "2", "--data.init_args.n_samples", "240"]
 

@@ -18,16 +18,16 @@ import torch
 from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops import runs
-from toyloops.checkpoints import load_checkpoint
-from toyloops.errors import ConfigError, NonFiniteLossError
-from toyloops.loop import run
+from toyloops.core.errors import ConfigError, NonFiniteLossError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import load_checkpoint
+from toyloops.engine.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
 ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
-           "loop": [sys.executable, "-m", "toyloops.loop", "fit"]}
+           "loop": [sys.executable, "-m", "toyloops.engine.loop", "fit"]}
 PREFIX = {"lightning": "version_", "loop": "loop_version_"}
 
 
@@ -146,7 +146,7 @@ def one_epoch(trained, in_tmp):
 def test_resuming_a_run_that_is_still_running_is_refused(engine, one_epoch, in_tmp):
     folder = one_epoch(engine).run_dir
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from toyloops.runs import RunFolder; "
+                               "from toyloops.engine.runs import RunFolder; "
                                "held = RunFolder(Path(sys.argv[1]), False).lock(); "
                                "print('locked', flush=True); sys.stdin.read()", str(folder)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -18,7 +18,7 @@ import yaml
 from conftest import run_cli
 from optuna.trial import TrialState
 
-from toyloops import sweep
+from toyloops.tools import sweep
 
 SMALL = ["--trainer.max_epochs", "2", "--data.init_args.n_samples", "300"]
 SPACE = {"model.optimizer.init_args.lr": {"type": "float", "low": 1.0e-3, "high": 0.1, "log": True},

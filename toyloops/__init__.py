@@ -16,12 +16,12 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
 _HOMES = {
-    "toyloops.data": ("BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences",
+    "toyloops.core.data": ("BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences",
                       "make_spirals", "make_xor", "split_indices", "standardize"),
-    "toyloops.datamodules": ("LinearDataModule", "PointsDataModule", "SequenceDataModule"),
-    "toyloops.models": ("MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier",
+    "toyloops.core.datamodules": ("LinearDataModule", "PointsDataModule", "SequenceDataModule"),
+    "toyloops.core.nets": ("MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier",
                         "classification_loss", "probabilities"),
-    "toyloops.module": ("Classifier",),
+    "toyloops.core.classifier": ("Classifier",),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 
@@ -35,7 +35,8 @@ __all__ = [  # noqa: RUF022 - as _HOMES lists them
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed): the same names, imported eagerly
-    from toyloops.data import (
+    from toyloops.core.classifier import Classifier
+    from toyloops.core.data import (
         BatchIterator,
         make_blobs,
         make_circles,
@@ -47,8 +48,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed): the same names,
         split_indices,
         standardize,
     )
-    from toyloops.datamodules import LinearDataModule, PointsDataModule, SequenceDataModule
-    from toyloops.models import (
+    from toyloops.core.datamodules import LinearDataModule, PointsDataModule, SequenceDataModule
+    from toyloops.core.nets import (
         MLP,
         LinearRegression,
         LogisticRegression,
@@ -56,7 +57,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed): the same names,
         classification_loss,
         probabilities,
     )
-    from toyloops.module import Classifier
 
 
 def __getattr__(name: str) -> Any:

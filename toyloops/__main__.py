@@ -22,8 +22,8 @@ import re
 import sys
 
 from toyloops import __version__
-from toyloops.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
-from toyloops.errors import ConfigError
+from toyloops.core.errors import ConfigError
+from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
 
 COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
             "sweep", "seeds")
@@ -51,43 +51,43 @@ def main(args: list[str] | None = None) -> None:
             return
         sys.exit(f"error: toyloops {command} takes no arguments, got {' '.join(args[1:])!r}")
     if command in ("fit", "validate", "test", "predict"):
-        from toyloops.cli import main as lightning
+        from toyloops.engine.cli import main as lightning
 
         lightning(None if from_command_line else args)  # None: LightningCLI reads sys.argv itself
     elif command == "loop":
-        from toyloops.loop import main as hand_loop
-        from toyloops.runs import freeze_imports
+        from toyloops.engine.loop import main as hand_loop
+        from toyloops.engine.runs import freeze_imports
 
         if from_command_line:  # as the LightningCLI commands are (runs.main, given no args)
             freeze_imports()
         hand_loop(args[1:])
     elif command == "compare":
-        from toyloops.compare import main as compare
+        from toyloops.tools.compare import main as compare
 
         compare(args[1:])
     elif command == "profile":
-        from toyloops.profile import main as profile
+        from toyloops.tools.profile import main as profile
 
         profile(args[1:])
     elif command == "scratch":
-        from toyloops.scratch import main as scratch
+        from toyloops.tools.scratch import main as scratch
 
         scratch()
     elif command == "configs":
         list_configs()
     elif command == "init":
-        from toyloops.init import main as init
+        from toyloops.tools.init import main as init
 
         init(args[1:])
     elif command in ("sweep", "seeds"):
         try:
-            from toyloops.seeds import main as seeds
-            from toyloops.sweep import main as sweep
+            from toyloops.tools.seeds import main as seeds
+            from toyloops.tools.sweep import main as sweep
         except ImportError as err:
             sys.exit(f"error: toyloops {command} needs {err.name}: pip install 'toyloops[sweep]'")
         (sweep if command == "sweep" else seeds)(args[1:])
     elif command == "export":
-        from toyloops.export import main as export
+        from toyloops.tools.export import main as export
 
         export(args[1:])
     elif command in ("-V", "--version"):

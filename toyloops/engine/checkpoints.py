@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from toyloops.config import NOT_STORED, check_plain, resolve
-from toyloops.errors import ConfigError
-from toyloops.seeding import rng_state
+from toyloops.core.errors import ConfigError
+from toyloops.engine.config import NOT_STORED, check_plain, resolve
+from toyloops.engine.seeding import rng_state
 
 SECTION = "toyloops"
 HPARAM_SPECS = ("net", "optimizer", "scheduler")  # hyperparameters that name a class

@@ -30,10 +30,10 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from toyloops.checkpoints import load_checkpoint, write_atomic
-from toyloops.config import DATA_TO_NET, one_line, with_config_files
-from toyloops.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
-from toyloops.errors import ConfigError, ToyloopsError
+from toyloops.core.errors import ConfigError, ToyloopsError
+from toyloops.engine.checkpoints import load_checkpoint, write_atomic
+from toyloops.engine.config import DATA_TO_NET, one_line, with_config_files
+from toyloops.engine.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -371,7 +371,7 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
     # Outside training (set-up, validation, clean-up) a signal ends the run at once, as one line;
     # while training, StopRequest takes over and the engine saves a resume point first.
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
-    if args is None:  # the process's own command (train.py, python -m toyloops.loop)
+    if args is None:  # the process's own command (train.py, python -m toyloops.engine.loop)
         freeze_imports()
     try:
         entry(args)

@@ -20,10 +20,10 @@ import torch
 from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
-from toyloops import runs
-from toyloops.checkpoints import read_checkpoint, write_new
-from toyloops.errors import ConfigError
-from toyloops.module import Classifier
+from toyloops.core.classifier import Classifier
+from toyloops.core.errors import ConfigError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import read_checkpoint, write_new
 
 
 def example_input(net: nn.Module) -> Tensor:

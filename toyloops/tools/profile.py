@@ -47,11 +47,11 @@ from typing import Any
 
 import torch
 
-from toyloops import runs
-from toyloops.checkpoints import write_atomic
-from toyloops.config import LOG_DIR, apply_thread_policy
-from toyloops.data import BatchIterator
-from toyloops.errors import ConfigError
+from toyloops.core.data import BatchIterator
+from toyloops.core.errors import ConfigError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.config import LOG_DIR, apply_thread_policy
 
 BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip", "optimizer step", "scheduler",
            "logging", "callbacks", "engine (rest)")
@@ -191,7 +191,7 @@ def _epochs_median(times: list[float]) -> float:
 @contextmanager
 def _loop_functions(clock: Clock) -> Iterator[None]:
     """Time the hand loop's own steps (its functions named after Lightning's hooks)."""
-    from toyloops import loop
+    from toyloops.engine import loop
 
     names = {"batch_to_device": "host->device", "optimizer_step": "clip", "update_lr_schedulers": "scheduler",
              "log_metrics": "logging", "log_learning_rate": "logging"}
@@ -207,9 +207,9 @@ def _loop_functions(clock: Clock) -> Iterator[None]:
 
 def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
     """The hand loop's training epochs (``loop.train_epoch`` itself), timed from outside."""
-    from toyloops import loop
-    from toyloops.config import check_values, links_into_net
-    from toyloops.seeding import seed_everything
+    from toyloops.engine import loop
+    from toyloops.engine.config import check_values, links_into_net
+    from toyloops.engine.seeding import seed_everything
 
     parser = loop.build_parser()
     cfg = parser.parse_args(args)
@@ -281,8 +281,8 @@ def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path) -> M
     import lightning as L
     from lightning.pytorch.profilers import Profiler
 
-    from toyloops.callbacks import skip_empty_batch_hooks
-    from toyloops.cli import ToyCLI
+    from toyloops.engine.callbacks import skip_empty_batch_hooks
+    from toyloops.engine.cli import ToyCLI
 
     clock = Clock()
 
@@ -359,9 +359,9 @@ def _watch_lightning(clock: Clock, cli: Any, watch: Callable) -> None:
 
 def memory(args: list[str]) -> dict[str, float]:
     """Bytes of one training step at the config's batch size: computed parts and measured peak."""
-    from toyloops import loop
-    from toyloops.config import links_into_net
-    from toyloops.seeding import seed_everything
+    from toyloops.engine import loop
+    from toyloops.engine.config import links_into_net
+    from toyloops.engine.seeding import seed_everything
 
     parser = loop.build_parser()
     cfg = parser.parse_args(args)

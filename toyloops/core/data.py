@@ -1,6 +1,6 @@
 """Toy datasets as pure functions of a seed, seeded splits, and a one-index batch iterator.
 
-Nothing here knows about Lightning: both engines (``train.py`` and ``toyloops.loop``) read
+Nothing here knows about Lightning: both engines (``train.py`` and ``toyloops.engine.loop``) read
 their batches from :class:`BatchIterator`, which is why they see the very same batches.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from toyloops.errors import ConfigError
+from toyloops.core.errors import ConfigError
 
 SEQUENCE_TASKS = ("parity", "majority", "contains")
 

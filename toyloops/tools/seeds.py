@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from toyloops import runs
-from toyloops.checkpoints import write_atomic
-from toyloops.config import LOG_DIR
-from toyloops.errors import ConfigError
-from toyloops.stats import paired_t_test, summarize
-from toyloops.sweep import ENGINES, QUIET, fit_run
+from toyloops.core.errors import ConfigError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.config import LOG_DIR
+from toyloops.tools.stats import paired_t_test, summarize
+from toyloops.tools.sweep import ENGINES, QUIET, fit_run
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 

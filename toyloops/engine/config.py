@@ -18,8 +18,8 @@ import torch
 import yaml
 from torch import nn
 
-from toyloops import models
-from toyloops.errors import ConfigError
+from toyloops.core import nets as models
+from toyloops.core.errors import ConfigError
 
 OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
 SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -29,7 +29,7 @@ MONITOR, MONITOR_MODE = "val/acc", "max"
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
 # Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the training progress bar
-# redraws at most twice a second and at each epoch's last batch (toyloops.callbacks.ProgressBar;
+# redraws at most twice a second and at each epoch's last batch (toyloops.engine.callbacks.ProgressBar;
 # a redraw costs ~1 ms: every step, ~200 us a step; every 10th step, still ~100 us);
 PROGRESS_BAR_MIN_INTERVAL_S = 0.5
 PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]  # the other bars (validation ...)
@@ -52,7 +52,7 @@ DATA_TO_NET = (
 # What a stored spec may name: toyloops' nets and torch's optimizers and schedulers, found as
 # attributes of modules that are already imported (nothing named in a checkpoint is imported).
 SPEC_HOMES = {
-    "net": (("toyloops", "toyloops.models"), models, nn.Module),
+    "net": (("toyloops", "toyloops.core.nets"), models, nn.Module),
     "optimizer": (("torch.optim",), torch.optim, torch.optim.Optimizer),
     "scheduler": (("torch.optim.lr_scheduler",), torch.optim.lr_scheduler,
                   (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)),
@@ -197,7 +197,7 @@ def resolve(spec: dict[str, Any], kind: str, where: str) -> type:
     """The class a spec names, if it is on the allow-list for ``kind``; a ConfigError otherwise.
 
     Its ``init_args`` must be plain values. Nothing is imported: a name resolves only to an
-    attribute of toyloops.models, torch.optim or torch.optim.lr_scheduler.
+    attribute of toyloops.core.nets, torch.optim or torch.optim.lr_scheduler.
     """
     if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
         raise ConfigError(f"{where}: expected {{class_path, init_args}}, got {type(spec).__name__}")

@@ -19,12 +19,20 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
-from toyloops.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
-from toyloops.dashboard import Dashboard, log_graph, log_hparams
-from toyloops.errors import ConfigError, check_finite
-from toyloops.runs import EVAL_FOLDER, Stopped, StopRequest, baseline_scalars, compare_to_truth, record_eval, summary
-from toyloops.seeding import set_rng_state
+from toyloops.core.errors import ConfigError, check_finite
+from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
+from toyloops.engine.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
+from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
+from toyloops.engine.runs import (
+    EVAL_FOLDER,
+    Stopped,
+    StopRequest,
+    baseline_scalars,
+    compare_to_truth,
+    record_eval,
+    summary,
+)
+from toyloops.engine.seeding import set_rng_state
 
 # Lightning calls every per-batch hook of every callback, overridden or not, each inside a profiler
 # context and after building the callback's state_key (5-10 µs a call: the template's 11 callbacks
@@ -78,7 +86,7 @@ class ResumeState(Callback):
     Lightning's checkpoints leave it out, so without this dropout after a resume draws other masks
     than the uninterrupted run would have. (The data order needs nothing extra: the batch
     iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume the optimizer keeps
-    the implementation this run built (:func:`toyloops.config.keep_built_implementation`).
+    the implementation this run built (:func:`toyloops.engine.config.keep_built_implementation`).
     """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -97,7 +105,7 @@ class ResumeState(Callback):
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writes, made atomic on any filesystem: a temporary file in the
-    checkpoint's own folder, fsync, rename (:func:`toyloops.checkpoints.save_checkpoint`).
+    checkpoint's own folder, fsync, rename (:func:`toyloops.engine.checkpoints.save_checkpoint`).
 
     Lightning's default writes go through fsspec, whose move from ``$TMPDIR`` falls back to
     truncating and copying into the target when ``logs/`` is on another filesystem.
@@ -120,7 +128,7 @@ class StopOnNonFiniteLoss(Callback):
 
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``, rewritten at every training epoch end, validated or not (or every N steps),
-    and the resume point SIGTERM and SIGINT leave (see :class:`toyloops.runs.StopRequest`).
+    and the resume point SIGTERM and SIGINT leave (see :class:`toyloops.engine.runs.StopRequest`).
 
     Lightning's own ``save_last`` rewrites last.ckpt only when the monitored metric improved, so
     after a plateau "last" silently lags behind; a resume point has to be the latest state. And
@@ -206,7 +214,7 @@ class RunSummary(Callback):
 
 
 class DashboardCallback(Dashboard, Callback):
-    """Lightning's side of :class:`toyloops.dashboard.Dashboard` (same arguments, same images)."""
+    """Lightning's side of :class:`toyloops.engine.dashboard.Dashboard` (same arguments, same images)."""
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -4,7 +4,7 @@ Defaults a user gets without writing them: TensorBoard under ``logs/<config name
 checkpoint by ``val/acc`` and ``last.ckpt`` (every epoch, or every N steps), a learning-rate
 monitor, the run's config saved next to its logs, RNG state in checkpoints, a stop at the first
 NaN loss, and a one-paragraph summary at the end of ``fit``. Run folders, ``last``, checkpoint
-checks and error -> exit come from :mod:`toyloops.runs`, shared with the hand loop.
+checks and error -> exit come from :mod:`toyloops.engine.runs`, shared with the hand loop.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from toyloops import runs
-from toyloops.callbacks import (
+from toyloops.core.classifier import Classifier
+from toyloops.core.errors import ConfigError
+from toyloops.engine import runs
+from toyloops.engine.callbacks import (
     DashboardCallback,
     LastCheckpoint,
     PredictionWriter,
@@ -30,8 +32,8 @@ from toyloops.callbacks import (
     StopOnNonFiniteLoss,
     skip_empty_batch_hooks,
 )
-from toyloops.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
-from toyloops.config import (
+from toyloops.engine.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
+from toyloops.engine.config import (
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
@@ -43,8 +45,6 @@ from toyloops.config import (
     check_values,
     links_into_net,
 )
-from toyloops.errors import ConfigError
-from toyloops.module import Classifier
 
 RUN_PREFIX = "version_"  # TensorBoardLogger's folder names
 
@@ -105,7 +105,7 @@ class ToyCLI(LightningCLI):
         parser.set_defaults({
             **TRAINER_DEFAULTS,
             "trainer.logger": {
-                "class_path": "toyloops.loggers.TensorBoardLogger",  # Lightning's, flushed per epoch
+                "class_path": "toyloops.engine.loggers.TensorBoardLogger",  # Lightning's, flushed per epoch
                 "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
             },
         })
@@ -163,12 +163,12 @@ class ToyCLI(LightningCLI):
         plugins = config.trainer.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any("CheckpointIO" in str(getattr(p, "class_path", p)) for p in plugins):  # a plugin of the user's
-            config.trainer.plugins = [*plugins, {"class_path": "toyloops.callbacks.AtomicCheckpointIO"}]
+            config.trainer.plugins = [*plugins, {"class_path": "toyloops.engine.callbacks.AtomicCheckpointIO"}]
         callbacks = config.trainer.get("callbacks")
         callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
         if config.trainer.get("enable_progress_bar") is not False and \
                 not any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks):  # one of the user's
-            config.trainer.callbacks = [*callbacks, Namespace(class_path="toyloops.callbacks.ProgressBar")]
+            config.trainer.callbacks = [*callbacks, Namespace(class_path="toyloops.engine.callbacks.ProgressBar")]
         if subcommand in ("validate", "test", "predict"):  # into the checkpoint's run, not a new version_N
             warnings.filterwarnings("ignore", message="The dirpath has changed from")  # of course: no training
             if "verbose" in config and not any(arg.startswith("--verbose") for arg in self._args):

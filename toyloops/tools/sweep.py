@@ -45,10 +45,10 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from toyloops import runs
-from toyloops.checkpoints import write_atomic
-from toyloops.config import LOG_DIR, MONITOR
-from toyloops.errors import ConfigError, NonFiniteLossError, ToyloopsError
+from toyloops.core.errors import ConfigError, NonFiniteLossError, ToyloopsError
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.config import LOG_DIR, MONITOR
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -86,7 +86,7 @@ def read_space(path: str | Path) -> dict[str, BaseDistribution]:
 
 
 def resolve_space(path: str | Path) -> Path:
-    """A path, or the name of a shipped space (``mlp``: ``toyloops/spaces/mlp.yaml``)."""
+    """A path, or the name of a shipped space (``mlp``: ``toyloops/tools/spaces/mlp.yaml``)."""
     given = Path(path)
     shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
     if not given.is_file() and shipped.is_file():
@@ -187,7 +187,7 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
     val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
     if engine == "loop":
-        from toyloops import loop
+        from toyloops.engine import loop
 
         def hook(epoch: int, metrics: dict[str, float]) -> None:
             prune = False
@@ -206,8 +206,8 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
 
     from lightning.pytorch.callbacks import Callback
 
-    from toyloops.callbacks import LastCheckpoint
-    from toyloops.cli import ToyCLI
+    from toyloops.engine.callbacks import LastCheckpoint
+    from toyloops.engine.cli import ToyCLI
 
     def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
         if not trainer.sanity_checking and epoch_end:
@@ -249,13 +249,13 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
 def check_args(engine: str, args: list[str]) -> None:
     """Parse and build (no training, no run folder) a config with these arguments: an unknown key
     or a value the config cannot take is a one-line error here, before any trial starts."""
-    from toyloops.config import check_config_file, check_net_fits_data, check_values, links_into_net
+    from toyloops.engine.config import check_config_file, check_net_fits_data, check_values, links_into_net
 
     args = runs.with_shipped_configs(args)
     for path in runs.config_files(args):
         check_config_file(path)
     if engine == "loop":
-        from toyloops.loop import build_parser
+        from toyloops.engine.loop import build_parser
 
         parser = build_parser()
         config = parser.parse_args(args)
@@ -265,7 +265,7 @@ def check_args(engine: str, args: list[str]) -> None:
         check_net_fits_data(objects.model, objects.data)
         return
 
-    from toyloops.cli import ToyCLI
+    from toyloops.engine.cli import ToyCLI
 
     class CheckOnly(ToyCLI):
         def _prepare_run(self, config) -> None:  # noqa: ANN001 - no run folder: nothing is written
@@ -427,7 +427,7 @@ class Worker:
 
 def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None:
     """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
-    from toyloops.dashboard import log_hparams
+    from toyloops.engine.dashboard import log_hparams
 
     for config in run_root.glob("logs/*/*version_*/config.yaml"):
         log_hparams(config.parent, engine, config.read_text(),

@@ -1,7 +1,7 @@
-"""python -m toyloops.compare --config configs/blobs_mlp.yaml [more train.py/loop arguments]
+"""python -m toyloops.tools.compare --config configs/blobs_mlp.yaml [more train.py/loop arguments]
 
 Trains one config with both engines, Lightning (``train.py``) and the hand loop
-(``toyloops.loop``), in this process and in a temporary folder, then prints one table: final
+(``toyloops.engine.loop``), in this process and in a temporary folder, then prints one table: final
 metrics per engine, the largest absolute weight difference, and time per training step.
 """
 
@@ -19,8 +19,8 @@ from unittest import mock
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops.runs import Interrupted, Stopped, with_shipped_configs
-from toyloops.runs import main as run_main
+from toyloops.engine.runs import Interrupted, Stopped, with_shipped_configs
+from toyloops.engine.runs import main as run_main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -33,7 +33,7 @@ def scalars(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def run_lightning(args: list[str]) -> dict:
     """``train.py fit`` in-process; returns the run dir, final weights and seconds spent in fit."""
-    from toyloops.cli import ToyCLI
+    from toyloops.engine.cli import ToyCLI
 
     with mock.patch.object(sys, "argv", ["train.py"]):
         cli = ToyCLI(args=[*args, *QUIET], run=False)
@@ -45,9 +45,9 @@ def run_lightning(args: list[str]) -> dict:
 
 
 def run_hand_loop(args: list[str]) -> dict:
-    """``python -m toyloops.loop fit`` in-process; same return shape as :func:`run_lightning`."""
-    from toyloops.checkpoints import load_checkpoint
-    from toyloops.loop import run
+    """``python -m toyloops.engine.loop fit`` in-process; same return shape as :func:`run_lightning`."""
+    from toyloops.engine.checkpoints import load_checkpoint
+    from toyloops.engine.loop import run
 
     started = time.perf_counter()
     result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])

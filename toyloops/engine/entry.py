@@ -13,7 +13,7 @@ CONFIG_FLAGS = ("--config", "-c")
 
 def shipped_configs() -> dict[str, Path]:
     """The configs that ship inside the package, by name: ``blobs_mlp``, ``presets/debug``, ..."""
-    folder = Path(__file__).parent / "configs"
+    folder = Path(__file__).parents[1] / "configs"
     return {path.relative_to(folder).with_suffix("").as_posix(): path for path in sorted(folder.rglob("*.yaml"))}
 
 
@@ -36,7 +36,7 @@ def with_shipped_configs(args: list[str], note: bool = True) -> list[str]:
             continue
         name = shipped_name(value, shipped)
         if name is None and not any(c in value for c in ":{\n"):  # not inline YAML either
-            from toyloops.errors import ConfigError
+            from toyloops.core.errors import ConfigError
 
             runs = [name for name in shipped if "/" not in name]
             raise ConfigError(f"--config {value!r} is neither a file nor a shipped config; shipped: {', '.join(runs)}, "
@@ -49,7 +49,7 @@ def with_shipped_configs(args: list[str], note: bool = True) -> list[str]:
 
 
 def stop_quietly_until_started() -> None:
-    """Until a command's own handlers take over (:func:`toyloops.runs.main`), Ctrl-C or SIGTERM ends
+    """Until a command's own handlers take over (:func:`toyloops.engine.runs.main`), Ctrl-C or SIGTERM ends
     it in one line with the shell's code (130, 143), not a traceback from inside an import."""
     def stop(signum: int, frame: object) -> None:
         sys.stderr.write(f"stopped by {signal.Signals(signum).name} while starting: nothing was written\n")

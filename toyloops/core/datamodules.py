@@ -1,4 +1,4 @@
-"""``LightningDataModule``s over :mod:`toyloops.data`: 2-D points and token sequences.
+"""``LightningDataModule``s over :mod:`toyloops.core.data`: 2-D points and token sequences.
 
 Each exposes the facts a model needs (``num_features``, ``num_classes``, ``vocab_size``,
 ``seq_len``) so the CLI links them into the net and no config states a size twice. Their settings
@@ -18,10 +18,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from toyloops import data
-from toyloops.checkpoints import load_checkpoint
-from toyloops.config import check_plain
-from toyloops.errors import ConfigError
+from toyloops.core import data
+from toyloops.core.errors import ConfigError
+from toyloops.engine.checkpoints import load_checkpoint
+from toyloops.engine.config import check_plain
 
 SPLITS = ("train", "val", "test")
 
@@ -260,7 +260,7 @@ class SequenceDataModule(_SplitDataModule):
         num_folds: int | None = None,
         val_draw: Literal["split", "independent"] = "split",
     ) -> None:
-        """Args: see :func:`toyloops.data.make_sequences`; eval_batch_size: of val/test/predict
+        """Args: see :func:`toyloops.core.data.make_sequences`; eval_batch_size: of val/test/predict
         (None: batch_size)."""
         self.task, self.n_samples, self.seq_len = task, n_samples, seq_len
         self.vocab_size, self.target_token = vocab_size, target_token
@@ -302,7 +302,7 @@ class LinearDataModule(_SplitDataModule):
         num_folds: int | None = None,
         val_draw: Literal["split", "independent"] = "split",
     ) -> None:
-        """Args: see :func:`toyloops.data.make_linear` (weights default to (2.0, -3.0))."""
+        """Args: see :func:`toyloops.core.data.make_linear` (weights default to (2.0, -3.0))."""
         self.n_samples, self.bias, self.noise = n_samples, bias, noise
         self.weights = [2.0, -3.0] if weights is None else weights
         super().__init__(batch_size, val_fraction, test_fraction, seed, drop_last, eval_batch_size, fold, num_folds,

@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardL
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.tensorboard import SummaryWriter
 
-from toyloops.dashboard import hold_events
+from toyloops.engine.dashboard import hold_events
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -17,12 +17,12 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     - No flush after every log. Lightning calls ``save()`` after each ``log_metrics``; its ``save``
       waits for the event writer's thread to write out its queue, flushes the file and looks for
       ``hparams.yaml`` on disk. Here ``save`` writes ``hparams.yaml`` once, as Lightning's does.
-    - Events go to the writer's thread in bursts (:func:`toyloops.dashboard.hold_events`).
+    - Events go to the writer's thread in bursts (:func:`toyloops.engine.dashboard.hold_events`).
 
     Together these were the largest part of what the template's defaults cost over a barebones
     Trainer (``benchmarks/RESULTS.md``). The events reach the file at each epoch boundary
-    (:class:`toyloops.callbacks.DashboardCallback` flushes), mid-epoch with the first event logged
-    5 s or more after the oldest held one (:class:`toyloops.dashboard.HeldEvents`), and
+    (:class:`toyloops.engine.callbacks.DashboardCallback` flushes), mid-epoch with the first event logged
+    5 s or more after the oldest held one (:class:`toyloops.engine.dashboard.HeldEvents`), and
     at the end of the run, stopped or not (``finalize`` flushes and closes).
     """
 

@@ -1,7 +1,7 @@
-"""``Classifier``: the LightningModule that wraps any net from :mod:`toyloops.models`.
+"""``Classifier``: the LightningModule that wraps any net from :mod:`toyloops.core.nets`.
 
 :meth:`Classifier.model_step` is the one definition of what a batch computes; Lightning's hooks
-below call it, and so does the hand-written trainer in :mod:`toyloops.loop`, which drives this
+below call it, and so does the hand-written trainer in :mod:`toyloops.engine.loop`, which drives this
 same object as a plain ``nn.Module``. Read the two side by side.
 """
 
@@ -19,8 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric, Metric
 
-from toyloops.checkpoints import read_checkpoint
-from toyloops.config import (
+from toyloops.core.errors import ConfigError
+from toyloops.core.nets import (
+    classification_loss,
+    make_accuracy,
+    make_metrics,
+    metric_scores,
+    predicted_class,
+    probabilities,
+)
+from toyloops.engine.checkpoints import read_checkpoint
+from toyloops.engine.config import (
     NOT_STORED,
     OptimizerCallable,
     SchedulerCallable,
@@ -30,15 +39,6 @@ from toyloops.config import (
     describe,
     fusing_allowed,
     is_log_step,
-)
-from toyloops.errors import ConfigError
-from toyloops.models import (
-    classification_loss,
-    make_accuracy,
-    make_metrics,
-    metric_scores,
-    predicted_class,
-    probabilities,
 )
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults

@@ -1,4 +1,4 @@
-"""python -m toyloops.scratch   (trains both NumPy models on blobs and checks their gradients)
+"""python -m toyloops.tools.scratch   (trains both NumPy models on blobs and checks their gradients)
 
 The bottom rung: logistic regression and a 2-layer ReLU MLP in NumPy, with forward and backward
 passes written by hand, mini-batch SGD, and a central finite-difference gradient checker. In
@@ -164,7 +164,7 @@ def max_gradient_error(model: LogisticRegression | LinearRegression | MLP, x: np
 
 
 def main() -> None:
-    from toyloops.data import make_blobs, standardize
+    from toyloops.core.data import make_blobs, standardize
 
     x, y = make_blobs(200, seed=0)
     x, y = standardize(x)[0].double().numpy(), y.numpy()

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import Accuracy, Metric
 from torchmetrics import classification as tmc
 
-from toyloops.errors import ConfigError
+from toyloops.core.errors import ConfigError
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 

@@ -1,6 +1,6 @@
 """The errors toyloops reports to a user as one line (the entry points print them and exit non-zero).
 
-Anything else that escapes a run is a bug and keeps its traceback (see :func:`toyloops.runs.main`).
+Anything else that escapes a run is a bug and keeps its traceback (see :func:`toyloops.engine.runs.main`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What both engines add to TensorBoard beyond scalars: hparams, model graph, decision boundary
 and confusion-matrix images. Plain PyTorch + Pillow; Lightning reaches it through
-:class:`toyloops.callbacks.DashboardCallback`, the hand loop calls it directly.
+:class:`toyloops.engine.callbacks.DashboardCallback`, the hand loop calls it directly.
 
 Nothing here draws from the global random generator (forward passes run in eval mode under
 ``no_grad``; tracing runs inside ``fork_rng``), so switching it on or off changes no weights.
@@ -25,8 +25,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from toyloops.errors import ConfigError
-from toyloops.models import predicted_class, probabilities
+from toyloops.core.errors import ConfigError
+from toyloops.core.nets import predicted_class, probabilities
 
 # one colour per class (RGB), light enough to show the points drawn over it
 PALETTE = np.array([(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5), (155, 89, 182),

@@ -1,7 +1,7 @@
-"""python -m toyloops.loop fit --config configs/blobs_mlp.yaml   (also validate, test; --help)
+"""python -m toyloops.engine.loop fit --config configs/blobs_mlp.yaml   (also validate, test; --help)
 
 What Lightning's Trainer does for ``train.py``, written out in plain PyTorch. The model is the
-same :class:`~toyloops.module.Classifier`, driven as a plain ``nn.Module`` (as Lightning's "build
+same :class:`~toyloops.core.classifier.Classifier`, driven as a plain ``nn.Module`` (as Lightning's "build
 your own trainer" example drives a LightningModule): ``model.model_step`` computes each batch and
 ``model.configure_optimizers`` builds the optimizer and scheduler. Each function below stands for
 the Lightning loop or hook it is named after:
@@ -41,8 +41,10 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
-from toyloops import runs
-from toyloops.checkpoints import (
+from toyloops.core.classifier import Classifier
+from toyloops.core.errors import ConfigError, check_finite
+from toyloops.engine import runs
+from toyloops.engine.checkpoints import (
     SECTION,
     check_resume,
     check_weights,
@@ -51,7 +53,7 @@ from toyloops.checkpoints import (
     toyloops_section,
     write_atomic,
 )
-from toyloops.config import (
+from toyloops.engine.config import (
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
@@ -66,10 +68,8 @@ from toyloops.config import (
     keep_built_implementation,
     links_into_net,
 )
-from toyloops.dashboard import Dashboard, hold_events, log_graph, log_hparams
-from toyloops.errors import ConfigError, check_finite
-from toyloops.module import Classifier
-from toyloops.seeding import seed_everything, set_rng_state
+from toyloops.engine.dashboard import Dashboard, hold_events, log_graph, log_hparams
+from toyloops.engine.seeding import seed_everything, set_rng_state
 
 RUN_PREFIX = "loop_version_"
 # The Trainer arguments the hand loop implements; their types and defaults come from L.Trainer.
