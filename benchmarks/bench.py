@@ -46,10 +46,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, SequenceDataModule, TransformerClassifier
 from toyloops.core.nets import classification_loss
+from toyloops.core.specs import build_optimizer
 from toyloops.engine import loop
 from toyloops.engine.callbacks import skip_empty_batch_hooks
 from toyloops.engine.cli import ToyCLI
-from toyloops.engine.config import apply_thread_policy, build_optimizer
+from toyloops.engine.defaults import apply_thread_policy
 from toyloops.engine.runs import freeze_imports
 from toyloops.tools import scratch
 

@@ -22,7 +22,7 @@ os.environ.setdefault("TOYLOOPS_THREADS", "1")
 
 import pytest  # noqa: E402
 
-from toyloops.engine.config import apply_thread_policy  # noqa: E402
+from toyloops.engine.defaults import apply_thread_policy  # noqa: E402
 
 apply_thread_policy()
 

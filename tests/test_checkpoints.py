@@ -16,8 +16,8 @@ from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, TransformerClassifier, classification_loss
 from toyloops.core.errors import ConfigError
+from toyloops.core.specs import load_checkpoint
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import load_checkpoint
 from toyloops.engine.loop import run
 
 CONFIG = str(CONFIGS / "blobs_mlp.yaml")

@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import CONFIGS
 
-from toyloops.engine.checkpoints import load_checkpoint
+from toyloops.core.specs import load_checkpoint
 from toyloops.engine.loop import SUPPORTED_TRAINER_KEYS, main, run
 from toyloops.tools.compare import compare, max_weight_difference, scalars
 

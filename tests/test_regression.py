@@ -7,7 +7,7 @@ import torch
 from conftest import CONFIGS, QUIET
 from torchmetrics.functional import mean_absolute_error
 
-from toyloops import Classifier, LinearDataModule, make_linear, split_indices
+from toyloops import LinearDataModule, Regressor, make_linear, split_indices
 from toyloops.engine.loop import run
 
 
@@ -35,7 +35,7 @@ def test_the_data_module_keeps_inputs_raw_and_knows_its_baselines():
 
 def test_a_regression_run_reports_mae_and_its_learned_line_against_the_true_one(in_tmp, capsys):
     result = run(["fit", "--config", str(CONFIGS / "linear_regression.yaml"), "--trainer.max_epochs=3", *QUIET])
-    model = Classifier.load_from_checkpoint(result["last_checkpoint"]).eval()
+    model = Regressor.load_from_checkpoint(result["last_checkpoint"]).eval()
     x, y = LinearDataModule().splits["val"]
     with torch.no_grad():
         predictions = model(x)

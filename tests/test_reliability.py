@@ -16,8 +16,8 @@ from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 
 from toyloops import Classifier
 from toyloops.core.errors import ConfigError, NonFiniteLossError
+from toyloops.core.specs import load_checkpoint
 from toyloops.engine import cli, loop
-from toyloops.engine.checkpoints import load_checkpoint
 from toyloops.engine.loop import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")

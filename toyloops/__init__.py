@@ -1,7 +1,7 @@
-"""toyloops: toy data, three classifiers, and the same training loop three ways.
+"""toyloops: toy data, nets, LightningModules, and the same training loop three ways.
 
-The names below load on first use (PEP 562), so ``import toyloops`` (and the ``toyloops`` command's
-``--help``, ``configs`` and ``init``) does not pay for torch and Lightning until a name needs them.
+The public names are each module's ``__all__``, loaded on first use (PEP 562): ``import toyloops``
+(and the ``toyloops`` command's ``--help``, ``configs`` and ``init``) does not import torch.
 """
 
 from __future__ import annotations
@@ -15,57 +15,33 @@ try:
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-_HOMES = {
-    "toyloops.core.data": ("BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences",
-                      "make_spirals", "make_xor", "split_indices", "standardize"),
-    "toyloops.core.datamodules": ("LinearDataModule", "PointsDataModule", "SequenceDataModule"),
-    "toyloops.core.nets": ("MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier",
-                        "classification_loss", "probabilities"),
-    "toyloops.core.classifier": ("Classifier",),
-}
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+# The modules whose __all__ is toyloops' public API, in the order a reader meets them.
+PUBLIC_MODULES = ("toyloops.core.data", "toyloops.core.datamodules", "toyloops.core.nets", "toyloops.core.classifier",
+                  "toyloops.core.regressor", "toyloops.core.specs")
 
-__all__ = [  # noqa: RUF022 - as _HOMES lists them
-    "__version__",
-    "BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences", "make_spirals",
-    "make_xor", "split_indices", "standardize",
-    "LinearDataModule", "PointsDataModule", "SequenceDataModule",
-    "MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier", "classification_loss", "probabilities",
-    "Classifier",
-]
+if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed)
+    from toyloops.core.classifier import *  # noqa: F403
+    from toyloops.core.data import *  # noqa: F403
+    from toyloops.core.datamodules import *  # noqa: F403
+    from toyloops.core.nets import *  # noqa: F403
+    from toyloops.core.regressor import *  # noqa: F403
+    from toyloops.core.specs import *  # noqa: F403
 
-if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed): the same names, imported eagerly
-    from toyloops.core.classifier import Classifier
-    from toyloops.core.data import (
-        BatchIterator,
-        make_blobs,
-        make_circles,
-        make_linear,
-        make_moons,
-        make_sequences,
-        make_spirals,
-        make_xor,
-        split_indices,
-        standardize,
-    )
-    from toyloops.core.datamodules import LinearDataModule, PointsDataModule, SequenceDataModule
-    from toyloops.core.nets import (
-        MLP,
-        LinearRegression,
-        LogisticRegression,
-        TransformerClassifier,
-        classification_loss,
-        probabilities,
-    )
+
+def _public() -> dict[str, str]:
+    return {name: module for module in PUBLIC_MODULES for name in importlib.import_module(module).__all__}
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOME_OF:
+    if name == "__all__":
+        return list(_public())
+    home = _public().get(name) if not name.startswith("_") else None
+    if home is None:
         raise AttributeError(f"module 'toyloops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
+    value = getattr(importlib.import_module(home), name)
     globals()[name] = value  # once loaded, an ordinary attribute
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME_OF})
+    return sorted({*globals(), *_public()})

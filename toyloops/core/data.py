@@ -14,6 +14,9 @@ from torch import Tensor
 
 from toyloops.core.errors import ConfigError
 
+__all__ = ["BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences", "make_spirals",
+           "make_xor", "split_indices", "standardize"]
+
 SEQUENCE_TASKS = ("parity", "majority", "contains")
 
 

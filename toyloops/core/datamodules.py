@@ -20,8 +20,9 @@ from torch import Tensor
 
 from toyloops.core import data
 from toyloops.core.errors import ConfigError
-from toyloops.engine.checkpoints import load_checkpoint
-from toyloops.engine.config import check_plain
+from toyloops.core.specs import check_plain, load_checkpoint
+
+__all__ = ["LinearDataModule", "PointsDataModule", "SequenceDataModule"]
 
 SPLITS = ("train", "val", "test")
 

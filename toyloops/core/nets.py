@@ -15,10 +15,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Accuracy, Metric
-from torchmetrics import classification as tmc
 
 from toyloops.core.errors import ConfigError
+from toyloops.core.specs import allow_net
+
+__all__ = ["MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier", "classification_loss",
+           "probabilities"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -38,6 +40,7 @@ def _squeeze_binary(logits: Tensor) -> Tensor:
     return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
 
+@allow_net
 class LogisticRegression(nn.Module):
     """Linear classifier: logistic regression for 2 classes (one logit), softmax regression for more.
 
@@ -58,23 +61,26 @@ class LogisticRegression(nn.Module):
         return _squeeze_binary(self.linear(x))  # (B, F) -> (B,) or (B, C)
 
 
+@allow_net
 class LinearRegression(nn.Module):
-    """y_hat = x @ w + b: one output per sample, (B,), for ``model.task: regression`` (MSE).
+    """y_hat = x @ w + b: one output per sample, (B,), trained by :class:`~toyloops.core.regressor.Regressor`.
 
     Args:
         in_features: features per sample (linked from the data module).
+        bias: learn the intercept b (as ``nn.Linear``'s ``bias``).
     """
 
-    def __init__(self, in_features: int = 1) -> None:
+    def __init__(self, in_features: int = 1, bias: bool = True) -> None:
         super().__init__()
-        self.init_args = dict(in_features=in_features)
+        self.init_args = dict(in_features=in_features, bias=bias)
         _check_positive("in_features", in_features)
-        self.linear = nn.Linear(in_features, 1)
+        self.linear = nn.Linear(in_features, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x).squeeze(-1)  # (B, F) -> (B,)
 
 
+@allow_net
 class MLP(nn.Module):
     """Multi-layer perceptron: [Linear -> activation -> Dropout] per hidden size, then Linear.
 
@@ -119,6 +125,7 @@ class MLP(nn.Module):
         return _squeeze_binary(self.layers(x))
 
 
+@allow_net
 class TransformerClassifier(nn.Module):
     """Transformer encoder over token sequences, pooled by a CLS token, the first token or the mean, then Linear.
 
@@ -205,40 +212,9 @@ def classification_loss(logits: Tensor, target: Tensor, label_smoothing: float =
     return per_sample.sum() / w[target].sum()
 
 
-def predicted_class(logits: Tensor) -> Tensor:
-    """Class index per sample: logit > 0 for binary, argmax otherwise."""
-    return (logits > 0).long() if logits.ndim == 1 else logits.argmax(dim=-1)
 
 
-def make_accuracy(num_classes: int) -> Accuracy:
-    """A torchmetrics accuracy over class indices (inputs are known-good: no argument checks)."""
-    if num_classes == 2:
-        return Accuracy(task="binary", validate_args=False)
-    return Accuracy(task="multiclass", num_classes=num_classes, validate_args=False)
 
-
-METRICS = ("precision", "recall", "f1", "auroc")  # beyond accuracy, chosen in the config
-
-
-def make_metrics(num_classes: int, names: Sequence[str]) -> dict[str, Metric]:
-    """torchmetrics objects by name, fed :func:`metric_scores`: for two classes the positive class's
-    (precision, recall, F1 at p > 0.5; AUROC), for more the macro average over classes."""
-    unknown = [name for name in names if name not in METRICS]
-    if unknown:
-        raise ConfigError(f"model.metrics={list(names)}: expected some of {', '.join(METRICS)} (accuracy is always on)")
-    binary = {"precision": tmc.BinaryPrecision, "recall": tmc.BinaryRecall, "f1": tmc.BinaryF1Score,
-              "auroc": tmc.BinaryAUROC}
-    multiclass = {"precision": tmc.MulticlassPrecision, "recall": tmc.MulticlassRecall, "f1": tmc.MulticlassF1Score,
-                  "auroc": tmc.MulticlassAUROC}
-    if num_classes == 2:
-        return {name: binary[name](validate_args=False) for name in names}
-    return {name: multiclass[name](num_classes, average="macro", validate_args=False) for name in names}
-
-
-def metric_scores(logits: Tensor) -> Tensor:
-    """What :func:`make_metrics`' metrics read: P(class 1), (B,), for two classes; (B, C) probabilities else."""
-    probs = probabilities(logits)
-    return probs[:, 1] if probs.shape[1] == 2 else probs
 
 
 def probabilities(logits: Tensor) -> Tensor:

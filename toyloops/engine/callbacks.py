@@ -21,8 +21,8 @@ from torch import Tensor
 
 from toyloops.core.errors import ConfigError, check_finite
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
-from toyloops.engine.config import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
+from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
 from toyloops.engine.runs import (
     EVAL_FOLDER,
     Stopped,
@@ -86,7 +86,7 @@ class ResumeState(Callback):
     Lightning's checkpoints leave it out, so without this dropout after a resume draws other masks
     than the uninterrupted run would have. (The data order needs nothing extra: the batch
     iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume the optimizer keeps
-    the implementation this run built (:func:`toyloops.engine.config.keep_built_implementation`).
+    the implementation this run built (:func:`toyloops.engine.defaults.keep_built_implementation`).
     """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -230,7 +230,7 @@ class DashboardCallback(Dashboard, Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger) and pl_module.objective == "classification":
+        if isinstance(trainer.logger, TensorBoardLogger) and getattr(pl_module, "num_classes", None) is not None:
             last = trainer.current_epoch + 1 == trainer.max_epochs
             self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
                            trainer.current_epoch, trainer.global_step - 1, last)
@@ -240,7 +240,7 @@ class DashboardCallback(Dashboard, Callback):
         if not isinstance(trainer.logger, TensorBoardLogger):
             return
         writer, step = trainer.logger.experiment, trainer.global_step - 1
-        if pl_module.objective == "classification":
+        if getattr(pl_module, "num_classes", None) is not None:
             self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
         best = next((c.best_model_score for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,12 +18,9 @@ from typing import Any
 import torch
 
 from toyloops.core.errors import ConfigError
-from toyloops.engine.config import NOT_STORED, check_plain, resolve
 from toyloops.engine.seeding import rng_state
 
 SECTION = "toyloops"
-HPARAM_SPECS = ("net", "optimizer", "scheduler")  # hyperparameters that name a class
-LEGACY_HPARAM_KEYS = ("hparams", "module_arguments")  # older Lightning's names for hyper_parameters
 
 
 def toyloops_section(engine: str, **extra: Any) -> dict[str, Any]:
@@ -77,52 +72,8 @@ def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -
         raise
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read any checkpoint as plain data; never runs pickled code.
-
-    A missing, truncated or hostile file raises :class:`ConfigError` naming the file. There is
-    no retry with ``weights_only=False``: a checkpoint that needs it is refused.
-    """
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"ckpt_path={str(path)!r}: no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, OSError) as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        weights_only = str(err).startswith("Weights only load failed")
-        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
-        if weights_only and detail:  # a pickle that names code to run
-            reason = f"refused, it needs code to load: {detail.split('. ')[0]}"
-        elif weights_only:  # torch's own advice fills the first lines; the cause comes after them
-            cause = next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
-                         "not plain data")
-            reason = f"{type(err).__name__}: {cause}"
-        else:
-            reason = f"{type(err).__name__}: {lines[0] if lines else 'empty or truncated file'}"
-        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason})") from None
-    if not isinstance(checkpoint, dict):
-        raise ConfigError(f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint")
-    return checkpoint
 
 
-def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
-    from it: plain data, weights present, hyperparameters naming only allowed classes."""
-    checkpoint = load_checkpoint(path)
-    if not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
-                          "(a bare state_dict loads with model.net.load_state_dict)")
-    for key in ("hyper_parameters", *LEGACY_HPARAM_KEYS):  # Lightning merges the old keys in too
-        if key in checkpoint:
-            if not isinstance(checkpoint[key], dict):
-                raise ConfigError(f"ckpt_path={str(path)!r}: its {key} are not a mapping")
-            check_hparams(checkpoint[key], path, given, key)
-    version = checkpoint.get("pytorch-lightning_version", "0")
-    if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
-        raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
-    return checkpoint
 
 
 def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:
@@ -140,21 +91,6 @@ def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str 
             raise ConfigError(f"ckpt_path={str(path)!r} holds NaN or infinite weights ({name})")
 
 
-def check_hparams(hparams: dict[str, Any], path: str | Path, given: tuple[str, ...] = (),
-                  key_name: str = "hyper_parameters") -> None:
-    """Refuse hyperparameters that would import or call code when a model is rebuilt from them.
-
-    A net, optimizer or scheduler may only name toyloops' nets and torch's optimizers and
-    schedulers; every other value must be plain data. Checked before anything is built.
-    """
-    where = f"ckpt_path={str(path)!r}: {key_name}"
-    for key, value in hparams.items():
-        if key in given:  # the caller passes this one itself (e.g. net=): the stored spec is not used
-            continue
-        if key in HPARAM_SPECS and value not in (None, NOT_STORED):
-            resolve(value, key, f"{where}.{key}")
-        else:
-            check_plain(value, f"{where}.{key}")
 
 
 def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> None:

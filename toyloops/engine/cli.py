@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from toyloops.core.classifier import Classifier
 from toyloops.core.errors import ConfigError
+from toyloops.core.specs import load_checkpoint, read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.callbacks import (
     DashboardCallback,
@@ -32,19 +32,17 @@ from toyloops.engine.callbacks import (
     StopOnNonFiniteLoss,
     skip_empty_batch_hooks,
 )
-from toyloops.engine.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
-from toyloops.engine.config import (
+from toyloops.engine.checkpoints import check_resume, check_weights
+from toyloops.engine.defaults import (
+    DEFAULT_MODEL,
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
     TRAINER_DEFAULTS,
     add_links,
     apply_thread_policy,
-    check_config_file,
-    check_net_fits_data,
-    check_values,
-    links_into_net,
 )
+from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 
 RUN_PREFIX = "version_"  # TensorBoardLogger's folder names
 
@@ -77,7 +75,8 @@ class ToyCLI(LightningCLI):
                                        if key == self._subcommand or key not in LightningCLI.subcommands()}
         self.run_folder: runs.RunFolder | None = None
         try:
-            super().__init__(Classifier, L.LightningDataModule, subclass_mode_data=True, args=args, run=run,
+            super().__init__(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
+                             subclass_mode_data=True, args=args, run=run,
                              **kwargs)
         except BaseException:
             if self.run_folder is not None:
@@ -104,6 +103,7 @@ class ToyCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({
             **TRAINER_DEFAULTS,
+            "model": DEFAULT_MODEL,
             "trainer.logger": {
                 "class_path": "toyloops.engine.loggers.TensorBoardLogger",  # Lightning's, flushed per epoch
                 "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},

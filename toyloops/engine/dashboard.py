@@ -26,7 +26,7 @@ from torch.utils.tensorboard.summary import hparams
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from toyloops.core.errors import ConfigError
-from toyloops.core.nets import predicted_class, probabilities
+from toyloops.core.nets import probabilities
 
 # one colour per class (RGB), light enough to show the points drawn over it
 PALETTE = np.array([(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5), (155, 89, 182),
@@ -165,7 +165,7 @@ def decision_boundary(net: nn.Module, x: Tensor, y: Tensor, resolution: int = 16
 
 def confusion_matrix_image(net: nn.Module, x: Tensor, y: Tensor, num_classes: int, cell: int = 48) -> np.ndarray:
     """(H, W, 3) uint8 grid: rows are true classes, columns predicted, each cell its count."""
-    matrix = MulticlassConfusionMatrix(num_classes)(predicted_class(_eval_logits(net, x)), y).numpy()
+    matrix = MulticlassConfusionMatrix(num_classes)(probabilities(_eval_logits(net, x)).argmax(-1), y).numpy()
     size = cell * num_classes
     picture = Image.new("RGB", (size + cell, size + cell), "white")
     draw = ImageDraw.Draw(picture)

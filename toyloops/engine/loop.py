@@ -43,33 +43,30 @@ from torch.utils.tensorboard import SummaryWriter
 
 from toyloops.core.classifier import Classifier
 from toyloops.core.errors import ConfigError, check_finite
+from toyloops.core.specs import fusing_allowed, read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import (
     SECTION,
     check_resume,
     check_weights,
-    read_checkpoint,
     save_checkpoint,
     toyloops_section,
     write_atomic,
 )
-from toyloops.engine.config import (
+from toyloops.engine.dashboard import Dashboard, hold_events, log_graph, log_hparams
+from toyloops.engine.defaults import (
+    DEFAULT_MODEL,
     LOG_DIR,
     MONITOR,
     MONITOR_MODE,
     TRAINER_DEFAULTS,
     add_links,
     apply_thread_policy,
-    check_config_file,
-    check_net_fits_data,
-    check_values,
-    fusing_allowed,
     is_log_step,
     keep_built_implementation,
-    links_into_net,
 )
-from toyloops.engine.dashboard import Dashboard, hold_events, log_graph, log_hparams
 from toyloops.engine.seeding import seed_everything, set_rng_state
+from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 
 RUN_PREFIX = "loop_version_"
 # The Trainer arguments the hand loop implements; their types and defaults come from L.Trainer.
@@ -324,10 +321,10 @@ def compute_epoch_metrics(model: Classifier, stage: str) -> dict[str, float]:
 def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
     """Train accuracy, images, ReduceLROnPlateau, then ModelCheckpoint (best) and LastCheckpoint."""
     state, epoch = loop.state, loop.state.epoch
-    if loop.model.train_metrics_from == "eval":  # the Classifier's own on_train_epoch_end
+    if getattr(loop.model, "train_metrics_from", None) == "eval":  # the Classifier's own on_train_epoch_end
         loop.model.measure_train_split(loop.datamodule.train_eval_dataloader())
     log_metrics(loop, compute_epoch_metrics(loop.model, "train"))
-    if loop.dashboard and loop.model.objective == "classification":  # class images: boundary, confusion matrix
+    if loop.dashboard and getattr(loop.model, "num_classes", None) is not None:  # class images
         val = (loop.val_batches.x, loop.val_batches.y)
         loop.dashboard.epoch_end(loop.writer, loop.model.net, val, epoch, state.global_step - 1,
                                  last=epoch + 1 == loop.trainer.max_epochs)
@@ -417,7 +414,7 @@ def stopped_early(state: LoopState, trainer: Namespace) -> tuple[int, str] | Non
 
 def on_fit_end(loop: Fit) -> None:
     step = loop.state.global_step - 1
-    if loop.dashboard and step >= 0 and loop.model.objective == "classification":
+    if loop.dashboard and step >= 0 and getattr(loop.model, "num_classes", None) is not None:
         loop.dashboard.fit_end(loop.writer, loop.model.net, (loop.val_batches.x, loop.val_batches.y),
                                loop.model.num_classes, step)
     config = loop.run_dir / "config.yaml"
@@ -506,7 +503,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--seed_everything", type=int)
     skip = set(inspect.signature(L.Trainer).parameters) - set(SUPPORTED_TRAINER_KEYS)
     parser.add_class_arguments(L.Trainer, "trainer", skip=skip, instantiate=False)
-    parser.add_class_arguments(Classifier, "model")
+    parser.add_subclass_arguments(L.LightningModule, "model", default=DEFAULT_MODEL)
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
     parser.add_argument("--checkpoint.monitor", type=str, default=MONITOR)
     parser.add_argument("--checkpoint.mode", type=Literal["min", "max"], default=MONITOR_MODE)
@@ -552,7 +549,7 @@ def run(args: list[str] | None = None,
             raise ConfigError(f"{stage} needs --ckpt_path (a checkpoint of either engine, or 'last')")
         hparams = checkpoint.get("hyper_parameters") or {}
         if hparams.get("net"):  # as LightningCLI: the checkpoint's own model
-            model = Classifier(**{k: v for k, v in hparams.items() if k in inspect.signature(Classifier).parameters})
+            model = type(model)(**{k: v for k, v in hparams.items() if k in inspect.signature(type(model)).parameters})
             check_net_fits_data(model, datamodule)
         check_weights(checkpoint, model, ckpt)
         model.load_state_dict(checkpoint["state_dict"])

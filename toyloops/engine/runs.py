@@ -31,9 +31,11 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from toyloops.core.errors import ConfigError, ToyloopsError
-from toyloops.engine.checkpoints import load_checkpoint, write_atomic
-from toyloops.engine.config import DATA_TO_NET, one_line, with_config_files
+from toyloops.core.specs import load_checkpoint
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.defaults import DATA_TO_NET, NET_KEY
 from toyloops.engine.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
+from toyloops.engine.validation import one_line, unlinkable, with_config_files
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -198,7 +200,7 @@ def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
         return  # a checkpoint outside a run folder: nothing recorded to compare with
     recorded = _flat({key: (yaml.safe_load(recorded_file.read_text()) or {}).get(key) for key in FROZEN_ON_RESUME})
     wanted = _flat({key: requested.get(key) for key in FROZEN_ON_RESUME})
-    derived = {"model.num_classes", "data.init_args.seed", *(f"model.net.init_args.{t}" for _, t in DATA_TO_NET)}
+    derived = {"model.init_args.num_classes", "data.init_args.seed", *(f"{NET_KEY}.{t}" for _, t in DATA_TO_NET)}
     changes = [f"{key}: {recorded.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(recorded.keys() | wanted.keys())
                if recorded.get(key) != wanted.get(key) and key not in derived]
     if changes:
@@ -332,6 +334,8 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
         if "required" in message and configs and all("presets" in Path(c).parts for c in configs):
             message += " (a preset stacks on a run config: --config blobs_mlp --config presets/debug)"
         return hint(message)
+    if isinstance(err, ValueError) and unlinkable(str(err)):  # raised inside jsonargparse, from a subclass
+        return unlinkable(str(err))
     if isinstance(err, ValueError) and not isinstance(err, ToyloopsError):
         # jsonargparse reports a constructor's error as a ValueError raised while handling it
         cause = err.__cause__ or err.__context__

@@ -46,7 +46,7 @@ def run_lightning(args: list[str]) -> dict:
 
 def run_hand_loop(args: list[str]) -> dict:
     """``python -m toyloops.engine.loop fit`` in-process; same return shape as :func:`run_lightning`."""
-    from toyloops.engine.checkpoints import load_checkpoint
+    from toyloops.core.specs import load_checkpoint
     from toyloops.engine.loop import run
 
     started = time.perf_counter()

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 
 from toyloops.core.classifier import Classifier
 from toyloops.core.errors import ConfigError
+from toyloops.core.specs import read_checkpoint
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import read_checkpoint, write_new
+from toyloops.engine.checkpoints import write_new
 
 
 def example_input(net: nn.Module) -> Tensor:

@@ -51,7 +51,7 @@ from toyloops.core.data import BatchIterator
 from toyloops.core.errors import ConfigError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.config import LOG_DIR, apply_thread_policy
+from toyloops.engine.defaults import LOG_DIR, apply_thread_policy
 
 BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip", "optimizer step", "scheduler",
            "logging", "callbacks", "engine (rest)")
@@ -208,8 +208,8 @@ def _loop_functions(clock: Clock) -> Iterator[None]:
 def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
     """The hand loop's training epochs (``loop.train_epoch`` itself), timed from outside."""
     from toyloops.engine import loop
-    from toyloops.engine.config import check_values, links_into_net
     from toyloops.engine.seeding import seed_everything
+    from toyloops.engine.validation import check_values, links_into_net
 
     parser = loop.build_parser()
     cfg = parser.parse_args(args)
@@ -360,8 +360,8 @@ def _watch_lightning(clock: Clock, cli: Any, watch: Callable) -> None:
 def memory(args: list[str]) -> dict[str, float]:
     """Bytes of one training step at the config's batch size: computed parts and measured peak."""
     from toyloops.engine import loop
-    from toyloops.engine.config import links_into_net
     from toyloops.engine.seeding import seed_everything
+    from toyloops.engine.validation import links_into_net
 
     parser = loop.build_parser()
     cfg = parser.parse_args(args)

@@ -48,7 +48,7 @@ from optuna.trial import TrialState
 from toyloops.core.errors import ConfigError, NonFiniteLossError, ToyloopsError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.config import LOG_DIR, MONITOR
+from toyloops.engine.defaults import LOG_DIR, MONITOR
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -249,7 +249,7 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
 def check_args(engine: str, args: list[str]) -> None:
     """Parse and build (no training, no run folder) a config with these arguments: an unknown key
     or a value the config cannot take is a one-line error here, before any trial starts."""
-    from toyloops.engine.config import check_config_file, check_net_fits_data, check_values, links_into_net
+    from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 
     args = runs.with_shipped_configs(args)
     for path in runs.config_files(args):

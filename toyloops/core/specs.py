@@ -1,0 +1,197 @@
+"""Nets, optimizers and schedulers as plain data (``class_path`` + ``init_args``), and the one rule
+for reading them back: a checkpoint is data, so nothing it names is imported or called unless it
+is allowed here.
+
+Allowed are toyloops' nets, the nets a project registers with :func:`allow_net` (the one place a
+project trusts its own code), and torch's optimizers and schedulers. Checkpoints are read with
+``torch.load(..., weights_only=True)``: a pickle that names code is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from toyloops.core.errors import ConfigError
+
+__all__ = ["allow_net"]
+
+OptimizerCallable = Callable[[Iterable], torch.optim.Optimizer]
+SchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+NOT_STORED = "not stored: a function, not a class"  # stands for a factory a checkpoint cannot hold
+# Schedulers whose arguments are functions or other schedulers: not expressible as plain data.
+CALLABLE_SCHEDULERS = ("LambdaLR", "MultiplicativeLR", "CyclicLR", "SequentialLR", "ChainedScheduler")
+SPEC_KEYS = ("net", "optimizer", "scheduler")  # hyperparameters that name a class
+LEGACY_HPARAM_KEYS = ("hparams", "module_arguments")  # older Lightning's names for hyper_parameters
+FUSED_BY_DEFAULT = ("Adam", "AdamW")  # built fused unless the config says otherwise (both engines)
+
+ALLOWED_NETS: dict[str, type[nn.Module]] = {}  # class path -> class; filled by allow_net
+
+
+def allow_net(cls: type[nn.Module], *aliases: str) -> type[nn.Module]:
+    """Let checkpoints rebuild ``cls`` from their hyperparameters (usable as a class decorator).
+
+    Register the nets of your own project here; the net must record its constructor arguments in
+    ``self.init_args`` to be stored as a spec. ``aliases`` are further class paths it answers to.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"allow_net({cls!r}): expected an nn.Module subclass")
+    for path in (f"{cls.__module__}.{cls.__qualname__}", *aliases):
+        ALLOWED_NETS[path] = cls
+    return cls
+
+
+def factory_class(factory: Any) -> type | None:
+    """The class a factory builds: itself, or the class inside ``functools.partial(cls, ...)``
+    (jsonargparse's partials hold it as their first argument, behind a function of its own)."""
+    if isinstance(factory, type):
+        return factory
+    if isinstance(factory, functools.partial):
+        return next((a for a in (factory.func, *factory.args) if isinstance(a, type)), None)
+    return None
+
+
+def describe(obj: Any) -> dict[str, Any] | None:
+    """A factory or net as plain data, or None if it has none (a lambda; a net without ``init_args``)."""
+    if obj is None or isinstance(obj, dict):
+        return obj
+    if isinstance(obj, functools.partial | type):
+        cls, kwargs = factory_class(obj), getattr(obj, "keywords", {})
+    else:
+        cls, kwargs = type(obj), getattr(obj, "init_args", None)
+    if cls is None or kwargs is None:
+        return None
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    short = next((p for p, c in ALLOWED_NETS.items() if c is cls and p.count(".") == 1), None)
+    for home in (torch.optim, torch.optim.lr_scheduler):  # the documented name: torch.optim.AdamW
+        if getattr(home, cls.__name__, None) is cls:
+            path = f"{home.__name__}.{cls.__name__}"
+    return {"class_path": short or path, "init_args": dict(kwargs)}
+
+
+def resolve(spec: Any, kind: str, where: str) -> type:
+    """The class a spec names, if allowed for ``kind`` (net, optimizer, scheduler); else a ConfigError.
+    Nothing is imported: optimizers and schedulers are attributes of torch's own modules."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise ConfigError(f"{where}: expected {{class_path, init_args}}, got {type(spec).__name__}")
+    path = spec["class_path"]
+    module, _, name = path.rpartition(".")
+    if kind == "net":
+        cls, allowed = ALLOWED_NETS.get(path), f"one of {', '.join(sorted(ALLOWED_NETS))} (see allow_net)"
+    else:
+        home, base = ((torch.optim, torch.optim.Optimizer) if kind == "optimizer" else
+                      (torch.optim.lr_scheduler, (torch.optim.lr_scheduler.LRScheduler,
+                                                  torch.optim.lr_scheduler.ReduceLROnPlateau)))
+        cls = getattr(home, name, None) if module == home.__name__ and name not in CALLABLE_SCHEDULERS else None
+        cls = cls if isinstance(cls, type) and issubclass(cls, base) else None
+        allowed = f"a class of {home.__name__}" + (f" other than {', '.join(CALLABLE_SCHEDULERS)}"
+                                                   if kind == "scheduler" else "")
+    if cls is None:
+        raise ConfigError(f"{where}.class_path={path!r} is not allowed: expected {allowed}")
+    check_plain(spec.get("init_args") or {}, f"{where}.init_args")
+    return cls
+
+
+def build(spec: dict[str, Any] | None, kind: str, where: str) -> Any:
+    """The factory (optimizer, scheduler) or the object (net) a spec describes."""
+    if spec is None:
+        return None
+    factory = functools.partial(resolve(spec, kind, where), **(spec.get("init_args") or {}))
+    return factory() if kind == "net" else factory
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Numbers, booleans, None, strings that are not import paths, and lists/dicts of them."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif isinstance(value, str) and "." in value and all(part.isidentifier() for part in value.split(".")):
+        raise ConfigError(f"{where}={value!r}: a stored value may not name Python code")
+    elif not isinstance(value, (bool, int, float, str, type(None))):
+        raise ConfigError(f"{where}: {type(value).__name__} is not a plain value")
+
+
+def fusing_allowed(precision: object, gradient_clip_val: float | None) -> bool:
+    """A fused optimizer unscales its own gradients, which Lightning refuses to clip under mixed precision."""
+    return not (gradient_clip_val and str(precision) in ("16-mixed", "bf16-mixed"))
+
+
+def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = True) -> torch.optim.Optimizer:
+    """``factory(params)``, fused for Adam/AdamW when the factory sets neither ``fused`` nor
+    ``foreach`` (None, as jsonargparse fills them in, is not setting them), asks for no
+    ``differentiable`` step and ``fused`` (:func:`fusing_allowed`) allows it."""
+    params = list(params)
+    cls, given = factory_class(factory), factory.keywords if isinstance(factory, functools.partial) else {}
+    chosen = {key for key in ("fused", "foreach") if given.get(key) is not None}
+    if given.get("fused") and not fused:  # Lightning would stop at the first clip with a RuntimeError
+        raise ConfigError("model.optimizer.init_args.fused=True: a fused optimizer cannot have its gradients "
+                          "clipped under 16-mixed/bf16-mixed; set fused: false or trainer.gradient_clip_val: null")
+    devices = {t.device.type for p in params for t in (p["params"] if isinstance(p, dict) else [p])}
+    if isinstance(cls, type) and cls.__name__ in FUSED_BY_DEFAULT and cls.__module__.startswith("torch.optim") \
+            and fused and not chosen and not given.get("differentiable") and devices <= {"cpu", "cuda"}:
+        return factory(params, fused=True)
+    return factory(params)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Any checkpoint as plain data; a missing, truncated or hostile file is a ConfigError naming it."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ConfigError(f"ckpt_path={str(path)!r}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"ckpt_path={str(path)!r} is a folder, not a checkpoint file") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, OSError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        weights_only = str(err).startswith("Weights only load failed")
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported global" in line), None)
+        if weights_only and detail:  # a pickle that names code to run
+            reason = f"refused, it needs code to load: {detail.split('. ')[0]}"
+        elif weights_only:  # torch's own advice fills the first lines; the cause comes after them
+            cause = next((line for line in lines if line.startswith("Unsupported") or "load key" in line),
+                         "not plain data")
+            reason = f"{type(err).__name__}: {cause}"
+        else:
+            reason = f"{type(err).__name__}: {lines[0] if lines else 'empty or truncated file'}"
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint")
+    return checkpoint
+
+
+def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
+    from it: plain data, weights present, hyperparameters naming only allowed classes (``given``:
+    the ones the caller passes itself, whose stored spec is not used)."""
+    checkpoint = load_checkpoint(path)
+    if not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
+                          "(a bare state_dict loads with model.net.load_state_dict)")
+    for key in ("hyper_parameters", *LEGACY_HPARAM_KEYS):  # Lightning merges the old keys in too
+        if key not in checkpoint:
+            continue
+        if not isinstance(checkpoint[key], dict):
+            raise ConfigError(f"ckpt_path={str(path)!r}: its {key} are not a mapping")
+        for name, value in checkpoint[key].items():
+            where = f"ckpt_path={str(path)!r}: {key}.{name}"
+            if name in given:
+                continue
+            if name in SPEC_KEYS and value not in (None, NOT_STORED):
+                resolve(value, name, where)
+            else:
+                check_plain(value, where)
+    version = checkpoint.get("pytorch-lightning_version", "0")
+    if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
+        raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
+    return checkpoint

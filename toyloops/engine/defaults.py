@@ -1,0 +1,77 @@
+"""The template's defaults that differ from Lightning's, each with its reason, and the rules
+both engines read the same way from a run config (links, threads, logging steps, resume).
+
+The reasons are measured in ``benchmarks/RESULTS.md`` ("Defaults").
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from toyloops.core.errors import ConfigError
+
+LOG_DIR = "logs"
+# A config's model: section without a class_path is a Classifier (toyloops.Regressor must be named).
+DEFAULT_MODEL = {"class_path": "toyloops.Classifier"}
+NET_KEY = "model.init_args.net.init_args"  # where the data's facts are linked into the net
+MONITOR, MONITOR_MODE = "val/acc", "max"
+# Template defaults for Lightning's own keys, set on both engines' parsers.
+TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
+# Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the training progress bar
+# redraws at most twice a second and at each epoch's last batch (toyloops.engine.callbacks.ProgressBar;
+# a redraw costs ~1 ms: every step, ~200 us a step; every 10th step, still ~100 us);
+PROGRESS_BAR_MIN_INTERVAL_S = 0.5
+PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]  # the other bars (validation ...)
+# and one torch thread unless TOYLOOPS_THREADS (or OMP_NUM_THREADS) says otherwise: two OpenMP
+# threads on a shared 2-core machine wait on each other, 5-25x slower a step.
+THREADS_ENV = "TOYLOOPS_THREADS"
+
+# Facts the data module owns -> where the net takes them. A data module that lacks a fact
+# (sequences have no num_features) leaves that link out, so one list serves every net.
+DATA_TO_NET = (
+    ("num_classes", "num_classes"),
+    ("num_features", "in_features"),
+    ("vocab_size", "vocab_size"),
+    ("seq_len", "seq_len"),
+)
+
+
+def add_links(parser, net_key: str = NET_KEY) -> None:  # noqa: ANN001 - a jsonargparse parser
+    """Link the seed and the data's facts into the net, as both engines do."""
+    parser.link_arguments("seed_everything", "data.init_args.seed")  # one seed drives everything
+    for source, target in DATA_TO_NET:
+        parser.link_arguments(f"data.{source}", f"{net_key}.{target}", apply_on="instantiate")
+
+
+def apply_thread_policy() -> int:
+    """Set torch's intra-op threads from ``TOYLOOPS_THREADS``; 1 when neither it nor
+    ``OMP_NUM_THREADS`` is set (torch reads the latter itself). Returns the number in use."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        if "OMP_NUM_THREADS" in os.environ:
+            return torch.get_num_threads()
+        value = "1"
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ConfigError(f"{THREADS_ENV}={value!r}: expected a whole number of threads >= 1")
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
+def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
+    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built
+    them (:func:`build_optimizer`), not as the checkpoint's run did. ``load_state_dict`` takes the
+    saved groups whole, so an unfused checkpoint (one saved before Adam/AdamW were fused, or with
+    fused: false) made the step unfused in an optimizer built fused, which tells a GradScaler it
+    unscales its own gradients: under 16-mixed, an AssertionError at the first step."""
+    for group in optimizer.param_groups:
+        for key in ("fused", "foreach"):
+            if key in optimizer.defaults and key in group:
+                group[key] = optimizer.defaults[key]
+
+
+def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
+    """The steps whose training loss is logged (Lightning's logger connector writes on these)."""
+    return (global_step + 1) % log_every_n_steps == 0
+

@@ -1,0 +1,233 @@
+"""Every check a config passes before a run starts, written once for both engines: values the
+parser accepts but a run cannot use, config files, and jsonargparse's errors as one line.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from toyloops.core.errors import ConfigError
+from toyloops.core.specs import resolve
+from toyloops.engine.defaults import DATA_TO_NET
+
+MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
+
+
+def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = True) -> None:
+    """Fail at construction when the net predicts another number of classes than the data has, or
+    (``linked``: a config's links) the data provides a size the net has no argument for."""
+    params = inspect.signature(type(model.net)).parameters
+    for source, name in DATA_TO_NET if linked else ():
+        if hasattr(datamodule, source) and name not in params:
+            raise ConfigError(
+                f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
+                f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
+                "2-D points need LogisticRegression or MLP)"
+            )
+    model_classes, data_classes = getattr(model, "num_classes", None), getattr(datamodule, "num_classes", None)
+    if model_classes is None and data_classes is not None:
+        raise ConfigError(f"model={type(model).__name__} predicts values but data={type(datamodule).__name__} has "
+                          f"{data_classes} classes: use model.class_path: toyloops.Classifier")
+    if data_classes is None and model_classes is not None:
+        raise ConfigError(f"model={type(model).__name__} does not fit data={type(datamodule).__name__}: regression "
+                          "data needs model.class_path: toyloops.Regressor (and a net such as LinearRegression)")
+    if model_classes != data_classes:
+        raise ConfigError(f"model.num_classes={model_classes} but the data has {data_classes} classes")
+
+
+def unlinkable(message: str) -> str | None:
+    """jsonargparse's complaint when a link targets an argument the configured net lacks, as one line."""
+    match = re.search(r"Expected key (\S+) to be in data", message)
+    if not match:
+        return None
+    arg = match[1].rsplit(".", 1)[-1]
+    return (f"model.net takes no {arg} argument, but the data links its {arg} into it: give the net that "
+            "argument, or use one of toyloops' nets")
+
+
+@contextmanager
+def links_into_net() -> Iterator[None]:
+    """Instantiating the config's objects, with the link complaint as one line."""
+    try:
+        yield
+    except AssertionError as err:
+        if unlinkable(str(err)) is None:
+            raise
+        raise ConfigError(unlinkable(str(err))) from None
+
+
+def check_values(config: Any) -> None:
+    """Values both engines refuse, with one line naming the key: legal to the parser, but they would
+    crash later, be silently replaced, or mean different things in the two engines."""
+    seed = config.get("seed_everything")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed_everything={seed!r}: expected an int in [0, 2**32) (NumPy's seed range)")
+    trainer = config.trainer
+    for key in ("max_epochs", "check_val_every_n_epoch", "log_every_n_steps"):
+        value = trainer.get(key)
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{key}={value}: expected an int >= 1"
+                              + (" (toy runs end: -1, 'no limit', is not offered)" if key == "max_epochs" else ""))
+    clip, algorithm = trainer.get("gradient_clip_val"), trainer.get("gradient_clip_algorithm")
+    if clip is not None and not 0 <= clip < math.inf:
+        raise ConfigError(f"trainer.gradient_clip_val={clip}: expected a finite number >= 0 (0 or null: no clipping)")
+    if algorithm not in (None, "norm", "value"):
+        raise ConfigError(f"trainer.gradient_clip_algorithm={algorithm!r}: expected 'norm' or 'value'")
+    if str(trainer.get("accelerator")) not in ("auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"trainer.accelerator={trainer.get('accelerator')!r}: expected auto, cpu, gpu or cuda")
+    if trainer.get("limit_train_batches") == 0:
+        raise ConfigError("trainer.limit_train_batches=0 trains nothing: expected > 0")
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
+            raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
+    model = model_args(config)
+    tags = metric_tags(model_class(config), model.get("metrics") or [])
+    monitor = (config.get("checkpoint") or {}).get("monitor")
+    if monitor is not None and tags and monitor not in tags:
+        raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
+    callbacks = trainer.get("callbacks") or []
+    for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
+        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:
+            check_early_stopping(spec.init_args, tags)
+    every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
+    if every is not None and every < 0:
+        raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
+    for kind in ("optimizer", "scheduler"):
+        spec = model.get(kind)
+        if spec is not None:
+            spec = spec.as_dict() if hasattr(spec, "as_dict") else spec
+            cls = resolve(spec, kind, f"model.{kind}")  # torch's own classes, plain arguments: nothing to call
+            init_args = spec.get("init_args") or {}
+            for key, value in init_args.items():
+                if isinstance(value, float) and (not math.isfinite(value) or (key == "lr" and value < 0)):
+                    raise ConfigError(f"model.{kind}.init_args.{key}={value}: expected a finite number"
+                                      + (" >= 0" if key == "lr" else ""))
+            try:  # torch checks its own arguments when it builds and steps one: do both now, on a stand-in
+                optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)])
+                if kind == "optimizer":
+                    cls([torch.zeros(1, requires_grad=True)], **init_args)
+                else:
+                    scheduler = cls(optimizer, **init_args)
+                    optimizer.step()
+                    scheduler.step(0.0) if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) \
+                        else scheduler.step()
+            except (ValueError, ZeroDivisionError, NotImplementedError) as err:
+                raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
+
+
+def model_args(config: Any) -> Any:
+    """The model's init_args in a parsed config (``model: {class_path, init_args}``)."""
+    return config.model.get("init_args") or config.model
+
+
+def model_class(config: Any) -> str:
+    return config.model.get("class_path") or "toyloops.Classifier"
+
+
+def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
+    """The tags toyloops' Classifier (with these ``metrics``) or Regressor logs in training; [] for
+    a module of the user's own, whose tags only it knows."""
+    score = {"Classifier": "acc", "Regressor": "mae"}.get(model_class.rpartition(".")[2])
+    if not model_class.startswith("toyloops.") or score is None:
+        return []
+    return ["train/loss", "train/loss_epoch", "val/loss",
+            *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
+
+
+def check_early_stopping(settings: Any, tags: list[str]) -> None:
+    """EarlyStopping must monitor a tag the Classifier logs (``tags``), in a direction it knows
+    (Lightning would find out an epoch into training, with a traceback)."""
+    if settings.monitor not in tags:
+        raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+                          f"{', '.join(tags)}")
+    if settings.mode not in ("min", "max"):
+        raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
+
+
+def check_config_file(path: str | Path) -> None:
+    """A config file (or inline YAML given as ``--config``) is small, UTF-8, with each key once, a
+    few aliases and finite numbers. Checked before it is parsed: a 451-byte alias bomb expands to
+    gigabytes.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_file():
+            return  # a pipe (--config <(...)) can be read once only: by the parser
+        data = path.read_bytes() if path.is_file() else str(path).encode()  # a file, or inline YAML
+    except OSError:
+        return  # the parser reports a file it cannot read
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path}: {len(data):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+        aliases = sum(isinstance(token, yaml.AliasToken) for token in yaml.scan(text))
+        root = yaml.compose(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError:
+        return  # malformed YAML: the parser reports it with its position
+    if aliases > MAX_CONFIG_ALIASES:
+        raise ConfigError(f"--config {path}: {aliases} YAML aliases; a config may use at most {MAX_CONFIG_ALIASES}")
+    nodes, seen = [root] if root is not None else [], set()
+    while nodes:
+        node = nodes.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys = [key.value for key, _ in node.value]
+            twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+            if twice is not None:
+                raise ConfigError(f"--config {path}: key {twice!r} appears twice in one mapping "
+                                  f"(line {node.start_mark.line + 1})")
+            nodes += [value for _, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            nodes += node.value
+        elif node.tag == "tag:yaml.org,2002:float" and node.value.lower().lstrip("+-") in (".nan", ".inf"):
+            raise ConfigError(f"--config {path}: {node.value} at line {node.start_mark.line + 1}: expected a "
+                              "finite number")
+
+
+def with_config_files(message: str, args: list[str]) -> str:
+    """Name the config file(s) in a YAML syntax error, which jsonargparse reports without them."""
+    if "parsing config" not in message:
+        return message
+    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
+    return f"{message} (in {', '.join(files)})" if files else message
+
+
+def one_line(message: str) -> str:
+    """Condense jsonargparse's nested, multi-line errors to 'key.path: what was expected/given'."""
+    line = _one_line(message)
+    nested = re.search(r"NestedArg\(key='([^']+)'", line)
+    if nested:  # all it says is that a class takes no such option
+        return f"{line.split(':')[0]}.{nested[1]}: no such option"
+    return line
+
+
+def _one_line(message: str) -> str:
+    if unlinkable(message):
+        return unlinkable(message)
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [line[2:] for line in lines if line.startswith("- ") and "NoneType" not in line]
+    if not keys:  # a constructor's ValueError, wrapped by jsonargparse in a list of union errors
+        return reasons[0] if "Errors:" in message and reasons else (lines[0] if lines else message)
+    detail = next((line for line in lines if "Got value" in line), None)
+    if detail is None:
+        expected = [line[2:] for line in lines if line.startswith("- Expected")]
+        given = next((line for line in lines if line.startswith("Given value:")), "")
+        detail = f"{' or '.join(expected) or lines[-1]}. {given}".strip()
+    detail = re.sub(r"<class '([\w.]+)'>", r"\1", re.sub(r'Parser key "[^"]+":\s*', "", detail))
+    return f"{'.'.join(dict.fromkeys(keys))}: {detail}"
