@@ -210,8 +210,8 @@ def test_a_checkpoint_folder_that_cannot_be_made_is_a_loud_error(in_tmp, capsys)
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_shards_batches_and_matches_single_process(tmp_path, monkeypatch):
-    """The README's DDP line, as written (run from a folder laid out as a clone)."""
-    from test_readme import DDP_LINE
+    """The docs' DDP line, as written (run from a folder laid out as a clone)."""
+    from test_docs import DDP_LINE
 
     config = str(CONFIGS / "blobs_mlp.yaml")
     for name in ("configs", "train.py"):
