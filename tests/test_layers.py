@@ -1,0 +1,40 @@
+"""The three layers import downwards only: core <- engine <- tools (DESIGN.md). Walks every import
+statement of every module, those inside functions too."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+PACKAGE = ROOT / "toyloops"
+BELOW = {"core": (), "engine": ("core",), "tools": ("core", "engine")}
+
+
+def imported_layers(path: Path) -> set[str]:
+    """The toyloops layers (core, engine, tools) a module imports from, anywhere in its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "toyloops":
+                found.add(parts[1] if len(parts) > 1 and parts[1] in BELOW else "core")  # the top level re-exports the core
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(BELOW))
+def test_a_layer_imports_only_the_layers_below_it(layer):
+    modules = sorted((PACKAGE / layer).rglob("*.py"))
+    assert modules
+    for module in modules:
+        above = imported_layers(module) - {layer, *BELOW[layer]}
+        assert not above, f"{module.relative_to(ROOT)} imports {sorted(above)}, above the {layer} layer"
+
+
+def test_the_walk_sees_imports_inside_functions(tmp_path):
+    snippet = tmp_path / "m.py"
+    snippet.write_text("def f():\n    from toyloops.engine import runs\n    import toyloops.tools.sweep\n")
+    assert imported_layers(snippet) == {"engine", "tools"}
+
