@@ -12,7 +12,8 @@ BELOW = {"core": (), "engine": ("core",), "tools": ("core", "engine")}
 
 
 def imported_layers(path: Path) -> set[str]:
-    """The toyloops layers (core, engine, tools) a module imports from, anywhere in its code."""
+    """The layers (core, engine, tools) a module imports from, anywhere in its code; the top level
+    ``toyloops`` re-exports the core."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
@@ -20,7 +21,7 @@ def imported_layers(path: Path) -> set[str]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "toyloops":
-                found.add(parts[1] if len(parts) > 1 and parts[1] in BELOW else "core")  # the top level re-exports the core
+                found.add(parts[1] if len(parts) > 1 and parts[1] in BELOW else "core")
     return found
 
 
