@@ -7,7 +7,7 @@ their batches from :class:`BatchIterator`, which is why they see the very same b
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +22,23 @@ SEQUENCE_TASKS = ("parity", "majority", "contains")
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+# data.dataset -> (make(n_samples, noise, seed, ...), bayes(...) or None): the 2-D point sets.
+POINT_SETS: dict[str, tuple[Callable[..., tuple[Tensor, Tensor]], Callable[..., float | None] | None]] = {}
+
+
+def point_set(name: str, bayes: Callable[..., float | None] | None = None) -> Callable:
+    """Register ``make`` as ``data.dataset: name`` of :class:`~toyloops.core.datamodules.PointsDataModule`.
+
+    ``make`` takes ``n_samples``, ``noise`` and ``seed`` (and any other setting of the data module
+    by name) and returns points (N, 2) float32 and labels (N,) int64; ``bayes`` takes the same
+    settings and returns the best accuracy any model can reach, where it is known (None claims nothing).
+    """
+    def register(make: Callable[..., tuple[Tensor, Tensor]]) -> Callable[..., tuple[Tensor, Tensor]]:
+        POINT_SETS[name] = (make, bayes)
+        return make
+    return register
 
 
 def make_blobs(
@@ -43,6 +60,13 @@ def make_blobs(
     return x, y
 
 
+@point_set("blobs", bayes=lambda centers, variance, **_: bayes_accuracy_blobs(centers, variance))
+def blobs(n_samples: int, noise: float, seed: int, centers: Sequence[Sequence[float]], variance: float):  # noqa: ANN201
+    """``make_blobs`` with ``n_samples`` split evenly across the centers (``noise`` is unused)."""
+    return make_blobs(n_samples // len(centers), centers, variance, seed)
+
+
+@point_set("circles", bayes=lambda noise, **_: 1.0 - noise)  # the flipped labels are all any model misses
 def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Points ~ N(0, I) in 2-D; label 1 outside the unit circle (radius^2 > 1).
 
@@ -58,9 +82,9 @@ def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tu
     return x, torch.where(flip, 1 - y, y)
 
 
-POINT_SETS = ("blobs", "circles", "moons", "spirals", "xor")
 
 
+@point_set("moons", bayes=lambda noise, **_: 1.0 if noise == 0 else None)  # the classes overlap only when jittered
 def make_moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Two interleaved half circles (class 0 on top, class 1 below, shifted), jittered by N(0, noise^2).
 
@@ -78,6 +102,7 @@ def make_moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> tupl
     return x + noise * torch.randn(n_samples, 2, generator=g), y
 
 
+@point_set("spirals", bayes=lambda noise, **_: 1.0 if noise == 0 else None)  # the classes overlap only when jittered
 def make_spirals(n_samples: int = 1000, noise: float = 0.0, turns: float = 1.0,
                  seed: int = 0) -> tuple[Tensor, Tensor]:
     """Two interleaved spiral arms, the second the first turned by pi, jittered by N(0, noise^2).
@@ -97,6 +122,7 @@ def make_spirals(n_samples: int = 1000, noise: float = 0.0, turns: float = 1.0,
     return x + noise * torch.randn(n_samples, 2, generator=g), y
 
 
+@point_set("xor", bayes=lambda noise, **_: 1.0 if noise == 0 else None)  # the classes overlap only when jittered
 def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor]:
     """XOR quadrants: points uniform in [-1, 1]^2, label 1 where the two coordinates differ in
     sign; then jittered by N(0, noise^2). Class sizes as in :func:`make_moons`.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,7 +161,7 @@ class PointsDataModule(_SplitDataModule):
 
     def __init__(
         self,
-        dataset: Literal["blobs", "circles", "moons", "spirals", "xor"] = "blobs",
+        dataset: str = "blobs",
         n_samples: int = 1000,
         centers: list[list[float]] | None = None,
         variance: float = 0.5,
@@ -186,7 +187,8 @@ class PointsDataModule(_SplitDataModule):
             jitter added to the points.
         """
         if dataset not in data.POINT_SETS:
-            raise ConfigError(f"data.dataset must be one of {', '.join(data.POINT_SETS)}, got {dataset!r}")
+            raise ConfigError(f"data.dataset={dataset!r}: expected one of {', '.join(data.POINT_SETS)} "
+                              "(toyloops.core.data.point_set registers more)")
         self.dataset, self.n_samples, self.variance, self.noise = dataset, n_samples, variance, noise
         self.centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(self.centers) < 2:
@@ -195,14 +197,13 @@ class PointsDataModule(_SplitDataModule):
                          val_draw)
 
     def generate(self, seed: int | None = None) -> tuple[Tensor, Tensor]:
-        seed = self.seed if seed is None else seed
-        if self.dataset == "blobs":
-            per_class = self.n_samples // len(self.centers)
-            return data.make_blobs(per_class, self.centers, self.variance, seed)
-        if self.dataset == "circles":
-            return data.make_circles(self.n_samples, self.noise, seed)
-        make = {"moons": data.make_moons, "spirals": data.make_spirals, "xor": data.make_xor}[self.dataset]
-        return make(n_samples=self.n_samples, noise=self.noise, seed=seed)
+        make = data.POINT_SETS[self.dataset][0]
+        return make(**self.settings_for(make), seed=self.seed if seed is None else seed)
+
+    def settings_for(self, function: Callable) -> dict[str, Any]:
+        """This data module's settings that ``function`` (a point set's make or bayes) takes by name."""
+        return {name: getattr(self, name) for name in inspect.signature(function).parameters if hasattr(self, name)
+                and name != "seed"}
 
     def transform(self, train: Tensor, val: Tensor, test: Tensor) -> tuple[Tensor, ...]:
         self.mean, self.std = data.feature_statistics(train)
@@ -228,13 +229,9 @@ class PointsDataModule(_SplitDataModule):
 
     @property
     def bayes_accuracy(self) -> float | None:
-        """Closed form for two blobs, 1 - label noise for circles; 1 for the other sets without
-        jitter (their classes do not overlap); None where unknown (jittered, or 3+ blobs)."""
-        if self.dataset == "blobs":
-            return data.bayes_accuracy_blobs(self.centers, self.variance)
-        if self.dataset == "circles":
-            return 1.0 - self.noise
-        return 1.0 if self.noise == 0 else None
+        """What the point set's registration says (:func:`toyloops.core.data.point_set`); None: unknown."""
+        bayes = data.POINT_SETS[self.dataset][1]
+        return None if bayes is None else bayes(**self.settings_for(bayes))
 
     @property
     def num_features(self) -> int:
