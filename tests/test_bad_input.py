@@ -24,7 +24,7 @@ CASES = {
     "unknown trainer key": (MLP, ["--trainer.max_epoch", "3"], "--trainer.max_epoch"),
     "wrong type int": (MLP, ["--trainer.max_epochs", "ten"], "trainer.max_epochs"),
     "wrong type batch": (MLP, ["--data.batch_size", "abc"], "data.batch_size: Expected a int. Got value: abc"),
-    "unknown dataset": (MLP, ["--data.dataset", "squares"], "Got value: squares"),
+    "unknown dataset": (MLP, ["--data.dataset", "squares"], "data.dataset='squares': expected one of blobs"),
     "unknown task": (SEQ, ["--data.task", "sorting"], "Got value: sorting"),
     "negative hidden size": (MLP, ["--model.net.hidden_sizes", "[16, -4]"], "hidden_sizes must all be > 0"),
     "zero samples": (MLP, ["--data.n_samples", "0"], "n_per_class must be > 0, got 0"),

@@ -121,7 +121,7 @@ def test_load_from_checkpoint_in_a_plain_script_needs_no_arguments(trained_run):
     ("config", "args", "message"),
     [  # the full table of bad inputs runs in-process in test_bad_input.py; these are real processes
         ("blobs_mlp", ["--data.dataset", "squares"],
-         "data.dataset: Expected a typing.Literal['blobs', 'circles', 'moons', 'spirals', 'xor']"),
+         "data.dataset='squares': expected one of blobs, circles, moons, spirals, xor"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(tmp_path, config, args, message):

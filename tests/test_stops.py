@@ -168,7 +168,7 @@ def test_a_resume_that_changes_model_or_data_is_refused_and_rewrites_nothing(eng
     run_dir = one_epoch(engine).run_dir
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
     with pytest.raises(ConfigError, match=r"other settings \(data.init_args.n_samples: 2000 -> 900; "
-                                          r"model.net.init_args.hidden_sizes: \[32, 32\] -> \[8\]\)"):
+                                          r"model.init_args.net.init_args.hidden_sizes: \[32, 32\] -> \[8\]\)"):
         _fit(engine, "--trainer.max_epochs=2", "--model.net.hidden_sizes=[8]", "--data.n_samples=900",
              "--ckpt_path", "last")
     assert before == {p: p.read_bytes() for p in before}  # nothing in the run was rewritten

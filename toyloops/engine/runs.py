@@ -213,6 +213,10 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     value = value.as_dict() if hasattr(value, "as_dict") else value
     if isinstance(value, dict):
         return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if prefix.endswith("class_path.") and isinstance(value, str):  # toyloops.MLP and toyloops.core.nets.MLP
+        module, _, name = value.rpartition(".")
+        value = getattr(sys.modules.get(module), name, value)  # the class itself, where it is loaded
+        value = f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else value
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
 
 
