@@ -34,25 +34,6 @@ from toyloops.engine.runs import (
 )
 from toyloops.engine.seeding import set_rng_state
 
-# Lightning calls every per-batch hook of every callback, overridden or not, each inside a profiler
-# context and after building the callback's state_key (5-10 µs a call: the template's 11 callbacks
-# and 6 hooks a training step cost more than a small net's whole step). Lightning skips a hook
-# attribute that is not callable (lightning.pytorch.trainer.call._call_callback_hooks; relied on
-# here only, tested with Lightning 2.6.6), so a per-batch hook a callback does not override is set
-# to None on that callback: nothing it does changes, only the empty calls go.
-PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
-                   "on_after_backward", "on_before_optimizer_step", "on_validation_batch_start",
-                   "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start",
-                   "on_predict_batch_end")
-
-
-def skip_empty_batch_hooks(callbacks: list[Callback]) -> None:
-    """Set the per-batch hooks each callback leaves as Lightning's no-op to None (see above)."""
-    for callback in callbacks:
-        for name in PER_BATCH_HOOKS:
-            if getattr(type(callback), name, None) is getattr(Callback, name):
-                setattr(callback, name, None)
-
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval``

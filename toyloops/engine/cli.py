@@ -30,7 +30,6 @@ from toyloops.engine.callbacks import (
     ResumeState,
     RunSummary,
     StopOnNonFiniteLoss,
-    skip_empty_batch_hooks,
 )
 from toyloops.engine.checkpoints import check_resume, check_weights, load_checkpoint, read_checkpoint
 from toyloops.engine.config import (
@@ -186,7 +185,6 @@ class ToyCLI(LightningCLI):
         if not trainer.loggers:  # trainer.logger: false: the template's LR monitor has nothing to log to
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             trainer.callbacks[:] = [c for c in trainer.callbacks if c is not config.get("lr_monitor")]
-        skip_empty_batch_hooks(trainer.callbacks)
         return trainer
 
     def instantiate_classes(self) -> None:

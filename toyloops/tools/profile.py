@@ -281,7 +281,6 @@ def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path) -> M
     import lightning as L
     from lightning.pytorch.profilers import Profiler
 
-    from toyloops.engine.callbacks import skip_empty_batch_hooks
     from toyloops.engine.cli import ToyCLI
 
     clock = Clock()
@@ -331,7 +330,6 @@ def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path) -> M
         with instrument(clock, cli.model, cli.datamodule) if timed else _nothing() as watch:
             if watch:
                 _watch_lightning(clock, cli, watch)
-            skip_empty_batch_hooks(cli.trainer.callbacks)  # the profiler's own callbacks too
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         if cli.run_folder is not None:
             cli.run_folder.release(failed=False)
