@@ -124,7 +124,7 @@ def test_a_failing_run_removes_only_its_own_folder(engine, in_tmp, monkeypatch):
         other.append(runs.claim_new_run(Path("logs/circles_mlp"), PREFIX[engine]))
         raise NonFiniteLossError("loss is nan")
 
-    monkeypatch.setattr(f"toyloops.{'callbacks' if engine == 'lightning' else 'loop'}.check_finite",
+    monkeypatch.setattr(f"toyloops.engine.{'callbacks' if engine == 'lightning' else 'loop'}.check_finite",
                         another_run_starts_then_loss_is_nan)
     with pytest.raises(NonFiniteLossError):
         run_cli("fit", *ARGS) if engine == "lightning" else run(["fit", *ARGS])
