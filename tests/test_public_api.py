@@ -1,4 +1,4 @@
-"""toyloops reaches its dependencies through their public APIs only (docs/decisions.md, issue 19).
+"""toyloops reaches its dependencies through their public APIs and extension points only.
 
 Every module under ``toyloops/`` is read as a syntax tree and refused when it:
 
