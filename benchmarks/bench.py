@@ -48,7 +48,6 @@ from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, Sequ
 from toyloops.core.nets import classification_loss
 from toyloops.core.specs import build_optimizer
 from toyloops.engine import loop
-from toyloops.engine.callbacks import skip_empty_batch_hooks
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import apply_thread_policy
 from toyloops.engine.runs import freeze_imports
@@ -156,7 +155,6 @@ def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
                            "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.001",
                            "--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", *extra], run=False)
         timer = _TrainPhaseTimer()
-        skip_empty_batch_hooks([timer])  # the timer's own empty hooks cost nothing, as in barebones()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.times
@@ -173,7 +171,6 @@ def barebones(dm, make_net, epochs: int) -> list[float]:
     """A plain Trainer: Lightning's own floor for the same model and batches."""
     model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
     timer = _TrainPhaseTimer()
-    skip_empty_batch_hooks([timer])
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)

@@ -7,6 +7,7 @@ real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by
 - ``between``: at the start of write N + 1, so write N is complete and the run has trained on
   past it (the steps since then are lost and must be redone by a resume);
 - ``inside``: inside write N, with half its bytes on disk and the rename not yet done;
+- ``after``: right after write N's rename, so its checkpoint is in place and nothing after it ran;
 - ``TERM`` / ``INT``: sends itself that signal as write N + 1 starts, and lets the run go on;
 - ``fill``: before write N, fills the filesystem of ``$BALLAST`` (a file path) to the last byte;
 - ``rank1-KILL`` / ``rank1-STOP``: DDP rank 1 sends itself that signal at training step N.
@@ -52,7 +53,14 @@ def fsync(fd: int) -> None:
     real_fsync(fd)
 
 
+def replace(src, dst, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - os.replace's signature
+    real_replace(src, dst, *rest, **kwargs)
+    if mode == "after" and calls == n:  # the rename that puts checkpoint write N in place
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 torch.save, os.fsync, armed, real_fsync = save, fsync, False, os.fsync
+os.replace, real_replace = replace, os.replace
 if mode.startswith("rank1-") and os.environ.get("LOCAL_RANK") == "1":
     import toyloops.core.errors  # patched before the engines import it
 

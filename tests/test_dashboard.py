@@ -15,7 +15,7 @@ from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, probabilities
 from toyloops.engine.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
-from toyloops.engine.loop import run
+from toyloops.engine.loop import open_writer, run
 
 MLP_CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=1"]
@@ -153,36 +153,64 @@ def _scalars(folder: Path) -> list[tuple[str, int, float, float]]:
             for event in EventFileLoader(str(path)).Load() for value in event.summary.value]
 
 
-def test_held_events_reach_the_file_at_flush_and_close_with_their_own_wall_times(tmp_path, monkeypatch):
-    from torch.utils.tensorboard import SummaryWriter
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_events_reach_the_file_at_flush_and_close_with_the_wall_time_they_were_logged_at(engine, tmp_path):
+    import time
 
-    from toyloops.engine import dashboard
+    from toyloops.engine.dashboard import FLUSH_SECS
+    from toyloops.engine.loggers import TensorBoardLogger
 
-    monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", float("inf"))  # only flush and close hand them over
-    writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
-    assert dashboard.hold_events(writer).file_writer.event_writer.events is not None  # wrapped once
-    writer.add_scalar("train/loss", 0.5, 9, walltime=1000.0)
+    # the writer each engine logs through: the template logger's experiment, the hand loop's own
+    writer = TensorBoardLogger(str(tmp_path), name="").experiment if engine == "lightning" else open_writer(tmp_path)
+    assert writer.flush_secs == FLUSH_SECS  # its thread writes out what it holds at least this often
+    before = time.time()
+    writer.add_scalar("train/loss", 0.5, 9)
     writer.add_scalar("train/loss", 0.25, 19, walltime=1001.0)
-    writer.file_writer.event_writer.events.flush()  # the file as it stands, without handing anything over
-    assert _scalars(tmp_path) == []
-    writer.flush()
-    assert _scalars(tmp_path) == [("train/loss", 9, 0.5, 1000.0), ("train/loss", 19, 0.25, 1001.0)]
+    after = time.time()
+    writer.flush()  # returns once the writer's thread has written out every event handed to it
+    (first, second) = _scalars(Path(writer.log_dir))
+    assert first[:3] == ("train/loss", 9, 0.5) and before <= first[3] <= after  # stamped when logged
+    assert second == ("train/loss", 19, 0.25, 1001.0)
     writer.add_scalar("epoch", 1.0, 19, walltime=1002.0)
     writer.close()
-    assert _scalars(tmp_path)[-1] == ("epoch", 19, 1.0, 1002.0)
+    assert _scalars(Path(writer.log_dir))[-1] == ("epoch", 19, 1.0, 1002.0)
 
 
-def test_held_events_go_over_once_the_oldest_is_old_enough(tmp_path, monkeypatch):
-    from torch.utils.tensorboard import SummaryWriter
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_an_epochs_events_are_in_the_file_when_the_next_epoch_starts(engine, in_tmp):
+    """What each engine logged in epoch 0 (train/loss at step 9, the epoch's metrics at its last
+    step, 14) is in the event file at the boundary: the hand loop's epoch_end hook runs after the
+    epoch's checkpoints; a Lightning callback's on_train_epoch_start after the template's flush."""
+    import lightning as L
 
-    from toyloops.engine import dashboard
+    from toyloops.engine.cli import ToyCLI
 
-    monkeypatch.setattr(dashboard, "HOLD_EVENTS_S", 0.0)  # no holding: each is in the file as it comes
-    writer = dashboard.hold_events(SummaryWriter(str(tmp_path)))
-    writer.add_scalar("train/loss", 0.5, 9)
-    assert writer.file_writer.event_writer.held == []
-    assert [s[:3] for s in _scalars(tmp_path)] == [("train/loss", 9, 0.5)]
-    writer.close()
+    seen: list[dict[str, list[int]]] = []
+
+    def probe(run_dir: Path) -> None:
+        steps: dict[str, list[int]] = {}
+        for tag, step, _, _ in _scalars(run_dir):
+            steps.setdefault(tag, []).append(step)
+        seen.append(steps)
+
+    class Probe(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if trainer.current_epoch == 1:
+                probe(Path(trainer.logger.log_dir))
+
+    args = ["--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=0",
+            "--dashboard.graph=false", "--trainer.enable_progress_bar=false"]
+    if engine == "lightning":
+        cli = ToyCLI(args=args, run=False)
+        cli.trainer.callbacks.append(Probe())
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        cli.run_folder.release(failed=False)
+    else:
+        run(["fit", *args], epoch_end=lambda epoch, _: probe(Path("logs/blobs_mlp/loop_version_0")) if epoch == 0
+            else None)
+    (steps,) = seen
+    assert steps["train/loss"] == [9]  # logged every 10 steps; 15 steps an epoch
+    assert steps["train/acc"] == steps["val/acc"] == [14]
 
 
 def test_the_template_logger_keeps_logging_after_fit_closed_it(tmp_path):

@@ -16,7 +16,7 @@ from toyloops import MLP, Classifier, PointsDataModule
 from toyloops.core.errors import ConfigError
 from toyloops.core.specs import build_optimizer
 from toyloops.engine import loop
-from toyloops.engine.callbacks import ProgressBar, StopOnNonFiniteLoss, skip_empty_batch_hooks
+from toyloops.engine.callbacks import ProgressBar
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy
 
@@ -80,15 +80,6 @@ def test_a_fused_optimizer_asked_for_with_clipping_under_mixed_precision_is_one_
     with pytest.raises(ConfigError, match=r"model\.optimizer\.init_args\.fused=True: .*gradient_clip_val"):
         run_cli(*args) if engine == "lightning" else loop.run([*args, *QUIET])
     assert not list(Path("logs").glob("*/*/checkpoints/*.ckpt"))
-
-
-def test_empty_per_batch_hooks_are_skipped_and_real_ones_kept():
-    callback = StopOnNonFiniteLoss()
-    skip_empty_batch_hooks([callback])
-    assert callback.on_before_backward is not None  # its one per-batch hook
-    assert callback.on_train_batch_start is None and callback.on_after_backward is None
-    assert callback.on_fit_start is not None  # not a per-batch hook: left alone
-    assert L.Callback.on_train_batch_start is not None  # the class is untouched
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -13,6 +13,7 @@ from unittest import mock
 import pytest
 import torch
 from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops import Classifier
 from toyloops.core.errors import ConfigError, NonFiniteLossError
@@ -68,6 +69,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(engine, where, tmp_path
     expected, got = _final_weights(engine, reference), _final_weights(engine, crashed)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_a_sigkill_right_after_a_mid_epoch_resume_point_loses_none_of_the_events_logged_before_it(engine, tmp_path):
+    killed = _killed_at_save(3, "after", engine, ["--config", CIRCLES, *COMMON], tmp_path)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    last = _last_ckpt(tmp_path, engine)
+    assert load_checkpoint(last)["global_step"] == 12  # the 3rd resume point (every 4 steps), mid-epoch
+    events = EventAccumulator(str(last.parent.parent)).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [9]  # logged every 10 steps: all before step 12
 
 
 @pytest.mark.integration

@@ -56,7 +56,7 @@ def test_a_signal_saves_a_resume_point_exits_non_zero_and_resumes_exactly(engine
         f"stopped by SIG{sig} at step 16; resume point {_last(tmp_path, engine).relative_to(tmp_path)}; "
         "to resume, run the same command with --ckpt_path last")
     assert load_checkpoint(_last(tmp_path, engine))["global_step"] == 16  # mid-epoch: 19 steps an epoch
-    events = EventAccumulator(str(_last(tmp_path, engine).parent.parent)).Reload()  # held in memory until the stop
+    events = EventAccumulator(str(_last(tmp_path, engine).parent.parent)).Reload()  # flushed before the resume point
     assert [e.step for e in events.Scalars("train/loss")] == [9]  # logged every 10 steps
 
     fit_in(tmp_path, engine, *ARGS, "--ckpt_path", "last")  # the resume, in-process: the stop was the process

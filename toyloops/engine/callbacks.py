@@ -34,25 +34,6 @@ from toyloops.engine.runs import (
 )
 from toyloops.engine.seeding import set_rng_state
 
-# Lightning calls every per-batch hook of every callback, overridden or not, each inside a profiler
-# context and after building the callback's state_key (5-10 µs a call: the template's 11 callbacks
-# and 6 hooks a training step cost more than a small net's whole step). Lightning skips a hook
-# attribute that is not callable (lightning.pytorch.trainer.call._call_callback_hooks; relied on
-# here only, tested with Lightning 2.6.6), so a per-batch hook a callback does not override is set
-# to None on that callback: nothing it does changes, only the empty calls go.
-PER_BATCH_HOOKS = ("on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward",
-                   "on_after_backward", "on_before_optimizer_step", "on_validation_batch_start",
-                   "on_validation_batch_end", "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start",
-                   "on_predict_batch_end")
-
-
-def skip_empty_batch_hooks(callbacks: list[Callback]) -> None:
-    """Set the per-batch hooks each callback leaves as Lightning's no-op to None (see above)."""
-    for callback in callbacks:
-        for name in PER_BATCH_HOOKS:
-            if getattr(type(callback), name, None) is getattr(Callback, name):
-                setattr(callback, name, None)
-
 
 class ProgressBar(TQDMProgressBar):
     """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval``
@@ -81,16 +62,21 @@ class ProgressBar(TQDMProgressBar):
 
 class ResumeState(Callback):
     """Saves toyloops' section (the engine, the random-number state) with every checkpoint and
-    restores the random-number state on resume.
+    restores the random-number state on resume; writes the loggers' pending events out before
+    every checkpoint.
 
-    Lightning's checkpoints leave it out, so without this dropout after a resume draws other masks
-    than the uninterrupted run would have. (The data order needs nothing extra: the batch
-    iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume the optimizer keeps
-    the implementation this run built (:func:`toyloops.engine.defaults.keep_built_implementation`).
+    Lightning's checkpoints leave the random-number state out, so without this dropout after a
+    resume draws other masks than the uninterrupted run would have. (The data order needs nothing
+    extra: the batch iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume
+    the optimizer keeps the implementation this run built
+    (:func:`toyloops.engine.defaults.keep_built_implementation`). The events go out first so that a
+    resume point (``last.ckpt``, mid-epoch ones too) never lacks what was logged before it, even
+    when the process is killed right after: the resumed run's curves continue where they stopped.
     """
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
+        flush_loggers(trainer)
         checkpoint[SECTION] = toyloops_section("lightning")
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -101,6 +87,17 @@ class ResumeState(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for optimizer in trainer.optimizers if trainer.ckpt_path else []:  # restored by now, as in loop.restore
             keep_built_implementation(optimizer)
+
+
+def flush_loggers(trainer: L.Trainer) -> None:
+    """Each logger's events onto disk, through its experiment's public ``flush()`` (a
+    SummaryWriter's waits until its thread has written out every event it was handed). Loggers
+    whose experiment has none (CSV: Lightning saves it at every log) are left as they are."""
+    if trainer.is_global_zero:  # other ranks log nothing
+        for logger in trainer.loggers:
+            flush = getattr(logger.experiment, "flush", None)
+            if callable(flush):
+                flush()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -225,8 +222,7 @@ class DashboardCallback(Dashboard, Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The last epoch's events onto disk before this one trains, as the hand loop flushes at its
         # epoch end (Lightning logs an epoch's metrics after every on_train_epoch_end hook).
-        if isinstance(trainer.logger, TensorBoardLogger):
-            trainer.logger.experiment.flush()
+        flush_loggers(trainer)
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -30,7 +30,6 @@ from toyloops.engine.callbacks import (
     ResumeState,
     RunSummary,
     StopOnNonFiniteLoss,
-    skip_empty_batch_hooks,
 )
 from toyloops.engine.checkpoints import check_resume, check_weights
 from toyloops.engine.defaults import (
@@ -112,20 +111,16 @@ class ToyCLI(LightningCLI):
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
-        from_command_line = args is None
-        args = runs.with_shipped_configs(list(sys.argv[1:] if from_command_line else args))
+        args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
         for path in runs.config_files(args):
             check_config_file(path)  # before the YAML is expanded
         self._args = args
-        if from_command_line:  # shipped names resolved; LightningCLI warns when handed argv as args
-            sys.argv[1:], args = args, None
+        # LightningCLI warns whenever it is handed args while sys.argv has arguments too. Here the
+        # args are always the ones to parse: the command line's with shipped names resolved, or
+        # those given in code (a test, a notebook), where the process's own argv is not this CLI's.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
-        else:  # given in code (a test, a notebook): the process's own argv is not this CLI's, so no warning
-            argv, sys.argv = sys.argv, sys.argv[:1]
-            try:
-                super().parse_arguments(parser, args)
-            finally:
-                sys.argv = argv
         # Before Lightning reads the checkpoint's hyperparameters into the config: check the
         # checkpoint, then name and claim the run folder.
         self._prepare_run(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
@@ -190,7 +185,6 @@ class ToyCLI(LightningCLI):
         if not trainer.loggers:  # trainer.logger: false: the template's LR monitor has nothing to log to
             config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             trainer.callbacks[:] = [c for c in trainer.callbacks if c is not config.get("lr_monitor")]
-        skip_empty_batch_hooks(trainer.callbacks)
         return trainer
 
     def instantiate_classes(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import yaml
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
+from torch.utils.tensorboard.summary import hparams, scalar
+from torch.utils.tensorboard.writer import FileWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from toyloops.core.errors import ConfigError
@@ -37,63 +37,10 @@ LIGHTNING_DEFAULTS = {"precision": "32-true", "accelerator": "auto", "devices": 
 HPARAMS_SUFFIX = ".hparams"  # the run's one HParams record, replaced by each resumed leg
 
 
-HOLD_EVENTS_S = 5.0  # the longest a logged event waits before it is in the file, mid-epoch
-
-
-class HeldEvents:
-    """A SummaryWriter's event file writer that hands events to its writing thread in bursts.
-
-    Every event handed over wakes the thread that writes the file, and on a busy 2-core machine
-    each wake-up is a GIL hand-off that costs the training thread far more than the event
-    (~30-50 µs a step for the hand loop at ``log_every_n_steps: 10``, measured in
-    ``benchmarks/RESULTS.md``, more than a tiny net's forward pass). Held here, events go over
-    together, and the file is flushed, at each ``flush`` (every epoch boundary, in both engines),
-    at ``close``, and with the first event logged once the oldest is HOLD_EVENTS_S old (nothing
-    runs on a timer), so within a long epoch a live TensorBoard is that far behind, or one logging
-    interval where logs come less often. Each event keeps the wall time it was logged at (the writer
-    stamps it before this sees it), so TensorBoard's time axes are unchanged; a SIGKILL loses what
-    an unflushed file would lose anyway (events since the last flush).
-    """
-
-    def __init__(self, events: Any) -> None:
-        self.events, self.held, self.oldest = events, [], 0.0
-
-    def add_event(self, event: Any) -> None:
-        if not self.held:
-            self.oldest = time.monotonic()
-        self.held.append(event)
-        if time.monotonic() - self.oldest >= HOLD_EVENTS_S:
-            self.flush()
-
-    def hand_over(self) -> None:
-        for event in self.held:
-            self.events.add_event(event)
-        self.held.clear()
-
-    def flush(self) -> None:
-        self.hand_over()
-        self.events.flush()
-
-    def close(self) -> None:
-        self.hand_over()
-        self.events.close()
-
-    def __getattr__(self, name: str) -> Any:  # get_logdir and the rest: the wrapped writer's
-        return getattr(self.events, name)
-
-
-def hold_events(writer: SummaryWriter) -> SummaryWriter:
-    """``writer`` with its events held back and written in bursts (:class:`HeldEvents`).
-
-    Wraps ``writer.file_writer.event_writer``: attributes torch.utils.tensorboard's SummaryWriter
-    and FileWriter set in their constructors but do not document (there is no public way to change
-    how events reach the file). Tested with torch 2.13 and tensorboard 2.21; both engines call this,
-    here only.
-    """
-    file_writer = writer.file_writer  # None once closed: its next event opens a new file, held from then on
-    if file_writer is not None and not isinstance(file_writer.event_writer, HeldEvents):
-        file_writer.event_writer = HeldEvents(file_writer.event_writer)
-    return writer
+# SummaryWriter's own writing thread writes out what it was handed at least this often (its
+# documented ``flush_secs``; both engines' writers: the hand loop's and the template logger's).
+# Both engines also flush at each epoch boundary, before every checkpoint and when a run ends.
+FLUSH_SECS = 5
 
 
 @dataclass
@@ -235,11 +182,11 @@ def log_hparams(run_dir: Path, engine: str, config_yaml: str, metrics: dict[str,
     flat = {"run": f"{run_dir.parent.name}/{run_dir.name}", "engine": engine, **flat_hparams(config_yaml)}
     earlier = list(run_dir.glob(f"events.*{HPARAMS_SUFFIX}"))
     with tempfile.TemporaryDirectory(prefix=".hparams-", dir=run_dir) as tmp:
-        writer = SummaryWriter(tmp, filename_suffix=HPARAMS_SUFFIX)
+        writer = FileWriter(tmp, filename_suffix=HPARAMS_SUFFIX)  # what SummaryWriter writes through
         for summary in hparams(flat, metrics):  # experiment, session start, session end
-            writer.file_writer.add_summary(summary, step)
+            writer.add_summary(summary, step)
         for tag, value in metrics.items():
-            writer.add_scalar(tag, value, step)
+            writer.add_summary(scalar(tag, value), step)  # as SummaryWriter.add_scalar makes it
         writer.close()
         (written,) = Path(tmp).glob("events.*")
         os.replace(written, run_dir / written.name)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.tensorboard import SummaryWriter
 
-from toyloops.engine.dashboard import hold_events
+from toyloops.engine.dashboard import FLUSH_SECS
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
@@ -17,21 +17,23 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     - No flush after every log. Lightning calls ``save()`` after each ``log_metrics``; its ``save``
       waits for the event writer's thread to write out its queue, flushes the file and looks for
       ``hparams.yaml`` on disk. Here ``save`` writes ``hparams.yaml`` once, as Lightning's does.
-    - Events go to the writer's thread in bursts (:func:`toyloops.engine.dashboard.hold_events`).
-
-    Together these were the largest part of what the template's defaults cost over a barebones
-    Trainer (``benchmarks/RESULTS.md``). The events reach the file at each epoch boundary
-    (:class:`toyloops.engine.callbacks.DashboardCallback` flushes), mid-epoch with the first event logged
-    5 s or more after the oldest held one (:class:`toyloops.engine.dashboard.HeldEvents`), and
-    at the end of the run, stopped or not (``finalize`` flushes and closes).
+      That flush was the largest part of what the template's defaults cost over a barebones
+      Trainer (``benchmarks/RESULTS.md``).
+    - Its SummaryWriter gets ``flush_secs`` (a documented SummaryWriter argument, which Lightning
+      passes on): the writer's thread writes out what it holds at least every
+      :data:`~toyloops.engine.dashboard.FLUSH_SECS` seconds, so a live TensorBoard is that far
+      behind at most. The events are also flushed at each epoch boundary
+      (:class:`toyloops.engine.callbacks.DashboardCallback`), before every checkpoint is written
+      (:class:`toyloops.engine.callbacks.ResumeState`: a resume point never lacks the events logged
+      before it, even after a SIGKILL), and at the end of the run, stopped or not (``finalize``
+      flushes and closes).
     """
 
     _hparams_saved = False
 
-    @property
-    def experiment(self) -> SummaryWriter:
-        writer = super().experiment
-        return hold_events(writer) if isinstance(writer, SummaryWriter) else writer  # a DummyExperiment off rank 0
+    def __init__(self, *args: Any, flush_secs: int = FLUSH_SECS, **kwargs: Any) -> None:
+        """Lightning's arguments; ``flush_secs`` (and any other SummaryWriter argument) goes to its SummaryWriter."""
+        super().__init__(*args, flush_secs=flush_secs, **kwargs)
 
     @rank_zero_only
     def save(self) -> None:

@@ -53,7 +53,7 @@ from toyloops.engine.checkpoints import (
     toyloops_section,
     write_atomic,
 )
-from toyloops.engine.dashboard import Dashboard, hold_events, log_graph, log_hparams
+from toyloops.engine.dashboard import FLUSH_SECS, Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import (
     DEFAULT_MODEL,
     LOG_DIR,
@@ -187,9 +187,9 @@ def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace
 
 
 def open_writer(run_dir: Path) -> SummaryWriter:
-    """The run's TensorBoard writer (TensorBoardLogger.experiment), its events written in bursts;
-    flushed at each epoch end (``on_train_epoch_end``) and closed by ``fit``."""
-    return hold_events(SummaryWriter(str(run_dir)))
+    """The run's TensorBoard writer (TensorBoardLogger.experiment), its thread flushing every
+    FLUSH_SECS; flushed at each epoch end and before each checkpoint, closed by ``fit``."""
+    return SummaryWriter(str(run_dir), flush_secs=FLUSH_SECS)
 
 
 def configure_optimizers(model: Classifier, trainer: Namespace) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
@@ -240,6 +240,7 @@ def train_epoch(loop: Fit) -> None:
         if loop.train_batches.batches_done >= n_batches:  # limit_train_batches
             break
         if loop.stop.signum or (loop.every_n_train_steps and state.global_step % loop.every_n_train_steps == 0):
+            loop.writer.flush()  # what was logged up to here reaches the file before the resume point does
             save_checkpoint(dump_checkpoint(loop), loop.run_dir / "checkpoints/last.ckpt")  # a mid-epoch resume point
             if loop.stop.signum:
                 raise runs.Stopped(loop.stop.signum, state.global_step, loop.run_dir / "checkpoints/last.ckpt")

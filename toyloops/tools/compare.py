@@ -14,7 +14,6 @@ import tempfile
 import time
 from contextlib import chdir, redirect_stdout
 from pathlib import Path
-from unittest import mock
 
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -35,8 +34,7 @@ def run_lightning(args: list[str]) -> dict:
     """``train.py fit`` in-process; returns the run dir, final weights and seconds spent in fit."""
     from toyloops.engine.cli import ToyCLI
 
-    with mock.patch.object(sys, "argv", ["train.py"]):
-        cli = ToyCLI(args=[*args, *QUIET], run=False)
+    cli = ToyCLI(args=[*args, *QUIET], run=False)  # explicit arguments: this process's own argv is not read
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - started

@@ -3,17 +3,26 @@
 Where a training step's time and memory go, in both engines, measured on the engines themselves:
 
 * **Buckets.** Each step of a few timed epochs is split into data gather, host->device, forward,
-  loss, backward, clip, optimizer step, scheduler, logging, callbacks and the engine's own rest.
-  Timers sit on the objects both engines share: forward hooks on the net, the model's
-  ``model_step`` (loss = model_step minus the forward inside it), autograd hooks for backward (from
-  the loss's grad_fn to the last parameter's gradient), the optimizer's step hooks (zero_grad
-  counted with it), and the batch iterator (data gather). Lightning's own hooks come from
-  Lightning's profiler API (a :class:`~lightning.pytorch.profilers.Profiler` that files each
-  ``[Callback]``/``[Strategy]``/``[LightningModule]`` action into a bucket); the hand loop's from
-  its functions named after them (``batch_to_device``, ``optimizer_step``, ``update_lr_schedulers``,
-  ``log_metrics``). A time is counted once, in the innermost bucket around it; "engine (rest)" is
-  the measured step minus every bucket: the loops, checks and glue around the step. Timers cost
-  a few microseconds each, so the table also gives the step without them.
+  loss, backward, clip, optimizer step, scheduler, logging, callbacks and the engine's own rest,
+  each timed through a public mechanism. Shared by both engines: the net's forward (module forward
+  hooks), its backward (autograd hooks: from the gradient reaching the net's output to the last
+  parameter's gradient) and the optimizer's step (torch's step hooks for every optimizer).
+  Lightning's own steps come from its profiler API (a :class:`~lightning.pytorch.profilers.Profiler`
+  that files each action it reports into a bucket: ``train_dataloader_next``, ``batch_to_device``,
+  ``training_step``, ``optimizer_zero_grad``, ``configure_gradient_clipping``, ``lr_scheduler_step``,
+  ``[Callback]...``); it also times the epochs. The hand loop's come from its functions named after
+  them (``batch_to_device``, ``training_step``, ``optimizer_step``, ``update_lr_schedulers``,
+  ``log_metrics``, ``log_learning_rate``), which this tool calls itself in ``train_epoch``'s order
+  (:func:`train_epoch_timed`): the hand loop reports its steps to no profiler (yet). A time is
+  counted once, in the innermost bucket around it; "engine (rest)" is the measured step minus
+  every bucket: the loops, checks and glue around the step. "loss" is the engine's training step
+  minus the net's forward (and, in the hand loop, minus its backward): the loss function, the
+  stashed outputs, then the NaN check (``.item()``), zero_grad and the loss function's own
+  backward nodes in the hand loop, whose ``training_step`` runs them, or ``self.log`` in
+  Lightning, which runs them in calls of their own (zero_grad counts with "optimizer step", the
+  rest of its ``backward`` with "engine (rest)"). Lightning's logger writes are in its rest, its
+  learning-rate monitor in "logging". Timers cost a few microseconds each, so the table also gives
+  the step without them (for the hand loop, ``train_epoch`` itself).
 * **Batch sweep.** Samples/s per batch size from 1, the speed-up over batch 1 and the scaling
   efficiency (step time at batch 1 / step time at batch B: 1.0 when a batch costs no more than
   one sample).
@@ -46,8 +55,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from toyloops.core.data import BatchIterator
 from toyloops.core.errors import ConfigError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
@@ -118,62 +127,36 @@ class Clock:
         return timed
 
 
-class _TimedBatches(BatchIterator):
-    """A BatchIterator whose every batch is timed as data gather (set as ``__class__``)."""
-
-    clock: Clock
-
-    def _serve(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batches = super()._serve()
-        while True:
-            with self.clock.range("data gather"):
-                batch = next(batches, None)
-            if batch is None:
-                return
-            yield batch
-
-
 @contextmanager
-def instrument(clock: Clock, model: torch.nn.Module, datamodule: Any) -> Iterator[Callable]:
-    """Timers on what both engines share; yields ``watch(optimizer)`` to call once it exists."""
-    handles = [model.net.register_forward_pre_hook(lambda *_: clock.enter("forward")),
-               model.net.register_forward_hook(lambda *_: clock.exit())]
-    handles += [p.register_post_accumulate_grad_hook(clock.gradient_ready) for p in model.parameters()
-                if p.requires_grad]
-    model_step, train_dataloader = model.model_step, datamodule.train_dataloader
-
-    def timed_model_step(batch: Any, stage: str) -> torch.Tensor:
-        with clock.range("loss"):  # the forward inside is its own bucket
-            loss = model_step(batch, stage)
-        if loss.grad_fn is not None:
-            handles.append(loss.grad_fn.register_prehook(clock.backward_started))
-        return loss
-
-    def timed_batches() -> BatchIterator:
-        batches = train_dataloader()
-        batches.__class__, batches.clock = _TimedBatches, clock
-        return batches
+def instrument(clock: Clock, model: torch.nn.Module) -> Iterator[None]:
+    """Timers on what both engines share, all through public hooks: the net's forward, its
+    backward, the optimizer's step (whichever optimizer the engine builds, once it exists)."""
 
     def step_started(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         clock.enter("optimizer step")
         if kwargs.get("closure") is None:
             return None
         # Lightning's step runs the training step inside optimizer.step, as a closure: what the
-        # closure does outside the timed ranges is the engine's, not the optimizer's.
+        # closure does outside the timed ranges is the engine's, not the optimizer's. (A step
+        # pre-hook may hand the step other arguments: torch's documented hook protocol.)
         return args, {**kwargs, "closure": clock.wrap(kwargs["closure"], "engine (rest)")}
 
-    def watch(optimizer: torch.optim.Optimizer) -> None:
-        handles.append(optimizer.register_step_pre_hook(step_started))
-        handles.append(optimizer.register_step_post_hook(lambda *_: clock.exit()))
-        optimizer.zero_grad = clock.wrap(optimizer.zero_grad, "optimizer step")
+    def forward_done(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        clock.exit()
+        if isinstance(output, torch.Tensor) and output.grad_fn is not None:  # training: backward will reach it
+            output.grad_fn.register_prehook(clock.backward_started)
 
-    model.model_step, datamodule.train_dataloader = timed_model_step, timed_batches
+    handles = [model.net.register_forward_pre_hook(lambda *_: clock.enter("forward")),
+               model.net.register_forward_hook(forward_done),
+               register_optimizer_step_pre_hook(step_started),
+               register_optimizer_step_post_hook(lambda *_: clock.exit())]
+    handles += [p.register_post_accumulate_grad_hook(clock.gradient_ready) for p in model.parameters()
+                if p.requires_grad]
     try:
-        yield watch
+        yield
     finally:
         for handle in handles:
             handle.remove()
-        del model.model_step, datamodule.train_dataloader
 
 
 @dataclass
@@ -188,25 +171,55 @@ def _epochs_median(times: list[float]) -> float:
 
 # --- the hand loop -----------------------------------------------------------------------------
 
-@contextmanager
-def _loop_functions(clock: Clock) -> Iterator[None]:
-    """Time the hand loop's own steps (its functions named after Lightning's hooks)."""
-    from toyloops.engine import loop
+def train_epoch_timed(fit: Any, clock: Clock) -> None:
+    """``loop.train_epoch``'s steps, each of the hand loop's functions called and timed here.
 
-    names = {"batch_to_device": "host->device", "optimizer_step": "clip", "update_lr_schedulers": "scheduler",
-             "log_metrics": "logging", "log_learning_rate": "logging"}
-    originals = {name: getattr(loop, name) for name in names}
-    for name, bucket in names.items():
-        setattr(loop, name, clock.wrap(originals[name], bucket))
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(loop, name, fn)
+    A stop-gap: the hand loop's functions call each other directly and report to no profiler, so
+    this follows ``train_epoch`` line by line (without its checkpoints and stops, which a profile
+    does not use) and times each call. The untimed runs call ``loop.train_epoch`` itself.
+    """
+    from toyloops.engine import loop
+    from toyloops.engine.defaults import is_log_step
+
+    state, scheduler, device = fit.state, fit.scheduler, fit.precision.device
+    fit.model.train()
+    if scheduler is None or scheduler["interval"] == "epoch":
+        with clock.range("logging"):
+            loop.log_learning_rate(fit)
+    fit.train_batches.set_epoch(state.epoch)
+    n_batches = loop.num_batches(len(fit.train_batches), fit.trainer.limit_train_batches)
+    batches = iter(fit.train_batches)
+    while True:
+        with clock.range("data gather"):
+            batch = next(batches, None)
+        if batch is None:
+            break
+        log_now = is_log_step(state.global_step, fit.trainer.log_every_n_steps)
+        if log_now and (scheduler is None or scheduler["interval"] == "step"):
+            with clock.range("logging"):
+                loop.log_learning_rate(fit)
+        with clock.range("host->device"):  # training_step then finds the batch on its device
+            batch = loop.batch_to_device(batch, device)
+        with clock.range("loss"):  # the net's forward and backward inside are buckets of their own
+            loss = loop.training_step(fit, batch)
+        with clock.range("clip"):  # the optimizer's step inside is its own bucket
+            loop.optimizer_step(fit)
+        with clock.range("scheduler"):
+            loop.update_lr_schedulers(fit, "step")
+            if fit.train_batches.batches_done < n_batches:
+                loop.update_lr_schedulers(fit, "step", plateau=True)
+        state.global_step += 1
+        if log_now:
+            with clock.range("logging"):
+                loop.log_metrics(fit, {"train/loss": loss}, step=state.global_step - 1)
+        if fit.train_batches.batches_done >= n_batches:
+            break
+    with clock.range("scheduler"):
+        loop.update_lr_schedulers(fit, "epoch")
 
 
 def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
-    """The hand loop's training epochs (``loop.train_epoch`` itself), timed from outside."""
+    """The hand loop's training epochs (``loop.train_epoch`` itself when untimed), timed from outside."""
     from toyloops.engine import loop
     from toyloops.engine.seeding import seed_everything
     from toyloops.engine.validation import check_values, links_into_net
@@ -219,13 +232,10 @@ def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measur
         objects = parser.instantiate(cfg)
     model, datamodule, trainer = objects.model, objects.data, loop.trainer_options(**vars(cfg.trainer))
     clock = Clock()
-    with (instrument(clock, model, datamodule) if timed else _nothing()) as watch, \
-            (_loop_functions(clock) if timed else _nothing()):
+    with instrument(clock, model) if timed else _nothing():
         precision = loop.Precision.create(trainer)
         model.to(precision.device)
         optimizer, scheduler = loop.configure_optimizers(model, trainer)
-        if watch:
-            watch(optimizer)
         fit = loop.Fit(model, datamodule, trainer, precision, optimizer, scheduler,
                        loop.open_writer(run_dir), run_dir)
         times, steps = [], 0
@@ -233,7 +243,10 @@ def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measur
             clock.recording = epoch > 0  # the first epoch warms up
             before = fit.state.global_step
             started = time.perf_counter()
-            loop.train_epoch(fit)
+            if timed:
+                train_epoch_timed(fit, clock)
+            else:
+                loop.train_epoch(fit)
             times.append((time.perf_counter() - started) / (fit.state.global_step - before))
             steps += (fit.state.global_step - before) if epoch > 0 else 0
             clock.recording = False
@@ -261,14 +274,18 @@ def _measured(times: list[float], clock: Clock, steps: int, timed: bool) -> Meas
 
 def lightning_bucket(action: str) -> str | None:
     """The bucket of one of Lightning's profiler actions (None: only the ranges inside it count)."""
-    if action.startswith("[Callback]_Recorder"):
-        return None
     if action.startswith("[Callback]LearningRateMonitor"):
         return "logging"
     if action.startswith("[Callback]"):
         return "callbacks"
+    if action.endswith(".train_dataloader_next"):
+        return "data gather"
     if action.endswith(".batch_to_device"):
         return "host->device"
+    if action.startswith("[Strategy]") and action.endswith(".training_step"):
+        return "loss"  # the net's forward inside is a bucket of its own
+    if action.endswith(".optimizer_zero_grad"):
+        return "optimizer step"
     if action.endswith(".configure_gradient_clipping"):
         return "clip"
     if action.endswith(".lr_scheduler_step"):
@@ -276,83 +293,74 @@ def lightning_bucket(action: str) -> str | None:
     return None
 
 
-def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
-    """``Trainer.fit`` as ``train.py`` builds it (logger, checkpoints, progress bar, callbacks)."""
-    import lightning as L
+def bucket_profiler(clock: Clock, batches_per_epoch: int, timed: bool) -> Any:
+    """A Lightning :class:`~lightning.pytorch.profilers.Profiler` (its documented extension point)
+    that times each epoch's training batches (from the epoch's start to its last batch's end) and,
+    when ``timed``, files each action it is told of into a bucket of ``clock``."""
     from lightning.pytorch.profilers import Profiler
 
-    from toyloops.engine.callbacks import skip_empty_batch_hooks
-    from toyloops.engine.cli import ToyCLI
-
-    clock = Clock()
-
     class BucketProfiler(Profiler):
-        """Lightning's profiler API: each action it reports, filed into a bucket."""
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []  # seconds per step, one a training epoch
+            self.steps = 0  # steps of the recorded epochs
+            self.buckets: dict[str, str | None] = {}  # action -> bucket, looked up once
+            self.epoch = self.batches = 0
+            self.started = 0.0
 
         def start(self, action_name: str) -> None:
-            if lightning_bucket(action_name):
-                clock.enter(lightning_bucket(action_name))
+            if action_name == "run_training_epoch":
+                clock.recording, self.batches, self.started = timed and self.epoch > 0, 0, time.perf_counter()
+            elif timed and self._bucket(action_name):
+                clock.enter(self.buckets[action_name])
 
         def stop(self, action_name: str) -> None:
-            if lightning_bucket(action_name):
+            if action_name == "run_training_batch":
+                self.batches += 1
+                if self.batches == batches_per_epoch:  # the epoch's last: validation and epoch end are not steps
+                    self.times.append((time.perf_counter() - self.started) / self.batches)
+                    self.steps += self.batches if clock.recording else 0
+                    clock.recording = False
+            elif action_name == "run_training_epoch":
+                self.epoch += 1
+            elif timed and self._bucket(action_name):
                 clock.exit()
+
+        def _bucket(self, action_name: str) -> str | None:
+            if action_name not in self.buckets:
+                self.buckets[action_name] = lightning_bucket(action_name)
+            return self.buckets[action_name]
 
         def summary(self) -> str:
             return ""
 
+    return BucketProfiler()
+
+
+def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
+    """``Trainer.fit`` as ``train.py`` builds it (logger, checkpoints, progress bar, callbacks)."""
+    import lightning as L
+
+    from toyloops.engine.cli import ToyCLI
+
+    clock = Clock()
+    profiler = bucket_profiler(clock, batches_per_epoch, timed)
+
     class ProfiledCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-            return super().instantiate_trainer(**kwargs, profiler=BucketProfiler() if timed else None)
-
-    class _Recorder(L.Callback):
-        """Per epoch: seconds from its start to the end of its last training batch, per step."""
-
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.steps = 0
-
-        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            clock.recording = trainer.current_epoch > 0
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                               batch_idx: int) -> None:
-            if batch_idx + 1 == trainer.num_training_batches:
-                self.times.append((time.perf_counter() - self.started) / trainer.num_training_batches)
-                self.steps += trainer.num_training_batches if clock.recording else 0
-                clock.recording = False
+            return super().instantiate_trainer(**kwargs, profiler=profiler)
 
     quiet = ["--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", "--dashboard.confusion_matrix=false",
              "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={run_dir}"]
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         cli = ProfiledCLI(args=[*args, *quiet], run=False)
-        recorder = _Recorder()
-        cli.trainer.callbacks.append(recorder)
-        with instrument(clock, cli.model, cli.datamodule) if timed else _nothing() as watch:
-            if watch:
-                _watch_lightning(clock, cli, watch)
-            skip_empty_batch_hooks(cli.trainer.callbacks)  # the profiler's own callbacks too
+        with instrument(clock, cli.model) if timed else _nothing():
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         if cli.run_folder is not None:
             cli.run_folder.release(failed=False)
-    return _measured(recorder.times, clock, recorder.steps, timed)
-
-
-def _watch_lightning(clock: Clock, cli: Any, watch: Callable) -> None:
-    """The optimizer exists only inside fit: watch it when Lightning builds it."""
-    import lightning as L
-
-    model = cli.model
-    model.log = clock.wrap(model.log, "logging")
-    for logger in cli.trainer.loggers:
-        logger.log_metrics = clock.wrap(logger.log_metrics, "logging")
-
-    class WatchOptimizer(L.Callback):
-        def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-            for optimizer in trainer.optimizers:
-                watch(optimizer)
-
-    cli.trainer.callbacks.append(WatchOptimizer())
+    if len(profiler.times) != epochs:
+        raise RuntimeError(f"expected {epochs} epochs of {batches_per_epoch} training batches, timed {profiler.times}")
+    return _measured(profiler.times, clock, profiler.steps, timed)
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -503,7 +511,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
         logging.getLogger(name).setLevel(logging.WARNING)
     engines = ENGINES if args.engine == "both" else (args.engine,)
-    runners = {"loop": run_loop, "lightning": run_lightning}
+    runners = {"loop": run_loop, "lightning": functools.partial(run_lightning, batches_per_epoch=args.steps)}
     import yaml
 
     data_args = (yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args", {})
