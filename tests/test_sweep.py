@@ -54,7 +54,7 @@ def check_study(study: optuna.Study, trials: int, folder: Path) -> list[optuna.t
         configs = list((folder / "trials" / f"{t.number:04d}").glob("logs/*/*version_*/config.yaml"))
         assert len(configs) == 1, (t.number, configs)
         config = yaml.safe_load(configs[0].read_text())
-        lr = config["model"]["optimizer"]["init_args"]["lr"]
+        lr = config["model"]["init_args"]["optimizer"]["init_args"]["lr"]
         assert lr == pytest.approx(t.params["model.optimizer.init_args.lr"])
         assert config["model"]["net"]["init_args"]["hidden_sizes"] == yaml.safe_load(
             t.params["model.net.init_args.hidden_sizes"])
