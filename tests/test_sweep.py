@@ -56,7 +56,7 @@ def check_study(study: optuna.Study, trials: int, folder: Path) -> list[optuna.t
         config = yaml.safe_load(configs[0].read_text())
         lr = config["model"]["init_args"]["optimizer"]["init_args"]["lr"]
         assert lr == pytest.approx(t.params["model.optimizer.init_args.lr"])
-        assert config["model"]["net"]["init_args"]["hidden_sizes"] == yaml.safe_load(
+        assert config["model"]["init_args"]["net"]["init_args"]["hidden_sizes"] == yaml.safe_load(
             t.params["model.net.init_args.hidden_sizes"])
         events = list(configs[0].parent.glob("events.out.tfevents.*"))
         assert len(events) == 2, events  # the run's scalars, and its HParams entry beside them
