@@ -138,30 +138,13 @@ class Classifier(ToyModule):
                 f"{stage}/acc": getattr(self, f"{stage}_acc"),
                 **{f"{stage}/{name}": metric for name, metric in getattr(self, f"{stage}_metrics").items()}}
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch, "train")
-        self.log("train/loss", loss)
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "test")
-
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return probabilities(self.net(batch[0]))
 
     def on_train_epoch_end(self) -> None:
         if self.train_metrics_from == "eval":
             self.measure_train_split(self.trainer.datamodule.train_eval_dataloader())
-        self.log_epoch_metrics(self.epoch_metrics("train"))
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_epoch_metrics(self.epoch_metrics("val"))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_epoch_metrics(self.epoch_metrics("test"))
+        super().on_train_epoch_end()
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -99,7 +99,37 @@ class ToyModule(L.LightningModule):
             config.update(monitor="val/loss", strict=False)  # skipped, not an error, before the first validation
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    def log_epoch_metrics(self, metrics: dict[str, Any]) -> None:
-        """Each metric object once per epoch, computed and reset by the trainer."""
-        for tag, metric in metrics.items():
+    # The hooks below are the same for every subclass: each defines ``model_step(batch, stage)`` (the
+    # loss, with the stage's metric updates) and ``epoch_metrics(stage)`` (the metric objects by tag).
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.model_step(batch, "train")
+        if is_log_step(self.trainer.global_step, self.trainer.log_every_n_steps):  # no self.log cost otherwise
+            self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.model_step(batch, "test")
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch_metrics("test")
+
+    def log_epoch_metrics(self, stage: str) -> None:
+        """Each of the stage's metric objects once per epoch (a log of one costs ~1 ms), computed and
+        reset by the trainer."""
+        for tag, metric in self.epoch_metrics(stage).items():
             self.log(tag, metric, on_step=False, on_epoch=True)
+
+
+def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
+    """The steps whose training loss Lightning's logger connector writes (both engines log on these)."""
+    return (global_step + 1) % log_every_n_steps == 0

@@ -45,25 +45,5 @@ class Regressor(ToyModule):
         loss_tag = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         return {loss_tag: getattr(self, f"{stage}_loss"), f"{stage}/mae": getattr(self, f"{stage}_mae")}
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self.model_step(batch, "train")
-        self.log("train/loss", loss)
-        return loss
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.model_step(batch, "test")
-
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self.net(batch[0])
-
-    def on_train_epoch_end(self) -> None:
-        self.log_epoch_metrics(self.epoch_metrics("train"))
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_epoch_metrics(self.epoch_metrics("val"))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_epoch_metrics(self.epoch_metrics("test"))

@@ -69,9 +69,3 @@ def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
         for key in ("fused", "foreach"):
             if key in optimizer.defaults and key in group:
                 group[key] = optimizer.defaults[key]
-
-
-def is_log_step(global_step: int, log_every_n_steps: int) -> bool:
-    """The steps whose training loss is logged (Lightning's logger connector writes on these)."""
-    return (global_step + 1) % log_every_n_steps == 0
-

@@ -43,6 +43,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from toyloops.core.classifier import Classifier
 from toyloops.core.errors import ConfigError, check_finite
+from toyloops.core.module import is_log_step
 from toyloops.core.specs import fusing_allowed, read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import (
@@ -62,7 +63,6 @@ from toyloops.engine.defaults import (
     TRAINER_DEFAULTS,
     add_links,
     apply_thread_policy,
-    is_log_step,
     keep_built_implementation,
 )
 from toyloops.engine.seeding import seed_everything, set_rng_state

@@ -178,8 +178,8 @@ def train_epoch_timed(fit: Any, clock: Clock) -> None:
     this follows ``train_epoch`` line by line (without its checkpoints and stops, which a profile
     does not use) and times each call. The untimed runs call ``loop.train_epoch`` itself.
     """
+    from toyloops.core.module import is_log_step
     from toyloops.engine import loop
-    from toyloops.engine.defaults import is_log_step
 
     state, scheduler, device = fit.state, fit.scheduler, fit.precision.device
     fit.model.train()
