@@ -35,9 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import chdir
+from contextlib import chdir, redirect_stderr, redirect_stdout
 from pathlib import Path
-from unittest import mock
 
 import lightning as L
 import numpy as np
@@ -148,8 +147,7 @@ class _TrainPhaseTimer(L.Callback):
 
 def lightning(config: str, epochs: int, extra: list[str]) -> list[float]:
     """train.py's Trainer with the template defaults, the progress bar included."""
-    with mock.patch.object(sys, "argv", ["train.py"]), open(os.devnull, "w") as null, \
-            mock.patch.object(sys, "stdout", null), mock.patch.object(sys, "stderr", null):
+    with open(os.devnull, "w") as null, redirect_stdout(null), redirect_stderr(null):
         cli = ToyCLI(args=["--config", str(ROOT / "configs" / f"{config}.yaml"), "--trainer.gradient_clip_val=null",
                            f"--trainer.max_epochs={epochs}", "--model.scheduler=null",
                            "--model.optimizer=torch.optim.AdamW", "--model.optimizer.lr=0.001",
@@ -374,8 +372,7 @@ def profile_sections(quick: bool) -> list[tuple[str, list[str]]]:
 
     sections = []
     for name, (config, _, _) in MODELS.items():
-        with tempfile.TemporaryDirectory() as tmp, chdir(tmp), open(os.devnull, "w") as null, \
-                mock.patch.object(sys, "stdout", null):
+        with tempfile.TemporaryDirectory() as tmp, chdir(tmp), open(os.devnull, "w") as null, redirect_stdout(null):
             result = profile(["--config", config, "--batch-sizes", "1,64" if quick else "1,8,64,512",
                               "--steps", "10" if quick else "40", "--rounds", "1" if quick else "3"])
             text = result["markdown"].read_text().splitlines()
@@ -443,13 +440,13 @@ NOTES = """## Reading these tables
     `Classifier.configure_optimizers`, so the parity tests still see bit-identical weights;
   - the training progress bar redraws at most twice a second, and at each epoch's end
     (`toyloops.engine.callbacks.ProgressBar`), where Lightning's redraws every `refresh_rate` steps, twice;
-  - TensorBoard events go to the writer's thread in bursts, at each epoch boundary and within
-    5 s otherwise (`toyloops.engine.dashboard.hold_events`, both engines), and the template's
-    `toyloops.engine.loggers.TensorBoardLogger` no longer flushes after every log as Lightning's does:
-    each event handed over and each flush woke the writer's thread, a GIL hand-off that cost the
-    training thread ~0.5 ms apiece on this machine (cProfile). The "stock bar and logger" column puts
-    Lightning's own progress bar and logger back;
-  - callbacks' empty per-batch hooks are skipped (`skip_empty_batch_hooks`);
+  - the template's `toyloops.engine.loggers.TensorBoardLogger` no longer flushes after every log
+    as Lightning's does (each flush woke the writer's thread, a GIL hand-off that cost the training
+    thread ~0.5 ms on this machine, cProfile); events reach the file through SummaryWriter's public
+    `flush_secs`, at epoch ends and before every resume-point checkpoint. The "stock bar and logger"
+    column puts Lightning's own progress bar and logger back. (Until the 2026-12-07 stop the events
+    were also held and handed over in bursts, and callbacks' empty per-batch hooks were skipped;
+    both needed private APIs and were dropped: their cost is in "Public APIs only", below);
   - in the hand loop's step: the NaN check reads the loss once (`loss.item()`, which is also the
     logged value) instead of `loss.isfinite().item()` (four operators), a batch already on its
     device is not `.to()`-ed again, and the batch gather is `index_select`.
