@@ -1,71 +1,54 @@
-"""Adding a net and a point set from outside the package: one Python file plus a YAML config, as
-docs/extending.md shows them."""
+"""Adding a net, a point set and a data module from outside the package: the Python files and YAML
+configs exactly as docs/extending.md shows them, run from a folder of their own."""
 
+import re
 import sys
+from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 from toyloops import Classifier
+from toyloops.engine import loop
 
-PROJECT = '''
-import torch
-from torch import Tensor, nn
-
-from toyloops.core.data import point_set
-from toyloops.core.specs import allow_net
+DOC = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
 
 
-@point_set("rings", bayes=lambda **_: 1.0)  # label 1 on the outer ring: the classes never overlap
-def make_rings(n_samples: int, noise: float, seed: int) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n_samples) % 2
-    angle = 2 * torch.pi * torch.rand(n_samples, generator=g)
-    radius = 1.0 + y + noise * torch.randn(n_samples, generator=g)
-    return torch.stack([radius * angle.cos(), radius * angle.sin()], dim=1), y
+def block(name: str) -> str:
+    """The fenced code block that follows the line naming ``name`` in docs/extending.md."""
+    return re.search(rf"^`{re.escape(name)}`[^\n]*\n(?:[^\n]+\n)*\n```\w+\n(.*?)```", DOC, re.M | re.S).group(1)
 
 
-@allow_net  # a checkpoint may rebuild it from its hyperparameters
-class RingNet(nn.Module):
-    def __init__(self, in_features: int = 2, num_classes: int = 2, hidden: int = 16) -> None:
-        super().__init__()
-        self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden=hidden)
-        self.num_classes = num_classes
-        self.layers = nn.Sequential(nn.Linear(in_features, hidden), nn.Tanh(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)
-'''
-
-CONFIG = '''
-trainer:
-  max_epochs: 8
-model:
-  net:
-    class_path: ring_project.RingNet
-    init_args:
-      hidden: 16
-  optimizer:
-    class_path: torch.optim.AdamW
-    init_args:
-      lr: 0.02
-data:
-  class_path: toyloops.PointsDataModule
-  init_args:
-    dataset: rings
-    n_samples: 800
-'''
-
-
-def test_a_net_and_a_point_set_of_ones_own_train_and_reload(in_tmp, monkeypatch):
-    (in_tmp / "ring_project.py").write_text(PROJECT)
-    (in_tmp / "rings.yaml").write_text(CONFIG)
+@pytest.fixture
+def project(in_tmp, monkeypatch):
+    for name in ("ring_project.py", "rings.yaml", "wave_project.py", "waves.yaml"):
+        (in_tmp / name).write_text(block(name))
     monkeypatch.syspath_prepend(str(in_tmp))
-    try:
-        cli = run_cli("fit", "--config", "rings.yaml")
-        assert type(cli.model.net).__name__ == "RingNet"
-        assert cli.datamodule.baselines["bayes"] == 1.0  # as registered
-        assert cli.trainer.callback_metrics["val/acc"] > 0.95
-        reloaded = Classifier.load_from_checkpoint(in_tmp / "logs/rings/version_0/checkpoints/last.ckpt")
-        assert type(reloaded.net).__name__ == "RingNet"  # rebuilt from its spec: allow_net let it
-    finally:
-        sys.modules.pop("ring_project", None)
+    yield in_tmp
+    for module in ("ring_project", "wave_project"):
+        sys.modules.pop(module, None)
+
+
+def test_a_net_and_a_point_set_of_ones_own_train_and_reload(project):
+    cli = run_cli("fit", "--config", "rings.yaml")
+    assert type(cli.model.net).__name__ == "RingNet"
+    assert cli.datamodule.baselines["bayes"] == 1.0  # as registered
+    assert cli.trainer.callback_metrics["val/acc"] > 0.95
+    reloaded = Classifier.load_from_checkpoint(project / "logs/rings/version_0/checkpoints/last.ckpt")
+    assert type(reloaded.net).__name__ == "RingNet"  # rebuilt from its spec: allow_net let it
+
+
+@pytest.mark.parametrize("options", [["--data.init_args.fold", "0", "--data.init_args.num_folds", "4"],
+                                     ["--data.init_args.val_draw", "independent"]])
+def test_a_data_module_of_ones_own_trains_with_folds_or_an_independent_val_draw(project, options):
+    cli = run_cli("fit", "--config", "waves.yaml", *options)
+    data = cli.datamodule
+    assert data.hparams["amplitude"] == 1.5 and "bayes" not in data.baselines  # its own setting; no claim made
+    folds = "--data.init_args.fold" in options
+    assert (data.num_folds, data.val_draw) == ((4, "split") if folds else (None, "independent"))
+    assert len(data.splits["val"][0]) == 240  # a fourth of train + val (960), or a fifth of the draw
+    assert cli.trainer.callback_metrics["val/acc"] > 0.9
+    ckpt = project / "logs/waves/version_0/checkpoints/last.ckpt"
+    assert type(data).load_from_checkpoint(ckpt).hparams == data.hparams
+    hand = loop.run(["fit", "--config", "waves.yaml", *options])  # the hand loop takes it as it is
+    assert hand["val/acc"] == pytest.approx(cli.trainer.callback_metrics["val/acc"].item(), abs=0)
