@@ -57,7 +57,7 @@ def test_load_from_checkpoint_rebuilds_model_and_data_from_either_engine(both_en
     datamodule = PointsDataModule.load_from_checkpoint(path)
     assert isinstance(model.net, MLP) and model.num_classes == 3
     assert datamodule.hparams["n_samples"] == 600 and len(datamodule.centers) == 3  # the run's data, not defaults
-    raw_x, raw_y = datamodule.generate(datamodule.n_samples, datamodule.seed)  # new raw points, scaled as the model saw them in training
+    raw_x, raw_y = datamodule.generate(200, 7)  # new raw points, scaled as the model saw them in training
     with torch.no_grad():
         accuracy = (model(datamodule.preprocess(raw_x)).argmax(1) == raw_y).float().mean().item()
     assert accuracy > 0.9

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.utilities.parsing import collect_init_args
 import torch
+from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor
 
 from toyloops.core import data
