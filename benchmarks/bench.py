@@ -45,11 +45,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, SequenceDataModule, TransformerClassifier
 from toyloops.core.nets import classification_loss
-from toyloops.core.specs import build_optimizer
 from toyloops.engine import loop
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import apply_thread_policy
 from toyloops.engine.runs import freeze_imports
+from toyloops.rules.specs import build_optimizer
 from toyloops.tools import scratch
 
 ROOT = Path(__file__).resolve().parents[1]

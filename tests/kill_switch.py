@@ -62,16 +62,16 @@ def replace(src, dst, *rest, **kwargs):  # noqa: ANN001, ANN002, ANN003 - os.rep
 torch.save, os.fsync, armed, real_fsync = save, fsync, False, os.fsync
 os.replace, real_replace = replace, os.replace
 if mode.startswith("rank1-") and os.environ.get("LOCAL_RANK") == "1":
-    import toyloops.core.errors  # patched before the engines import it
+    import toyloops.rules.errors  # patched before the engines import it
 
-    real_check = toyloops.core.errors.check_finite
+    real_check = toyloops.rules.errors.check_finite
 
     def check_finite(loss, step, epoch):  # noqa: ANN001, ANN202 - called once a training step
         if step == n:
             os.kill(os.getpid(), getattr(signal, f"SIG{mode.split('-')[1]}"))
         return real_check(loss, step, epoch)
 
-    toyloops.core.errors.check_finite = check_finite
+    toyloops.rules.errors.check_finite = check_finite
 # DDP starts its other ranks by running sys.argv again: this same script with the same arguments
 sys.argv = [os.path.abspath(__file__), *sys.argv[1:]] if engine in ("lightning", "loop") else [engine, *args]
 if engine == "lightning":

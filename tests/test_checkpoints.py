@@ -15,10 +15,10 @@ import torch
 from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, TransformerClassifier, classification_loss
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import load_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.loop import run
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import load_checkpoint
 
 CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", CONFIG, *BLOBS_SHORT]

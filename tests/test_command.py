@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import CONFIGS
 
-from toyloops.core.errors import ConfigError
 from toyloops.engine.checkpoints import write_new
 from toyloops.engine.entry import shipped_configs, with_shipped_configs
+from toyloops.rules.errors import ConfigError
 
 BLOBS = str(CONFIGS / "blobs_mlp.yaml")
 

@@ -13,12 +13,12 @@ import torch
 from conftest import CONFIGS, QUIET, fit_in, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import build_optimizer
 from toyloops.engine import loop
 from toyloops.engine.callbacks import ProgressBar
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import build_optimizer
 
 
 @pytest.fixture
@@ -160,8 +160,8 @@ def test_an_unfused_checkpoint_resumes_with_the_optimizer_this_run_built(engine,
     # optimizer.load_state_dict takes the saved groups whole: a checkpoint saved before Adam/AdamW
     # were fused (its groups hold fused: None) made the resumed step unfused in an optimizer built
     # fused, which tells a GradScaler (16-mixed) it unscales its own gradients.
-    from toyloops.core.specs import load_checkpoint
     from toyloops.engine.defaults import keep_built_implementation
+    from toyloops.rules.specs import load_checkpoint
 
     short = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.limit_train_batches=2",
              "--trainer.limit_val_batches=1", "--trainer.gradient_clip_val=null", *QUIET]

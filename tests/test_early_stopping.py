@@ -5,8 +5,8 @@ import re
 import pytest
 from conftest import CONFIGS
 
-from toyloops.core.errors import ConfigError
 from toyloops.engine.loop import run
+from toyloops.rules.errors import ConfigError
 from toyloops.tools.compare import compare, max_weight_difference
 
 

@@ -8,7 +8,7 @@ import torch
 from conftest import BLOBS_SHORT
 
 from toyloops import Classifier
-from toyloops.core.errors import ConfigError
+from toyloops.rules.errors import ConfigError
 from toyloops.tools.export import export, run
 
 

@@ -3,7 +3,7 @@ command and passes its own tests is checked on the installed wheel, in tests/tes
 
 import pytest
 
-from toyloops.core.errors import ConfigError
+from toyloops.rules.errors import ConfigError
 from toyloops.tools.init import init
 
 

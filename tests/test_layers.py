@@ -1,4 +1,5 @@
-"""The three layers import downwards only: core <- engine <- tools (DESIGN.md). Walks every import
+"""The layers import downwards only: rules <- core <- engine <- tools (DESIGN.md; rules: what every
+layer follows, the core included: errors, checkpoint safety, the batches both engines see). Walks every import
 statement of every module, those inside functions too."""
 
 import ast
@@ -8,11 +9,11 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = ROOT / "toyloops"
-BELOW = {"core": (), "engine": ("core",), "tools": ("core", "engine")}
+BELOW = {"rules": (), "core": ("rules",), "engine": ("rules", "core"), "tools": ("rules", "core", "engine")}
 
 
 def imported_layers(path: Path) -> set[str]:
-    """The layers (core, engine, tools) a module imports from, anywhere in its code; the top level
+    """The layers (rules, core, engine, tools) a module imports from, anywhere in its code; the top level
     ``toyloops`` re-exports the core."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -8,8 +8,8 @@ import torch
 import yaml
 from conftest import CONFIGS
 
-from toyloops.core.specs import load_checkpoint
 from toyloops.engine.loop import SUPPORTED_TRAINER_KEYS, main, run
+from toyloops.rules.specs import load_checkpoint
 from toyloops.tools.compare import compare, max_weight_difference, scalars
 
 # Every case trains with dropout, gradient clipping, AdamW and an LR scheduler.

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from conftest import CONFIGS
 
 from toyloops import MLP, Classifier, PointsDataModule, TransformerClassifier, classification_loss
-from toyloops.core.errors import ConfigError
 from toyloops.engine.loop import run
+from toyloops.rules.errors import ConfigError
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops import Classifier
-from toyloops.core.errors import ConfigError, NonFiniteLossError
-from toyloops.core.specs import load_checkpoint
 from toyloops.engine import cli, loop
 from toyloops.engine.loop import run
+from toyloops.rules.errors import ConfigError, NonFiniteLossError
+from toyloops.rules.specs import load_checkpoint
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 # circles_mlp: 1200 train samples / 64 = 19 steps an epoch; dropout makes the RNG state matter.
@@ -191,7 +191,7 @@ def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_go
 
 
 def test_non_finite_loss_check_raises_before_the_update():
-    from toyloops.core.errors import check_finite
+    from toyloops.rules.errors import check_finite
 
     check_finite(torch.tensor(0.5), 3, 0)
     with pytest.raises(NonFiniteLossError, match="inf at step 7"):

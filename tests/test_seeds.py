@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from toyloops.core import data
 from toyloops.core.datamodules import PointsDataModule, SequenceDataModule
-from toyloops.core.errors import ConfigError
+from toyloops.rules.batches import split_indices
+from toyloops.rules.errors import ConfigError
 from toyloops.tools import seeds, stats
 
 TINY = ["--trainer.max_epochs", "2", "--data.init_args.n_samples", "240"]
@@ -49,8 +49,8 @@ def test_paired_t_test():
 
 @pytest.mark.parametrize("n", [240, 241, 1000])
 def test_k_folds_are_disjoint_cover_train_and_val_and_keep_the_test_split(n):
-    train0, val0, test0 = data.split_indices(n, 0.2, 0.2, seed=3)
-    folds = [data.split_indices(n, 0.2, 0.2, seed=3, fold=k, num_folds=5) for k in range(5)]
+    train0, val0, test0 = split_indices(n, 0.2, 0.2, seed=3)
+    folds = [split_indices(n, 0.2, 0.2, seed=3, fold=k, num_folds=5) for k in range(5)]
     vals = [set(val.tolist()) for _, val, _ in folds]
     assert all(not (vals[i] & vals[j]) for i in range(5) for j in range(i + 1, 5))  # disjoint
     assert set().union(*vals) == set(train0.tolist()) | set(val0.tolist())  # cover the train + val data
@@ -58,7 +58,7 @@ def test_k_folds_are_disjoint_cover_train_and_val_and_keep_the_test_split(n):
     for train, val, test in folds:
         assert torch.equal(test, test0)  # the test split does not move
         assert set(train.tolist()) == set().union(*vals) - set(val.tolist())
-    other_seed = data.split_indices(n, 0.2, 0.2, seed=4, fold=0, num_folds=5)[1]
+    other_seed = split_indices(n, 0.2, 0.2, seed=4, fold=0, num_folds=5)[1]
     assert not torch.equal(other_seed, folds[0][1])  # seeded
 
 

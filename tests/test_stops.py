@@ -18,10 +18,10 @@ import torch
 from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops.core.errors import ConfigError, NonFiniteLossError
-from toyloops.core.specs import load_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.loop import run
+from toyloops.rules.errors import ConfigError, NonFiniteLossError
+from toyloops.rules.specs import load_checkpoint
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]

@@ -22,8 +22,8 @@ import re
 import sys
 
 from toyloops import __version__
-from toyloops.core.errors import ConfigError
 from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
+from toyloops.rules.errors import ConfigError
 
 COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
             "sweep", "seeds")

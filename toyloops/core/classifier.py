@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from torchmetrics import Accuracy, MeanMetric, Metric
 from torchmetrics import classification as tmc
 
-from toyloops.core.errors import ConfigError
 from toyloops.core.module import ToyModule
 from toyloops.core.nets import classification_loss, probabilities
-from toyloops.core.specs import OptimizerCallable, SchedulerCallable
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import OptimizerCallable, SchedulerCallable
 
 __all__ = ["Classifier"]
 

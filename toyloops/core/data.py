@@ -1,21 +1,19 @@
-"""Toy datasets as pure functions of a seed, seeded splits, and a one-index batch iterator.
-
-Nothing here knows about Lightning: both engines (``train.py`` and ``toyloops.engine.loop``) read
-their batches from :class:`BatchIterator`, which is why they see the very same batches.
+"""Toy datasets as pure functions of a seed, and the point-set registry. Nothing here knows about
+Lightning; :mod:`toyloops.core.datamodules` splits and serves them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from toyloops.core.errors import ConfigError
+from toyloops.rules.errors import ConfigError, check_positive
 
-__all__ = ["BatchIterator", "make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences", "make_spirals",
-           "make_xor", "split_indices", "standardize"]
+__all__ = ["make_blobs", "make_circles", "make_linear", "make_moons", "make_sequences", "make_spirals", "make_xor",
+           "standardize"]
 
 SEQUENCE_TASKS = ("parity", "majority", "contains")
 
@@ -48,8 +46,8 @@ def make_blobs(
     seed: int = 0,
 ) -> tuple[Tensor, Tensor]:
     """Isotropic Gaussian blobs, one per center: features (N, D) float32, labels (N,) int64."""
-    _check_positive("n_per_class", n_per_class)
-    _check_positive("variance", variance)
+    check_positive("n_per_class", n_per_class)
+    check_positive("variance", variance)
     if len(centers) < 2:
         raise ConfigError(f"centers must list at least 2 class centers, got {len(centers)}")
     means = torch.tensor(centers, dtype=torch.float32)  # (C, D)
@@ -72,7 +70,7 @@ def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tu
 
     ``noise`` is the fraction of labels flipped at random (label noise, 0 <= noise < 0.5).
     """
-    _check_positive("n_samples", n_samples)
+    check_positive("n_samples", n_samples)
     if not 0.0 <= noise < 0.5:
         raise ConfigError(f"noise must be in [0, 0.5), got {noise}")
     g = _generator(seed)
@@ -82,15 +80,13 @@ def make_circles(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tu
     return x, torch.where(flip, 1 - y, y)
 
 
-
-
 @point_set("moons", bayes=lambda noise, **_: 1.0 if noise == 0 else None)  # the classes overlap only when jittered
 def make_moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Two interleaved half circles (class 0 on top, class 1 below, shifted), jittered by N(0, noise^2).
 
     Class 0 gets ``n_samples - n_samples // 2`` points, class 1 the rest; each arc's angle is uniform.
     """
-    _check_positive("n_samples", n_samples)
+    check_positive("n_samples", n_samples)
     _check_jitter(noise)
     g = _generator(seed)
     n1 = n_samples // 2
@@ -110,8 +106,8 @@ def make_spirals(n_samples: int = 1000, noise: float = 0.0, turns: float = 1.0,
     A point at fraction ``t ~ U(0, 1)`` along its arm sits at radius ``t`` and angle
     ``2 pi turns t`` (+ pi for class 1). Class sizes as in :func:`make_moons`.
     """
-    _check_positive("n_samples", n_samples)
-    _check_positive("turns", turns)
+    check_positive("n_samples", n_samples)
+    check_positive("turns", turns)
     _check_jitter(noise)
     g = _generator(seed)
     n1 = n_samples // 2
@@ -127,7 +123,7 @@ def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[
     """XOR quadrants: points uniform in [-1, 1]^2, label 1 where the two coordinates differ in
     sign; then jittered by N(0, noise^2). Class sizes as in :func:`make_moons`.
     """
-    _check_positive("n_samples", n_samples)
+    check_positive("n_samples", n_samples)
     _check_jitter(noise)
     g = _generator(seed)
     n1 = n_samples // 2
@@ -142,7 +138,7 @@ def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[
 def make_linear(n_samples: int = 1000, weights: Sequence[float] = (2.0, -3.0), bias: float = 0.5,
                 noise: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
     """A regression set with a known answer: x ~ N(0, I) (N, F), y = x @ weights + bias + N(0, noise^2)."""
-    _check_positive("n_samples", n_samples)
+    check_positive("n_samples", n_samples)
     _check_jitter(noise)
     if not weights:
         raise ConfigError("weights must list at least one weight (one per feature)")
@@ -184,8 +180,8 @@ def make_sequences(
     """
     if task not in SEQUENCE_TASKS:
         raise ConfigError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}")
-    _check_positive("n_samples", n_samples)
-    _check_positive("seq_len", seq_len)
+    check_positive("n_samples", n_samples)
+    check_positive("seq_len", seq_len)
     if vocab_size < 3:
         raise ConfigError(f"vocab_size must be >= 3, got {vocab_size}")
     if not 1 <= target_token < vocab_size:
@@ -199,44 +195,6 @@ def make_sequences(
         y = (tokens == target_token).any(dim=1).long()
     return tokens, y
 
-
-def split_indices(
-    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
-    fold: int | None = None, num_folds: int | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n);
-    ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val).
-
-    With ``num_folds`` K (k-fold cross-validation): the test split is the same as without; the rest
-    (train + val) is cut into K disjoint folds of near-equal size that cover it, fold ``fold`` is
-    the validation split and the other K - 1 train (``val_fraction`` is not used).
-    """
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be in [0, 1) (0: no test split), got {test_fraction}")
-    if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(
-            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
-        )
-    if (fold is None) != (num_folds is None):
-        raise ConfigError(f"data.fold={fold} and data.num_folds={num_folds}: give both (k-fold) or neither")
-    if num_folds is not None and not (num_folds >= 2 and 0 <= fold < num_folds):
-        raise ConfigError(f"data.fold={fold}, data.num_folds={num_folds}: expected num_folds >= 2 and "
-                          f"0 <= fold < num_folds")
-    perm = torch.randperm(n, generator=_generator(seed))
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    n_train = n - n_val - n_test
-    if min(n_train, n_val) < 1 or (test_fraction > 0 and n_test < 1):
-        raise ConfigError(f"{n} samples are too few for fractions {val_fraction}/{test_fraction}")
-    if num_folds is not None:
-        if n_train + n_val < num_folds:
-            raise ConfigError(f"data.num_folds={num_folds} is more than the {n_train + n_val} train + val samples")
-        folds = perm[: n_train + n_val].tensor_split(num_folds)
-        return torch.cat([f for k, f in enumerate(folds) if k != fold]), folds[fold], perm[n_train + n_val :]
-    return perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :]
-
-
 def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
     """Scale every tensor with the mean/std of ``train`` alone (fitting on all data would leak)."""
     mean, std = feature_statistics(train)
@@ -248,97 +206,7 @@ def feature_statistics(train: Tensor) -> tuple[Tensor, Tensor]:
     return train.mean(dim=0), train.std(dim=0) + 1e-8
 
 
-class BatchIterator:
-    """Batches of ``(x[idx], y[idx])`` gathered with one tensor index per batch.
-
-    The order of epoch ``e`` is a permutation drawn from ``seed + e``, so any engine can replay
-    it; call ``set_epoch(e)`` before each epoch (Lightning does, through ``.sampler``).
-    ``rank``/``world_size`` give each process a disjoint, equally long shard of every epoch.
-    ``state_dict`` records the epoch and how many batches were handed out, so a run resumed
-    mid-epoch gets exactly the remaining batches.
-    """
-
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        _check_positive("batch_size", batch_size)
-        if len(x) != len(y):
-            raise ConfigError(f"x and y differ in length: {len(x)} != {len(y)}")
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if len(x) < world_size:
-            raise ConfigError(f"{len(x)} samples cannot be shared by {world_size} processes")
-        if drop_last and batch_size * world_size > len(x):  # would serve no batch at all
-            raise ConfigError(
-                f"batch_size={batch_size} with drop_last is larger than the {len(x)} samples of the split"
-                + (f" shared by {world_size} processes" if world_size > 1 else "")
-            )
-        self.x, self.y = x, y
-        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0  # the epoch the next (or current) pass yields
-        self.batches_done = 0  # batches already yielded in that epoch
-        self._resume_at = 0  # where the next pass starts: 0, or a loaded mid-epoch position
-
-    def indices(self, epoch: int) -> Tensor:
-        """This rank's sample indices for ``epoch``, in the order they are served."""
-        n = len(self.x)
-        order = torch.randperm(n, generator=_generator(self.seed + epoch)) if self.shuffle else torch.arange(n)
-        per_rank = n // self.world_size  # equal shards: DDP ranks must take the same number of steps
-        return order[: per_rank * self.world_size][self.rank :: self.world_size]
-
-    def __len__(self) -> int:
-        per_rank = len(self.x) // self.world_size
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Serve epoch ``epoch`` next (called before each epoch, as on a DistributedSampler)."""
-        if epoch != self.epoch:
-            self.epoch, self._resume_at = epoch, 0
-
-    @property
-    def sampler(self) -> BatchIterator:
-        """Lightning calls ``loader.sampler.set_epoch(epoch)`` each epoch: that is this object."""
-        return self
-
-    batch_sampler = None  # with ``sampler``, the two attributes Lightning reads off a loader
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self._serve()
-
-    def _serve(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # A generator: nothing below runs until the first batch is asked for, so an iter() that
-        # only probes the object (as Lightning's checks do) changes no state.
-        start, self._resume_at = self._resume_at, 0  # a pass starts at 0 unless a state was loaded
-        batches = self.indices(self.epoch).split(self.batch_size)[: len(self)]
-        self.batches_done = start
-        for idx in batches[start:]:
-            self.batches_done += 1
-            yield self.x.index_select(0, idx), self.y.index_select(0, idx)  # x[idx], without indexing's parsing
-
-    def state_dict(self) -> dict[str, int]:
-        """Where the iterator stands: the epoch and the batches already served in it."""
-        return {"epoch": self.epoch, "batches_done": self.batches_done}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from ``state``: the next pass yields the rest of that epoch."""
-        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
-        self._resume_at = self.batches_done if self.batches_done < len(self) else 0
-
-
 def _check_jitter(noise: float) -> None:
     if not 0.0 <= noise < math.inf:
         raise ConfigError(f"noise must be a finite number >= 0 (the std of the jitter), got {noise}")
 
-
-def _check_positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")

@@ -22,8 +22,9 @@ from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor
 
 from toyloops.core import data
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import check_plain, load_checkpoint
+from toyloops.rules.batches import BatchIterator, split_indices
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import check_plain, load_checkpoint
 
 __all__ = ["LinearDataModule", "PointsDataModule", "SequenceDataModule", "ToyDataModule"]
 
@@ -34,7 +35,7 @@ INDEPENDENT_VAL_SEED = 1_000_003  # val_draw='independent': the val draw's seed 
 
 class ToyDataModule(L.LightningDataModule):
     """Seeded train/val/test splits of a data set drawn by :meth:`generate`, served by
-    :class:`~toyloops.core.data.BatchIterator` (the same batches to both engines).
+    :class:`~toyloops.core.BatchIterator` (the same batches to both engines).
 
     Args:
         n_samples: how many samples :meth:`generate` draws.
@@ -74,7 +75,7 @@ class ToyDataModule(L.LightningDataModule):
         if needed > free:
             raise ConfigError(f"data.n_samples={n_samples:,} needs about {needed / 2**30:.1f} GiB of memory; "
                               f"{free / 2**30:.1f} GiB is free")
-        self.split = data.split_indices(n_samples, val_fraction, test_fraction, seed, fold, num_folds)
+        self.split = split_indices(n_samples, val_fraction, test_fraction, seed, fold, num_folds)
         if batch_size > len(self.split[0]):
             raise ConfigError(f"data.batch_size={batch_size} is larger than the train split "
                               f"({len(self.split[0])} samples)")
@@ -129,30 +130,30 @@ class ToyDataModule(L.LightningDataModule):
         if self.trainer is not None:  # shard every epoch across DDP processes
             self.rank, self.world_size = self.trainer.global_rank, self.trainer.world_size
 
-    def iterator(self, split: str, shuffle: bool | None = None) -> data.BatchIterator:
+    def iterator(self, split: str, shuffle: bool | None = None) -> BatchIterator:
         """A fresh batch iterator over one split (train shuffles; val/test/predict do not)."""
         x, y = self.splits[split]
         if len(x) == 0:
             raise ConfigError(f"data.{split}_fraction=0: this data has no {split} split; give it a fraction > 0")
         train = split == "train" and shuffle is not False
         batch_size = self.batch_size if train or self.eval_batch_size is None else self.eval_batch_size
-        return data.BatchIterator(x, y, batch_size, shuffle=train, seed=self.seed, drop_last=self.drop_last and train,
+        return BatchIterator(x, y, batch_size, shuffle=train, seed=self.seed, drop_last=self.drop_last and train,
                                   rank=self.rank, world_size=self.world_size)
 
-    def train_dataloader(self) -> data.BatchIterator:
+    def train_dataloader(self) -> BatchIterator:
         return self.iterator("train")
 
-    def train_eval_dataloader(self) -> data.BatchIterator:
+    def train_eval_dataloader(self) -> BatchIterator:
         """The whole train split in order, in eval batches (what ``train_metrics: eval`` scores)."""
         return self.iterator("train", shuffle=False)
 
-    def val_dataloader(self) -> data.BatchIterator:
+    def val_dataloader(self) -> BatchIterator:
         return self.iterator("val")
 
-    def test_dataloader(self) -> data.BatchIterator:
+    def test_dataloader(self) -> BatchIterator:
         return self.iterator("test")
 
-    def predict_dataloader(self) -> data.BatchIterator:
+    def predict_dataloader(self) -> BatchIterator:
         return self.iterator("test")
 
     @property

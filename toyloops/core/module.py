@@ -6,7 +6,6 @@ their loss and metrics.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,16 +13,16 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import (
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import (
     NOT_STORED,
     OptimizerCallable,
     SchedulerCallable,
     build,
     build_optimizer,
+    checked_for_loading,
     describe,
     fusing_allowed,
-    read_checkpoint,
 )
 
 DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
@@ -62,17 +61,8 @@ class ToyModule(L.LightningModule):
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> ToyModule:
         """Lightning's loader, reading the file as data only and refusing hyperparameters that name
         code other than allowed nets and torch's optimizers and schedulers (a ConfigError naming the
-        file); ``weights_only=False`` skips the check, at the caller's own risk."""
-        if kwargs.get("weights_only") is not False:
-            if kwargs.get("hparams_file"):
-                raise ConfigError("hparams_file is not supported: a checkpoint carries its own hyperparameters")
-            if not isinstance(checkpoint_path, (str, Path)):  # a file object: check the same bytes
-                checkpoint_path = io.BytesIO(checkpoint_path.read())
-            read_checkpoint(checkpoint_path, given=tuple(kwargs))
-            if isinstance(checkpoint_path, io.BytesIO):
-                checkpoint_path.seek(0)
-            kwargs["weights_only"] = True
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        file; :func:`~toyloops.rules.specs.checked_for_loading`)."""
+        return super().load_from_checkpoint(checked_for_loading(checkpoint_path, kwargs), *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import allow_net
+from toyloops.rules.errors import ConfigError, check_positive
+from toyloops.rules.specs import allow_net
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier", "classification_loss",
            "probabilities"]
@@ -54,7 +54,7 @@ class LogisticRegression(nn.Module):
         super().__init__()
         self.init_args = dict(in_features=in_features, num_classes=num_classes, binary_logits=binary_logits)
         self.num_classes = num_classes
-        _check_positive("in_features", in_features)
+        check_positive("in_features", in_features)
         self.linear = nn.Linear(in_features, output_size(num_classes, binary_logits))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -73,7 +73,7 @@ class LinearRegression(nn.Module):
     def __init__(self, in_features: int = 1, bias: bool = True) -> None:
         super().__init__()
         self.init_args = dict(in_features=in_features, bias=bias)
-        _check_positive("in_features", in_features)
+        check_positive("in_features", in_features)
         self.linear = nn.Linear(in_features, 1, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,7 +106,7 @@ class MLP(nn.Module):
         self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden_sizes=list(hidden_sizes),
                               activation=activation, dropout=dropout, binary_logits=binary_logits)
         self.num_classes = num_classes
-        _check_positive("in_features", in_features)
+        check_positive("in_features", in_features)
         for size in hidden_sizes:
             if size <= 0:
                 raise ConfigError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
@@ -162,7 +162,7 @@ class TransformerClassifier(nn.Module):
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("nhead", nhead), ("num_layers", num_layers),
                             ("dim_feedforward", dim_feedforward), ("max_len", max_len)):
-            _check_positive(name, value)
+            check_positive(name, value)
         if d_model % nhead:
             raise ConfigError(f"nhead={nhead} must divide d_model={d_model}")
         if pooling not in ("cls", "first", "mean"):
@@ -212,11 +212,6 @@ def classification_loss(logits: Tensor, target: Tensor, label_smoothing: float =
     return per_sample.sum() / w[target].sum()
 
 
-
-
-
-
-
 def probabilities(logits: Tensor) -> Tensor:
     """Class probabilities (B, C) from either logit layout (for binary C = 2)."""
     logits = logits.float()
@@ -224,11 +219,6 @@ def probabilities(logits: Tensor) -> Tensor:
         p1 = torch.sigmoid(logits)
         return torch.stack([1 - p1, p1], dim=-1)
     return logits.softmax(dim=-1)
-
-
-def _check_positive(name: str, value: int) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
 
 
 def _check_dropout(dropout: float) -> None:

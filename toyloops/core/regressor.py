@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanMetric
 
 from toyloops.core.module import ToyModule
-from toyloops.core.specs import OptimizerCallable, SchedulerCallable
+from toyloops.rules.specs import OptimizerCallable, SchedulerCallable
 
 __all__ = ["Regressor"]
 

@@ -19,7 +19,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.core.errors import ConfigError, check_finite
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
@@ -33,6 +32,7 @@ from toyloops.engine.runs import (
     summary,
 )
 from toyloops.engine.seeding import set_rng_state
+from toyloops.rules.errors import ConfigError, check_finite
 
 
 class ProgressBar(TQDMProgressBar):

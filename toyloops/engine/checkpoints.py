@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from toyloops.core.errors import ConfigError
 from toyloops.engine.seeding import rng_state
+from toyloops.rules.errors import ConfigError
 
 SECTION = "toyloops"
 
@@ -72,10 +72,6 @@ def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -
         raise
 
 
-
-
-
-
 def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:
     """The checkpoint's weights fit ``model`` and are finite (else an evaluation scores nonsense)."""
     state, expected = checkpoint["state_dict"], model.state_dict()
@@ -89,8 +85,6 @@ def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str 
                               f"{tuple(tensor.shape)} in the checkpoint, {tuple(expected[name].shape)} here")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise ConfigError(f"ckpt_path={str(path)!r} holds NaN or infinite weights ({name})")
-
-
 
 
 def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> None:

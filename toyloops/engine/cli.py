@@ -20,8 +20,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import load_checkpoint, read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.callbacks import (
     DashboardCallback,
@@ -42,6 +40,8 @@ from toyloops.engine.defaults import (
     apply_thread_policy,
 )
 from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import load_checkpoint, read_checkpoint
 
 RUN_PREFIX = "version_"  # TensorBoardLogger's folder names
 

@@ -25,8 +25,8 @@ from torch.utils.tensorboard.summary import hparams, scalar
 from torch.utils.tensorboard.writer import FileWriter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from toyloops.core.errors import ConfigError
 from toyloops.core.nets import probabilities
+from toyloops.rules.errors import ConfigError
 
 # one colour per class (RGB), light enough to show the points drawn over it
 PALETTE = np.array([(66, 133, 244), (234, 67, 53), (52, 168, 83), (251, 188, 5), (155, 89, 182),

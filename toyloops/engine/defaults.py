@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from toyloops.core.errors import ConfigError
+from toyloops.rules.errors import ConfigError
 
 LOG_DIR = "logs"
 # A config's model: section without a class_path is a Classifier (toyloops.Regressor must be named).

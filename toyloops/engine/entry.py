@@ -36,7 +36,7 @@ def with_shipped_configs(args: list[str], note: bool = True) -> list[str]:
             continue
         name = shipped_name(value, shipped)
         if name is None and not any(c in value for c in ":{\n"):  # not inline YAML either
-            from toyloops.core.errors import ConfigError
+            from toyloops.rules.errors import ConfigError
 
             runs = [name for name in shipped if "/" not in name]
             raise ConfigError(f"--config {value!r} is neither a file nor a shipped config; shipped: {', '.join(runs)}, "

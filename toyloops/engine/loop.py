@@ -42,9 +42,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
 from toyloops.core.classifier import Classifier
-from toyloops.core.errors import ConfigError, check_finite
 from toyloops.core.module import is_log_step
-from toyloops.core.specs import fusing_allowed, read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import (
     SECTION,
@@ -67,6 +65,8 @@ from toyloops.engine.defaults import (
 )
 from toyloops.engine.seeding import seed_everything, set_rng_state
 from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.rules.errors import ConfigError, check_finite
+from toyloops.rules.specs import fusing_allowed, read_checkpoint
 
 RUN_PREFIX = "loop_version_"
 # The Trainer arguments the hand loop implements; their types and defaults come from L.Trainer.

@@ -30,12 +30,12 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from toyloops.core.errors import ConfigError, ToyloopsError
-from toyloops.core.specs import load_checkpoint
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import DATA_TO_NET, NET_KEY
 from toyloops.engine.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
 from toyloops.engine.validation import one_line, unlinkable, with_config_files
+from toyloops.rules.errors import ConfigError, ToyloopsError
+from toyloops.rules.specs import load_checkpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -16,9 +16,9 @@ import torch
 import yaml
 from torch import nn
 
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import resolve
 from toyloops.engine.defaults import DATA_TO_NET
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import resolve
 
 MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
 

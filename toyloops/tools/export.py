@@ -21,10 +21,10 @@ from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
 from toyloops.core.classifier import Classifier
-from toyloops.core.errors import ConfigError
-from toyloops.core.specs import read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_new
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import read_checkpoint
 
 
 def example_input(net: nn.Module) -> Tensor:

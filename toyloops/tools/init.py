@@ -15,9 +15,9 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 
 from toyloops import __version__
-from toyloops.core.errors import ConfigError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
+from toyloops.rules.errors import ConfigError
 
 TEMPLATE = Path(__file__).parent / "template"
 FILES = {  # template file -> where it goes in the new project ({package}: the project's package)

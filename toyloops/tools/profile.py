@@ -57,10 +57,10 @@ from typing import Any
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
-from toyloops.core.errors import ConfigError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR, apply_thread_policy
+from toyloops.rules.errors import ConfigError
 
 BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip", "optimizer step", "scheduler",
            "logging", "callbacks", "engine (rest)")

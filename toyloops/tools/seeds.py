@@ -21,10 +21,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from toyloops.core.errors import ConfigError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR
+from toyloops.rules.errors import ConfigError
 from toyloops.tools.stats import paired_t_test, summarize
 from toyloops.tools.sweep import ENGINES, QUIET, fit_run
 

@@ -45,10 +45,10 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from toyloops.core.errors import ConfigError, NonFiniteLossError, ToyloopsError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR, MONITOR
+from toyloops.rules.errors import ConfigError, NonFiniteLossError, ToyloopsError
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -33,3 +33,9 @@ def check_finite(loss: torch.Tensor, step: int, epoch: int) -> float:
             "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val)."
         )
     return value
+
+
+def check_positive(name: str, value: float) -> None:
+    """A ConfigError naming ``name`` unless ``value`` > 0."""
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")

@@ -10,6 +10,7 @@ project trusts its own code), and torch's optimizers and schedulers. Checkpoints
 from __future__ import annotations
 
 import functools
+import io
 import pickle
 import re
 from collections.abc import Callable, Iterable
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from toyloops.core.errors import ConfigError
+from toyloops.rules.errors import ConfigError
 
 __all__ = ["allow_net"]
 
@@ -195,3 +196,20 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
     if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
         raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
     return checkpoint
+
+
+def checked_for_loading(checkpoint_path: Any, kwargs: dict[str, Any]) -> Any:
+    """What a LightningModule's ``load_from_checkpoint`` may read, after :func:`read_checkpoint`
+    checked it (a file object is read once and checked as bytes); sets ``weights_only=True`` in
+    ``kwargs``. ``weights_only=False`` skips the check, at the caller's own risk."""
+    if kwargs.get("weights_only") is False:
+        return checkpoint_path
+    if kwargs.get("hparams_file"):
+        raise ConfigError("hparams_file is not supported: a checkpoint carries its own hyperparameters")
+    if not isinstance(checkpoint_path, (str, Path)):
+        checkpoint_path = io.BytesIO(checkpoint_path.read())
+    read_checkpoint(checkpoint_path, given=tuple(kwargs))
+    if isinstance(checkpoint_path, io.BytesIO):
+        checkpoint_path.seek(0)
+    kwargs["weights_only"] = True
+    return checkpoint_path
