@@ -27,7 +27,7 @@ CASES = {
     "unknown dataset": (MLP, ["--data.dataset", "squares"], "data.dataset='squares': expected one of blobs"),
     "unknown task": (SEQ, ["--data.task", "sorting"], "Got value: sorting"),
     "negative hidden size": (MLP, ["--model.net.hidden_sizes", "[16, -4]"], "hidden_sizes must all be > 0"),
-    "zero samples": (MLP, ["--data.n_samples", "0"], "n_per_class must be > 0, got 0"),
+    "zero samples": (MLP, ["--data.n_samples", "0"], "data.n_samples must be > 0, got 0"),
     "negative variance": (MLP, ["--data.variance", "-1"], "variance must be > 0, got -1"),
     "fraction above 1": (MLP, ["--data.val_fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
     "fraction zero": (MLP, ["--data.val_fraction", "0"], "val_fraction must be in (0, 1), got 0"),

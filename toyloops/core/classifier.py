@@ -30,19 +30,11 @@ METRICS = {"precision": (tmc.BinaryPrecision, tmc.MulticlassPrecision), "recall"
 class Classifier(ToyModule):
     """Trains any classifier net: loss, accuracy per stage, optimizer and scheduler from config."""
 
-    def __init__(
-        self,
-        net: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        scheduler: SchedulerCallable | None = None,
-        scheduler_interval: Literal["epoch", "step"] = "epoch",
-        num_classes: int | None = None,
-        label_smoothing: float = 0.0,
-        class_weights: list[float] | None = None,
-        decay_biases: bool = True,
-        metrics: list[str] | None = None,
-        train_metrics: Literal["steps", "eval"] = "steps",
-    ) -> None:
+    def __init__(self, net: nn.Module | None = None, optimizer: OptimizerCallable | None = None,
+                 scheduler: SchedulerCallable | None = None, scheduler_interval: Literal["epoch", "step"] = "epoch",
+                 num_classes: int | None = None, label_smoothing: float = 0.0, class_weights: list[float] | None = None,
+                 decay_biases: bool = True, metrics: list[str] | None = None,
+                 train_metrics: Literal["steps", "eval"] = "steps") -> None:
         """Args:
         net: maps a batch of inputs to logits (B, C), or (B,) for a one-logit binary net; or its spec
             (``class_path`` + ``init_args``, as a checkpoint stores it).

@@ -39,12 +39,8 @@ def point_set(name: str, bayes: Callable[..., float | None] | None = None) -> Ca
     return register
 
 
-def make_blobs(
-    n_per_class: int = 100,
-    centers: Sequence[Sequence[float]] = ((-1.5, -1.0), (1.2, 1.3)),
-    variance: float = 0.5,
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
+def make_blobs(n_per_class: int = 100, centers: Sequence[Sequence[float]] = ((-1.5, -1.0), (1.2, 1.3)),
+               variance: float = 0.5, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Isotropic Gaussian blobs, one per center: features (N, D) float32, labels (N,) int64."""
     check_positive("n_per_class", n_per_class)
     check_positive("variance", variance)
@@ -86,11 +82,7 @@ def make_moons(n_samples: int = 1000, noise: float = 0.1, seed: int = 0) -> tupl
 
     Class 0 gets ``n_samples - n_samples // 2`` points, class 1 the rest; each arc's angle is uniform.
     """
-    check_positive("n_samples", n_samples)
-    _check_jitter(noise)
-    g = _generator(seed)
-    n1 = n_samples // 2
-    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    y, g = _two_classes(n_samples, noise, seed)
     angle = math.pi * torch.rand(n_samples, generator=g)
     top = torch.stack([angle.cos(), angle.sin()], dim=1)  # (N, 2) the upper arc
     bottom = torch.stack([1 - angle.cos(), 0.5 - angle.sin()], dim=1)  # the lower arc, shifted right
@@ -106,12 +98,8 @@ def make_spirals(n_samples: int = 1000, noise: float = 0.0, turns: float = 1.0,
     A point at fraction ``t ~ U(0, 1)`` along its arm sits at radius ``t`` and angle
     ``2 pi turns t`` (+ pi for class 1). Class sizes as in :func:`make_moons`.
     """
-    check_positive("n_samples", n_samples)
     check_positive("turns", turns)
-    _check_jitter(noise)
-    g = _generator(seed)
-    n1 = n_samples // 2
-    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    y, g = _two_classes(n_samples, noise, seed)
     t = torch.rand(n_samples, generator=g)
     angle = 2 * math.pi * turns * t + math.pi * y
     x = t[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
@@ -123,11 +111,7 @@ def make_xor(n_samples: int = 1000, noise: float = 0.0, seed: int = 0) -> tuple[
     """XOR quadrants: points uniform in [-1, 1]^2, label 1 where the two coordinates differ in
     sign; then jittered by N(0, noise^2). Class sizes as in :func:`make_moons`.
     """
-    check_positive("n_samples", n_samples)
-    _check_jitter(noise)
-    g = _generator(seed)
-    n1 = n_samples // 2
-    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    y, g = _two_classes(n_samples, noise, seed)
     magnitude = torch.rand(n_samples, 2, generator=g)
     sign0 = torch.randint(0, 2, (n_samples,), generator=g) * 2 - 1
     sign1 = sign0 * (1 - 2 * y)  # same sign for class 0, opposite for class 1
@@ -157,22 +141,8 @@ def bayes_accuracy_blobs(centers: Sequence[Sequence[float]], variance: float) ->
     return 0.5 * (1 + math.erf(distance / (2 * math.sqrt(variance)) / math.sqrt(2)))
 
 
-def baselines(y_val: Tensor, num_classes: int, bayes: float | None) -> dict[str, float]:
-    """The accuracies a model's val/acc is read against: ``chance`` (1/C), ``majority`` (always
-    predict val's most common class) and ``bayes`` (the best any model can do; left out where unknown)."""
-    counts = torch.bincount(y_val, minlength=num_classes)
-    rates = {"chance": 1 / num_classes, "majority": counts.max().item() / len(y_val)}
-    return rates if bayes is None else {**rates, "bayes": bayes}
-
-
-def make_sequences(
-    task: str = "parity",
-    n_samples: int = 2000,
-    seq_len: int = 16,
-    vocab_size: int = 50,
-    seed: int = 0,
-    target_token: int = 1,
-) -> tuple[Tensor, Tensor]:
+def make_sequences(task: str = "parity", n_samples: int = 2000, seq_len: int = 16, vocab_size: int = 50,
+                   seed: int = 0, target_token: int = 1) -> tuple[Tensor, Tensor]:
     """Token sequences (N, seq_len) over [1, vocab_size) and binary labels (N,).
 
     Tasks: ``parity`` (sum of tokens is odd), ``majority`` (more than half of the tokens are
@@ -204,6 +174,15 @@ def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
 def feature_statistics(train: Tensor) -> tuple[Tensor, Tensor]:
     """Per-feature mean and std (+1e-8) of the train split: what :func:`standardize` scales by."""
     return train.mean(dim=0), train.std(dim=0) + 1e-8
+
+
+def _two_classes(n_samples: int, noise: float, seed: int) -> tuple[Tensor, torch.Generator]:
+    """The labels of a two-class point set (class 0 the larger half, first) and its seeded generator."""
+    check_positive("n_samples", n_samples)
+    _check_jitter(noise)
+    n1 = n_samples // 2
+    y = torch.cat([torch.zeros(n_samples - n1, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+    return y, _generator(seed)
 
 
 def _check_jitter(noise: float) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 from toyloops.core import data
 from toyloops.rules.batches import BatchIterator, split_indices
 from toyloops.rules.errors import ConfigError
-from toyloops.rules.specs import check_plain, load_checkpoint
+from toyloops.rules.specs import check_data_settings
 
 __all__ = ["LinearDataModule", "PointsDataModule", "SequenceDataModule", "ToyDataModule"]
 
@@ -62,9 +62,9 @@ class ToyDataModule(L.LightningDataModule):
         self.save_hyperparameters({name: value for frame in settings for name, value in frame.items()})
         for name, value in self.hparams.items():
             setattr(self, name, value)
-        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        for name, size in (("n_samples", n_samples), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if size is not None and size <= 0:
-                raise ConfigError(f"data.{name}={size}: expected a number > 0")
+                raise ConfigError(f"data.{name} must be > 0, got {size}")
         if val_draw not in ("split", "independent"):
             raise ConfigError(f"data.val_draw={val_draw!r}: use 'split' (a part of the one draw) or 'independent'")
         if val_draw == "independent" and num_folds is not None:
@@ -109,14 +109,10 @@ class ToyDataModule(L.LightningDataModule):
     def load_from_checkpoint(cls, checkpoint_path: str | Path, *args: Any, **kwargs: Any) -> ToyDataModule:
         """The data module a run trained on, with its settings and statistics; a checkpoint that
         holds no data module of this class is a :class:`ConfigError`, not a default one."""
-        settings = load_checkpoint(checkpoint_path).get("datamodule_hyper_parameters")
         names = {name for klass in cls.__mro__ if issubclass(klass, ToyDataModule) and "__init__" in vars(klass)
                  for name, p in inspect.signature(klass.__init__).parameters.items()
                  if name != "self" and p.kind is not p.VAR_KEYWORD}
-        if not isinstance(settings, dict) or not set(settings) <= names or names - set(settings) - OPTIONAL_SETTINGS:
-            raise ConfigError(f"ckpt_path={str(checkpoint_path)!r} holds no {cls.__name__}: it was trained on "
-                              "other data, or without a data module")
-        check_plain(settings, "datamodule_hyper_parameters")
+        check_data_settings(checkpoint_path, cls.__name__, names, OPTIONAL_SETTINGS)
         kwargs["weights_only"] = True
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -158,7 +154,11 @@ class ToyDataModule(L.LightningDataModule):
 
     @property
     def num_features(self) -> int:
-        return self.splits["train"][0].shape[-1]
+        """Features per sample; none for integer inputs (token ids: ``vocab_size`` and ``seq_len`` say more)."""
+        x = self.splits["train"][0]
+        if not x.is_floating_point():
+            raise AttributeError(f"{type(self).__name__} serves token ids, not features")
+        return x.shape[-1]
 
     @property
     def num_classes(self) -> int:
@@ -171,8 +171,11 @@ class ToyDataModule(L.LightningDataModule):
 
     @property
     def baselines(self) -> dict[str, float]:
-        """What val/acc is read against: chance, the val split's majority class, Bayes where stated."""
-        return data.baselines(self.splits["val"][1], self.num_classes, self.bayes_accuracy)
+        """The accuracies val/acc is read against: ``chance`` (1/C), ``majority`` (always predict val's most
+        common class) and ``bayes`` (the best any model can reach; left out where not stated)."""
+        y_val = self.splits["val"][1]
+        rates = {"chance": 1 / self.num_classes, "majority": y_val.bincount().max().item() / len(y_val)}
+        return rates if self.bayes_accuracy is None else {**rates, "bayes": self.bayes_accuracy}
 
 
 class PointsDataModule(ToyDataModule):

@@ -25,11 +25,10 @@ from toyloops.rules.specs import (
     fusing_allowed,
 )
 
-DEFAULT_OPTIMIZER = {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
-
 
 class ToyModule(L.LightningModule):
-    """A net plus its optimizer and scheduler; subclasses define ``training_step`` and the metrics."""
+    """A net plus its optimizer and scheduler, and the hooks every subclass shares; a subclass defines
+    ``model_step(batch, stage)`` (the loss, with the stage's metric updates) and ``epoch_metrics``."""
 
     def __init__(self, net: nn.Module | dict | None, optimizer: OptimizerCallable | dict | None,
                  scheduler: SchedulerCallable | dict | None, scheduler_interval: Literal["epoch", "step"],
@@ -42,7 +41,7 @@ class ToyModule(L.LightningModule):
                               "store it; pass net= to load_from_checkpoint)")
         if scheduler_interval not in ("epoch", "step"):
             raise ConfigError(f"model.scheduler_interval={scheduler_interval!r}: expected epoch or step")
-        optimizer = DEFAULT_OPTIMIZER if optimizer is None else optimizer
+        optimizer = optimizer or {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
         self.optimizer_factory, self.scheduler_factory = (
             build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory
             for factory, kind in ((optimizer, "optimizer"), (scheduler, "scheduler")))
@@ -89,9 +88,6 @@ class ToyModule(L.LightningModule):
             config.update(monitor="val/loss", strict=False)  # skipped, not an error, before the first validation
         return {"optimizer": optimizer, "lr_scheduler": config}
 
-    # The hooks below are the same for every subclass: each defines ``model_step(batch, stage)`` (the
-    # loss, with the stage's metric updates) and ``epoch_metrics(stage)`` (the metric objects by tag).
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self.model_step(batch, "train")
         if is_log_step(self.trainer.global_step, self.trainer.log_every_n_steps):  # no self.log cost otherwise
@@ -114,8 +110,7 @@ class ToyModule(L.LightningModule):
         self.log_epoch_metrics("test")
 
     def log_epoch_metrics(self, stage: str) -> None:
-        """Each of the stage's metric objects once per epoch (a log of one costs ~1 ms), computed and
-        reset by the trainer."""
+        """Each of the stage's metric objects, logged once per epoch (computed and reset by the trainer)."""
         for tag, metric in self.epoch_metrics(stage).items():
             self.log(tag, metric, on_step=False, on_epoch=True)
 

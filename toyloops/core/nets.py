@@ -1,8 +1,8 @@
 """The three classifiers as plain ``nn.Module``s, and the loss/prediction rules both engines share.
 
-Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE, as in
-seeds 000 and 003) and (B, C) for C > 2 classes (softmax + cross-entropy); ``binary_logits=2``
-gives two classes two logits, (B, 2), and cross-entropy (seeds 001 and 002). With two classes, call
+Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE) and
+(B, C) for C > 2 classes (softmax + cross-entropy); ``binary_logits=2`` gives two classes two
+logits, (B, 2), and cross-entropy. With two classes, call
 :func:`classification_loss` (or ``F.binary_cross_entropy_with_logits(logits, y.float())``), not
 ``F.cross_entropy``; :func:`probabilities` turns either layout into (B, C) class probabilities.
 Each net records its constructor arguments in ``init_args``, so a checkpoint can rebuild it.
@@ -93,23 +93,15 @@ class MLP(nn.Module):
         binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
     """
 
-    def __init__(
-        self,
-        in_features: int = 2,
-        num_classes: int = 2,
-        hidden_sizes: Sequence[int] = (16,),
-        activation: str = "relu",
-        dropout: float = 0.0,
-        binary_logits: int = 1,
-    ) -> None:
+    def __init__(self, in_features: int = 2, num_classes: int = 2, hidden_sizes: Sequence[int] = (16,),
+                 activation: str = "relu", dropout: float = 0.0, binary_logits: int = 1) -> None:
         super().__init__()
         self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden_sizes=list(hidden_sizes),
                               activation=activation, dropout=dropout, binary_logits=binary_logits)
         self.num_classes = num_classes
         check_positive("in_features", in_features)
-        for size in hidden_sizes:
-            if size <= 0:
-                raise ConfigError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
+        if not all(size > 0 for size in hidden_sizes):
+            raise ConfigError(f"hidden_sizes must all be > 0, got {list(hidden_sizes)}")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         _check_dropout(dropout)
@@ -134,26 +126,15 @@ class TransformerClassifier(nn.Module):
         seq_len: tokens per sequence (linked from the data module).
         num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
         d_model, nhead, num_layers, dim_feedforward, dropout: as in ``nn.TransformerEncoderLayer``.
-        pooling: ``cls`` reads a prepended CLS token, ``first`` the first token's own output (seed 000's
-            model: no extra token), ``mean`` averages all positions.
+        pooling: ``cls`` reads a prepended CLS token, ``first`` the first token's own output (no extra
+            token), ``mean`` averages all positions.
         max_len: positions the learned position embedding covers.
         binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
     """
 
-    def __init__(
-        self,
-        vocab_size: int = 50,
-        seq_len: int = 16,
-        num_classes: int = 2,
-        d_model: int = 64,
-        nhead: int = 4,
-        num_layers: int = 2,
-        dim_feedforward: int = 128,
-        dropout: float = 0.1,
-        pooling: str = "cls",
-        max_len: int = 256,
-        binary_logits: int = 1,
-    ) -> None:
+    def __init__(self, vocab_size: int = 50, seq_len: int = 16, num_classes: int = 2, d_model: int = 64,
+                 nhead: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
+                 pooling: str = "cls", max_len: int = 256, binary_logits: int = 1) -> None:
         super().__init__()
         self.init_args = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
                               nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
@@ -167,12 +148,9 @@ class TransformerClassifier(nn.Module):
             raise ConfigError(f"nhead={nhead} must divide d_model={d_model}")
         if pooling not in ("cls", "first", "mean"):
             raise ConfigError(f"pooling must be 'cls', 'first' or 'mean', got {pooling!r}")
-        positions = seq_len + (pooling == "cls")
-        if positions > max_len:
+        if seq_len + (pooling == "cls") > max_len:
             cls_note = " + 1 CLS token" if pooling == "cls" else ""
-            raise ConfigError(
-                f"seq_len={seq_len}{cls_note} exceeds max_len={max_len}: raise max_len or shorten seq_len"
-            )
+            raise ConfigError(f"seq_len={seq_len}{cls_note} exceeds max_len={max_len}: raise max_len or shorten it")
         _check_dropout(dropout)
         self.pooling, self.seq_len = pooling, seq_len
         self.tok_emb = nn.Embedding(vocab_size + 1, d_model)  # the extra id is the CLS token

@@ -18,14 +18,9 @@ __all__ = ["Regressor"]
 class Regressor(ToyModule):
     """Trains any regression net ((B, F) -> (B,)): MSE loss, MAE per stage, optimizer and scheduler from config."""
 
-    def __init__(
-        self,
-        net: nn.Module | None = None,
-        optimizer: OptimizerCallable | None = None,
-        scheduler: SchedulerCallable | None = None,
-        scheduler_interval: Literal["epoch", "step"] = "epoch",
-        decay_biases: bool = True,
-    ) -> None:
+    def __init__(self, net: nn.Module | None = None, optimizer: OptimizerCallable | None = None,
+                 scheduler: SchedulerCallable | None = None, scheduler_interval: Literal["epoch", "step"] = "epoch",
+                 decay_biases: bool = True) -> None:
         """Args: as :class:`~toyloops.core.classifier.Classifier`'s of the same names."""
         super().__init__(net, optimizer, scheduler, scheduler_interval, decay_biases)
         for stage in ("train", "val", "test"):

@@ -213,3 +213,13 @@ def checked_for_loading(checkpoint_path: Any, kwargs: dict[str, Any]) -> Any:
         checkpoint_path.seek(0)
     kwargs["weights_only"] = True
     return checkpoint_path
+
+
+def check_data_settings(path: str | Path, name: str, names: set[str], optional: set[str]) -> None:
+    """The checkpoint's data-module settings are plain data and exactly ``names`` (less any of
+    ``optional``, which a checkpoint may lack); else a ConfigError saying it holds no ``name``."""
+    settings = load_checkpoint(path).get("datamodule_hyper_parameters")
+    if not isinstance(settings, dict) or not set(settings) <= names or names - set(settings) - optional:
+        raise ConfigError(f"ckpt_path={str(path)!r} holds no {name}: it was trained on other data, or without a "
+                          "data module")
+    check_plain(settings, "datamodule_hyper_parameters")
