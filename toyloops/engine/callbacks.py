@@ -40,8 +40,8 @@ class ProgressBar(TQDMProgressBar):
     seconds (with the logged metrics beside it), and at each epoch's end, as Lightning's is.
 
     Lightning redraws it every ``refresh_rate`` batches whatever they cost, twice each time (the
-    count, then the metrics); a redraw costs ~1 ms, which for these nets is a step or more. A
-    bar that moves twice a second shows the same progress. ``refresh_rate`` still paces the
+    count, then the metrics), and a redraw can cost more than a toy net's step (benchmarks/RESULTS.md).
+    A bar that moves twice a second shows the same progress. ``refresh_rate`` still paces the
     validation, test and predict bars.
     """
 

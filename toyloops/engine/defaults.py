@@ -20,12 +20,11 @@ MONITOR, MONITOR_MODE = "val/acc", "max"
 # Template defaults for Lightning's own keys, set on both engines' parsers.
 TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
 # Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the training progress bar
-# redraws at most twice a second and at each epoch's last batch (toyloops.engine.callbacks.ProgressBar;
-# a redraw costs ~1 ms: every step, ~200 us a step; every 10th step, still ~100 us);
+# redraws at most twice a second and at each epoch's last batch (toyloops.engine.callbacks.ProgressBar);
 PROGRESS_BAR_MIN_INTERVAL_S = 0.5
 PROGRESS_BAR_REFRESH_RATE = TRAINER_DEFAULTS["trainer.log_every_n_steps"]  # the other bars (validation ...)
-# and one torch thread unless TOYLOOPS_THREADS (or OMP_NUM_THREADS) says otherwise: two OpenMP
-# threads on a shared 2-core machine wait on each other, 5-25x slower a step.
+# and one torch thread unless TOYLOOPS_THREADS (or OMP_NUM_THREADS) says otherwise: OpenMP threads
+# on a shared machine wait on each other.
 THREADS_ENV = "TOYLOOPS_THREADS"
 
 # Facts the data module owns -> where the net takes them. A data module that lacks a fact

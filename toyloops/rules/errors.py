@@ -26,8 +26,8 @@ class NonFiniteLossError(ToyloopsError, RuntimeError):
 
 def check_finite(loss: torch.Tensor, step: int, epoch: int) -> float:
     """The loss as a number; :class:`NonFiniteLossError` for a NaN/Inf one, before it reaches the weights."""
-    value = loss.item()  # one host sync a step (free on CPU, ~10 us on a GPU); one op, where
-    if not math.isfinite(value):  # loss.isfinite() is four (~35 us a step in the hand loop, measured)
+    value = loss.item()  # one host sync a step, and a single op (a tensor check would be several)
+    if not math.isfinite(value):
         raise NonFiniteLossError(
             f"loss is {value} at step {step} (epoch {epoch}); training stopped before that step's "
             "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val)."
