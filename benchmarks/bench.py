@@ -430,7 +430,7 @@ NOTES = """## Reading these tables
   so, two runs of this script differ by 10-30% on sub-millisecond steps. Compare columns of one
   run, not figures across runs. On a quiet machine (as in this run) two torch threads cost little;
   under load they cost 4-25x (the earlier runs' threads table), which is why one is the default.
-- **Defaults** (toyloops/config.py, toyloops/callbacks.py, toyloops/loggers.py), each with the
+- **Defaults** (toyloops/engine/defaults.py, callbacks.py, loggers.py), each with the
   column that measures it:
   - one torch thread unless `TOYLOOPS_THREADS` (or `OMP_NUM_THREADS`) says otherwise (threads table);
   - `fused=True` for Adam/AdamW unless a config sets `fused` or `foreach`, and not under mixed
