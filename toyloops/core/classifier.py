@@ -49,17 +49,14 @@ class Classifier(ToyModule):
         train_metrics: ``steps`` scores train accuracy on the training steps' own outputs; ``eval``
             on one pass over the whole train split in eval mode after each epoch (costs that pass).
         """
-        net_classes = getattr(net, "num_classes", None) if isinstance(net, nn.Module) else None
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int | None):
-            raise ConfigError(f"model.num_classes={num_classes!r}: expected an int (or None: the net's)")
-        if net_classes is not None and num_classes not in (None, net_classes):
-            raise ConfigError(f"model.num_classes={num_classes} but net {type(net).__name__} predicts {net_classes}")
-        super().__init__(net, optimizer, scheduler, scheduler_interval, decay_biases,
-                         num_classes=num_classes or net_classes,
+        super().__init__(net, optimizer, scheduler, scheduler_interval, decay_biases, num_classes=num_classes,
                          label_smoothing=label_smoothing, class_weights=class_weights, metrics=metrics,
                          train_metrics=train_metrics)
-        self.num_classes = num_classes or getattr(self.net, "num_classes", None)
-        self.hparams["num_classes"] = self.num_classes
+        net_classes = getattr(self.net, "num_classes", None)
+        if net_classes is not None and num_classes not in (None, net_classes):
+            raise ConfigError(f"model.num_classes={num_classes} but net {type(self.net).__name__} predicts "
+                              f"{net_classes}")
+        self.num_classes = self.hparams["num_classes"] = num_classes or net_classes
         if self.num_classes is None:
             raise ConfigError(f"model.net={type(self.net).__name__} has no num_classes attribute: "
                               "give model.num_classes")
@@ -73,8 +70,6 @@ class Classifier(ToyModule):
         if unknown:
             raise ConfigError(f"model.metrics={list(metrics)}: expected some of {', '.join(METRICS)} "
                               "(accuracy is always on)")
-        if train_metrics not in ("steps", "eval"):
-            raise ConfigError(f"model.train_metrics={train_metrics!r}: expected steps or eval")
         self.label_smoothing, self.class_weights = label_smoothing, class_weights
         self.train_metrics_from = train_metrics
         binary = self.num_classes == 2  # one metric object per stage; losses are means weighted by batch size

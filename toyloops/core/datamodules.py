@@ -23,7 +23,7 @@ from torch import Tensor
 
 from toyloops.core import data
 from toyloops.rules.batches import BatchIterator, split_indices
-from toyloops.rules.errors import ConfigError
+from toyloops.rules.errors import ConfigError, checked
 from toyloops.rules.specs import check_data_settings
 
 __all__ = ["LinearDataModule", "PointsDataModule", "SequenceDataModule", "ToyDataModule"]
@@ -59,14 +59,13 @@ class ToyDataModule(L.LightningDataModule):
         # Every constructor argument, a subclass's own included, read from the __init__ frames: the
         # run's data settings, given as a dict so no CLI bookkeeping (``_instantiator``) is stored.
         settings = collect_init_args(inspect.currentframe(), [], classes=(L.LightningDataModule,))
-        self.save_hyperparameters({name: value for frame in settings for name, value in frame.items()})
+        settings = {name: value for frame in settings for name, value in frame.items()}
+        self.save_hyperparameters(checked(type(self), **settings))
         for name, value in self.hparams.items():
             setattr(self, name, value)
         for name, size in (("n_samples", n_samples), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if size is not None and size <= 0:
                 raise ConfigError(f"data.{name} must be > 0, got {size}")
-        if val_draw not in ("split", "independent"):
-            raise ConfigError(f"data.val_draw={val_draw!r}: use 'split' (a part of the one draw) or 'independent'")
         if val_draw == "independent" and num_folds is not None:
             raise ConfigError("data.val_draw='independent' and data.num_folds: k-fold validates on folds of the "
                               "one draw; use val_draw 'split' with folds")
@@ -193,13 +192,13 @@ class PointsDataModule(ToyDataModule):
 
     def __init__(self, dataset: str = "blobs", n_samples: int = 1000, centers: list[list[float]] | None = None,
                  variance: float = 0.5, noise: float = 0.0, **kwargs: Any) -> None:
+        centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
+        super().__init__(n_samples, **kwargs)
         if dataset not in data.POINT_SETS:
             raise ConfigError(f"data.dataset={dataset!r}: expected one of {', '.join(data.POINT_SETS)} "
                               "(toyloops.core.data.point_set registers more)")
-        centers = [[-1.5, -1.0], [1.2, 1.3]] if centers is None else centers
         if dataset == "blobs" and len(centers) < 2:
             raise ConfigError(f"data.centers must list at least 2 class centers, got {len(centers)}")
-        super().__init__(n_samples, **kwargs)
         self.splits  # noqa: B018 - drawn now, so bad settings fail at construction
 
     def generate(self, n_samples: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -251,9 +250,12 @@ class SequenceDataModule(ToyDataModule):
 
     bayes_accuracy = 1.0  # each label is a function of its tokens
 
+    @property
+    def bytes_per_sample(self) -> int:
+        return 8 * (self.seq_len + 1)  # int64 tokens and label
+
     def __init__(self, task: Literal["parity", "majority", "contains"] = "majority", n_samples: int = 4000,
                  seq_len: int = 16, vocab_size: int = 50, target_token: int = 1, **kwargs: Any) -> None:
-        self.bytes_per_sample = 8 * (seq_len + 1)  # int64 tokens and label
         super().__init__(n_samples, **kwargs)
         self.splits  # noqa: B018 - drawn now, so bad settings fail at construction
 

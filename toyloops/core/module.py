@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from toyloops.rules.errors import ConfigError
+from toyloops.rules.errors import ConfigError, checked
 from toyloops.rules.specs import (
     NOT_STORED,
     OptimizerCallable,
@@ -35,12 +35,11 @@ class ToyModule(L.LightningModule):
                  decay_biases: bool, **settings: Any) -> None:
         """Args as the subclasses document them; ``settings`` are their own plain hyperparameters."""
         super().__init__()
+        checked(type(self), scheduler_interval=scheduler_interval, decay_biases=decay_biases, **settings)
         self.net = build(net, "net", "model.net") if isinstance(net, dict) else net
         if not isinstance(self.net, nn.Module):
             raise ConfigError("model.net is missing: give the net (a checkpoint of a net built live does not "
                               "store it; pass net= to load_from_checkpoint)")
-        if scheduler_interval not in ("epoch", "step"):
-            raise ConfigError(f"model.scheduler_interval={scheduler_interval!r}: expected epoch or step")
         optimizer = optimizer or {"class_path": "torch.optim.AdamW", "init_args": {}}  # PyTorch's AdamW defaults
         self.optimizer_factory, self.scheduler_factory = (
             build(factory, kind, f"model.{kind}") if isinstance(factory, dict) else factory

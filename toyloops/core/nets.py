@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from toyloops.rules.errors import ConfigError, check_positive
+from toyloops.rules.errors import ConfigError, check_positive, checked
 from toyloops.rules.specs import allow_net
 
 __all__ = ["MLP", "LinearRegression", "LogisticRegression", "TransformerClassifier", "classification_loss",
@@ -52,7 +52,8 @@ class LogisticRegression(nn.Module):
 
     def __init__(self, in_features: int = 2, num_classes: int = 2, binary_logits: int = 1) -> None:
         super().__init__()
-        self.init_args = dict(in_features=in_features, num_classes=num_classes, binary_logits=binary_logits)
+        self.init_args = checked(LogisticRegression, in_features=in_features, num_classes=num_classes,
+                                 binary_logits=binary_logits)
         self.num_classes = num_classes
         check_positive("in_features", in_features)
         self.linear = nn.Linear(in_features, output_size(num_classes, binary_logits))
@@ -72,7 +73,7 @@ class LinearRegression(nn.Module):
 
     def __init__(self, in_features: int = 1, bias: bool = True) -> None:
         super().__init__()
-        self.init_args = dict(in_features=in_features, bias=bias)
+        self.init_args = checked(LinearRegression, in_features=in_features, bias=bias)
         check_positive("in_features", in_features)
         self.linear = nn.Linear(in_features, 1, bias=bias)
 
@@ -96,8 +97,9 @@ class MLP(nn.Module):
     def __init__(self, in_features: int = 2, num_classes: int = 2, hidden_sizes: Sequence[int] = (16,),
                  activation: str = "relu", dropout: float = 0.0, binary_logits: int = 1) -> None:
         super().__init__()
-        self.init_args = dict(in_features=in_features, num_classes=num_classes, hidden_sizes=list(hidden_sizes),
-                              activation=activation, dropout=dropout, binary_logits=binary_logits)
+        self.init_args = checked(MLP, in_features=in_features, num_classes=num_classes, hidden_sizes=hidden_sizes,
+                                 activation=activation, dropout=dropout, binary_logits=binary_logits)
+        self.init_args["hidden_sizes"] = list(hidden_sizes)  # stored as plain data
         self.num_classes = num_classes
         check_positive("in_features", in_features)
         if not all(size > 0 for size in hidden_sizes):
@@ -136,9 +138,9 @@ class TransformerClassifier(nn.Module):
                  nhead: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
                  pooling: str = "cls", max_len: int = 256, binary_logits: int = 1) -> None:
         super().__init__()
-        self.init_args = dict(vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, d_model=d_model,
-                              nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
-                              dropout=dropout, pooling=pooling, max_len=max_len, binary_logits=binary_logits)
+        self.init_args = checked(TransformerClassifier, vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes,
+                                 d_model=d_model, nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
+                                 dropout=dropout, pooling=pooling, max_len=max_len, binary_logits=binary_logits)
         self.num_classes = num_classes
         for name, value in (("vocab_size", vocab_size), ("seq_len", seq_len), ("d_model", d_model),
                             ("nhead", nhead), ("num_layers", num_layers),

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from toyloops.rules.errors import ConfigError, check_positive
+from toyloops.rules.errors import ConfigError, check_positive, checked
 
 __all__ = ["BatchIterator", "split_indices"]
 
@@ -72,6 +72,8 @@ class BatchIterator:
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
+        checked(BatchIterator, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+                world_size=world_size)
         check_positive("batch_size", batch_size)
         if len(x) != len(y):
             raise ConfigError(f"x and y differ in length: {len(x)} != {len(y)}")
