@@ -57,13 +57,19 @@ def unlinkable(message: str) -> str | None:
 
 @contextmanager
 def links_into_net() -> Iterator[None]:
-    """Instantiating the config's objects, with the link complaint as one line."""
+    """Instantiating the config's objects, with the link complaint as one line, and so a class's
+    ValueError from its constructor (the arguments it refuses: a project's own classes raise it)."""
     try:
         yield
     except AssertionError as err:
         if unlinkable(str(err)) is None:
             raise
         raise ConfigError(unlinkable(str(err))) from None
+    except ValueError as err:  # jsonargparse raises its own, from the constructor's
+        refused = err.__cause__
+        if isinstance(err, ConfigError) or type(refused) is not ValueError or not str(refused).strip():
+            raise
+        raise ConfigError(str(refused).strip().splitlines()[0]) from refused
 
 
 def check_values(config: Any) -> None:
