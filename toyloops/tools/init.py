@@ -1,7 +1,8 @@
-"""toyloops init DIR: start a new project from the template, one that depends on toyloops.
+"""toyloops init DIR: start a new project that owns its code and uses toyloops as its engine.
 
-It writes ``DIR/`` with its own ``train.py``, ``<package>.yaml``, a net and a data module of its own
-wired in through ``class_path``, a README with its two commands, and a passing pytest file.
+It writes ``DIR/`` with a net, a LightningModule and a data module of its own (``<package>/models.py``,
+``<package>/data.py``: Lightning and torch only, no toyloops import), ``<package>.yaml`` naming them by
+``class_path``, a search space, ``train.py``, a README with its commands, and a passing pytest file.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ TEMPLATE = Path(__file__).parent / "template"
 FILES = {  # template file -> where it goes in the new project ({package}: the project's package)
     "README.md": "README.md", "pyproject.toml": "pyproject.toml", "train.py.txt": "train.py",
     "config.yaml": "{package}.yaml", "gitignore.txt": ".gitignore", "models.py.txt": "{package}/models.py",
-    "data.py.txt": "{package}/data.py",
-    "test_project.py.txt": "tests/test_project.py",
+    "data.py.txt": "{package}/data.py", "space.yaml": "space.yaml", "test_project.py.txt": "tests/test_project.py",
 }
 
 
