@@ -123,3 +123,35 @@ def test_the_projects_own_tests_pass_with_warnings_as_errors(project):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
                           cwd=project, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout[-3000:]
+
+
+def test_the_engine_drives_a_module_that_keeps_none_of_the_templates_names(tmp_path, monkeypatch):
+    """Renamed ``net``, no ``num_classes``, data without ``splits``: a plain LightningModule and data
+    module still train (toyloops' pictures of the net need those names; the scalars do not)."""
+    from toyloops.engine.cli import ToyCLI
+
+    root = init(str(tmp_path / "renamed"))
+    models, data = root / "renamed/models.py", root / "renamed/data.py"
+    models.write_text(models.read_text().replace("self.net", "self.body").replace(
+        "self.num_classes = net.num_classes", ""))
+    data.write_text(data.read_text().replace("self.splits", "self.parts"))
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.chdir(root)
+    cli = ToyCLI(args=["fit", "--config", "renamed.yaml", "--trainer.max_epochs=3",
+                       "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+    assert not hasattr(cli.model, "net") and cli.trainer.callback_metrics["val/acc"] > 0.5
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data.init_args.fold=3"], "error: data.fold=3, data.num_folds=None: give both, 0 <= fold < num_folds"),
+    (["--data.init_args.batch_size=0"], "error: data.batch_size=0, data.eval_batch_size=None: expected >= 1"),
+])
+def test_the_projects_own_refusals_are_one_line(project, monkeypatch, args, message):
+    """Its classes raise ValueError (they import nothing from toyloops); the engine prints one line."""
+    from toyloops.engine.cli import main as toyloops_fit
+
+    monkeypatch.syspath_prepend(str(project))
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as exit_:
+        toyloops_fit(["fit", "--config", "demo.yaml", *args])
+    assert str(exit_.value.code) == message
