@@ -211,11 +211,18 @@ class RunSummary(Callback):
 
 
 class DashboardCallback(Dashboard, Callback):
-    """Lightning's side of :class:`toyloops.engine.dashboard.Dashboard` (same arguments, same images)."""
+    """Lightning's side of :class:`toyloops.engine.dashboard.Dashboard` (same arguments, same images).
+    It draws a module's ``net`` on the data's ``splits["val"]`` (toyloops' and ``toyloops init``'s own
+    have both); a module or data without them gets the scalars only."""
+
+    @staticmethod
+    def drawable(trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        return isinstance(getattr(pl_module, "net", None), torch.nn.Module) and \
+            "val" in (getattr(trainer.datamodule, "splits", None) or {})
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.graph and isinstance(trainer.logger, TensorBoardLogger):
+        if self.graph and isinstance(trainer.logger, TensorBoardLogger) and self.drawable(trainer, pl_module):
             log_graph(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"][0][:2])
 
     @rank_zero_only
@@ -226,7 +233,8 @@ class DashboardCallback(Dashboard, Callback):
 
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if isinstance(trainer.logger, TensorBoardLogger) and getattr(pl_module, "num_classes", None) is not None:
+        if isinstance(trainer.logger, TensorBoardLogger) and getattr(pl_module, "num_classes", None) is not None \
+                and self.drawable(trainer, pl_module):
             last = trainer.current_epoch + 1 == trainer.max_epochs
             self.epoch_end(trainer.logger.experiment, pl_module.net, trainer.datamodule.splits["val"],
                            trainer.current_epoch, trainer.global_step - 1, last)
@@ -236,7 +244,7 @@ class DashboardCallback(Dashboard, Callback):
         if not isinstance(trainer.logger, TensorBoardLogger):
             return
         writer, step = trainer.logger.experiment, trainer.global_step - 1
-        if getattr(pl_module, "num_classes", None) is not None:
+        if getattr(pl_module, "num_classes", None) is not None and self.drawable(trainer, pl_module):
             self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
         best = next((c.best_model_score for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)

@@ -53,7 +53,23 @@ class _DropTips(logging.Filter):
         return "Tip:" not in record.getMessage()
 
 
-warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+# Warnings the libraries raise about each other (Lightning's CLI calls jsonargparse methods that
+# jsonargparse deprecates; torch's pytree about Lightning's use of it): nothing a user can act on.
+LIBRARY_WARNINGS = (  # (message, module the warning is attributed to)
+    (".*isinstance.treespec, LeafSpec", ""),
+    (r"\s*(.* was deprecated in v4\.|By default only one JsonargparseDeprecationWarning)", r"lightning\.pytorch\.cli"),
+    # Lightning's advice on machines of 3+ cores: toy data are tensors in memory, which a worker
+    # process would copy to hand back batches that cost less than the copy.
+    (".* does not have many workers which may be a bottleneck", ""),
+)
+
+
+def ignore_library_warnings() -> None:
+    for message, module in LIBRARY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, module=module)
+
+
+ignore_library_warnings()
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(_DropTips())
 
@@ -74,9 +90,10 @@ class ToyCLI(LightningCLI):
                                        if key == self._subcommand or key not in LightningCLI.subcommands()}
         self.run_folder: runs.RunFolder | None = None
         try:
-            super().__init__(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
-                             subclass_mode_data=True, args=args, run=run,
-                             **kwargs)
+            with warnings.catch_warnings():  # held here too: a test runner resets the filters per test
+                ignore_library_warnings()
+                super().__init__(L.LightningModule, L.LightningDataModule, subclass_mode_model=True,
+                                 subclass_mode_data=True, args=args, run=run, **kwargs)
         except BaseException:
             if self.run_folder is not None:
                 self.run_folder.release(failed=True)  # a run that wrote no checkpoint leaves no folder

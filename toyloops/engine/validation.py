@@ -25,16 +25,18 @@ MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file
 
 def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = True) -> None:
     """Fail at construction when the net predicts another number of classes than the data has, or
-    (``linked``: a config's links) the data provides a size the net has no argument for."""
-    params = inspect.signature(type(model.net)).parameters
-    for source, name in DATA_TO_NET if linked else ():
-        if hasattr(datamodule, source) and name not in params:
+    (``linked``: a config's links) the data provides a size the net (``model.net``) has no argument for."""
+    net = getattr(model, "net", None)
+    for source, name in DATA_TO_NET if linked and isinstance(net, nn.Module) else ():
+        if hasattr(datamodule, source) and name not in inspect.signature(type(net)).parameters:
             raise ConfigError(
                 f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
                 f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
                 "2-D points need LogisticRegression or MLP)"
             )
     model_classes, data_classes = getattr(model, "num_classes", None), getattr(datamodule, "num_classes", None)
+    if not type(model).__module__.startswith("toyloops.") and None in (model_classes, data_classes):
+        return  # a LightningModule of one's own, or its data, that does not say how many classes
     if model_classes is None and data_classes is not None:
         raise ConfigError(f"model={type(model).__name__} predicts values but data={type(datamodule).__name__} has "
                           f"{data_classes} classes: use model.class_path: toyloops.Classifier")
@@ -57,13 +59,21 @@ def unlinkable(message: str) -> str | None:
 
 @contextmanager
 def links_into_net() -> Iterator[None]:
-    """Instantiating the config's objects, with the link complaint as one line."""
+    """Instantiating the config's objects, with the link complaint as one line, and so a class's
+    ValueError from its constructor (the arguments it refuses: a project's own classes raise it)."""
     try:
         yield
     except AssertionError as err:
         if unlinkable(str(err)) is None:
             raise
         raise ConfigError(unlinkable(str(err))) from None
+    except ValueError as err:  # jsonargparse raises its own, from the constructor's (through nested classes)
+        refused = err
+        while refused.__cause__ is not None:
+            refused = refused.__cause__
+        if refused is err or type(refused) is not ValueError or not str(refused).strip() or unlinkable(str(err)):
+            raise
+        raise ConfigError(str(refused).strip().splitlines()[0]) from refused
 
 
 def check_values(config: Any) -> None:

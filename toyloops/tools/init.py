@@ -1,12 +1,15 @@
-"""toyloops init DIR: start a new project from the template, one that depends on toyloops.
+"""toyloops init DIR: start a new project that owns its code and uses toyloops as its engine.
 
-It writes ``DIR/`` with its own ``train.py``, ``<package>.yaml``, a net and a data module of its own
-wired in through ``class_path``, a README with its two commands, and a passing pytest file.
+It writes ``DIR/`` with a net, a LightningModule and a data module of its own (``<package>/models.py``,
+``<package>/data.py``: Lightning and torch only, no toyloops import), ``<package>.yaml`` naming them by
+``class_path``, a search space, ``train.py``, a README with its commands, and a passing pytest file.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import keyword
+import os
 import re
 import shlex
 import sys
@@ -23,19 +26,40 @@ TEMPLATE = Path(__file__).parent / "template"
 FILES = {  # template file -> where it goes in the new project ({package}: the project's package)
     "README.md": "README.md", "pyproject.toml": "pyproject.toml", "train.py.txt": "train.py",
     "config.yaml": "{package}.yaml", "gitignore.txt": ".gitignore", "models.py.txt": "{package}/models.py",
-    "data.py.txt": "{package}/data.py",
-    "test_project.py.txt": "tests/test_project.py",
+    "data.py.txt": "{package}/data.py", "space.yaml": "space.yaml", "test_project.py.txt": "tests/test_project.py",
 }
+
+
+# PEP 508's distribution name (packaging's rule): ASCII letters and digits, with . _ - inside.
+DISTRIBUTION_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", re.IGNORECASE)
 
 
 def package_name(root: Path) -> str:
     """The new project's Python package: its folder's name as an identifier (``my-project`` -> ``my_project``)."""
-    return re.sub(r"\W", "_", root.resolve().name).lower().lstrip("0123456789_") or "project"
+    return re.sub(r"[.-]", "_", root.resolve().name).lower()
+
+
+def check_name(root: Path) -> None:
+    """The folder's name must make a distribution name, an importable package and files the filesystem takes."""
+    name, package = root.resolve().name, package_name(root)
+    if not DISTRIBUTION_NAME.fullmatch(name):
+        raise ConfigError(f"project name {name!r} is not a valid distribution name (PEP 508): use ASCII letters "
+                          "and digits, with . _ - between them (no spaces, accents or quotes)")
+    if not package.isidentifier() or keyword.iskeyword(package):
+        raise ConfigError(f"project name {name!r} makes the package {package!r}, which Python cannot import: "
+                          + ("it is a keyword" if package.isidentifier() else "it starts with a digit")
+                          + "; choose another name")
+    parent = next(p for p in root.resolve().parents if p.exists())
+    longest = os.pathconf(parent, "PC_NAME_MAX") - len("..yaml.tmp")  # its config, as written: .<package>.yaml.tmp
+    if len(name.encode()) > longest:
+        raise ConfigError(f"project name of {len(name)} characters is too long for this filesystem: at most "
+                          f"{longest}, so that its config's file name fits")
 
 
 def init(directory: str) -> Path:
     """Write the new project into ``directory``, which must not exist yet or be empty."""
     root = Path(directory)
+    check_name(root)
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty: toyloops init writes only into a new or empty folder")
     name = root.resolve().name
