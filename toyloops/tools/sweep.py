@@ -1,23 +1,16 @@
 """toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
 
-A hyperparameter search over any config key with Optuna: TPE sampling, a median pruner on val/acc
-(Optuna's Lightning callback in the Lightning engine, the same rule at the hand loop's epoch end),
+A hyperparameter search over any config key with Optuna: TPE sampling and a median pruner on the
+config's objective (``checkpoint.monitor``, minimised or maximised as ``checkpoint.mode`` says),
 every trial a TensorBoard run with its HParams, and at the end a results table, the best trial's
 full config as ``best.yaml`` (``toyloops fit --config best.yaml`` trains it) and Optuna's plots.
 
-The study lives in a storage that any number of worker processes share: by default a journal file
-``logs/sweeps/<name>/study.journal`` (Optuna's JournalFileBackend; no server), or with
-``--storage postgresql://...`` a database that workers on many machines share. Each worker runs its
-trials one after another in ONE process, so torch and Lightning are imported once per worker.
-
-A worker that dies mid-trial (SIGKILL, a lost machine) leaves its trial RUNNING. With a database,
-Optuna's heartbeat marks it failed after ``--heartbeat`` x 2 seconds; with the journal file, a live
-worker sees the dead worker's lock file free (the OS releases it when a process dies) and marks it
-failed (workers take turns, by a second lock file, from counting the trials to their new trial's
-first line, so exactly ``--trials`` finish and a RUNNING trial no worker has named is an orphan).
-Either way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the same parameters again,
-and the study goes on to ``--trials`` finished (complete or pruned) trials, counted over the study's
-whole life: a sweep command started again with the same name/storage continues the study.
+The study lives in a journal file ``logs/sweeps/<name>/study.journal`` (checked, and a partial last
+record cut, before Optuna appends) or an RDB ``--storage``; it records its objective, config and
+space, and a sweep started again with them continues it. Each worker process runs its trials one
+after another. A worker that dies mid-trial leaves its trial RUNNING: Optuna's heartbeat (RDB), or a
+live worker finding the dead one's lock file free (journal), marks it failed, and Optuna's
+``RetryHeartbeatStaleTrialCallback`` queues its parameters again (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -29,11 +22,14 @@ import io
 import json
 import math
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,10 +41,11 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from toyloops.core.errors import ConfigError, NonFiniteLossError, ToyloopsError
+from toyloops.core.errors import ConfigError, ToyloopsError
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.defaults import LOG_DIR, MONITOR
+from toyloops.engine.defaults import LOG_DIR, MONITOR, MONITOR_MODE
+from toyloops.engine.runs import Interrupted, Stopped, flat
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,8 +55,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
-# Keys the sweep sets itself for every trial.
+# Keys the sweep sets itself for every trial, and keys that choose where anything is written.
 OWNED_KEYS = ("trainer.default_root_dir", "config")
+WHERE = re.compile(r"(^|\.)(logger|ckpt_path|\w*dir|\w*dirpath)(\.|$)")
 # Each trial runs quietly; a user's --key value after them wins.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 PRIMITIVE = (type(None), bool, int, float, str)
@@ -69,11 +67,18 @@ ARGS_WARNING = "LightningCLI's args parameter is intended"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def debugging() -> bool:
+    return os.environ.get("TOYLOOPS_DEBUG") == "1"  # tracebacks too, as toyloops.engine.runs.main shows them
+
+
 # --- the search space --------------------------------------------------------------------------
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
     """A space YAML as Optuna distributions, by config key; a mistake in it is one ConfigError."""
+    from toyloops.engine.validation import check_config_file
+
     path = resolve_space(path)
+    check_config_file(path, "--space")
     try:
         space = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -92,15 +97,18 @@ def resolve_space(path: str | Path) -> Path:
     if not given.is_file() and shipped.is_file():
         return shipped
     if not given.is_file():
-        names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
-        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(names)})")
+        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(shipped_spaces())})")
     return given
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent / "spaces").glob("*.yaml"))
 
 
 def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
     where = f"--space {path}: {key}"
-    if key in OWNED_KEYS or key.startswith("trainer.logger"):
-        raise ConfigError(f"{where}: the sweep sets this key itself; sweep another")
+    if key in OWNED_KEYS or WHERE.search(key):
+        raise ConfigError(f"{where}: chooses where the trials write, which the sweep sets itself; sweep another key")
     if not isinstance(spec, dict) or spec.get("type") not in SPEC_KEYS:
         raise ConfigError(f"{where}={spec!r}: expected {{type: float|int|categorical, ...}}")
     kind = spec["type"]
@@ -124,6 +132,10 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
         if field == "step" and value is None:
             continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
+            mantissa, _, power = value.lower().partition("e")
+            raise ConfigError(f"{where}.{field}={value!r}: YAML reads {value} as a string (write {mantissa}"
+                              f"{'' if '.' in mantissa else '.0'}e{'' if power[0] in '+-' else '+'}{power})")
         if not ok or (number is int and not isinstance(value, int)):
             wanted = "a finite number" if number is float else "an int"
             raise ConfigError(f"{where}.{field}={value!r}: expected {wanted}")
@@ -172,31 +184,55 @@ def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     return sets
 
 
+# --- the objective: what a run config ranks its runs by -----------------------------------------
+
+@dataclass(frozen=True)
+class Objective:
+    name: str  # checkpoint.monitor
+    mode: str  # checkpoint.mode: min or max
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.mode == "max" else "minimize"
+
+    def best(self, scores: list[float]) -> float:
+        return (max if self.mode == "max" else min)(scores, default=float("nan"))
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mode})"
+
+
+def objective(config: Any) -> Objective:
+    """The objective of a parsed run config (either engine's): its best checkpoint's monitor and mode."""
+    checkpoint = config.get("checkpoint") or {}
+    return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
+
+
 # --- one training run, either engine ----------------------------------------------------------
 
 @dataclass
 class FitResult:
-    best: float | None  # best val/acc
+    best: float | None  # best score of the objective
     run_dir: Path
     config_text: str  # the run's full, resolved config (its config.yaml)
 
 
 def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
-            epoch_end: Callable[[int, float | None], None] | None = None) -> FitResult:
-    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, val/acc
+            epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR) -> FitResult:
+    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, ``monitor``
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
-    val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    score)`` runs after each epoch's validation, checkpoint and report, before a prune."""
     if engine == "loop":
         from toyloops.engine import loop
 
         def hook(epoch: int, metrics: dict[str, float]) -> None:
             prune = False
-            if trial is not None and MONITOR in metrics:
+            if trial is not None and monitor in metrics:
                 # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
-                trial.report(metrics[MONITOR], step=epoch)
+                trial.report(metrics[monitor], step=epoch)
                 prune = trial.should_prune()
             if epoch_end:  # after the report, before the prune: as in Lightning below
-                epoch_end(epoch, metrics.get(MONITOR))
+                epoch_end(epoch, metrics.get(monitor))
             if prune:
                 raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
@@ -211,7 +247,7 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
 
     def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
         if not trainer.sanity_checking and epoch_end:
-            score = trainer.callback_metrics.get(MONITOR)
+            score = trainer.callback_metrics.get(monitor)
             epoch_end(pl_module.current_epoch, None if score is None else score.item())
 
     class EpochEnd(Callback):
@@ -234,7 +270,7 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
                     finally:
                         after_validation(trainer, pl_module)  # after the report, as in the hand loop
 
-            trainer.callbacks.append(Pruning(trial, monitor=MONITOR))
+            trainer.callbacks.append(Pruning(trial, monitor=monitor))
             return trainer
 
     with warnings.catch_warnings():
@@ -246,9 +282,9 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     return FitResult(None if best is None else best.item(), run_dir, (run_dir / "config.yaml").read_text())
 
 
-def check_args(engine: str, args: list[str]) -> None:
-    """Parse and build (no training, no run folder) a config with these arguments: an unknown key
-    or a value the config cannot take is a one-line error here, before any trial starts."""
+def check_args(engine: str, args: list[str]) -> Any:
+    """Parse and build (no training, no run folder) a config with these arguments, and return it
+    parsed: an unknown key or a value the config cannot take is a one-line error here, before any run."""
     from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 
     args = runs.with_shipped_configs(args)
@@ -263,7 +299,7 @@ def check_args(engine: str, args: list[str]) -> None:
         with links_into_net():
             objects = parser.instantiate(config)
         check_net_fits_data(objects.model, objects.data)
-        return
+        return config
 
     from toyloops.engine.cli import ToyCLI
 
@@ -279,12 +315,37 @@ def check_args(engine: str, args: list[str]) -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ARGS_WARNING)
-        CheckOnly(args, run=False)
+        return CheckOnly(args, run=False).config
+
+
+def check_space(opts: argparse.Namespace, space: dict[str, BaseDistribution], base_args: list[str]) -> Any:
+    """The config parsed without the space, then with each of the space's corners: an unknown key or a
+    value the config cannot take is one line before any trial. Returns the config without the space."""
+    config = check_args(opts.engine, base_args)
+    keys = {key.replace(".init_args", "") for key in flat(config)}
+    for params in corners(space):
+        try:
+            check_args(opts.engine, [*base_args, *as_args(params)])
+        except Exception as err:
+            message = runs.user_message(err, [], lambda line: line)
+            if message is None:  # a bug: its traceback
+                raise
+            unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
+            if unknown:
+                parent = unknown.rpartition(".")[0]
+                known = sorted(k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent.replace(
+                    ".init_args", "")) or ["no such section"]
+                message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
+            raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
+                              f"{message}") from None
+    return config
 
 
 # --- the study ----------------------------------------------------------------------------------
 
-def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
+def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
+    """The sweep's study: created for ``goal`` (or an existing one continued), or with no goal (a
+    worker process) the one its command made."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
     if opts.storage:
         try:
@@ -301,20 +362,73 @@ def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         folder.mkdir(parents=True, exist_ok=True)
-        path = str(folder / "study.journal")  # the open() lock: the one optuna-dashboard takes on this file too
-        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        path = folder / "study.journal"
+        lock = JournalFileOpenLock(str(path))  # the open() lock: the one optuna-dashboard takes on this file too
+        check_journal(path, lock)
+        storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # parallel workers don't all try the same point
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)  # an epoch's checkpoint first
+    if goal is None:
+        return optuna.load_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner)
     return optuna.create_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="maximize", load_if_exists=True)
+                               direction=goal.direction, load_if_exists=True)
+
+
+def check_journal(path: Path, lock: Any) -> None:
+    """Before Optuna appends to a journal: each line a record, a partial last one (a kill, a full disk)
+    cut back to the last complete one (its bytes kept beside), anything else one line naming the file."""
+    if os.path.lexists(path) and not path.is_file():
+        raise ConfigError(f"{path} is not a file: a sweep's journal is the file Optuna writes (move it away)")
+    if not path.is_file():
+        return
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        for number, line in enumerate(data[:cut].split(b"\n")[:-1], 1):
+            try:
+                record = json.loads(line)
+            except ValueError:  # not UTF-8, not JSON
+                record = None
+            if not (isinstance(record, dict) and "op_code" in record):
+                raise ConfigError(f"{path}: line {number} is not an Optuna journal record: the file is damaged "
+                                  "(move it away to start the study anew)")
+        if data[cut:] and not data[cut:].startswith(b'{"op_code":'):
+            raise ConfigError(f"{path}: its last line is not an Optuna journal record: the file is damaged "
+                              "(move it away to start the study anew)")
+        if data[cut:]:
+            kept = path.with_name(f"{path.name}.partial-{os.getpid()}")
+            write_atomic(kept, data[cut:])
+            write_atomic(path, data[:cut])
+            print(f"sweep: {path} ended in a partial record ({len(data) - cut} bytes, kept in {kept.name}): cut "
+                  "back to its last complete record", file=sys.stderr, flush=True)
+    finally:
+        lock.release()
+
+
+def bind(study: optuna.Study, name: str, record: dict[str, Any]) -> None:
+    """A sweep name is bound to its objective, config and space: the study's first command records
+    them; a command with others is refused, and one with the same continues the study."""
+    for key, value in record.items():
+        old = study.user_attrs.get(key, value)
+        if key == "objective" and study.direction.name.lower() != Objective(*value).direction:
+            old = [None, study.direction.name.lower()]  # a study recorded before the objective was
+        if old != value:
+            if isinstance(value, dict):
+                diff = next(k for k in sorted(old.keys() | value.keys()) if old.get(k) != value.get(k))
+                old, value = f"{diff}: {old.get(diff)!r}", repr(value.get(diff))
+            raise ConfigError(f"--name {name}: this sweep ran another {key} ({old} -> {value}); continue it with "
+                              "its own config and space, or start a new sweep with another --name")
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
 
 
 class Worker:
     """One worker process: runs trials until the study has ``trials`` finished ones."""
 
     def __init__(self, opts: argparse.Namespace, folder: Path, space: dict[str, BaseDistribution],
-                 base_args: list[str]) -> None:
-        self.opts, self.folder, self.space, self.base_args = opts, folder, space, base_args
+                 base_args: list[str], goal: Objective) -> None:
+        self.opts, self.folder, self.space, self.base_args, self.goal = opts, folder, space, base_args, goal
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._lock = self._turn = None
         if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
@@ -341,7 +455,8 @@ class Worker:
         self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # A failed trial is one line of ours (objective); Optuna's warning holds its traceback.
+        optuna.logging.set_verbosity(optuna.logging.WARNING if debugging() else optuna.logging.ERROR)
         while True:
             self.take_turn()
             try:
@@ -356,7 +471,7 @@ class Worker:
                     last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
                     raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
                 if finished + running < self.opts.trials:
-                    study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))  # gives the turn back
+                    study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
                     continue
             finally:
                 self.give_turn()
@@ -411,28 +526,37 @@ class Worker:
 
         print(f"sweep: trial {trial.number} {json.dumps(params)}", flush=True)
         try:
-            result = fit_run(self.opts.engine, args, trial, epoch_end)
+            result = fit_run(self.opts.engine, args, trial, epoch_end, self.goal.name)
+            if result.best is None:
+                raise ConfigError(f"the trial ran no validation: a sweep needs {self.goal.name} (check "
+                                  "trainer.limit_val_batches)")
         except optuna.TrialPruned:
-            log_pruned_hparams(run_root, self.opts.engine, seen)
+            log_pruned_hparams(run_root, self.opts.engine, seen, self.goal)
             raise
-        except NonFiniteLossError as err:
+        except Stopped:
+            raise
+        except ToyloopsError as err:  # the trial's own error, as one line; the sweep goes on
             trial.set_user_attr("error", str(err))
-            raise
+            print(f"sweep: trial {trial.number} failed ({run_root}): {err}", file=sys.stderr, flush=True)
+            if debugging():
+                traceback.print_exception(err)
+            raise TrialFailed(str(err)) from err
         trial.set_user_attr("config", result.config_text)
         trial.set_user_attr("run_dir", str(result.run_dir))
-        if result.best is None:
-            raise ConfigError("the trial ran no validation: a sweep needs val/acc (check trainer.limit_val_batches)")
         return result.best
 
 
-def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None:
+class TrialFailed(Exception):
+    """A trial's run failed with a user's error (not a stop: a stop ends the sweep)."""
+
+
+def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: Objective) -> None:
     """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
     from toyloops.engine.dashboard import log_hparams
 
     for config in run_root.glob("logs/*/*version_*/config.yaml"):
         log_hparams(config.parent, engine, config.read_text(),
-                    {"val/acc_best": max(scores, default=float("nan")), "val/loss_final": float("nan")},
-                    max(len(scores) - 1, 0))
+                    {f"{goal.name}_best": goal.best(scores), "val/loss_final": float("nan")}, max(len(scores) - 1, 0))
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -450,12 +574,12 @@ def best_config(text: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution], goal: Objective) -> dict[str, Any]:
     """results.csv, best.yaml, history.png and importance.png in ``folder``; the printed summary."""
     trials = study.get_trials(deepcopy=False)
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["number", "state", "value", *space, "epochs_reported", "duration_s", "retry_of", "worker"])
+    writer.writerow(["number", "state", goal.name, *space, "epochs_reported", "duration_s", "retry_of", "worker"])
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else ""
@@ -472,12 +596,12 @@ def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]
     if complete:
         best = study.best_trial
         out.update(best=best.value, best_number=best.number, best_params=best.params)
-        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best val/acc {best.value:.4f}\n"
+        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best {goal} {best.value:.4f}\n"
                   f"# params: {json.dumps(best.params)}\n# train it: toyloops fit --config best.yaml\n")
         write_atomic(folder / "best.yaml", (header + best_config(best.user_attrs["config"])).encode())
-        lines += [f"best: trial {best.number}, val/acc {best.value:.4f}, {json.dumps(best.params)}",
+        lines += [f"best: trial {best.number}, {goal} {best.value:.4f}, {json.dumps(best.params)}",
                   f"best config: {folder / 'best.yaml'}  (toyloops fit --config {folder / 'best.yaml'})"]
-        top = sorted(complete, key=lambda t: -t.value)[:5]
+        top = sorted(complete, key=lambda t: t.value, reverse=goal.mode == "max")[:5]
         lines += ["top trials:"] + [f"  {t.number:4d}  {t.value:.4f}  {json.dumps(t.params)}" for t in top]
         out["plots"] = plots(study, folder)
     lines += [f"results: {folder / 'results.csv'}",
@@ -519,9 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toyloops sweep", allow_abbrev=False, exit_on_error=False,
         description="Optuna sweep over a run config; any other --key value goes to every trial.")
-    parser.add_argument("--config", action="append", required=True, help="a run config (path or shipped name)")
-    parser.add_argument("--space", required=True, help="search space YAML (path or shipped name: mlp, logistic, "
-                                                       "transformer)")
+    parser.add_argument("--config", action="append", help="a run config (path or shipped name)")
+    parser.add_argument("--space", help=f"search space YAML (a path or {', '.join(shipped_spaces())})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should reach")
     parser.add_argument("--workers", type=int, default=1,
                         help="local worker processes (1: the trials run in this process)")
@@ -540,13 +663,16 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
         opts, extra = build_parser().parse_known_args(args)
     except argparse.ArgumentError as err:
         raise ConfigError(str(err)) from None
+    for key, what in (("config", "a run config: a path or a shipped name"),
+                      ("space", f"a search space YAML: a path or {', '.join(shipped_spaces())}")):
+        if getattr(opts, key) is None:
+            raise ConfigError(f"--{key}: required ({what})")
     for key in ("trials", "workers", "max_retry"):
         if getattr(opts, key) < (0 if key == "max_retry" else 1):
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
-    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or key.startswith("trainer.logger"), "trial",
-                            "the sweep")
+    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial", "the sweep")
     if opts.name is None:
         opts.name = f"{runs.run_name(opts.config)}-{Path(opts.space).stem}"
     runs.check_folder_name(opts.name)
@@ -559,27 +685,39 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         build_parser().print_help()
         return {}
     opts, extra = parse(args)
+    command = "toyloops sweep " + shlex.join(args[:-2] if opts.worker_index else args)
+    try:
+        return sweep(opts, extra, args)
+    except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
+        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
+                      f"to continue the sweep, run the same command again: {command}") from None
+
+
+def sweep(opts: argparse.Namespace, extra: list[str], args: list[str]) -> dict[str, Any]:
     space = read_space(opts.space)
     base_args = [arg for config in opts.config for arg in ("--config", config)] + QUIET + extra
     folder = Path(LOG_DIR) / "sweeps" / opts.name
+    goal = None
     if opts.worker_index == 0:  # the command itself: check the space against the config, then start workers
         runs.check_writable(folder)
-        for params in corners(space):
-            try:
-                check_args(opts.engine, [*base_args, *as_args(params)])
-            except Exception as err:
-                message = runs.user_message(err, [], lambda line: line)
-                if message is None:  # a bug: its traceback
-                    raise
-                raise ConfigError(f"a trial's config is not valid with {json.dumps(params)}: {message}") from None
-    study = open_study(opts, folder)
+        config = check_space(opts, space, base_args)
+        goal = objective(config)
+        record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
+                                                  default=str)),
+                  "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
+                  "objective": [goal.name, goal.mode]}
+    study = open_study(opts, folder, goal)
+    if goal is None:
+        goal = Objective(*study.user_attrs["objective"])
+    else:
+        bind(study, opts.name, record)
     folder.mkdir(parents=True, exist_ok=True)
     if opts.worker_index == 0:
-        print(f"sweep {opts.name}: {opts.trials} trials, {opts.workers} worker(s), storage "
+        print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
               f"{opts.storage or folder / 'study.journal'}", flush=True)
     failure = None
     if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-        worker = Worker(opts, folder, space, base_args)
+        worker = Worker(opts, folder, space, base_args, goal)
         try:
             worker.run(study)
         except ToyloopsError as err:  # every trial failing: still write what there is, then say so
@@ -610,7 +748,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         if finished < opts.trials:
             failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
                                     "errors above); run the same command again to continue the study")
-    out = report(study, folder, space)
+    out = report(study, folder, space, goal)
     if failure:
         raise failure
     return out
