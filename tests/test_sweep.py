@@ -163,9 +163,11 @@ def test_two_workers_share_a_postgresql_study_and_its_heartbeat_retries_a_killed
 
 @pytest.mark.parametrize(("space", "message"), [
     ("not: [a, mapping", "not valid YAML"),
-    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 0.01}}, "empty range low=0.1 .. high=0.01"),
+    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 0.01}},
+     "`low <= high` must hold, but got (low=0.1, high=0.01)"),
     ({"model.optimizer.init_args.lr": {"type": "normal", "low": 0.1}}, "expected {type: float|int|categorical"),
-    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale needs low > 0"),
+    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0, "high": 1, "log": True}},
+     "`low > 0` must hold for `log=True`"),
     ({"model.net.init_args.hidden_sizes": {"type": "categorical", "choices": []}}, "expected a non-empty list"),
     ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 1, "lg": True}}, "unknown field 'lg'"),
     ({"model.optimizer.init_args.lrr": {"type": "float", "low": 0.01, "high": 0.1}}, "lrr"),
@@ -274,7 +276,8 @@ def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
     assert list(frozen.intermediate_values.values()) == pytest.approx(seen) and max(seen) < 1.0
     run_dir = next((in_tmp / "t/logs/blobs_mlp").glob("*version_0"))
     assert any((run_dir / "checkpoints").glob("*.ckpt"))
-    sweep.log_pruned_hparams(in_tmp / "t", engine, seen)  # what a worker does with a pruned trial
+    sweep.log_pruned_hparams(in_tmp / "t", engine, seen, sweep.Objective("val/acc", "max"))
+    # what a worker does with a pruned trial
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     events = EventMultiplexer()

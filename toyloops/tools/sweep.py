@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import yaml
@@ -63,12 +63,8 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 PRIMITIVE = (type(None), bool, int, float, str)
 # Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
-# RetryHeartbeatStaleTrialCallback and fail_stale_trials are marked experimental (stable since Optuna 2.8/2.9).
+# RetryHeartbeatStaleTrialCallback, fail_stale_trials and the plots are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def debugging() -> bool:
-    return os.environ.get("TOYLOOPS_DEBUG") == "1"  # tracebacks too, as toyloops.engine.runs.main shows them
 
 
 # --- the search space --------------------------------------------------------------------------
@@ -143,18 +139,11 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(f"{where}.log={log!r}: expected true or false")
-    low, high = values["low"], values["high"]
-    if low >= high:
-        raise ConfigError(f"{where}: empty range low={low!r} .. high={high!r}: expected low < high")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: log scale needs low > 0, got low={low!r}")
-    if log and "step" in values:
-        raise ConfigError(f"{where}: step and log: true cannot be combined (Optuna's rule)")
-    if "step" in values and values["step"] <= 0:
-        raise ConfigError(f"{where}.step={values['step']!r}: expected > 0")
-    return (FloatDistribution if kind == "float" else IntDistribution)(low, high, log=log,
-                                                                       step=values.get("step", None if
-                                                                       kind == "float" else 1))
+    try:  # Optuna's own rules: low <= high, low > 0 on a log scale, step > 0 and not with log
+        return (FloatDistribution if kind == "float" else IntDistribution)(
+            values["low"], values["high"], log=log, step=values.get("step", None if kind == "float" else 1))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
@@ -168,38 +157,23 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
 
 def as_args(params: dict[str, Any]) -> list[str]:
     """``--key value`` per parameter, as the config parser reads them (lists as YAML/JSON text)."""
-    out = []
-    for key, value in params.items():
-        out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    return out
+    return [a for key, v in params.items() for a in (f"--{key}", v if isinstance(v, str) else json.dumps(v))]
 
 
 def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     """Parameter sets that together use every categorical choice and both ends of every range."""
     count = max([2] + [len(d.choices) for d in space.values() if isinstance(d, CategoricalDistribution)])
-    sets = []
-    for i in range(count):
-        sets.append({key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
-                     else (d.low if i % 2 == 0 else d.high) for key, d in space.items()})
-    return sets
+    return [{key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
+             else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
 
 
 # --- the objective: what a run config ranks its runs by -----------------------------------------
 
-@dataclass(frozen=True)
-class Objective:
+class Objective(NamedTuple):
     name: str  # checkpoint.monitor
     mode: str  # checkpoint.mode: min or max
-
-    @property
-    def direction(self) -> str:
-        return "maximize" if self.mode == "max" else "minimize"
-
-    def best(self, scores: list[float]) -> float:
-        return (max if self.mode == "max" else min)(scores, default=float("nan"))
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.mode})"
+    direction = property(lambda self: "maximize" if self.mode == "max" else "minimize")
+    __str__ = lambda self: f"{self.name} ({self.mode})"  # noqa: E731 - a NamedTuple's method
 
 
 def objective(config: Any) -> Objective:
@@ -222,21 +196,17 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, ``monitor``
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
     score)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    def at_epoch_end(epoch: int, score: float | None) -> None:  # Optuna's pruning rule, in either engine
+        prune = trial is not None and score is not None and (trial.report(score, step=epoch) or trial.should_prune())
+        if epoch_end:  # after the report, before the prune
+            epoch_end(epoch, score)
+        if prune:
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
     if engine == "loop":
         from toyloops.engine import loop
 
-        def hook(epoch: int, metrics: dict[str, float]) -> None:
-            prune = False
-            if trial is not None and monitor in metrics:
-                # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
-                trial.report(metrics[monitor], step=epoch)
-                prune = trial.should_prune()
-            if epoch_end:  # after the report, before the prune: as in Lightning below
-                epoch_end(epoch, metrics.get(monitor))
-            if prune:
-                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-
-        result = loop.run(["fit", *args], epoch_end=hook)
+        result = loop.run(["fit", *args], epoch_end=lambda epoch, metrics: at_epoch_end(epoch, metrics.get(monitor)))
         run_dir = Path(result["last_checkpoint"]).parent.parent
         return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
 
@@ -245,32 +215,16 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     from toyloops.engine.callbacks import LastCheckpoint
     from toyloops.engine.cli import ToyCLI
 
-    def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
-        if not trainer.sanity_checking and epoch_end:
-            score = trainer.callback_metrics.get(monitor)
-            epoch_end(pl_module.current_epoch, None if score is None else score.item())
-
     class EpochEnd(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
-            after_validation(trainer, pl_module)
+            score = trainer.callback_metrics.get(monitor)
+            if not trainer.sanity_checking:
+                at_epoch_end(pl_module.current_epoch, None if score is None else score.item())
 
     class SweepCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
             trainer = super().instantiate_trainer(**kwargs)
-            # Added after ModelCheckpoint (which Lightning puts last at init): the epoch's checkpoint is written.
-            if trial is None:
-                trainer.callbacks.append(EpochEnd())
-                return trainer
-            from optuna_integration import PyTorchLightningPruningCallback
-
-            class Pruning(PyTorchLightningPruningCallback):
-                def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
-                    try:
-                        super().on_validation_end(trainer, pl_module)  # report; raises TrialPruned to prune
-                    finally:
-                        after_validation(trainer, pl_module)  # after the report, as in the hand loop
-
-            trainer.callbacks.append(Pruning(trial, monitor=monitor))
+            trainer.callbacks.append(EpochEnd())  # after ModelCheckpoint (Lightning puts it last): the epoch is saved
             return trainer
 
     with warnings.catch_warnings():
@@ -384,18 +338,15 @@ def check_journal(path: Path, lock: Any) -> None:
     lock.acquire()
     try:
         data = path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        for number, line in enumerate(data[:cut].split(b"\n")[:-1], 1):
+        cut, lines = data.rfind(b"\n") + 1, data.split(b"\n")  # the last: empty, or a partial record
+        for number, line in enumerate(lines, 1):
             try:
-                record = json.loads(line)
+                record = json.loads(line) if number < len(lines) else {"op_code": line.startswith(b'{"op_code":')}
             except ValueError:  # not UTF-8, not JSON
                 record = None
-            if not (isinstance(record, dict) and "op_code" in record):
+            if line and not (isinstance(record, dict) and record.get("op_code") is not False):
                 raise ConfigError(f"{path}: line {number} is not an Optuna journal record: the file is damaged "
                                   "(move it away to start the study anew)")
-        if data[cut:] and not data[cut:].startswith(b'{"op_code":'):
-            raise ConfigError(f"{path}: its last line is not an Optuna journal record: the file is damaged "
-                              "(move it away to start the study anew)")
         if data[cut:]:
             kept = path.with_name(f"{path.name}.partial-{os.getpid()}")
             write_atomic(kept, data[cut:])
@@ -439,13 +390,9 @@ class Worker:
             # its worker): no two start the study's last trial, and a nameless RUNNING trial is an orphan.
             self._turn = open(folder / "workers" / "turn.lock", "a")  # noqa: SIM115 - held for life
 
-    def take_turn(self) -> None:
+    def take_turn(self, take: bool = True) -> None:
         if self._turn:
-            fcntl.flock(self._turn, fcntl.LOCK_EX)
-
-    def give_turn(self) -> None:
-        if self._turn:
-            fcntl.flock(self._turn, fcntl.LOCK_UN)
+            fcntl.flock(self._turn, fcntl.LOCK_EX if take else fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Let go of the worker's locks (the OS does it anyway when the process ends)."""
@@ -455,8 +402,8 @@ class Worker:
         self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
-        # A failed trial is one line of ours (objective); Optuna's warning holds its traceback.
-        optuna.logging.set_verbosity(optuna.logging.WARNING if debugging() else optuna.logging.ERROR)
+        # A failed trial is one line of ours (objective), and under TOYLOOPS_DEBUG=1 its traceback too.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         while True:
             self.take_turn()
             try:
@@ -474,7 +421,7 @@ class Worker:
                     study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
                     continue
             finally:
-                self.give_turn()
+                self.take_turn(False)
             # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
             time.sleep(min(1.0, self.opts.heartbeat))
 
@@ -513,7 +460,7 @@ class Worker:
         if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
             os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
-        self.give_turn()
+        self.take_turn(False)
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         run_root = self.folder / "trials" / f"{trial.number:04d}"
         args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root)]
@@ -538,7 +485,7 @@ class Worker:
         except ToyloopsError as err:  # the trial's own error, as one line; the sweep goes on
             trial.set_user_attr("error", str(err))
             print(f"sweep: trial {trial.number} failed ({run_root}): {err}", file=sys.stderr, flush=True)
-            if debugging():
+            if os.environ.get("TOYLOOPS_DEBUG") == "1":
                 traceback.print_exception(err)
             raise TrialFailed(str(err)) from err
         trial.set_user_attr("config", result.config_text)
@@ -556,7 +503,8 @@ def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: O
 
     for config in run_root.glob("logs/*/*version_*/config.yaml"):
         log_hparams(config.parent, engine, config.read_text(),
-                    {f"{goal.name}_best": goal.best(scores), "val/loss_final": float("nan")}, max(len(scores) - 1, 0))
+                    {f"{goal.name}_best": (max if goal.mode == "max" else min)(scores, default=math.nan),
+                     "val/loss_final": math.nan}, max(len(scores) - 1, 0))
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -618,22 +566,18 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    made = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        charts = [("history.png", optuna_plots.plot_optimization_history)]
-        if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
-            charts.append(("importance.png", optuna_plots.plot_param_importances))
-        for name, chart in charts:
-            axes = chart(study)
-            figure = axes.figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            tmp = folder / f".{name}.{os.getpid()}.tmp.png"
-            figure.savefig(tmp, dpi=100)
-            os.replace(tmp, folder / name)
-            plt.close(figure)
-            made.append(folder / name)
+    made, charts = [], [("history.png", optuna_plots.plot_optimization_history)]
+    if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+        charts.append(("importance.png", optuna_plots.plot_param_importances))
+    for name, chart in charts:
+        figure = chart(study).figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        tmp = folder / f".{name}.{os.getpid()}.tmp.png"
+        figure.savefig(tmp, dpi=100)
+        os.replace(tmp, folder / name)
+        plt.close(figure)
+        made.append(folder / name)
     return made
 
 
