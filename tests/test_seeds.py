@@ -74,15 +74,19 @@ def test_data_modules_take_fold_and_num_folds():
         PointsDataModule(n_samples=300, fold=1)
 
 
+CENTERS = ["--data.init_args.centers", "[[-1.5, -1.0], [1.2, 1.3], [1.5, -2.0]]"]  # blobs_mlp's, for both
+
+
 def test_seeds_vs_compares_two_configs_on_the_same_seeds(in_tmp, capsys):
-    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "3", "--engine", "loop", *TINY])
+    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "3", "--engine", "loop", *TINY,
+                     *CENTERS])
     mlp, logistic = out["scores"]["blobs_mlp"], out["scores"]["blobs_logistic"]
     folder = in_tmp / "logs/seeds/blobs_mlp-vs-blobs_logistic"
     for arm, values in (("blobs_mlp", mlp), ("blobs_logistic", logistic)):
         for seed, value in enumerate(values):
             config = next((folder / arm / f"seed_{seed}").glob("logs/*/loop_version_0/config.yaml"))
             assert yaml.safe_load(config.read_text())["seed_everything"] == seed
-            assert 0.5 < value <= 1.0
+            assert 1 / 3 < value <= 1.0  # above chance on three blobs
     assert len(set(mlp)) > 1  # the seed changes data, split and init
     rows = list(csv.DictReader((folder / "results.csv").open()))
     assert [float(r["blobs_mlp"]) for r in rows] == pytest.approx(mlp, abs=1e-6)
@@ -95,6 +99,30 @@ def test_seeds_vs_compares_two_configs_on_the_same_seeds(in_tmp, capsys):
     assert out["p"] == stats.paired_t_test(mlp, logistic)[1]
     printed = capsys.readouterr().out
     assert f"blobs_mlp: {s.mean:.4f} ± {s.std:.4f}" in printed and f"paired t-test p = {out['p']:.4g}" in printed
+    assert "best val/acc (max) over 3 seeds" in printed
+
+
+@pytest.mark.parametrize(("config", "vs", "message"), [
+    ("linear_regression", "blobs_mlp", "blobs_mlp ranks by val/acc (max), linear_regression by val/loss (min)"),
+    ("blobs_mlp", "blobs_logistic", "other data (data.init_args.centers: [[-1.5, -1.0], [1.2, 1.3], [1.5, -2.0]] "
+                                    "vs None)"),
+    ("blobs_mlp", "circles_mlp", "other data (data.init_args.centers"),
+])
+def test_seeds_vs_refuses_what_does_not_pair(in_tmp, config, vs, message):
+    """A paired test needs the same objective and the same data and splits; anything else is one line,
+    before any run."""
+    with pytest.raises(SystemExit) as stop:
+        seeds.main(["--config", config, "--vs", vs, "--n", "2", "--engine", "loop", *TINY])
+    line = str(stop.value.code)
+    assert line.startswith(f"error: --vs {vs}: not comparable with {config}: ") and message in line, line
+    assert "\n" not in line and not (in_tmp / "logs/seeds").exists()
+
+
+def test_seeds_of_a_regression_report_its_objective(in_tmp, capsys):
+    out = seeds.run(["--config", "linear_regression", "--n", "2", "--engine", "loop", *TINY])
+    printed = capsys.readouterr().out
+    assert "best val/loss (min) over 2 seeds" in printed and "val/acc" not in printed
+    assert all(0 < v < 12.1 for v in out["scores"]["linear_regression"])  # MSEs, below the mean's 12.1
 
 
 def test_seeds_kfold_runs_each_fold_once(in_tmp):

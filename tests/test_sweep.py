@@ -88,7 +88,7 @@ def test_two_worker_sweep_with_a_killed_worker_and_best_yaml(tmp_path, monkeypat
     best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     header = (folder / "best.yaml").read_text().splitlines()[0]
     assert f"Best trial {best.number} " in header and f"{best.value:.4f}" in header
-    assert f"best: trial {best.number}, val/acc {best.value:.4f}" in result.stdout
+    assert f"best: trial {best.number}, val/acc (max) {best.value:.4f}" in result.stdout
     monkeypatch.chdir(tmp_path)  # `toyloops fit --config best.yaml`, in-process (torch is imported already)
     cli = run_cli("fit", "--config", str(folder / "best.yaml"))
     reproduced = cli.trainer.checkpoint_callback.best_model_score.item()
@@ -163,18 +163,35 @@ def test_two_workers_share_a_postgresql_study_and_its_heartbeat_retries_a_killed
 
 @pytest.mark.parametrize(("space", "message"), [
     ("not: [a, mapping", "not valid YAML"),
-    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 0.01}}, "empty range low=0.1 .. high=0.01"),
+    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 0.01}},
+     "`low <= high` must hold, but got (low=0.1, high=0.01)"),
     ({"model.optimizer.init_args.lr": {"type": "normal", "low": 0.1}}, "expected {type: float|int|categorical"),
-    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "log scale needs low > 0"),
+    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0, "high": 1, "log": True}},
+     "`low > 0` must hold for `log=True`"),
     ({"model.net.init_args.hidden_sizes": {"type": "categorical", "choices": []}}, "expected a non-empty list"),
     ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.1, "high": 1, "lg": True}}, "unknown field 'lg'"),
     ({"model.optimizer.init_args.lrr": {"type": "float", "low": 0.01, "high": 0.1}}, "lrr"),
     ({"model.net.init_args.hidden_sizes": {"type": "categorical", "choices": [[8], "x"]}}, "hidden_sizes"),
-    ({"trainer.default_root_dir": {"type": "categorical", "choices": ["a"]}}, "the sweep sets this key itself"),
+    ({"trainer.default_root_dir": {"type": "categorical", "choices": ["a"]}}, "chooses where the trials write"),
+    ({"checkpoint.dirpath": {"type": "categorical", "choices": ["/tmp/x"]}}, "checkpoint.dirpath: chooses where"),
+    ({"trainer.logger.init_args.save_dir": {"type": "categorical", "choices": ["x"]}}, "save_dir: chooses where"),
+    ({"model.optimizer.init_args.lr": {"type": "float", "low": 0.01, "high": "1.0e300"}},
+     "high='1.0e300': YAML reads 1.0e300 as a string (write 1.0e+300)"),
+    (b"model.optimizer.init_args.lr: {type: float, low: 0.01, high: 0.1}\n# caf\xe9\n", "not UTF-8 text"),
+    ("model.optimizer.init_args.lr: {type: float, low: 0.01, high: 0.1}\n"
+     "model.optimizer.init_args.lr: {type: float, low: 0.1, high: 0.2}\n", "appears twice"),
+    # 625 bytes that YAML would expand to 9**9 choices
+    ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n"
+                                                 for p, c in zip("abcdefgh", "bcdefghi", strict=True)) +
+     "model.net.init_args.hidden_sizes: {type: categorical, choices: *i}\n", "YAML aliases"),
+    ({"model.optimizer.init_args.lrr": {"type": "float", "low": 0.01, "high": 0.1}},
+     "model.optimizer.init_args.lrr: no such key (model.optimizer.init_args takes: amsgrad, betas"),
+    ({"data.init_args.num_foldz": {"type": "int", "low": 2, "high": 3}}, "data.init_args takes: batch_size"),
 ])
 def test_a_bad_space_is_one_line_before_any_trial(in_tmp, space, message):
     path = in_tmp / "space.yaml"
-    path.write_text(space if isinstance(space, str) else yaml.safe_dump(space))
+    path.write_bytes(space if isinstance(space, bytes) else (space if isinstance(space, str) else yaml.safe_dump(space))
+                     .encode())
     with pytest.raises(SystemExit) as stop:
         sweep.main(["--config", "blobs_mlp", "--space", str(path), "--trials", "2", "--name", "bad", *SMALL])
     line = str(stop.value.code)
@@ -202,7 +219,7 @@ def test_optuna_dashboard_serves_the_sweep_study(tmp_path):
 
     opts, _ = sweep.parse(["--config", "blobs_mlp", "--space", "mlp", "--name", "dash"])
     folder = tmp_path / "logs/sweeps/dash"
-    study = sweep.open_study(opts, folder)  # the storage exactly as the sweep opens it
+    study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))  # as the sweep opens it
     for value in (0.9, 0.95, 0.8):
         trial = study.ask()
         trial.suggest_float("model.optimizer.init_args.lr", 1e-4, 0.1, log=True)
@@ -259,7 +276,8 @@ def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
     assert list(frozen.intermediate_values.values()) == pytest.approx(seen) and max(seen) < 1.0
     run_dir = next((in_tmp / "t/logs/blobs_mlp").glob("*version_0"))
     assert any((run_dir / "checkpoints").glob("*.ckpt"))
-    sweep.log_pruned_hparams(in_tmp / "t", engine, seen)  # what a worker does with a pruned trial
+    sweep.log_pruned_hparams(in_tmp / "t", engine, seen, sweep.Objective("val/acc", "max"))
+    # what a worker does with a pruned trial
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
     events = EventMultiplexer()
@@ -271,7 +289,7 @@ def test_median_pruning_stops_a_trial_in_either_engine(in_tmp, engine):
     assert best_logged == pytest.approx([max(seen)])
 
 
-def test_trials_whose_loss_goes_nan_fail_and_the_sweep_says_so(in_tmp):
+def test_trials_whose_loss_goes_nan_fail_and_the_sweep_says_so(in_tmp, capfd):
     """A NaN loss fails its trial (recorded, the sweep goes on); when as many trials failed as were
     asked for, the sweep ends in one line, with the table written."""
     space = write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "float", "low": 1e30, "high": 1e35}})
@@ -282,3 +300,112 @@ def test_trials_whose_loss_goes_nan_fail_and_the_sweep_says_so(in_tmp):
     assert line.startswith("error: 2 trials failed (the last: loss is nan") and "\n" not in line, line
     rows = list(csv.DictReader((in_tmp / "logs/sweeps/nan/results.csv").open()))
     assert [r["state"] for r in rows] == ["FAIL", "FAIL"]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.count("sweep: trial 0 failed (logs/sweeps/nan/trials/0000): loss is nan") == 1
+
+
+def test_a_failed_trial_keeps_its_traceback_under_toyloops_debug(in_tmp, capfd, monkeypatch):
+    monkeypatch.setenv("TOYLOOPS_DEBUG", "1")
+    space = write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "float", "low": 1e30, "high": 1e35}})
+    with pytest.raises(sweep.ToyloopsError):
+        sweep.main(["--config", "blobs_mlp", "--space", str(space), "--trials", "1", "--engine", "loop",
+                    "--name", "nan", *SMALL])
+    assert "Traceback" in capfd.readouterr().err
+
+
+def test_a_regression_sweep_minimises_its_objective_and_its_name_is_bound(in_tmp, capsys):
+    """linear_regression keeps its best checkpoint by the lowest val/loss: the study minimises it, and
+    every printout, results.csv and best.yaml name it; the name is bound to its config and space."""
+    space = write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "categorical", "choices": [1e-4, 0.05]}})
+    args = ["--config", "linear_regression", "--space", str(space), "--engine", "loop", "--name", "reg", *SMALL]
+    sweep.run([*args, "--trials", "3"])
+    printed = capsys.readouterr().out
+    study = journal_study(in_tmp, "reg")
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    values = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
+    best = min(values)
+    assert study.best_value == best
+    folder = in_tmp / "logs/sweeps/reg"
+    assert f"best val/loss (min) {best:.4f}" in (folder / "best.yaml").read_text().splitlines()[0]
+    assert f"val/loss (min) {best:.4f}" in printed and "val/acc" not in printed
+    rows = list(csv.DictReader((folder / "results.csv").open()))
+    assert sorted(float(r["val/loss"]) for r in rows) == pytest.approx(sorted(values), abs=1e-6)
+    for other, what in ((["--config", "blobs_mlp", *args[2:]], "another config"),
+                        ([*args, "--checkpoint.mode", "max"], "another config (checkpoint.mode: 'min' -> 'max')"),
+                        ([*args[:2], "--space", str(write_space(in_tmp, {"model.optimizer.init_args.lr": {
+                            "type": "float", "low": 1e-3, "high": 0.1}})), *args[4:]], "another space")):
+        with pytest.raises(SystemExit) as stop:
+            sweep.main([*other, "--trials", "4"])
+        line = str(stop.value.code)
+        assert line.startswith("error: --name reg: this sweep ran") and what in line and "\n" not in line, line
+    assert len(journal_study(in_tmp, "reg").trials) == 3  # nothing mixed in
+    write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "categorical", "choices": [1e-4, 0.05]}})
+    sweep.run([*args, "--trials", "4"])  # the same config and space: the study goes on
+    assert len(journal_study(in_tmp, "reg").trials) == 4
+
+
+PARTIAL = b'{"op_code":5,"worker_id":"x'
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (PARTIAL, None),
+    (b"garbage\n", "line 1 is not an Optuna journal record"),
+    (b"\x00" * 64, "is not an Optuna journal"),
+    (b"\xff\xfe\x00binary\n", "line 1 is not an Optuna journal record"),
+    ("folder", "is not a file"),
+])
+def test_a_damaged_journal_is_repaired_or_refused_before_anything_is_appended(in_tmp, capsys, content, message):
+    opts, _ = sweep.parse(["--config", "blobs_mlp", "--space", "mlp", "--name", "j"])
+    folder = in_tmp / "logs/sweeps/j"
+    study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
+    for value in (0.9, 0.95):
+        trial = study.ask()
+        trial.suggest_float("model.optimizer.init_args.lr", 1e-4, 0.1, log=True)
+        study.tell(trial, value)
+    journal = folder / "study.journal"
+    good = journal.read_bytes()
+    if content == "folder":
+        journal.unlink()
+        journal.mkdir()
+    else:
+        journal.write_bytes(good + content if content == PARTIAL else content)
+    before = journal.read_bytes() if journal.is_file() else None
+    if message is None:  # a partial last record: cut back to the last complete one, the cut bytes kept
+        study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
+        assert "ended in a partial record" in capsys.readouterr().err
+        assert journal.read_bytes().startswith(good) and PARTIAL not in journal.read_bytes()
+        assert [p.read_bytes() for p in folder.glob("study.journal.partial-*")] == [PARTIAL]
+        trial = study.ask()
+        study.tell(trial, 0.5)
+        assert [t.value for t in journal_study(in_tmp, "j").trials] == [0.9, 0.95, 0.5]
+        return
+    with pytest.raises(sweep.ConfigError) as err:
+        sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
+    assert str(journal) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+    assert (journal.read_bytes() if journal.is_file() else None) == before  # nothing appended
+
+
+def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--config", "blobs_mlp"])
+    line = "error: --space: required (a search space YAML: a path or logistic, mlp, transformer)"
+    assert str(stop.value.code) == line
+    assert "usage" not in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path):
+    """SIGTERM as the first trial's second checkpoint write starts: the trial stops, and the one line
+    names the sweep command that continues the study, not fit's --ckpt_path last."""
+    space = write_space(tmp_path)
+    args = ["sweep", "--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--name", "term", *SMALL]
+    import toyloops.__main__
+
+    result = subprocess.run([sys.executable, str(Path(__file__).parent / "kill_switch.py"), "1", "TERM",
+                             toyloops.__main__.__file__, *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 143, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "--ckpt_path" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert last.startswith("stopped by SIGTERM") and last.endswith(
+        f"to continue the sweep, run the same command again: toyloops {' '.join(args)}"), last

@@ -198,8 +198,8 @@ def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
     recorded_file = resume_from.resolve().parent.parent / "config.yaml"
     if not recorded_file.is_file():
         return  # a checkpoint outside a run folder: nothing recorded to compare with
-    recorded = _flat({key: (yaml.safe_load(recorded_file.read_text()) or {}).get(key) for key in FROZEN_ON_RESUME})
-    wanted = _flat({key: requested.get(key) for key in FROZEN_ON_RESUME})
+    recorded = flat({key: (yaml.safe_load(recorded_file.read_text()) or {}).get(key) for key in FROZEN_ON_RESUME})
+    wanted = flat({key: requested.get(key) for key in FROZEN_ON_RESUME})
     derived = {"model.init_args.num_classes", "data.init_args.seed", *(f"{NET_KEY}.{t}" for _, t in DATA_TO_NET)}
     changes = [f"{key}: {recorded.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(recorded.keys() | wanted.keys())
                if recorded.get(key) != wanted.get(key) and key not in derived]
@@ -208,11 +208,11 @@ def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
                           f"({'; '.join(changes)}): start a new run instead (drop --ckpt_path)")
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+def flat(value: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts/Namespaces as dotted keys; tuples as lists (as YAML records them)."""
     value = value.as_dict() if hasattr(value, "as_dict") else value
     if isinstance(value, dict):
-        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
     if prefix.endswith("class_path.") and isinstance(value, str):  # toyloops.MLP and toyloops.core.nets.MLP
         module, _, name = value.rpartition(".")
         value = getattr(sys.modules.get(module), name, value)  # the class itself, where it is loaded

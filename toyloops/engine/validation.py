@@ -165,10 +165,10 @@ def check_early_stopping(settings: Any, tags: list[str]) -> None:
         raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 
 
-def check_config_file(path: str | Path) -> None:
-    """A config file (or inline YAML given as ``--config``) is small, UTF-8, with each key once, a
-    few aliases and finite numbers. Checked before it is parsed: a 451-byte alias bomb expands to
-    gigabytes.
+def check_config_file(path: str | Path, flag: str = "--config") -> None:
+    """A config file (or inline YAML given as ``--config``; a sweep's ``--space``: ``flag``) is small,
+    UTF-8, with each key once, a few aliases and finite numbers. Checked before it is parsed: a
+    451-byte alias bomb expands to gigabytes.
     """
     path = Path(path)
     try:
@@ -178,17 +178,17 @@ def check_config_file(path: str | Path) -> None:
     except OSError:
         return  # the parser reports a file it cannot read
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"--config {path}: {len(data):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
+        raise ConfigError(f"{flag} {path}: {len(data):,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
     try:
         text = data.decode("utf-8")
         aliases = sum(isinstance(token, yaml.AliasToken) for token in yaml.scan(text))
         root = yaml.compose(text)
     except UnicodeDecodeError as err:
-        raise ConfigError(f"--config {path}: not UTF-8 text (byte {err.start})") from None
+        raise ConfigError(f"{flag} {path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError:
         return  # malformed YAML: the parser reports it with its position
     if aliases > MAX_CONFIG_ALIASES:
-        raise ConfigError(f"--config {path}: {aliases} YAML aliases; a config may use at most {MAX_CONFIG_ALIASES}")
+        raise ConfigError(f"{flag} {path}: {aliases} YAML aliases; a config may use at most {MAX_CONFIG_ALIASES}")
     nodes, seen = [root] if root is not None else [], set()
     while nodes:
         node = nodes.pop()
@@ -199,13 +199,13 @@ def check_config_file(path: str | Path) -> None:
             keys = [key.value for key, _ in node.value]
             twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
             if twice is not None:
-                raise ConfigError(f"--config {path}: key {twice!r} appears twice in one mapping "
+                raise ConfigError(f"{flag} {path}: key {twice!r} appears twice in one mapping "
                                   f"(line {node.start_mark.line + 1})")
             nodes += [value for _, value in node.value]
         elif isinstance(node, yaml.SequenceNode):
             nodes += node.value
         elif node.tag == "tag:yaml.org,2002:float" and node.value.lower().lstrip("+-") in (".nan", ".inf"):
-            raise ConfigError(f"--config {path}: {node.value} at line {node.start_mark.line + 1}: expected a "
+            raise ConfigError(f"{flag} {path}: {node.value} at line {node.start_mark.line + 1}: expected a "
                               "finite number")
 
 

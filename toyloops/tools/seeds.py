@@ -2,10 +2,11 @@
 
 The same config trained over N seeds in this one process (``seed_everything`` = 0 .. N-1: data,
 split, shuffles and init all change with it), or over the K folds of ``--kfold K`` (the config's
-seed; fold k is the validation set, the other folds train). Reports the best val/acc of each run,
-their mean ± std and a 95% confidence interval (Student t). With ``--vs D`` the second config runs
-on the same seeds (or folds) and the two are compared pairwise: the mean difference, its 95%
-interval and the paired t-test's two-sided p-value.
+seed; fold k is the validation set, the other folds train). Reports each run's best score of the
+config's objective (``checkpoint.monitor``, by ``checkpoint.mode``), their mean ± std and a 95%
+confidence interval (Student t). With ``--vs D`` the second config runs on the same seeds (or folds)
+and the two are compared pairwise (mean difference, its 95% interval, the paired t-test's p-value):
+only configs of the same objective, data and splits; anything else is refused before any run.
 
 Runs log to ``logs/seeds/<name>/<config>/<seed_N|fold_K>/``; the table goes to ``results.csv`` there.
 Folds share their training data, so a k-fold interval is narrower than independent runs would give:
@@ -24,11 +25,13 @@ from typing import Any
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR
+from toyloops.engine.runs import flat
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.stats import paired_t_test, summarize
-from toyloops.tools.sweep import ENGINES, QUIET, fit_run
+from toyloops.tools.sweep import ENGINES, QUIET, Objective, check_args, fit_run, objective
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
+LOADING = ("batch_size", "eval_batch_size", "drop_last")  # data settings that leave the data and splits alone
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toyloops seeds", allow_abbrev=False, exit_on_error=False,
@@ -81,20 +84,39 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     if opts.vs:
         arms[f"vs {runs.run_name([opts.vs])}" if runs.run_name([opts.vs]) in arms else runs.run_name([opts.vs])] = \
             [opts.vs]
+    args_of = {arm: [*(a for c in configs for a in ("--config", c)), *QUIET, *extra] for arm, configs in arms.items()}
+    goal = comparable(opts, {arm: check_args(opts.engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
     scores: dict[str, list[float]] = {arm: [] for arm in arms}
     for unit, unit_args in units:
-        for arm, configs in arms.items():
+        for arm in arms:
             root = folder / arm.replace(" ", "_") / unit
-            result = fit_run(opts.engine, [*(a for c in configs for a in ("--config", c)), *QUIET, *extra, *unit_args,
-                                           "--trainer.default_root_dir", str(root)])
+            result = fit_run(opts.engine, [*args_of[arm], *unit_args, "--trainer.default_root_dir", str(root)])
             if result.best is None:
-                raise ConfigError("a run logged no val/acc (check trainer.limit_val_batches)")
+                raise ConfigError(f"a run logged no {goal.name} (check trainer.limit_val_batches)")
             scores[arm].append(result.best)
-            print(f"seeds: {arm} {unit}: best val/acc {result.best:.4f}", flush=True)
-    return report(folder, [u for u, _ in units], scores)
+            print(f"seeds: {arm} {unit}: best {goal} {result.best:.4f}", flush=True)
+    return report(folder, [u for u, _ in units], scores, goal)
 
 
-def report(folder: Path, units: list[str], scores: dict[str, list[float]]) -> dict[str, Any]:
+def comparable(opts: argparse.Namespace, configs: dict[str, Any]) -> Objective:
+    """The arms' one objective; a ``--vs`` config of another objective, data or split is one line."""
+    (arm, config), *other = configs.items()
+    for vs, vs_config in other:
+        why = None
+        if objective(vs_config) != objective(config):
+            why = f"{vs} ranks by {objective(vs_config)}, {arm} by {objective(config)}"
+        data = [{k: v for k, v in flat({"seed_everything": c.get("seed_everything"), "data": c.get("data")}).items()
+                 if k.rpartition(".")[2] not in LOADING} for c in (config, vs_config)]
+        key = next((k for k in sorted(data[0].keys() | data[1].keys()) if data[0].get(k) != data[1].get(k)), None)
+        if why is None and key:
+            why = (f"other data ({key}: {data[0].get(key)!r} vs {data[1].get(key)!r}); a paired test needs the same "
+                   "data and splits (a --key value given to seeds applies to both)")
+        if why:
+            raise ConfigError(f"--vs {opts.vs}: not comparable with {runs.run_name(opts.config)}: {why}")
+    return objective(config)
+
+
+def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal: Objective) -> dict[str, Any]:
     arms = list(scores)
     table = io.StringIO()
     writer = csv.writer(table)
@@ -104,7 +126,7 @@ def report(folder: Path, units: list[str], scores: dict[str, list[float]]) -> di
         writer.writerow([unit, *(f"{v:.6f}" for v in row), *([f"{row[0] - row[1]:.6f}"] if len(arms) == 2 else [])])
     write_atomic(folder / "results.csv", table.getvalue().encode())
     kind = "folds" if units[0].startswith("fold") else "seeds"
-    lines = [f"\n== toyloops seeds: best val/acc over {len(units)} {kind} =="]
+    lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {kind} =="]
     out: dict[str, Any] = {"scores": scores}
     for arm in arms:
         s = summarize(scores[arm])

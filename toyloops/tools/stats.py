@@ -1,9 +1,6 @@
-"""Small-sample statistics for ``toyloops seeds``: mean ± std, Student-t confidence intervals and the
-paired t-test, in plain Python (scipy is not a dependency).
-
-The t distribution's CDF is the regularized incomplete beta function, evaluated with its continued
-fraction (Lentz's method, as in Numerical Recipes §6.4) to about 1e-12; its quantiles are found by
-bisection on that CDF. ``tests/test_stats.py`` checks both against published table values.
+"""Small-sample statistics for ``toyloops seeds`` in plain Python: mean ± std, Student-t intervals and
+the paired t-test. The t CDF is the regularized incomplete beta function (continued fraction, Lentz's
+method, Numerical Recipes §6.4, ~1e-12), its quantiles by bisection; tests check both against tables.
 """
 
 from __future__ import annotations

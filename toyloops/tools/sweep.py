@@ -1,23 +1,16 @@
 """toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
 
-A hyperparameter search over any config key with Optuna: TPE sampling, a median pruner on val/acc
-(Optuna's Lightning callback in the Lightning engine, the same rule at the hand loop's epoch end),
+A hyperparameter search over any config key with Optuna: TPE sampling and a median pruner on the
+config's objective (``checkpoint.monitor``, minimised or maximised as ``checkpoint.mode`` says),
 every trial a TensorBoard run with its HParams, and at the end a results table, the best trial's
 full config as ``best.yaml`` (``toyloops fit --config best.yaml`` trains it) and Optuna's plots.
 
-The study lives in a storage that any number of worker processes share: by default a journal file
-``logs/sweeps/<name>/study.journal`` (Optuna's JournalFileBackend; no server), or with
-``--storage postgresql://...`` a database that workers on many machines share. Each worker runs its
-trials one after another in ONE process, so torch and Lightning are imported once per worker.
-
-A worker that dies mid-trial (SIGKILL, a lost machine) leaves its trial RUNNING. With a database,
-Optuna's heartbeat marks it failed after ``--heartbeat`` x 2 seconds; with the journal file, a live
-worker sees the dead worker's lock file free (the OS releases it when a process dies) and marks it
-failed (workers take turns, by a second lock file, from counting the trials to their new trial's
-first line, so exactly ``--trials`` finish and a RUNNING trial no worker has named is an orphan).
-Either way Optuna's ``RetryHeartbeatStaleTrialCallback`` queues the same parameters again,
-and the study goes on to ``--trials`` finished (complete or pruned) trials, counted over the study's
-whole life: a sweep command started again with the same name/storage continues the study.
+The study lives in a journal file ``logs/sweeps/<name>/study.journal`` (checked, and a partial last
+record cut, before Optuna appends) or an RDB ``--storage``; it records its objective, config and
+space, and a sweep started again with them continues it. Each worker process runs its trials one
+after another. A worker that dies mid-trial leaves its trial RUNNING: Optuna's heartbeat (RDB), or a
+live worker finding the dead one's lock file free (journal), marks it failed, and Optuna's
+``RetryHeartbeatStaleTrialCallback`` queues its parameters again (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -29,16 +22,19 @@ import io
 import json
 import math
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import yaml
@@ -47,8 +43,9 @@ from optuna.trial import TrialState
 
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.defaults import LOG_DIR, MONITOR
-from toyloops.rules.errors import ConfigError, NonFiniteLossError, ToyloopsError
+from toyloops.engine.defaults import LOG_DIR, MONITOR, MONITOR_MODE
+from toyloops.engine.runs import Interrupted, Stopped, flat
+from toyloops.rules.errors import ConfigError, ToyloopsError
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,14 +55,15 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
-# Keys the sweep sets itself for every trial.
+# Keys the sweep sets itself for every trial, and keys that choose where anything is written.
 OWNED_KEYS = ("trainer.default_root_dir", "config")
+WHERE = re.compile(r"(^|\.)(logger|ckpt_path|\w*dir|\w*dirpath)(\.|$)")
 # Each trial runs quietly; a user's --key value after them wins.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 PRIMITIVE = (type(None), bool, int, float, str)
 # Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
-# RetryHeartbeatStaleTrialCallback and fail_stale_trials are marked experimental (stable since Optuna 2.8/2.9).
+# RetryHeartbeatStaleTrialCallback, fail_stale_trials and the plots are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
@@ -73,7 +71,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
     """A space YAML as Optuna distributions, by config key; a mistake in it is one ConfigError."""
+    from toyloops.engine.validation import check_config_file
+
     path = resolve_space(path)
+    check_config_file(path, "--space")
     try:
         space = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -92,15 +93,18 @@ def resolve_space(path: str | Path) -> Path:
     if not given.is_file() and shipped.is_file():
         return shipped
     if not given.is_file():
-        names = sorted(p.stem for p in shipped.parent.glob("*.yaml"))
-        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(names)})")
+        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(shipped_spaces())})")
     return given
+
+
+def shipped_spaces() -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).parent / "spaces").glob("*.yaml"))
 
 
 def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
     where = f"--space {path}: {key}"
-    if key in OWNED_KEYS or key.startswith("trainer.logger"):
-        raise ConfigError(f"{where}: the sweep sets this key itself; sweep another")
+    if key in OWNED_KEYS or WHERE.search(key):
+        raise ConfigError(f"{where}: chooses where the trials write, which the sweep sets itself; sweep another key")
     if not isinstance(spec, dict) or spec.get("type") not in SPEC_KEYS:
         raise ConfigError(f"{where}={spec!r}: expected {{type: float|int|categorical, ...}}")
     kind = spec["type"]
@@ -124,6 +128,10 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
         if field == "step" and value is None:
             continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
+            mantissa, _, power = value.lower().partition("e")
+            raise ConfigError(f"{where}.{field}={value!r}: YAML reads {value} as a string (write {mantissa}"
+                              f"{'' if '.' in mantissa else '.0'}e{'' if power[0] in '+-' else '+'}{power})")
         if not ok or (number is int and not isinstance(value, int)):
             wanted = "a finite number" if number is float else "an int"
             raise ConfigError(f"{where}.{field}={value!r}: expected {wanted}")
@@ -131,18 +139,11 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
     log = spec.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(f"{where}.log={log!r}: expected true or false")
-    low, high = values["low"], values["high"]
-    if low >= high:
-        raise ConfigError(f"{where}: empty range low={low!r} .. high={high!r}: expected low < high")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: log scale needs low > 0, got low={low!r}")
-    if log and "step" in values:
-        raise ConfigError(f"{where}: step and log: true cannot be combined (Optuna's rule)")
-    if "step" in values and values["step"] <= 0:
-        raise ConfigError(f"{where}.step={values['step']!r}: expected > 0")
-    return (FloatDistribution if kind == "float" else IntDistribution)(low, high, log=log,
-                                                                       step=values.get("step", None if
-                                                                       kind == "float" else 1))
+    try:  # Optuna's own rules: low <= high, low > 0 on a log scale, step > 0 and not with log
+        return (FloatDistribution if kind == "float" else IntDistribution)(
+            values["low"], values["high"], log=log, step=values.get("step", None if kind == "float" else 1))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
@@ -156,51 +157,56 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
 
 def as_args(params: dict[str, Any]) -> list[str]:
     """``--key value`` per parameter, as the config parser reads them (lists as YAML/JSON text)."""
-    out = []
-    for key, value in params.items():
-        out += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
-    return out
+    return [a for key, v in params.items() for a in (f"--{key}", v if isinstance(v, str) else json.dumps(v))]
 
 
 def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     """Parameter sets that together use every categorical choice and both ends of every range."""
     count = max([2] + [len(d.choices) for d in space.values() if isinstance(d, CategoricalDistribution)])
-    sets = []
-    for i in range(count):
-        sets.append({key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
-                     else (d.low if i % 2 == 0 else d.high) for key, d in space.items()})
-    return sets
+    return [{key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
+             else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
+
+
+# --- the objective: what a run config ranks its runs by -----------------------------------------
+
+class Objective(NamedTuple):
+    name: str  # checkpoint.monitor
+    mode: str  # checkpoint.mode: min or max
+    direction = property(lambda self: "maximize" if self.mode == "max" else "minimize")
+    __str__ = lambda self: f"{self.name} ({self.mode})"  # noqa: E731 - a NamedTuple's method
+
+
+def objective(config: Any) -> Objective:
+    """The objective of a parsed run config (either engine's): its best checkpoint's monitor and mode."""
+    checkpoint = config.get("checkpoint") or {}
+    return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
 
 
 # --- one training run, either engine ----------------------------------------------------------
 
 @dataclass
 class FitResult:
-    best: float | None  # best val/acc
+    best: float | None  # best score of the objective
     run_dir: Path
     config_text: str  # the run's full, resolved config (its config.yaml)
 
 
 def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
-            epoch_end: Callable[[int, float | None], None] | None = None) -> FitResult:
-    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, val/acc
+            epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR) -> FitResult:
+    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, ``monitor``
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
-    val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    score)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    def at_epoch_end(epoch: int, score: float | None) -> None:  # Optuna's pruning rule, in either engine
+        prune = trial is not None and score is not None and (trial.report(score, step=epoch) or trial.should_prune())
+        if epoch_end:  # after the report, before the prune
+            epoch_end(epoch, score)
+        if prune:
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
     if engine == "loop":
         from toyloops.engine import loop
 
-        def hook(epoch: int, metrics: dict[str, float]) -> None:
-            prune = False
-            if trial is not None and MONITOR in metrics:
-                # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
-                trial.report(metrics[MONITOR], step=epoch)
-                prune = trial.should_prune()
-            if epoch_end:  # after the report, before the prune: as in Lightning below
-                epoch_end(epoch, metrics.get(MONITOR))
-            if prune:
-                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-
-        result = loop.run(["fit", *args], epoch_end=hook)
+        result = loop.run(["fit", *args], epoch_end=lambda epoch, metrics: at_epoch_end(epoch, metrics.get(monitor)))
         run_dir = Path(result["last_checkpoint"]).parent.parent
         return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
 
@@ -209,32 +215,16 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     from toyloops.engine.callbacks import LastCheckpoint
     from toyloops.engine.cli import ToyCLI
 
-    def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
-        if not trainer.sanity_checking and epoch_end:
-            score = trainer.callback_metrics.get(MONITOR)
-            epoch_end(pl_module.current_epoch, None if score is None else score.item())
-
     class EpochEnd(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
-            after_validation(trainer, pl_module)
+            score = trainer.callback_metrics.get(monitor)
+            if not trainer.sanity_checking:
+                at_epoch_end(pl_module.current_epoch, None if score is None else score.item())
 
     class SweepCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
             trainer = super().instantiate_trainer(**kwargs)
-            # Added after ModelCheckpoint (which Lightning puts last at init): the epoch's checkpoint is written.
-            if trial is None:
-                trainer.callbacks.append(EpochEnd())
-                return trainer
-            from optuna_integration import PyTorchLightningPruningCallback
-
-            class Pruning(PyTorchLightningPruningCallback):
-                def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
-                    try:
-                        super().on_validation_end(trainer, pl_module)  # report; raises TrialPruned to prune
-                    finally:
-                        after_validation(trainer, pl_module)  # after the report, as in the hand loop
-
-            trainer.callbacks.append(Pruning(trial, monitor=MONITOR))
+            trainer.callbacks.append(EpochEnd())  # after ModelCheckpoint (Lightning puts it last): the epoch is saved
             return trainer
 
     with warnings.catch_warnings():
@@ -246,9 +236,9 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     return FitResult(None if best is None else best.item(), run_dir, (run_dir / "config.yaml").read_text())
 
 
-def check_args(engine: str, args: list[str]) -> None:
-    """Parse and build (no training, no run folder) a config with these arguments: an unknown key
-    or a value the config cannot take is a one-line error here, before any trial starts."""
+def check_args(engine: str, args: list[str]) -> Any:
+    """Parse and build (no training, no run folder) a config with these arguments, and return it
+    parsed: an unknown key or a value the config cannot take is a one-line error here, before any run."""
     from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 
     args = runs.with_shipped_configs(args)
@@ -263,7 +253,7 @@ def check_args(engine: str, args: list[str]) -> None:
         with links_into_net():
             objects = parser.instantiate(config)
         check_net_fits_data(objects.model, objects.data)
-        return
+        return config
 
     from toyloops.engine.cli import ToyCLI
 
@@ -279,12 +269,37 @@ def check_args(engine: str, args: list[str]) -> None:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ARGS_WARNING)
-        CheckOnly(args, run=False)
+        return CheckOnly(args, run=False).config
+
+
+def check_space(opts: argparse.Namespace, space: dict[str, BaseDistribution], base_args: list[str]) -> Any:
+    """The config parsed without the space, then with each of the space's corners: an unknown key or a
+    value the config cannot take is one line before any trial. Returns the config without the space."""
+    config = check_args(opts.engine, base_args)
+    keys = {key.replace(".init_args", "") for key in flat(config)}
+    for params in corners(space):
+        try:
+            check_args(opts.engine, [*base_args, *as_args(params)])
+        except Exception as err:
+            message = runs.user_message(err, [], lambda line: line)
+            if message is None:  # a bug: its traceback
+                raise
+            unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
+            if unknown:
+                parent = unknown.rpartition(".")[0]
+                known = sorted(k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent.replace(
+                    ".init_args", "")) or ["no such section"]
+                message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
+            raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
+                              f"{message}") from None
+    return config
 
 
 # --- the study ----------------------------------------------------------------------------------
 
-def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
+def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
+    """The sweep's study: created for ``goal`` (or an existing one continued), or with no goal (a
+    worker process) the one its command made."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
     if opts.storage:
         try:
@@ -301,20 +316,70 @@ def open_study(opts: argparse.Namespace, folder: Path) -> optuna.Study:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         folder.mkdir(parents=True, exist_ok=True)
-        path = str(folder / "study.journal")  # the open() lock: the one optuna-dashboard takes on this file too
-        storage = JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        path = folder / "study.journal"
+        lock = JournalFileOpenLock(str(path))  # the open() lock: the one optuna-dashboard takes on this file too
+        check_journal(path, lock)
+        storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # parallel workers don't all try the same point
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)  # an epoch's checkpoint first
+    if goal is None:
+        return optuna.load_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner)
     return optuna.create_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="maximize", load_if_exists=True)
+                               direction=goal.direction, load_if_exists=True)
+
+
+def check_journal(path: Path, lock: Any) -> None:
+    """Before Optuna appends to a journal: each line a record, a partial last one (a kill, a full disk)
+    cut back to the last complete one (its bytes kept beside), anything else one line naming the file."""
+    if os.path.lexists(path) and not path.is_file():
+        raise ConfigError(f"{path} is not a file: a sweep's journal is the file Optuna writes (move it away)")
+    if not path.is_file():
+        return
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        cut, lines = data.rfind(b"\n") + 1, data.split(b"\n")  # the last: empty, or a partial record
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line) if number < len(lines) else {"op_code": line.startswith(b'{"op_code":')}
+            except ValueError:  # not UTF-8, not JSON
+                record = None
+            if line and not (isinstance(record, dict) and record.get("op_code") is not False):
+                raise ConfigError(f"{path}: line {number} is not an Optuna journal record: the file is damaged "
+                                  "(move it away to start the study anew)")
+        if data[cut:]:
+            kept = path.with_name(f"{path.name}.partial-{os.getpid()}")
+            write_atomic(kept, data[cut:])
+            write_atomic(path, data[:cut])
+            print(f"sweep: {path} ended in a partial record ({len(data) - cut} bytes, kept in {kept.name}): cut "
+                  "back to its last complete record", file=sys.stderr, flush=True)
+    finally:
+        lock.release()
+
+
+def bind(study: optuna.Study, name: str, record: dict[str, Any]) -> None:
+    """A sweep name is bound to its objective, config and space: the study's first command records
+    them; a command with others is refused, and one with the same continues the study."""
+    for key, value in record.items():
+        old = study.user_attrs.get(key, value)
+        if key == "objective" and study.direction.name.lower() != Objective(*value).direction:
+            old = [None, study.direction.name.lower()]  # a study recorded before the objective was
+        if old != value:
+            if isinstance(value, dict):
+                diff = next(k for k in sorted(old.keys() | value.keys()) if old.get(k) != value.get(k))
+                old, value = f"{diff}: {old.get(diff)!r}", repr(value.get(diff))
+            raise ConfigError(f"--name {name}: this sweep ran another {key} ({old} -> {value}); continue it with "
+                              "its own config and space, or start a new sweep with another --name")
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
 
 
 class Worker:
     """One worker process: runs trials until the study has ``trials`` finished ones."""
 
     def __init__(self, opts: argparse.Namespace, folder: Path, space: dict[str, BaseDistribution],
-                 base_args: list[str]) -> None:
-        self.opts, self.folder, self.space, self.base_args = opts, folder, space, base_args
+                 base_args: list[str], goal: Objective) -> None:
+        self.opts, self.folder, self.space, self.base_args, self.goal = opts, folder, space, base_args, goal
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._lock = self._turn = None
         if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
@@ -325,13 +390,9 @@ class Worker:
             # its worker): no two start the study's last trial, and a nameless RUNNING trial is an orphan.
             self._turn = open(folder / "workers" / "turn.lock", "a")  # noqa: SIM115 - held for life
 
-    def take_turn(self) -> None:
+    def take_turn(self, take: bool = True) -> None:
         if self._turn:
-            fcntl.flock(self._turn, fcntl.LOCK_EX)
-
-    def give_turn(self) -> None:
-        if self._turn:
-            fcntl.flock(self._turn, fcntl.LOCK_UN)
+            fcntl.flock(self._turn, fcntl.LOCK_EX if take else fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Let go of the worker's locks (the OS does it anyway when the process ends)."""
@@ -341,7 +402,8 @@ class Worker:
         self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # A failed trial is one line of ours (objective), and under TOYLOOPS_DEBUG=1 its traceback too.
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         while True:
             self.take_turn()
             try:
@@ -356,10 +418,10 @@ class Worker:
                     last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
                     raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
                 if finished + running < self.opts.trials:
-                    study.optimize(self.objective, n_trials=1, catch=(NonFiniteLossError,))  # gives the turn back
+                    study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
                     continue
             finally:
-                self.give_turn()
+                self.take_turn(False)
             # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
             time.sleep(min(1.0, self.opts.heartbeat))
 
@@ -398,7 +460,7 @@ class Worker:
         if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
             os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
-        self.give_turn()
+        self.take_turn(False)
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         run_root = self.folder / "trials" / f"{trial.number:04d}"
         args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root)]
@@ -411,28 +473,38 @@ class Worker:
 
         print(f"sweep: trial {trial.number} {json.dumps(params)}", flush=True)
         try:
-            result = fit_run(self.opts.engine, args, trial, epoch_end)
+            result = fit_run(self.opts.engine, args, trial, epoch_end, self.goal.name)
+            if result.best is None:
+                raise ConfigError(f"the trial ran no validation: a sweep needs {self.goal.name} (check "
+                                  "trainer.limit_val_batches)")
         except optuna.TrialPruned:
-            log_pruned_hparams(run_root, self.opts.engine, seen)
+            log_pruned_hparams(run_root, self.opts.engine, seen, self.goal)
             raise
-        except NonFiniteLossError as err:
+        except Stopped:
+            raise
+        except ToyloopsError as err:  # the trial's own error, as one line; the sweep goes on
             trial.set_user_attr("error", str(err))
-            raise
+            print(f"sweep: trial {trial.number} failed ({run_root}): {err}", file=sys.stderr, flush=True)
+            if os.environ.get("TOYLOOPS_DEBUG") == "1":
+                traceback.print_exception(err)
+            raise TrialFailed(str(err)) from err
         trial.set_user_attr("config", result.config_text)
         trial.set_user_attr("run_dir", str(result.run_dir))
-        if result.best is None:
-            raise ConfigError("the trial ran no validation: a sweep needs val/acc (check trainer.limit_val_batches)")
         return result.best
 
 
-def log_pruned_hparams(run_root: Path, engine: str, scores: list[float]) -> None:
+class TrialFailed(Exception):
+    """A trial's run failed with a user's error (not a stop: a stop ends the sweep)."""
+
+
+def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: Objective) -> None:
     """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
     from toyloops.engine.dashboard import log_hparams
 
     for config in run_root.glob("logs/*/*version_*/config.yaml"):
         log_hparams(config.parent, engine, config.read_text(),
-                    {"val/acc_best": max(scores, default=float("nan")), "val/loss_final": float("nan")},
-                    max(len(scores) - 1, 0))
+                    {f"{goal.name}_best": (max if goal.mode == "max" else min)(scores, default=math.nan),
+                     "val/loss_final": math.nan}, max(len(scores) - 1, 0))
 
 
 # --- the report ---------------------------------------------------------------------------------
@@ -450,12 +522,12 @@ def best_config(text: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution], goal: Objective) -> dict[str, Any]:
     """results.csv, best.yaml, history.png and importance.png in ``folder``; the printed summary."""
     trials = study.get_trials(deepcopy=False)
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["number", "state", "value", *space, "epochs_reported", "duration_s", "retry_of", "worker"])
+    writer.writerow(["number", "state", goal.name, *space, "epochs_reported", "duration_s", "retry_of", "worker"])
     for t in trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else ""
@@ -472,12 +544,12 @@ def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]
     if complete:
         best = study.best_trial
         out.update(best=best.value, best_number=best.number, best_params=best.params)
-        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best val/acc {best.value:.4f}\n"
+        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best {goal} {best.value:.4f}\n"
                   f"# params: {json.dumps(best.params)}\n# train it: toyloops fit --config best.yaml\n")
         write_atomic(folder / "best.yaml", (header + best_config(best.user_attrs["config"])).encode())
-        lines += [f"best: trial {best.number}, val/acc {best.value:.4f}, {json.dumps(best.params)}",
+        lines += [f"best: trial {best.number}, {goal} {best.value:.4f}, {json.dumps(best.params)}",
                   f"best config: {folder / 'best.yaml'}  (toyloops fit --config {folder / 'best.yaml'})"]
-        top = sorted(complete, key=lambda t: -t.value)[:5]
+        top = sorted(complete, key=lambda t: t.value, reverse=goal.mode == "max")[:5]
         lines += ["top trials:"] + [f"  {t.number:4d}  {t.value:.4f}  {json.dumps(t.params)}" for t in top]
         out["plots"] = plots(study, folder)
     lines += [f"results: {folder / 'results.csv'}",
@@ -494,22 +566,18 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    made = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        charts = [("history.png", optuna_plots.plot_optimization_history)]
-        if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
-            charts.append(("importance.png", optuna_plots.plot_param_importances))
-        for name, chart in charts:
-            axes = chart(study)
-            figure = axes.figure
-            figure.set_size_inches(8, 5)
-            figure.tight_layout()
-            tmp = folder / f".{name}.{os.getpid()}.tmp.png"
-            figure.savefig(tmp, dpi=100)
-            os.replace(tmp, folder / name)
-            plt.close(figure)
-            made.append(folder / name)
+    made, charts = [], [("history.png", optuna_plots.plot_optimization_history)]
+    if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
+        charts.append(("importance.png", optuna_plots.plot_param_importances))
+    for name, chart in charts:
+        figure = chart(study).figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        tmp = folder / f".{name}.{os.getpid()}.tmp.png"
+        figure.savefig(tmp, dpi=100)
+        os.replace(tmp, folder / name)
+        plt.close(figure)
+        made.append(folder / name)
     return made
 
 
@@ -519,9 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="toyloops sweep", allow_abbrev=False, exit_on_error=False,
         description="Optuna sweep over a run config; any other --key value goes to every trial.")
-    parser.add_argument("--config", action="append", required=True, help="a run config (path or shipped name)")
-    parser.add_argument("--space", required=True, help="search space YAML (path or shipped name: mlp, logistic, "
-                                                       "transformer)")
+    parser.add_argument("--config", action="append", help="a run config (path or shipped name)")
+    parser.add_argument("--space", help=f"search space YAML (a path or {', '.join(shipped_spaces())})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should reach")
     parser.add_argument("--workers", type=int, default=1,
                         help="local worker processes (1: the trials run in this process)")
@@ -540,13 +607,16 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
         opts, extra = build_parser().parse_known_args(args)
     except argparse.ArgumentError as err:
         raise ConfigError(str(err)) from None
+    for key, what in (("config", "a run config: a path or a shipped name"),
+                      ("space", f"a search space YAML: a path or {', '.join(shipped_spaces())}")):
+        if getattr(opts, key) is None:
+            raise ConfigError(f"--{key}: required ({what})")
     for key in ("trials", "workers", "max_retry"):
         if getattr(opts, key) < (0 if key == "max_retry" else 1):
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
-    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or key.startswith("trainer.logger"), "trial",
-                            "the sweep")
+    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial", "the sweep")
     if opts.name is None:
         opts.name = f"{runs.run_name(opts.config)}-{Path(opts.space).stem}"
     runs.check_folder_name(opts.name)
@@ -559,27 +629,39 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         build_parser().print_help()
         return {}
     opts, extra = parse(args)
+    command = "toyloops sweep " + shlex.join(args[:-2] if opts.worker_index else args)
+    try:
+        return sweep(opts, extra, args)
+    except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
+        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
+                      f"to continue the sweep, run the same command again: {command}") from None
+
+
+def sweep(opts: argparse.Namespace, extra: list[str], args: list[str]) -> dict[str, Any]:
     space = read_space(opts.space)
     base_args = [arg for config in opts.config for arg in ("--config", config)] + QUIET + extra
     folder = Path(LOG_DIR) / "sweeps" / opts.name
+    goal = None
     if opts.worker_index == 0:  # the command itself: check the space against the config, then start workers
         runs.check_writable(folder)
-        for params in corners(space):
-            try:
-                check_args(opts.engine, [*base_args, *as_args(params)])
-            except Exception as err:
-                message = runs.user_message(err, [], lambda line: line)
-                if message is None:  # a bug: its traceback
-                    raise
-                raise ConfigError(f"a trial's config is not valid with {json.dumps(params)}: {message}") from None
-    study = open_study(opts, folder)
+        config = check_space(opts, space, base_args)
+        goal = objective(config)
+        record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
+                                                  default=str)),
+                  "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
+                  "objective": [goal.name, goal.mode]}
+    study = open_study(opts, folder, goal)
+    if goal is None:
+        goal = Objective(*study.user_attrs["objective"])
+    else:
+        bind(study, opts.name, record)
     folder.mkdir(parents=True, exist_ok=True)
     if opts.worker_index == 0:
-        print(f"sweep {opts.name}: {opts.trials} trials, {opts.workers} worker(s), storage "
+        print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
               f"{opts.storage or folder / 'study.journal'}", flush=True)
     failure = None
     if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-        worker = Worker(opts, folder, space, base_args)
+        worker = Worker(opts, folder, space, base_args, goal)
         try:
             worker.run(study)
         except ToyloopsError as err:  # every trial failing: still write what there is, then say so
@@ -610,7 +692,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         if finished < opts.trials:
             failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
                                     "errors above); run the same command again to continue the study")
-    out = report(study, folder, space)
+    out = report(study, folder, space, goal)
     if failure:
         raise failure
     return out
