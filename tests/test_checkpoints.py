@@ -18,7 +18,7 @@ from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, Tran
 from toyloops.core.errors import ConfigError
 from toyloops.core.specs import load_checkpoint
 from toyloops.engine import runs
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 
 CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", CONFIG, *BLOBS_SHORT]

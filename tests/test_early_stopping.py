@@ -6,7 +6,7 @@ import pytest
 from conftest import CONFIGS
 
 from toyloops.core.errors import ConfigError
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.tools.compare import compare, max_weight_difference
 
 

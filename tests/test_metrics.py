@@ -8,7 +8,7 @@ from torchmetrics.functional.classification import binary_auroc, binary_f1_score
 
 from toyloops import Classifier, PointsDataModule, probabilities
 from toyloops.core.errors import ConfigError
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.tools.compare import scalars
 
 ARGS = ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=600", "--trainer.max_epochs=2",

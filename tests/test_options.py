@@ -8,7 +8,7 @@ from conftest import CONFIGS
 
 from toyloops import MLP, Classifier, PointsDataModule, TransformerClassifier, classification_loss
 from toyloops.core.errors import ConfigError
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 
 
 @pytest.fixture

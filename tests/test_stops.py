@@ -21,13 +21,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from toyloops.core.errors import ConfigError, NonFiniteLossError
 from toyloops.core.specs import load_checkpoint
 from toyloops.engine import runs
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 
 CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
 ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
-           "loop": [sys.executable, "-m", "toyloops.engine.loop", "fit"]}
+           "loop": [sys.executable, "-m", "toyloops.engine.loop_cli", "fit"]}
 PREFIX = {"lightning": "version_", "loop": "loop_version_"}
 
 

@@ -45,7 +45,7 @@ def run_lightning(args: list[str]) -> dict:
 def run_hand_loop(args: list[str]) -> dict:
     """``python -m toyloops.engine.loop fit`` in-process; same return shape as :func:`run_lightning`."""
     from toyloops.core.specs import load_checkpoint
-    from toyloops.engine.loop import run
+    from toyloops.engine.loop_cli import run
 
     started = time.perf_counter()
     result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
