@@ -185,34 +185,34 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             epoch_end: Callable[[int, float | None], None] | None = None) -> FitResult:
     """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, val/acc
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
-    val_acc)`` runs after each epoch's validation, checkpoint and report, before a prune."""
-    if engine == "loop":
-        from toyloops.engine import loop
-
-        def hook(epoch: int, metrics: dict[str, float]) -> None:
-            prune = False
-            if trial is not None and MONITOR in metrics:
-                # Optuna's PyTorchLightningPruningCallback rule, at the hand loop's epoch end
-                trial.report(metrics[MONITOR], step=epoch)
-                prune = trial.should_prune()
-            if epoch_end:  # after the report, before the prune: as in Lightning below
-                epoch_end(epoch, metrics.get(MONITOR))
-            if prune:
-                raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-
-        result = loop.run(["fit", *args], epoch_end=hook)
-        run_dir = Path(result["last_checkpoint"]).parent.parent
-        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
-
+    val_acc)`` runs after each epoch's validation and report, before a prune."""
     from lightning.pytorch.callbacks import Callback
-
-    from toyloops.engine.callbacks import LastCheckpoint
-    from toyloops.engine.cli import ToyCLI
 
     def after_validation(trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook arguments
         if not trainer.sanity_checking and epoch_end:
             score = trainer.callback_metrics.get(MONITOR)
             epoch_end(pl_module.current_epoch, None if score is None else score.item())
+
+    if engine == "loop":
+        from toyloops.engine import loop_cli
+
+        class Report(Callback):
+            def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
+                prune = False
+                if trial is not None and MONITOR in trainer.callback_metrics:
+                    # Optuna's PyTorchLightningPruningCallback rule, in the hand trainer's same hook
+                    trial.report(trainer.callback_metrics[MONITOR].item(), step=trainer.current_epoch)
+                    prune = trial.should_prune()
+                after_validation(trainer, pl_module)  # after the report, before the prune: as in Lightning below
+                if prune:
+                    raise optuna.TrialPruned(f"Trial was pruned at epoch {trainer.current_epoch}.")
+
+        result = loop_cli.run(["fit", *args], callbacks=(Report(),))
+        run_dir = Path(result["last_checkpoint"]).parent.parent
+        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
+
+    from toyloops.engine.callbacks import LastCheckpoint
+    from toyloops.engine.cli import ToyCLI
 
     class EpochEnd(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
@@ -255,7 +255,7 @@ def check_args(engine: str, args: list[str]) -> None:
     for path in runs.config_files(args):
         check_config_file(path)
     if engine == "loop":
-        from toyloops.engine.loop import build_parser
+        from toyloops.engine.loop_cli import build_parser
 
         parser = build_parser()
         config = parser.parse_args(args)
