@@ -1,10 +1,8 @@
 """``HandTrainer``: what ``L.Trainer`` does, written out in plain PyTorch, with the Trainer's shape.
 
-Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (the same arguments) and ``fit`` / ``validate`` /
-``test`` / ``predict`` drive the same LightningModule through the hooks Lightning calls; on CPU the
-weights come out bit-identical (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). The command
-line ``toyloops loop fit|validate|test`` is a thin layer over it (:mod:`toyloops.engine.loop_cli`).
-Each Lightning loop or hook, and the method here that stands for it:
+Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (same arguments): ``fit`` / ``validate`` / ``test`` /
+``predict`` drive the LightningModule through the hooks Lightning calls, to bit-identical weights on
+CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loop or hook and its method:
 
     Trainer.fit / validate / test / predict   fit / validate / test / predict
     strategy.setup: configure_optimizers      configure_optimizers (one optimizer, at most one scheduler)
@@ -22,9 +20,9 @@ Each Lightning loop or hook, and the method here that stands for it:
     checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
     call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
 
-ModelCheckpoint and LearningRateMonitor are written out above; EarlyStopping and every other
-callback run through their own public hooks. A module's ``self.log`` and ``self.trainer`` reach the
-trainer through a Fabric view (:mod:`toyloops.engine.loop_logging`, ``docs/decisions.md``).
+EarlyStopping and other callbacks run through their own public hooks. ``self.log`` and ``self.trainer``
+reach the trainer through a Fabric view (:mod:`toyloops.engine.loop_logging`); its command line is
+:mod:`toyloops.engine.loop_cli`.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities import move_data_to_device
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn, TrainerState
@@ -89,9 +87,7 @@ class HandTrainer:
     def __init__(self, **kwargs: Any) -> None:
         """L.Trainer's keyword arguments and defaults: SUPPORTED_TRAINER_KEYS; any other must keep its default."""
         for name, value in kwargs.items():
-            if name not in TRAINER_DEFAULTS:
-                raise TypeError(f"HandTrainer got an unexpected keyword argument {name!r}")
-            if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS[name]:
+            if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
                 raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; use L.Trainer")
         for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
             setattr(self, name, NONE_MEANS.get(name) if value is None else value)
@@ -107,9 +103,6 @@ class HandTrainer:
         self.default_root_dir = str(self.default_root_dir or os.getcwd())
         given = self.callbacks
         self.callbacks = list(given) if isinstance(given, list | tuple) else [] if given is None else [given]
-        for callback in self.callbacks:
-            if not isinstance(callback, Callback):
-                raise ConfigError(f"trainer.callbacks: {callback!r} is not a Lightning Callback")
         logger = TensorBoardLogger(self.default_root_dir) if self.logger in (True, None) else self.logger
         self.loggers = [] if logger is False else list(logger) if isinstance(logger, list | tuple) else [logger]
         self.logger = self.loggers[0] if self.loggers else None
@@ -159,8 +152,9 @@ class HandTrainer:
                     logger.finalize(status)
 
     @contextmanager
-    def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn):  # noqa: ANN201 - a context
-        """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up hooks."""
+    def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn, ckpt_path: Any = None):  # noqa: ANN201
+        """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up
+        hooks; an evaluation's ``ckpt_path``: its weights and its data module's state (train statistics)."""
         if not model.automatic_optimization:
             raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
                               "trainer: use L.Trainer")
@@ -174,6 +168,12 @@ class HandTrainer:
         model.prepare_data()
         self.call("setup", fn.value)
         model.to(self.strategy.root_device)  # before the optimizer state exists, so it follows the weights
+        if ckpt_path and fn != TrainerFn.FITTING:
+            checkpoint = read_checkpoint(ckpt_path)
+            check_weights(checkpoint, model, ckpt_path)
+            self.restore_model(checkpoint)
+            if type(datamodule).__qualname__ in checkpoint:
+                datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
         try:
             yield
         finally:
@@ -371,7 +371,7 @@ class HandTrainer:
         if saving:
             flush_loggers(self)  # what was logged so far reaches the files before the checkpoint does
             checkpoint = self.dump_checkpoint()
-            for callback, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
+            for _, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
                 save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
                 if previous and Path(previous) != path:  # save_top_k=1: the file it replaces goes
                     Path(previous).unlink(missing_ok=True)
@@ -408,8 +408,8 @@ class HandTrainer:
                       "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
                       "hparams_name": "kwargs", "hyper_parameters": dict(model.hparams)}
         if datamodule is not None:
-            checkpoint.update({"datamodule_hparams_name": "kwargs", type(datamodule).__qualname__: datamodule.state_dict(),
-                               "datamodule_hyper_parameters": dict(datamodule.hparams)})
+            checkpoint.update({"datamodule_hparams_name": "kwargs", "datamodule_hyper_parameters": dict(
+                datamodule.hparams), type(datamodule).__qualname__: datamodule.state_dict()})
         if self.scaler.is_enabled():
             checkpoint["MixedPrecision"] = self.scaler.state_dict()  # Lightning's key for the scaler
         data = getattr(self.train_batches, "state_dict", dict)()  # the batch iterator's place in its epoch
@@ -443,40 +443,25 @@ class HandTrainer:
     def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
         """The validation loop over ``datamodule.val_dataloader()``; ``[metrics]``, as the Trainer returns."""
-        return self.evaluate(model, "validation", dataloaders or datamodule.val_dataloader, ckpt_path, datamodule)
+        with self.attached(model, datamodule, TrainerFn.VALIDATING, ckpt_path):
+            batches = dataloaders or datamodule.val_dataloader()
+            return [self.evaluation_loop(model, "validation", batches, self.limit_val_batches)]
 
     def test(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
         """The test loop over ``datamodule.test_dataloader()``; ``[metrics]``, as the Trainer returns."""
-        return self.evaluate(model, "test", dataloaders or datamodule.test_dataloader, ckpt_path, datamodule)
+        with self.attached(model, datamodule, TrainerFn.TESTING, ckpt_path):
+            return [self.evaluation_loop(model, "test", dataloaders or datamodule.test_dataloader(),
+                                         self.limit_test_batches)]
 
-    def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: L.LightningDataModule | None = None,
+    def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
         """``predict_step`` over ``datamodule.predict_dataloader()``, in eval mode without gradients."""
-        with self.attached(model, datamodule, TrainerFn.PREDICTING):
-            self.load_weights(ckpt_path)
+        with self.attached(model, datamodule, TrainerFn.PREDICTING, ckpt_path), torch.no_grad(), self.autocast():
             batches = dataloaders or datamodule.predict_dataloader()
             model.eval()
-            with torch.no_grad(), self.autocast():
-                return [model.predict_step(self.batch_to_device(batch), i) for i, batch in
-                        enumerate(islice(batches, num_batches(len(batches), self.limit_predict_batches)))]
-
-    def evaluate(self, model: L.LightningModule, stage: str, batches: Any, ckpt_path: str | Path | None,
-                 datamodule: Any) -> list[dict[str, float]]:
-        fn, limit = (TrainerFn.VALIDATING, self.limit_val_batches) if stage == "validation" else \
-            (TrainerFn.TESTING, self.limit_test_batches)
-        with self.attached(model, datamodule, fn):
-            self.load_weights(ckpt_path)
-            return [self.evaluation_loop(model, stage, batches() if callable(batches) else batches, limit)]
-
-    def load_weights(self, ckpt_path: str | Path | None) -> None:
-        """An evaluation's checkpoint: the weights, and the data module's state (its train statistics)."""
-        if ckpt_path:
-            checkpoint = read_checkpoint(ckpt_path)
-            check_weights(checkpoint, self.lightning_module, ckpt_path)
-            self.restore_model(checkpoint)
-            if self.datamodule is not None and type(self.datamodule).__qualname__ in checkpoint:
-                self.datamodule.load_state_dict(checkpoint[type(self.datamodule).__qualname__])
+            return [model.predict_step(self.batch_to_device(batch), i) for i, batch in
+                    enumerate(islice(batches, num_batches(len(batches), self.limit_predict_batches)))]
 
 
 def num_batches(available: int, limit: int | float) -> int:

@@ -22,9 +22,15 @@ from toyloops.core.specs import read_checkpoint
 from toyloops.engine import runs
 from toyloops.engine.callbacks import DashboardCallback, LastCheckpoint, RunSummary
 from toyloops.engine.checkpoints import check_resume, check_weights, write_atomic
-from toyloops.engine.dashboard import Dashboard
-from toyloops.engine.defaults import DEFAULT_MODEL, LOG_DIR, MONITOR, MONITOR_MODE, TRAINER_DEFAULTS, add_links, \
-    apply_thread_policy
+from toyloops.engine.defaults import (
+    DEFAULT_MODEL,
+    LOG_DIR,
+    MONITOR,
+    MONITOR_MODE,
+    TRAINER_DEFAULTS,
+    add_links,
+    apply_thread_policy,
+)
 from toyloops.engine.loggers import TensorBoardLogger
 from toyloops.engine.loop import HandTrainer
 from toyloops.engine.seeding import seed_everything
