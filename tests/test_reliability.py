@@ -130,7 +130,7 @@ def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
 
 
 def _user_error(main, args: list[str], capsys) -> str:  # noqa: ANN001
-    """``main`` (what ``train.py`` / ``python -m toyloops.engine.loop_cli`` run) ends in one line and a non-zero exit."""
+    """``main`` (what ``train.py`` / ``-m toyloops.engine.loop_cli`` run) ends in one line and a non-zero exit."""
     with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
         main(args)
     assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")  # non-zero, with a message
@@ -182,7 +182,7 @@ EXPLODING = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.scheduler=tor
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp, capsys):
-    main = cli.main if engine == "lightning" else loop_cli.main  # what train.py and python -m toyloops.engine.loop_cli run
+    main = cli.main if engine == "lightning" else loop_cli.main  # what train.py and -m ...loop_cli run
     message = _user_error(main, ["fit", *EXPLODING, "--trainer.enable_progress_bar=false"], capsys)
     last = next(Path("logs").rglob(f"{'' if engine == 'lightning' else 'loop_'}version_*/checkpoints/last.ckpt"))
     weights = load_checkpoint(last)["state_dict"]

@@ -88,7 +88,8 @@ class HandTrainer:
         """L.Trainer's keyword arguments and defaults: SUPPORTED_TRAINER_KEYS; any other must keep its default."""
         for name, value in kwargs.items():
             if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
-                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; use L.Trainer")
+                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; "
+                                  "use L.Trainer")
         for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
             setattr(self, name, NONE_MEANS.get(name) if value is None else value)
         if self.devices not in (1, "1", "auto"):
