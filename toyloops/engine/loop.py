@@ -374,11 +374,13 @@ class HandTrainer:
             checkpoint = self.dump_checkpoint()
             for _, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
                 save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
-                if previous and Path(previous) != path:  # save_top_k=1: the file it replaces goes
-                    Path(previous).unlink(missing_ok=True)
+                if previous and Path(previous) != path and Path(previous).parent == path.parent:
+                    Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
     def resume_point(self) -> Path | None:
-        return next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
+        """The latest checkpoint (relative to the working folder when inside it), for a stop's message."""
+        path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
+        return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
 
     def log_learning_rate(self) -> None:
         """LearningRateMonitor: ``lr-<Optimizer>`` (``/pg1``, ``/pg2`` ... with several groups) at this step."""
