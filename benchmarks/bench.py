@@ -5,7 +5,7 @@ by side in one process, interleaved round by round (so machine noise hits every 
 
   bare         forward + backward + optimizer step on pre-sliced batches (the floor), with the
                optimizer toyloops builds (fused AdamW); "for-loop" is torch's CPU default AdamW
-  hand loop    toyloops.engine.loop.train_epoch with its shipped defaults
+  hand loop    toyloops.HandTrainer.training_epoch_loop with its shipped defaults
   barebones    a plain L.Trainer: no logger, checkpoints, progress bar or callbacks (Lightning's floor)
   lightning    Trainer.fit as train.py builds it (logger, checkpoints, progress bar, callbacks);
                "stock bar and logger" is the same with Lightning's own TQDMProgressBar (every step) and
@@ -41,13 +41,16 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, TensorDataset
 
 from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, SequenceDataModule, TransformerClassifier
 from toyloops.core.nets import classification_loss
-from toyloops.engine import loop
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import apply_thread_policy
+from toyloops.engine.loggers import TensorBoardLogger
+from toyloops.engine.loop import HandTrainer
 from toyloops.engine.runs import freeze_imports
 from toyloops.rules.specs import build_optimizer
 from toyloops.tools import scratch
@@ -112,22 +115,28 @@ def seed_style(dm, make_net, epochs: int) -> list[float]:
     return times
 
 
+def hand_trainer(epochs: int, run_dir: Path) -> HandTrainer:
+    """The hand trainer as the template runs it: TensorBoard into ``run_dir``, the learning-rate monitor."""
+    logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
+    return HandTrainer(max_epochs=epochs, enable_progress_bar=False, callbacks=[LearningRateMonitor()], logger=logger)
+
+
 def hand_loop(dm, make_net, epochs: int, run_dir: Path, optimizer: dict | None = None) -> list[float]:
-    """Seconds per step, one value per epoch: ``toyloops.engine.loop.train_epoch`` itself, timed from outside."""
+    """Seconds per step, one value per epoch: ``HandTrainer.training_epoch_loop`` itself, timed from outside."""
     optimizer = optimizer or {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}}
     model = Classifier(make_net(), optimizer=optimizer)
-    trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
-    precision = loop.Precision.create(trainer)
-    optimizer, scheduler = loop.configure_optimizers(model, trainer)
-    fit = loop.Fit(model, dm, trainer, precision, optimizer, scheduler, loop.open_writer(run_dir), run_dir)
-    times = []
-    for _ in range(epochs):
-        started = time.perf_counter()
-        loop.train_epoch(fit)
-        times.append((time.perf_counter() - started) / len(fit.train_batches))
-        loop.compute_epoch_metrics(model, "train")  # what on_train_epoch_end does with the stash, untimed
-        fit.state.epoch += 1
-    fit.writer.close()
+    trainer, times = hand_trainer(epochs, run_dir), []
+    with trainer.attached(model, dm, TrainerFn.FITTING):
+        trainer.train_batches = dm.train_dataloader()
+        trainer.configure_optimizers(model)
+        for _ in range(epochs):
+            started = time.perf_counter()
+            trainer.training_epoch_loop(model)
+            times.append((time.perf_counter() - started) / len(trainer.train_batches))
+            model.on_train_epoch_end()  # what the epoch's end does with the stash, untimed
+            trainer.logged.read()
+            trainer.progress.epoch += 1
+    trainer.logger.finalize("success")
     return times
 
 

@@ -61,7 +61,7 @@ def fit_in(cwd: Path, engine: str, *args: str):
     returns the CLI) or the hand loop ("loop", returns its results). Where a test needs a real process
     for a kill or a signal, the run before or after it needs none: the same code, without seconds of
     importing torch and Lightning again."""
-    from toyloops.engine.loop import run
+    from toyloops.engine.loop_cli import run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(cwd)

@@ -1,6 +1,6 @@
 """python tests/kill_switch.py N between|inside|TERM|INT|fill lightning|loop|SCRIPT.py ARGS...
 
-Runs ``train.py`` (lightning), ``python -m toyloops.engine.loop`` (loop) or a script with ARGS and kills itself with a
+Runs ``train.py`` (lightning), ``toyloops.engine.loop_cli`` (loop) or a script with ARGS and kills itself with a
 real SIGKILL at a chosen checkpoint write, so the kill tests place their kill by counting
 ``torch.save`` calls instead of sleeping:
 
@@ -79,7 +79,7 @@ if engine == "lightning":
 
     main(args)
 elif engine == "loop":
-    from toyloops.engine.loop import main
+    from toyloops.engine.loop_cli import main
 
     main(args)
 else:

@@ -1,7 +1,7 @@
 """Table-driven bad input: each gives one short line naming the value, a non-zero exit, no run folder.
 
-``toyloops.engine.cli.main`` and ``toyloops.engine.loop.main`` are exactly what ``python train.py`` and
-``python -m toyloops.engine.loop`` call; driving them in-process keeps ~30 cases fast. A couple of real
+``toyloops.engine.cli.main`` and ``toyloops.engine.loop_cli.main`` are exactly what ``python train.py`` and
+``python -m toyloops.engine.loop_cli`` call; driving them in-process keeps ~30 cases fast. A couple of real
 subprocesses in ``test_cli.py`` check the exit code and stderr of the actual command.
 """
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import BLOBS_SHORT, CONFIGS
 
-from toyloops.engine import cli, loop
+from toyloops.engine import cli, loop_cli
 
 MLP, SEQ = str(CONFIGS / "blobs_mlp.yaml"), str(CONFIGS / "majority_transformer.yaml")
 LINEAR = str(CONFIGS / "linear_regression.yaml")
@@ -149,7 +149,7 @@ def test_hand_loop_bad_input(case, workdir, capsys):
     if case == "unknown trainer key":
         extra = ["--trainer.accumulate_grad_batches", "2"]
         expected = "hand-loop trainer keys: max_epochs, precision"
-    message = _error_line(loop.main, ["fit", "--config", config, *extra], capsys)
+    message = _error_line(loop_cli.main, ["fit", "--config", config, *extra], capsys)
     assert expected in message
     assert not list(Path("logs").glob("*/loop_version_*"))
 
@@ -195,7 +195,7 @@ CHECKPOINT_CASES = {  # file, extra arguments, what the one line says
 }
 
 
-@pytest.mark.parametrize("main", [cli.main, loop.main], ids=["train.py", "hand loop"])
+@pytest.mark.parametrize("main", [cli.main, loop_cli.main], ids=["train.py", "hand loop"])
 @pytest.mark.parametrize("case", CHECKPOINT_CASES)
 def test_a_wrong_checkpoint_is_one_line(case, main, bad_checkpoints, in_tmp, capsys):
     name, extra, expected = CHECKPOINT_CASES[case]
@@ -205,5 +205,5 @@ def test_a_wrong_checkpoint_is_one_line(case, main, bad_checkpoints, in_tmp, cap
 
 
 def test_validate_without_a_checkpoint_is_refused_not_scored_at_random(in_tmp, capsys):
-    for main in (cli.main, loop.main):
+    for main in (cli.main, loop_cli.main):
         assert "validate needs --ckpt_path" in _error_line(main, ["validate", "--config", MLP], capsys)

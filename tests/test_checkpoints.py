@@ -16,7 +16,7 @@ from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, TransformerClassifier, classification_loss
 from toyloops.engine import runs
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import load_checkpoint
 

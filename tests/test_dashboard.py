@@ -15,7 +15,7 @@ from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, probabilities
 from toyloops.engine.dashboard import confusion_matrix_image, decision_boundary, flat_hparams
-from toyloops.engine.loop import open_writer, run
+from toyloops.engine.loop_cli import run
 
 MLP_CONFIG = str(CONFIGS / "blobs_mlp.yaml")
 SHORT = ["--config", MLP_CONFIG, "--trainer.max_epochs=2", "--dashboard.boundary_every_n_epochs=1"]
@@ -160,8 +160,11 @@ def test_events_reach_the_file_at_flush_and_close_with_the_wall_time_they_were_l
     from toyloops.engine.dashboard import FLUSH_SECS
     from toyloops.engine.loggers import TensorBoardLogger
 
-    # the writer each engine logs through: the template logger's experiment, the hand loop's own
-    writer = TensorBoardLogger(str(tmp_path), name="").experiment if engine == "lightning" else open_writer(tmp_path)
+    # the writer each engine logs through: the template logger's experiment (the hand trainer's
+    # logger as its command line builds it: into the run folder itself)
+    logger = TensorBoardLogger(str(tmp_path), name="") if engine == "lightning" else \
+        TensorBoardLogger(str(tmp_path.parent), name="", version=tmp_path.name, default_hp_metric=False)
+    writer = logger.experiment
     assert writer.flush_secs == FLUSH_SECS  # its thread writes out what it holds at least this often
     before = time.time()
     writer.add_scalar("train/loss", 0.5, 9)
@@ -179,8 +182,8 @@ def test_events_reach_the_file_at_flush_and_close_with_the_wall_time_they_were_l
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_an_epochs_events_are_in_the_file_when_the_next_epoch_starts(engine, in_tmp):
     """What each engine logged in epoch 0 (train/loss at step 9, the epoch's metrics at its last
-    step, 14) is in the event file at the boundary: the hand loop's epoch_end hook runs after the
-    epoch's checkpoints; a Lightning callback's on_train_epoch_start after the template's flush."""
+    step, 14) is in the event file at the boundary: a callback's on_train_epoch_start runs after the
+    template's flush, in either engine."""
     import lightning as L
 
     from toyloops.engine.cli import ToyCLI
@@ -206,8 +209,7 @@ def test_an_epochs_events_are_in_the_file_when_the_next_epoch_starts(engine, in_
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         cli.run_folder.release(failed=False)
     else:
-        run(["fit", *args], epoch_end=lambda epoch, _: probe(Path("logs/blobs_mlp/loop_version_0")) if epoch == 0
-            else None)
+        run(["fit", *args], callbacks=(Probe(),))
     (steps,) = seen
     assert steps["train/loss"] == [9]  # logged every 10 steps; 15 steps an epoch
     assert steps["train/acc"] == steps["val/acc"] == [14]

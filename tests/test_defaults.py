@@ -13,7 +13,7 @@ import torch
 from conftest import CONFIGS, QUIET, fit_in, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule
-from toyloops.engine import loop
+from toyloops.engine import loop_cli
 from toyloops.engine.callbacks import ProgressBar
 from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, THREADS_ENV, apply_thread_policy
@@ -64,7 +64,7 @@ def test_a_shipped_config_trains_with_fused_adamw_in_both_engines(engine, in_tmp
     if engine == "lightning":
         run_cli(*args)
     else:
-        loop.run([*args, *QUIET])
+        loop_cli.run([*args, *QUIET])
     last = next(Path("logs/blobs_mlp").glob("*/checkpoints/last.ckpt"))
     group = torch.load(last, weights_only=True)["optimizer_states"][0]["param_groups"][0]
     assert group["fused"] is True and group["lr"] > 0
@@ -78,7 +78,7 @@ def test_a_fused_optimizer_asked_for_with_clipping_under_mixed_precision_is_one_
             "--trainer.limit_train_batches=2", "--trainer.precision=bf16-mixed",
             "--model.optimizer.init_args.fused=true"]
     with pytest.raises(ConfigError, match=r"model\.optimizer\.init_args\.fused=True: .*gradient_clip_val"):
-        run_cli(*args) if engine == "lightning" else loop.run([*args, *QUIET])
+        run_cli(*args) if engine == "lightning" else loop_cli.run([*args, *QUIET])
     assert not list(Path("logs").glob("*/*/checkpoints/*.ckpt"))
 
 

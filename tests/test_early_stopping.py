@@ -5,7 +5,7 @@ import re
 import pytest
 from conftest import CONFIGS
 
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.compare import compare, max_weight_difference
 

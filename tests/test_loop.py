@@ -8,7 +8,7 @@ import torch
 import yaml
 from conftest import CONFIGS
 
-from toyloops.engine.loop import SUPPORTED_TRAINER_KEYS, main, run
+from toyloops.engine.loop_cli import SUPPORTED_TRAINER_KEYS, main, run
 from toyloops.rules.specs import load_checkpoint
 from toyloops.tools.compare import compare, max_weight_difference, scalars
 
@@ -112,7 +112,7 @@ def test_validate_and_test_subcommands_score_a_checkpoint(in_tmp):
 
 
 def test_an_unsupported_trainer_key_is_an_error_that_lists_the_supported_ones(in_tmp, capsys):
-    """``loop.main``, what ``python -m toyloops.engine.loop`` runs, in-process (real processes of it: test_stops.py)."""
+    """``loop.main``, what ``toyloops.engine.loop_cli`` runs, in-process (real processes of it: test_stops.py)."""
     with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
         main(["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.accumulate_grad_batches=2"])
     message = stop.value.code

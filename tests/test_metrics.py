@@ -7,7 +7,7 @@ from conftest import CONFIGS, QUIET
 from torchmetrics.functional.classification import binary_auroc, binary_f1_score, binary_precision, binary_recall
 
 from toyloops import Classifier, PointsDataModule, probabilities
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.compare import scalars
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import CONFIGS
 
 from toyloops import MLP, Classifier, PointsDataModule, TransformerClassifier, classification_loss
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ from conftest import CONFIGS, QUIET
 from torchmetrics.functional import mean_absolute_error
 
 from toyloops import LinearDataModule, Regressor, make_linear, split_indices
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 
 
 def test_linear_data_is_seeded_and_least_squares_finds_its_line():

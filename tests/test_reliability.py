@@ -16,8 +16,8 @@ from conftest import CIRCLES_STOPS, CONFIGS, ROOT, fit_in, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops import Classifier
-from toyloops.engine import cli, loop
-from toyloops.engine.loop import run
+from toyloops.engine import cli, loop_cli
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError, NonFiniteLossError
 from toyloops.rules.specs import load_checkpoint
 
@@ -121,7 +121,7 @@ def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_checkpoint_whole(t
 def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
     bad = in_tmp / "broken.ckpt"
     bad.write_bytes(content)
-    for main in (cli.main, loop.main):
+    for main in (cli.main, loop_cli.main):
         with pytest.raises(SystemExit) as exit_info:
             main(["validate", "--config", CIRCLES, "--ckpt_path", str(bad)])
         assert str(bad) in exit_info.value.code and "\n" not in exit_info.value.code
@@ -130,7 +130,7 @@ def test_broken_checkpoints_give_one_line_naming_the_file(in_tmp, content):
 
 
 def _user_error(main, args: list[str], capsys) -> str:  # noqa: ANN001
-    """``main`` (what ``train.py`` / ``python -m toyloops.engine.loop`` run) ends in one line and a non-zero exit."""
+    """``main`` (what ``train.py`` / ``-m toyloops.engine.loop_cli`` run) ends in one line and a non-zero exit."""
     with pytest.raises(SystemExit) as stop, mock.patch.object(sys, "argv", ["prog"]):
         main(args)
     assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")  # non-zero, with a message
@@ -182,7 +182,7 @@ EXPLODING = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--model.scheduler=tor
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
 def test_a_nan_loss_stops_training_at_that_step_and_the_last_checkpoint_stays_good(engine, in_tmp, capsys):
-    main = cli.main if engine == "lightning" else loop.main  # what train.py and python -m toyloops.engine.loop run
+    main = cli.main if engine == "lightning" else loop_cli.main  # what train.py and -m ...loop_cli run
     message = _user_error(main, ["fit", *EXPLODING, "--trainer.enable_progress_bar=false"], capsys)
     last = next(Path("logs").rglob(f"{'' if engine == 'lightning' else 'loop_'}version_*/checkpoints/last.ckpt"))
     weights = load_checkpoint(last)["state_dict"]

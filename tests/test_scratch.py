@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from toyloops import MLP, Classifier, LogisticRegression, PointsDataModule, classification_loss
-from toyloops.engine.loop import fit, trainer_options
+from toyloops import MLP, Classifier, HandTrainer, LogisticRegression, PointsDataModule, classification_loss
 from toyloops.tools import scratch
 
 
@@ -80,7 +79,8 @@ def test_numpy_matches_the_hand_loop_after_one_epoch_in_float64(kind, weight_dec
     batches = [(x_train[i].numpy(), y_train[i].numpy()) for i in order]
 
     optimizer = partial(torch.optim.SGD, lr=0.1, weight_decay=weight_decay)
-    fit(Classifier(net, optimizer), dm, trainer_options(max_epochs=1, enable_progress_bar=False), tmp_path)
+    trainer = HandTrainer(max_epochs=1, enable_progress_bar=False, logger=False, default_root_dir=tmp_path)
+    trainer.fit(Classifier(net, optimizer), datamodule=dm)
     scratch.train_epoch(model, batches, lr=0.1, weight_decay=weight_decay)
 
     expected = {}

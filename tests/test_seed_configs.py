@@ -5,7 +5,7 @@ import re
 import pytest
 from conftest import CONFIGS, QUIET, run_cli
 
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 
 SEED_CONFIGS = sorted(path.stem for path in (CONFIGS / "seeds").glob("*.yaml"))
 

@@ -19,7 +19,7 @@ from conftest import CIRCLES_STOPS, CONFIGS, QUIET, ROOT, fit_in, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops.engine import runs
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError, NonFiniteLossError
 from toyloops.rules.specs import load_checkpoint
 
@@ -27,7 +27,7 @@ CIRCLES = str(CONFIGS / "circles_mlp.yaml")
 ARGS = ["--config", CIRCLES, *CIRCLES_STOPS]
 KILL_SWITCH = [sys.executable, str(ROOT / "tests/kill_switch.py")]
 ENGINES = {"lightning": [sys.executable, str(ROOT / "train.py"), "fit"],
-           "loop": [sys.executable, "-m", "toyloops.engine.loop", "fit"]}
+           "loop": [sys.executable, "-m", "toyloops.engine.loop_cli", "fit"]}
 PREFIX = {"lightning": "version_", "loop": "loop_version_"}
 
 

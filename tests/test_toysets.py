@@ -9,7 +9,7 @@ from conftest import CONFIGS, QUIET, run_cli
 
 from toyloops import PointsDataModule, SequenceDataModule, make_blobs, make_moons, make_spirals, make_xor
 from toyloops.core.data import bayes_accuracy_blobs
-from toyloops.engine.loop import run
+from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError
 
 PLAYGROUND = {"moons": make_moons, "spirals": make_spirals, "xor": make_xor}

@@ -17,7 +17,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 
 # The modules whose __all__ is toyloops' public API, in the order a reader meets them.
 PUBLIC_MODULES = ("toyloops.core.data", "toyloops.core.datamodules", "toyloops.core.nets", "toyloops.core.classifier",
-                  "toyloops.core.regressor", "toyloops.rules.batches", "toyloops.rules.specs")
+                  "toyloops.core.regressor", "toyloops.rules.batches", "toyloops.rules.specs", "toyloops.engine.loop")
 
 if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed)
     from toyloops.core.classifier import *  # noqa: F403
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see (py.typed)
     from toyloops.core.datamodules import *  # noqa: F403
     from toyloops.core.nets import *  # noqa: F403
     from toyloops.core.regressor import *  # noqa: F403
+    from toyloops.engine.loop import *  # noqa: F403
     from toyloops.rules.batches import *  # noqa: F403
     from toyloops.rules.specs import *  # noqa: F403
 

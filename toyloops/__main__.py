@@ -55,7 +55,7 @@ def main(args: list[str] | None = None) -> None:
 
         lightning(None if from_command_line else args)  # None: LightningCLI reads sys.argv itself
     elif command == "loop":
-        from toyloops.engine.loop import main as hand_loop
+        from toyloops.engine.loop_cli import main as hand_loop
         from toyloops.engine.runs import freeze_imports
 
         if from_command_line:  # as the LightningCLI commands are (runs.main, given no args)

@@ -109,9 +109,11 @@ class ToyModule(L.LightningModule):
         self.log_epoch_metrics("test")
 
     def log_epoch_metrics(self, stage: str) -> None:
-        """Each of the stage's metric objects, logged once per epoch (computed and reset by the trainer)."""
+        """Each of the stage's metrics, logged once per epoch, computed and reset here: a module driven
+        through Fabric (the hand trainer) may log numbers and tensors only."""
         for tag, metric in self.epoch_metrics(stage).items():
-            self.log(tag, metric, on_step=False, on_epoch=True)
+            self.log(tag, metric.compute(), on_step=False, on_epoch=True)
+            metric.reset()
 
 
 def is_log_step(global_step: int, log_every_n_steps: int) -> bool:

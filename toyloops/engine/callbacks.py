@@ -138,6 +138,7 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs,
                          enable_version_counter=False, save_on_train_epoch_end=True)
+        self.every_n_train_steps = every_n_train_steps  # public: the hand trainer's mid-epoch saves read it
         self.stop = StopRequest()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -220,6 +221,8 @@ class DashboardCallback(Dashboard, Callback):
         return isinstance(getattr(pl_module, "net", None), torch.nn.Module) and \
             "val" in (getattr(trainer.datamodule, "splits", None) or {})
 
+    engine = "lightning"  # the HParams tab's engine column
+
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.graph and isinstance(trainer.logger, TensorBoardLogger) and self.drawable(trainer, pl_module):
@@ -252,7 +255,7 @@ class DashboardCallback(Dashboard, Callback):
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
             monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
-            log_hparams(config.parent, "lightning", config.read_text(),
+            log_hparams(config.parent, self.engine, config.read_text(),
                         {f"{monitor}_best": best.item(), "val/loss_final": final_loss}, step)
 
 

@@ -1,447 +1,470 @@
-"""python -m toyloops.engine.loop fit --config configs/blobs_mlp.yaml   (also validate, test; --help)
+"""``HandTrainer``: what ``L.Trainer`` does, written out in plain PyTorch, with the Trainer's shape.
 
-What Lightning's Trainer does for ``train.py``, written out in plain PyTorch. The model is the
-same :class:`~toyloops.core.classifier.Classifier`, driven as a plain ``nn.Module`` (as Lightning's "build
-your own trainer" example drives a LightningModule): ``model.model_step`` computes each batch and
-``model.configure_optimizers`` builds the optimizer and scheduler. Each function below stands for
-the Lightning loop or hook it is named after:
+Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (same arguments): ``fit`` / ``validate`` / ``test`` /
+``predict`` drive the LightningModule through the hooks Lightning calls, to bit-identical weights on
+CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loop or hook and its method:
 
-    fit                   Trainer.fit (fit_loop.run)
-      on_fit_start        DashboardCallback.on_fit_start (the model graph)
-      train_epoch         fit_loop.advance -> training_epoch_loop.run
-        training_step     LightningModule.training_step, zero_grad and backward (automatic optimization)
-        optimizer_step    clip_gradients, then optimizer.step under the precision plugin
-        update_lr_schedulers   training_epoch_loop.update_lr_schedulers
-      validation_loop     the evaluation loop (also ``validate`` and ``test``)
-      on_validation_end   EarlyStopping.on_validation_end (when it checks after validation)
-      on_train_epoch_end  epoch metrics, images, ReduceLROnPlateau, EarlyStopping, ModelCheckpoint, LastCheckpoint
-        early_stopping_check  EarlyStopping._run_early_stopping_check, from trainer.callbacks
-      on_fit_end          DashboardCallback.on_fit_end, RunSummary
-    dump_checkpoint / restore   the checkpoint connector: Lightning's format, both directions
+    Trainer.fit / validate / test / predict   fit / validate / test / predict
+    strategy.setup: configure_optimizers      configure_optimizers (one optimizer, at most one scheduler)
+    fit_loop.run                              fit_loop (on_fit_start, sanity check, epochs, on_fit_end)
+    training_epoch_loop.run                   training_epoch_loop (batches, mid-epoch resume points)
+    strategy.batch_to_device                  batch_to_device
+    automatic optimization: training_step     training_step (autocast, finite check, zero_grad, backward)
+    strategy.optimizer_step                   optimizer_step (on_before_optimizer_step, clipping, step)
+    update_lr_schedulers                      update_lr_schedulers (the one place a scheduler steps)
+    evaluation_loop.run                       evaluation_loop (validation_step / test_step, on_*_epoch_end)
+    fit_loop.on_advance_end                   on_train_epoch_end (the epoch-end hooks, then the checkpoints)
+    ModelCheckpoint                           model_checkpoint (best by its monitor; latest without one)
+    LearningRateMonitor                       log_learning_rate
+    logger_connector.log_metrics              log_metrics (to Lightning ``Logger`` objects, with ``epoch``)
+    checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
+    call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
 
-It reads the same config, builds the same data and model, draws from the random generator in the
-same order and logs the same TensorBoard tags at the same steps: on CPU its weights are
-bit-identical to Lightning's (``tests/test_loop.py``).
+EarlyStopping and other callbacks run through their own public hooks. ``self.log`` and ``self.trainer``
+reach the trainer through a Fabric view (:mod:`toyloops.engine.loop_logging`); its command line is
+:mod:`toyloops.engine.loop_cli`.
 """
 
 from __future__ import annotations
 
 import inspect
-import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.fabric.utilities import move_data_to_device
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.trainer.states import TrainerFn, TrainerState
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
-from torch.utils.tensorboard import SummaryWriter
 
-from toyloops.core.classifier import Classifier
 from toyloops.core.module import is_log_step
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import (
-    SECTION,
-    check_resume,
-    check_weights,
-    save_checkpoint,
-    toyloops_section,
-    write_atomic,
-)
-from toyloops.engine.dashboard import FLUSH_SECS, Dashboard, log_graph, log_hparams
-from toyloops.engine.defaults import (
-    DEFAULT_MODEL,
-    LOG_DIR,
-    MONITOR,
-    MONITOR_MODE,
-    TRAINER_DEFAULTS,
-    add_links,
-    apply_thread_policy,
-    keep_built_implementation,
-)
-from toyloops.engine.seeding import seed_everything, set_rng_state
-from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.engine.callbacks import flush_loggers
+from toyloops.engine.checkpoints import SECTION, check_resume, check_weights, save_checkpoint, toyloops_section
+from toyloops.engine.defaults import keep_built_implementation
+from toyloops.engine.loop_logging import LoggedValues, TrainerView, batch_size
+from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
-from toyloops.rules.specs import fusing_allowed, read_checkpoint
+from toyloops.rules.specs import read_checkpoint
 
-RUN_PREFIX = "loop_version_"
-# The Trainer arguments the hand loop implements; their types and defaults come from L.Trainer.
+__all__ = ["HandTrainer"]
+
+TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
+# L.Trainer's arguments the hand trainer implements; any other one given a value not its default is refused.
 SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
                           "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
-                          "limit_val_batches", "limit_test_batches", "default_root_dir", "enable_progress_bar",
-                          "enable_model_summary", "callbacks")
-# What the Trainer does when one of them is left at None.
-TRAINER_NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm",
-                      "check_val_every_n_epoch": 1, "log_every_n_steps": 50, "limit_train_batches": 1.0,
-                      "limit_val_batches": 1.0, "limit_test_batches": 1.0, "enable_progress_bar": True,
-                      "enable_model_summary": True}
-EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"  # the one trainer.callbacks entry the hand loop runs
-
-
-def trainer_options(**values: Any) -> Namespace:
-    """The hand loop's ``trainer:`` settings, each unset one as ``L.Trainer`` would take it."""
-    defaults = {key: TRAINER_NONE_MEANS.get(key) for key in SUPPORTED_TRAINER_KEYS}
-    defaults.update(accelerator="auto", devices="auto", log_every_n_steps=TRAINER_DEFAULTS["trainer.log_every_n_steps"])
-    return Namespace({**defaults, **{key: value for key, value in values.items() if value is not None}})
+                          "limit_val_batches", "limit_test_batches", "limit_predict_batches", "default_root_dir",
+                          "enable_progress_bar", "enable_model_summary", "enable_checkpointing",
+                          "num_sanity_val_steps", "callbacks", "logger")
+# What the Trainer does with an argument left at None.
+NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm", "log_every_n_steps": 50,
+              "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
+              "limit_predict_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True,
+              "enable_checkpointing": True, "num_sanity_val_steps": 2, "val_check_interval": 1.0}
+WRITTEN_OUT = (ModelCheckpoint, LearningRateMonitor)  # their rules are methods here, not their hooks
 
 
 @dataclass
 class LoopState:
-    """The fit loop's progress (Lightning keeps it in ``trainer.fit_loop`` and ModelCheckpoint)."""
+    """The fit loop's progress (Lightning keeps it in ``trainer.fit_loop``)."""
 
     epoch: int = 0  # epochs completed: the next one to run
     global_step: int = 0  # optimizer steps taken
-    best: float | None = None  # best score of the checkpoint monitor so far
-    early_stopping: dict[str, Any] = field(default_factory=dict)  # EarlyStopping's state: wait_count, best_score
     callback_metrics: dict[str, float] = field(default_factory=dict)  # the latest value of each logged tag
 
 
-@dataclass
-class Precision:
-    """Device, autocast and GradScaler: Lightning's accelerator and precision plugin."""
+class HandTrainer:
+    """``L.Trainer``'s arguments, methods and attributes over a loop written out by hand."""
 
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-    scaler: torch.amp.GradScaler
+    def __init__(self, **kwargs: Any) -> None:
+        """L.Trainer's keyword arguments and defaults: SUPPORTED_TRAINER_KEYS; any other must keep its default."""
+        for name, value in kwargs.items():
+            if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
+                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; "
+                                  "use L.Trainer")
+        for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
+            setattr(self, name, NONE_MEANS.get(name) if value is None else value)
+        if self.devices not in (1, "1", "auto"):
+            raise ConfigError(f"trainer.devices={self.devices!r}: the hand trainer runs one process; use L.Trainer")
+        self.precision = str(self.precision)
+        runs.check_precision(self.precision, self.accelerator)
+        cuda = self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available())
+        self.strategy = SingleDeviceStrategy(torch.device("cuda" if cuda else "cpu"))
+        self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(self.precision)
+        # fp16 gradients can underflow: the loss is scaled up, the gradients unscaled before the step
+        self.scaler = torch.amp.GradScaler(self.strategy.root_device.type, enabled=self.autocast_dtype == torch.float16)
+        self.default_root_dir = str(self.default_root_dir or os.getcwd())
+        given = self.callbacks
+        self.callbacks = list(given) if isinstance(given, list | tuple) else [] if given is None else [given]
+        logger = TensorBoardLogger(self.default_root_dir) if self.logger in (True, None) else self.logger
+        self.loggers = [] if logger is False else list(logger) if isinstance(logger, list | tuple) else [logger]
+        self.logger = self.loggers[0] if self.loggers else None
+        self.state, self.progress, self.should_stop, self.sanity_checking = TrainerState(), LoopState(), False, False
+        self.lightning_module = self.datamodule = self.optimizer = self.scheduler = None
+        self.logged, self.stop = LoggedValues(), runs.StopRequest()
+        self.view = TrainerView(self)  # held here: a module keeps a weak reference to its fabric
 
-    @classmethod
-    def create(cls, trainer: Namespace) -> Precision:
-        if trainer.devices not in (1, "1", "auto"):
-            raise ConfigError(f"trainer.devices={trainer.devices!r}: the hand loop runs one process; "
-                              "use train.py for several")
-        runs.check_precision(trainer.precision, trainer.accelerator)
-        cuda = trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
-        device = torch.device("cuda" if cuda else "cpu")
-        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(trainer.precision))
-        # fp16 gradients can underflow: scale the loss up, unscale before the step (no-op otherwise).
-        return cls(device, dtype, torch.amp.GradScaler(device.type, enabled=dtype == torch.float16))
+    # --- the Trainer's attributes ---------------------------------------------------------------
+    global_step = property(lambda self: self.progress.global_step)
+    current_epoch = property(lambda self: self.progress.epoch)
+    global_rank, local_rank, world_size, is_global_zero = 0, 0, 1, True
+    callback_metrics = property(lambda self: {k: torch.tensor(v) for k, v in self.progress.callback_metrics.items()})
+    checkpoint_callbacks = property(lambda self: [c for c in self.callbacks if isinstance(c, ModelCheckpoint)])
+    checkpoint_callback = property(lambda self: next(iter(self.checkpoint_callbacks), None))
+    early_stopping_callback = property(lambda self: next((c for c in self.callbacks if isinstance(c, EarlyStopping)),
+                                                         None))
+    log_dir = property(lambda self: getattr(self.logger, "log_dir", None) or self.default_root_dir)
+
+    # --- Trainer.fit ----------------------------------------------------------------------------
+    def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
+            datamodule: L.LightningDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
+        """Train ``model`` as ``Trainer.fit`` does; ``ckpt_path`` (a hand-trainer checkpoint) resumes a run."""
+        if isinstance(train_dataloaders, L.LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
+        if checkpoint is not None:
+            check_resume(checkpoint, "loop", ckpt_path)
+            check_weights(checkpoint, model, ckpt_path)
+        with self.attached(model, datamodule, TrainerFn.FITTING):
+            if self.enable_model_summary:
+                print(f"{type(getattr(model, 'net', model)).__name__}: "
+                      f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
+            self.train_batches = train_dataloaders or datamodule.train_dataloader()
+            own_val = datamodule is not None and is_overridden("val_dataloader", datamodule, L.LightningDataModule)
+            self.val_batches = val_dataloaders or (datamodule.val_dataloader() if own_val else None)
+            self.configure_optimizers(model)
+            if checkpoint is not None:
+                self.restore(checkpoint)
+            status, self.stop = "failed", runs.StopRequest()  # SIGTERM/SIGINT: a resume point, then Stopped
+            try:
+                with self.stop:
+                    self.fit_loop(model)
+                status = "success"
+            finally:  # closed on failure too: no writer thread may write into a folder being removed
+                for logger in self.loggers:
+                    logger.finalize(status)
+
+    @contextmanager
+    def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn, ckpt_path: Any = None):  # noqa: ANN201
+        """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up
+        hooks; an evaluation's ``ckpt_path``: its weights and its data module's state (train statistics)."""
+        if not model.automatic_optimization:
+            raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
+                              "trainer: use L.Trainer")
+        self.state, self.lightning_module, self.datamodule = TrainerState(fn=fn), model, datamodule
+        self.hooked = [c for c in self.callbacks if not isinstance(c, (*WRITTEN_OUT, EarlyStopping))]
+        model.fabric = self.view  # public: LightningModule.log and .trainer then go to the view
+        if datamodule is not None:
+            datamodule.trainer = self
+            datamodule.prepare_data()
+            datamodule.setup(fn.value)
+        model.prepare_data()
+        self.call("setup", fn.value)
+        model.to(self.strategy.root_device)  # before the optimizer state exists, so it follows the weights
+        if ckpt_path and fn != TrainerFn.FITTING:
+            checkpoint = read_checkpoint(ckpt_path)
+            check_weights(checkpoint, model, ckpt_path)
+            self.restore_model(checkpoint)
+            if type(datamodule).__qualname__ in checkpoint:
+                datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+        try:
+            yield
+        finally:
+            self.call("teardown", fn.value)
+            model.fabric = None
+
+    def call(self, hook: str, *args: Any) -> None:
+        """A hook as Lightning calls it: on the callbacks, then on the module, then on EarlyStopping
+        (a monitoring callback: after the module has logged its epoch's values)."""
+        model = self.lightning_module
+        for callback in self.hooked:
+            getattr(callback, hook)(self, model, *args)
+        getattr(model, hook)(*args)
+        for callback in self.callbacks:
+            if isinstance(callback, EarlyStopping):
+                getattr(callback, hook)(self, model, *args)
+
+    def configure_optimizers(self, model: L.LightningModule) -> None:
+        """The module's ``configure_optimizers``, read as Lightning reads it: one optimizer, at most one scheduler."""
+        config = model.configure_optimizers()
+        if isinstance(config, list | tuple) and len(config) == 2 and all(isinstance(c, list | tuple) for c in config):
+            config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
+        config = config if isinstance(config, dict) else {"optimizer": config}
+        optimizers, schedulers = ([] if c is None else list(c) if isinstance(c, list | tuple) else [c]
+                                  for c in (config["optimizer"], config.get("lr_scheduler")))
+        if len(optimizers) != 1 or len(schedulers) > 1:
+            raise ConfigError(f"configure_optimizers returned {len(optimizers)} optimizers and {len(schedulers)} "
+                              "schedulers: several optimizers are not implemented by the hand trainer: use L.Trainer")
+        (self.optimizer,) = optimizers
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            raise ConfigError("model.optimizer=LBFGS calls the model again inside its step (a closure); the hand "
+                              "trainer does not: use L.Trainer")
+        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None,
+                          **(s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) \
+            else None
+        if self.scheduler and self.scheduler["frequency"] != 1:
+            raise ConfigError("lr_scheduler frequency != 1 is not implemented by the hand trainer: use L.Trainer")
+
+    def fit_loop(self, model: L.LightningModule) -> None:
+        """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
+        self.call("on_fit_start")
+        if self.num_sanity_val_steps and self.validates(model):
+            self.sanity_checking = True  # a few validation batches first; their scores are dropped
+            self.evaluation_loop(model, "validation", self.val_batches, self.num_sanity_val_steps)
+            self.sanity_checking = False
+        self.call("on_train_start")
+        while self.progress.epoch < self.max_epochs and not self.should_stop:
+            self.training_epoch_loop(model)
+            val_metrics = {}
+            if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.validates(model):
+                val_metrics = self.evaluation_loop(model, "validation", self.val_batches, self.limit_val_batches)
+            self.update_lr_schedulers("step", plateau=True)  # the last batch's, after its validation
+            self.on_train_epoch_end(model, val_metrics)
+            if self.stop.signum:  # the epoch's last checkpoint is the resume point
+                raise runs.Stopped(self.stop.signum, self.global_step, self.resume_point())
+        self.call("on_train_end")
+        self.call("on_fit_end")
+
+    def validates(self, model: L.LightningModule) -> bool:
+        """Lightning skips validation without batches, a ``validation_step`` or ``limit_val_batches``."""
+        return self.val_batches is not None and is_overridden("validation_step", model, L.LightningModule) \
+            and self.limit_val_batches != 0
+
+    def training_epoch_loop(self, model: L.LightningModule) -> None:
+        """One pass over the train batches, as Lightning's training epoch loop makes it."""
+        progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
+        model.train()
+        self.call("on_train_epoch_start")
+        if scheduler is None or scheduler["interval"] == "epoch":  # LearningRateMonitor, per epoch
+            self.log_learning_rate()
+        for sampler in (getattr(batches, "sampler", None), getattr(batches, "batch_sampler", None)):
+            if callable(getattr(sampler, "set_epoch", None)):  # the order from seed + epoch, as Lightning sets it
+                sampler.set_epoch(progress.epoch)
+        n_batches = num_batches(len(batches), self.limit_train_batches)
+        every_n = [c.every_n_train_steps for c in self.checkpoint_callbacks if getattr(c, "every_n_train_steps", 0)]
+        for i, batch in enumerate(batches):
+            batch_idx = getattr(batches, "batches_done", i + 1) - 1  # a resumed epoch continues its count
+            log_now = is_log_step(progress.global_step, self.log_every_n_steps)
+            if log_now and (scheduler is None or scheduler["interval"] == "step"):  # LearningRateMonitor, per step
+                self.log_learning_rate()
+            self.call("on_train_batch_start", batch, batch_idx)
+            loss = self.training_step(model, self.batch_to_device(batch), batch_idx)
+            self.optimizer_step(model)
+            self.update_lr_schedulers("step")
+            if batch_idx + 1 < n_batches:  # at the last batch, only after validation (in fit_loop)
+                self.update_lr_schedulers("step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest value
+            progress.global_step += 1
+            self.call("on_train_batch_end", loss, batch, batch_idx)
+            self.log_metrics(self.logged.read(), step=progress.global_step - 1, write=log_now)
+            if batch_idx + 1 >= n_batches:  # limit_train_batches
+                break
+            if self.stop.signum or any(progress.global_step % n == 0 for n in every_n):
+                self.model_checkpoint(None)  # a mid-epoch resume point
+                if self.stop.signum:
+                    raise runs.Stopped(self.stop.signum, progress.global_step, self.resume_point())
+        self.update_lr_schedulers("epoch")  # at the epoch's last batch, before validation, as Lightning does
+
+    def batch_to_device(self, batch: Any) -> Any:
+        return move_data_to_device(batch, self.strategy.root_device)
 
     def autocast(self):  # noqa: ANN201 - a context manager
-        return nullcontext() if self.autocast_dtype is None else torch.autocast(self.device.type, self.autocast_dtype)
+        """The precision plugin's forward context: low-precision forward and loss, fp32 weights."""
+        dtype, device = self.autocast_dtype, self.strategy.root_device
+        return nullcontext() if dtype is None else torch.autocast(device.type, dtype)
 
+    def training_step(self, model: L.LightningModule, batch: Any, batch_idx: int) -> Tensor:
+        """The module's step in autocast, a stop at a non-finite loss, zero_grad, backward."""
+        with self.autocast():
+            output = model.training_step(batch, batch_idx)
+        loss = output["loss"] if isinstance(output, dict) else output
+        check_finite(loss, self.global_step, self.current_epoch)  # StopOnNonFiniteLoss: before the update
+        self.optimizer.zero_grad(set_to_none=True)
+        self.call("on_before_backward", loss)
+        self.scaler.scale(loss).backward()
+        self.call("on_after_backward")
+        return loss.detach()
 
-@dataclass
-class Fit:
-    """What ``fit`` sets up and its steps share: the hand-written Trainer's attributes."""
+    def optimizer_step(self, model: L.LightningModule) -> None:
+        """Unscale, clip, step: Lightning's ``clip_gradients`` and ``optimizer_step``."""
+        self.call("on_before_optimizer_step", self.optimizer)
+        if self.gradient_clip_val:
+            self.scaler.unscale_(self.optimizer)  # clip in real units, not scaled ones
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            clip = nn.utils.clip_grad_norm_ if self.gradient_clip_algorithm == "norm" else nn.utils.clip_grad_value_
+            clip(params, self.gradient_clip_val)
+        self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
+        self.scaler.update()
 
-    model: Classifier
-    datamodule: L.LightningDataModule
-    trainer: Namespace
-    precision: Precision
-    optimizer: torch.optim.Optimizer
-    scheduler: dict[str, Any] | None  # Lightning's lr_scheduler config: scheduler, interval, monitor
-    writer: SummaryWriter
-    run_dir: Path
-    dashboard: Dashboard | None = None
-    every_n_train_steps: int | None = None
-    early_stopping: Namespace | None = None  # EarlyStopping's init_args from trainer.callbacks
-    monitor: tuple[str, str] = (MONITOR, MONITOR_MODE)  # ModelCheckpoint's monitor and mode
-    should_stop: bool = False  # trainer.should_stop: set by EarlyStopping, ends fit after this epoch
-    epoch_end: Callable[[int, dict[str, float]], None] | None = None  # after each epoch: (epoch, val metrics)
-    state: LoopState = field(default_factory=LoopState)
-    stop: runs.StopRequest = field(default_factory=runs.StopRequest)  # SIGTERM/SIGINT, acted on between steps
+    def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
+        """Step the scheduler through the module's ``lr_scheduler_step`` when its interval has come;
+        ReduceLROnPlateau only after validation, on its monitor's latest value (skipped before there
+        is one, unless ``strict``)."""
+        config = self.scheduler
+        if config is None or config["interval"] != interval:
+            return
+        if plateau != isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return
+        if not plateau:
+            self.lightning_module.lr_scheduler_step(config["scheduler"], None)
+        elif config["monitor"] in self.progress.callback_metrics:
+            self.lightning_module.lr_scheduler_step(config["scheduler"],
+                                                    self.progress.callback_metrics[config["monitor"]])
+        elif config["strict"]:
+            raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
 
-    def __post_init__(self) -> None:
-        self.train_batches, self.val_batches = self.datamodule.train_dataloader(), self.datamodule.val_dataloader()
+    def evaluation_loop(self, model: L.LightningModule, stage: str, batches: Any, limit: int | float) -> dict:
+        """Eval mode, no grad, ``<stage>_step`` per batch (its logs averaged over samples), then
+        ``on_<stage>_epoch_end``; the scores are logged (not a sanity check's), then ``on_<stage>_end``."""
+        model.eval()
+        self.call(f"on_{stage}_epoch_start")
+        self.logged.start_means()
+        with torch.no_grad():
+            for batch_idx, batch in enumerate(islice(batches, num_batches(len(batches), limit))):
+                self.logged.batch_size = batch_size(batch)
+                with self.autocast():
+                    getattr(model, f"{stage}_step")(self.batch_to_device(batch), batch_idx)
+        metrics = self.logged.means()
+        self.call(f"on_{stage}_epoch_end")
+        metrics.update(self.logged.read())
+        if not self.sanity_checking:
+            self.log_metrics(metrics)
+        self.call(f"on_{stage}_end")
+        model.train()
+        return metrics
 
+    def on_train_epoch_end(self, model: L.LightningModule, val_metrics: dict[str, float]) -> None:
+        """The epoch-end hooks (the module's logs written), ReduceLROnPlateau, then the checkpoints."""
+        epoch = self.progress.epoch
+        self.call("on_train_epoch_end")
+        self.log_metrics(self.logged.read())
+        self.update_lr_schedulers("epoch", plateau=True)
+        self.progress.epoch += 1
+        self.model_checkpoint(val_metrics)
+        if self.enable_progress_bar:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in self.progress.callback_metrics.items() if "/" in k)
+            print(f"epoch {epoch:3d}  {shown}", flush=True)
 
-def fit(model: Classifier, datamodule: L.LightningDataModule, trainer: Namespace, run_dir: Path,
-        checkpoint: dict[str, Any] | None = None, dashboard: Dashboard | None = None,
-        every_n_train_steps: int | None = None, config_text: str = "",
-        monitor: tuple[str, str] = (MONITOR, MONITOR_MODE),
-        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> LoopState:
-    """Train ``model`` as ``Trainer.fit`` would; ``checkpoint`` (a hand-loop one) resumes a run.
-    ``epoch_end(epoch, val_metrics)`` is called after each epoch's checkpoints (a sweep's pruning)."""
-    precision = Precision.create(trainer)
-    model.to(precision.device)  # before the optimizer state exists, so its tensors follow the weights
-    optimizer, scheduler = configure_optimizers(model, trainer)
-    loop = Fit(model, datamodule, trainer, precision, optimizer, scheduler, open_writer(run_dir), run_dir, dashboard,
-               every_n_train_steps, early_stopping_settings(trainer.callbacks), monitor, epoch_end=epoch_end)
-    try:
-        if checkpoint is not None:
-            restore(loop, checkpoint)
-        if config_text:
-            write_atomic(run_dir / "config.yaml", config_text.encode())
-        on_fit_start(loop)
-        with loop.stop:
-            while loop.state.epoch < trainer.max_epochs and not loop.should_stop:
-                train_epoch(loop)
-                metrics = {}
-                if (loop.state.epoch + 1) % trainer.check_val_every_n_epoch == 0 and trainer.limit_val_batches != 0:
-                    metrics = validation_loop(model, loop.val_batches, precision, "val", trainer.limit_val_batches)
-                    log_metrics(loop, metrics)
-                    on_validation_end(loop)
-                update_lr_schedulers(loop, "step", plateau=True)  # the last batch's, after its validation
-                on_train_epoch_end(loop, metrics)
-                if loop.stop.signum:  # the epoch's checkpoint is the resume point
-                    raise runs.Stopped(loop.stop.signum, loop.state.global_step,
-                                       loop.run_dir / "checkpoints/last.ckpt")
-        on_fit_end(loop)
-    finally:
-        loop.writer.close()  # also on failure: its thread must not write into a folder being removed
-    return loop.state
+    def model_checkpoint(self, val_metrics: dict[str, float] | None) -> None:
+        """Each ModelCheckpoint's rule: without a monitor, the latest state (``val_metrics`` None: a
+        mid-epoch save, these only); with one, the best (by this epoch's validation, for val/ tags)."""
+        saving = {}
+        for callback in self.checkpoint_callbacks if self.enable_checkpointing else []:
+            monitor, best = callback.monitor, callback.best_model_score
+            score = None if monitor is None or val_metrics is None else val_metrics.get(monitor) \
+                if monitor.startswith("val/") else self.progress.callback_metrics.get(monitor)
+            if monitor is None or (score is not None and (best is None or (
+                    score > best if callback.mode == "max" else score < best))):
+                metrics = {"epoch": self.current_epoch - 1, "step": self.global_step, **self.callback_metrics}
+                folder = Path(callback.dirpath or Path(self.log_dir) / "checkpoints")
+                saving[callback] = (folder / Path(callback.format_checkpoint_name(metrics)).name,
+                                    callback.best_model_path)
+                callback.best_model_path = str(saving[callback][0])
+                if score is not None:
+                    callback.best_model_score = torch.tensor(score)
+        if saving:
+            flush_loggers(self)  # what was logged so far reaches the files before the checkpoint does
+            checkpoint = self.dump_checkpoint()
+            for _, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
+                save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
+                if previous and Path(previous) != path and Path(previous).parent == path.parent:
+                    Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
+    def resume_point(self) -> Path | None:
+        """The latest checkpoint (relative to the working folder when inside it), for a stop's message."""
+        path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
+        return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
 
-def open_writer(run_dir: Path) -> SummaryWriter:
-    """The run's TensorBoard writer (TensorBoardLogger.experiment), its thread flushing every
-    FLUSH_SECS; flushed at each epoch end and before each checkpoint, closed by ``fit``."""
-    return SummaryWriter(str(run_dir), flush_secs=FLUSH_SECS)
+    def log_learning_rate(self) -> None:
+        """LearningRateMonitor: ``lr-<Optimizer>`` (``/pg1``, ``/pg2`` ... with several groups) at this step."""
+        if any(isinstance(c, LearningRateMonitor) for c in self.callbacks):
+            groups, name = self.optimizer.param_groups, f"lr-{type(self.optimizer).__name__}"
+            rates = {f"{name}/pg{i + 1}" if len(groups) > 1 else name: g["lr"] for i, g in enumerate(groups)}
+            for logger in self.loggers:
+                logger.log_metrics(rates, step=self.global_step)
 
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None, write: bool = True) -> None:
+        """The logger connector: ``callback_metrics`` keeps each value; the loggers get them with
+        ``epoch`` at the latest optimizer step (an evaluation outside fit: at the global step)."""
+        self.progress.callback_metrics.update(metrics)
+        if write and metrics:
+            if step is None:
+                step = self.global_step - 1 if self.state.fn == TrainerFn.FITTING else self.global_step
+            for logger in self.loggers:
+                logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
 
-def configure_optimizers(model: Classifier, trainer: Namespace) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
-    """The model's ``configure_optimizers``, read as Lightning reads its return value (after
-    ``setup``, where the model learns whether it may fuse its optimizer, as in Lightning)."""
-    model.fused_optimizer = fusing_allowed(trainer.precision, trainer.gradient_clip_val)
-    config = model.configure_optimizers()
-    optimizer = config if isinstance(config, torch.optim.Optimizer) else config["optimizer"]
-    if isinstance(optimizer, torch.optim.LBFGS):
-        raise ConfigError("model.optimizer=LBFGS calls the model again inside its step (a closure); the hand loop "
-                          "does not: use train.py")
-    if isinstance(config, torch.optim.Optimizer):
-        return config, None
-    scheduler = config.get("lr_scheduler")
-    return config["optimizer"], scheduler if isinstance(scheduler, dict) or scheduler is None \
-        else {"scheduler": scheduler, "interval": "epoch"}
+    # --- the checkpoint connector: Lightning's keys, so either engine reads what the other wrote ---
+    def dump_checkpoint(self) -> dict[str, Any]:
+        """What Lightning's checkpoint connector writes, plus toyloops' resume section."""
+        model, datamodule, progress = self.lightning_module, self.datamodule, self.progress
+        checkpoint = {"epoch": progress.epoch - 1, "global_step": progress.global_step,  # epoch: the one it ended
+                      "pytorch-lightning_version": L.__version__, "state_dict": model.state_dict(),
+                      "optimizer_states": [self.optimizer.state_dict()],
+                      "lr_schedulers": [self.scheduler["scheduler"].state_dict()] if self.scheduler else [],
+                      "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
+                      "hparams_name": "kwargs", "hyper_parameters": dict(model.hparams)}
+        if datamodule is not None:
+            checkpoint.update({"datamodule_hparams_name": "kwargs", "datamodule_hyper_parameters": dict(
+                datamodule.hparams), type(datamodule).__qualname__: datamodule.state_dict()})
+        if self.scaler.is_enabled():
+            checkpoint["MixedPrecision"] = self.scaler.state_dict()  # Lightning's key for the scaler
+        data = getattr(self.train_batches, "state_dict", dict)()  # the batch iterator's place in its epoch
+        checkpoint[SECTION] = toyloops_section("loop", loop=asdict(progress), data=data)
+        model.on_save_checkpoint(checkpoint)
+        return checkpoint
 
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Load a :meth:`dump_checkpoint` back: weights, optimizer, scheduler, scaler, callbacks, data order, RNG."""
+        self.restore_model(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+        keep_built_implementation(self.optimizer)  # ResumeState.on_train_start in Lightning
+        if self.scheduler:
+            self.scheduler["scheduler"].load_state_dict(checkpoint["lr_schedulers"][0])
+        if "MixedPrecision" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["MixedPrecision"])
+        for callback in self.callbacks:
+            if callback.state_key in checkpoint.get("callbacks", {}):
+                callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
+        section = checkpoint[SECTION]
+        if hasattr(self.train_batches, "load_state_dict"):
+            self.train_batches.load_state_dict(section["data"])
+        set_rng_state(section["rng"])
+        self.progress = LoopState(**section["loop"])
 
-def on_fit_start(loop: Fit) -> None:
-    """The data's baselines (RunSummary.on_train_start) and the model graph, once per run."""
-    if loop.state.global_step == 0:
-        for tag, value in runs.baseline_scalars(loop.datamodule).items():
-            loop.writer.add_scalar(tag, value, 0)
-    if loop.dashboard and loop.dashboard.graph and loop.state.global_step == 0:
-        log_graph(loop.writer, loop.model.net, loop.val_batches.x[:2])
+    def restore_model(self, checkpoint: dict[str, Any]) -> None:
+        self.lightning_module.on_load_checkpoint(checkpoint)
+        self.lightning_module.load_state_dict(checkpoint["state_dict"])
 
+    # --- Trainer.validate / test / predict ------------------------------------------------------
+    def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+                 verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
+        """The validation loop over ``datamodule.val_dataloader()``; ``[metrics]``, as the Trainer returns."""
+        with self.attached(model, datamodule, TrainerFn.VALIDATING, ckpt_path):
+            batches = dataloaders or datamodule.val_dataloader()
+            return [self.evaluation_loop(model, "validation", batches, self.limit_val_batches)]
 
-def train_epoch(loop: Fit) -> None:
-    """One pass over the train split, as Lightning's training epoch loop makes it."""
-    state, scheduler = loop.state, loop.scheduler
-    loop.model.train()
-    if scheduler is None or scheduler["interval"] == "epoch":  # LearningRateMonitor, per epoch
-        log_learning_rate(loop)
-    loop.train_batches.set_epoch(state.epoch)  # order from seed + epoch; keeps a mid-epoch resume's place
-    n_batches = num_batches(len(loop.train_batches), loop.trainer.limit_train_batches)
-    for batch in loop.train_batches:
-        log_now = is_log_step(state.global_step, loop.trainer.log_every_n_steps)
-        if log_now and (scheduler is None or scheduler["interval"] == "step"):  # LearningRateMonitor, per step
-            log_learning_rate(loop)
-        loss = training_step(loop, batch)  # the loss as a number: the finite check has read it
-        optimizer_step(loop)
-        update_lr_schedulers(loop, "step")
-        if loop.train_batches.batches_done < n_batches:  # at the last batch, only after validation (in fit)
-            update_lr_schedulers(loop, "step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest val/loss
-        state.global_step += 1
-        if log_now:
-            log_metrics(loop, {"train/loss": loss}, step=state.global_step - 1)
-        if loop.train_batches.batches_done >= n_batches:  # limit_train_batches
-            break
-        if loop.stop.signum or (loop.every_n_train_steps and state.global_step % loop.every_n_train_steps == 0):
-            loop.writer.flush()  # what was logged up to here reaches the file before the resume point does
-            save_checkpoint(dump_checkpoint(loop), loop.run_dir / "checkpoints/last.ckpt")  # a mid-epoch resume point
-            if loop.stop.signum:
-                raise runs.Stopped(loop.stop.signum, state.global_step, loop.run_dir / "checkpoints/last.ckpt")
-    update_lr_schedulers(loop, "epoch")  # at the epoch's last batch, before validation, as Lightning does
+    def test(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
+             verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
+        """The test loop over ``datamodule.test_dataloader()``; ``[metrics]``, as the Trainer returns."""
+        with self.attached(model, datamodule, TrainerFn.TESTING, ckpt_path):
+            return [self.evaluation_loop(model, "test", dataloaders or datamodule.test_dataloader(),
+                                         self.limit_test_batches)]
 
-
-def training_step(loop: Fit, batch: tuple[Tensor, Tensor]) -> float:
-    """The model's step in the precision's autocast, a stop at a non-finite loss, zero_grad,
-    backward; returns the loss as a number."""
-    x, y = batch_to_device(batch, loop.precision.device)
-    with loop.precision.autocast():  # forward and loss in low precision; weights stay fp32
-        loss = loop.model.model_step((x, y), "train")
-    value = check_finite(loss, loop.state.global_step, loop.state.epoch)  # StopOnNonFiniteLoss: before the update
-    loop.optimizer.zero_grad(set_to_none=True)
-    loop.precision.scaler.scale(loss).backward()
-    return value
-
-
-def batch_to_device(batch: tuple[Tensor, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
-    """Lightning's ``strategy.batch_to_device``: the batch onto the model's device (a batch already
-    there is passed through: ``.to`` on it is a no-op that still costs ~10 us a step)."""
-    x, y = batch
-    return (x if x.device == device else x.to(device, non_blocking=True),
-            y if y.device == device else y.to(device, non_blocking=True))
-
-
-def optimizer_step(loop: Fit) -> None:
-    """Unscale, clip, step: Lightning's ``clip_gradients`` and ``optimizer_step``."""
-    scaler, clip = loop.precision.scaler, loop.trainer.gradient_clip_val
-    if clip:
-        scaler.unscale_(loop.optimizer)  # clip in real units, not scaled ones
-        params = [p for group in loop.optimizer.param_groups for p in group["params"]]
-        if loop.trainer.gradient_clip_algorithm == "norm":
-            nn.utils.clip_grad_norm_(params, clip)
-        else:
-            nn.utils.clip_grad_value_(params, clip)
-    scaler.step(loop.optimizer)  # skipped when fp16 gradients overflowed
-    scaler.update()
-
-
-def update_lr_schedulers(loop: Fit, interval: str, plateau: bool = False) -> None:
-    """Step the scheduler when its interval has come; ReduceLROnPlateau only after validation, on
-    the latest value of its monitor (skipped before there is one, unless ``strict``)."""
-    config = loop.scheduler
-    if config is None or config["interval"] != interval:
-        return
-    scheduler = config["scheduler"]
-    if plateau != isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        return
-    if not plateau:
-        scheduler.step()
-    elif config["monitor"] in loop.state.callback_metrics:
-        scheduler.step(loop.state.callback_metrics[config["monitor"]])
-    elif config.get("strict", True):
-        raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
-
-
-def validation_loop(model: Classifier, batches, precision: Precision, stage: str,
-                    limit: int | float) -> dict[str, float]:
-    """The evaluation loop: eval mode, no grad, ``model_step`` per batch, metrics computed once."""
-    model.eval()
-    with torch.no_grad():
-        for batch in islice(batches, num_batches(len(batches), limit)):
-            with precision.autocast():
-                model.model_step(batch_to_device(batch, precision.device), stage)
-    model.train()
-    return compute_epoch_metrics(model, stage)
-
-
-def compute_epoch_metrics(model: Classifier, stage: str) -> dict[str, float]:
-    """``self.log(tag, metric, on_epoch=True)`` at epoch end: compute each metric, then reset it."""
-    metrics = {}
-    for tag, metric in model.epoch_metrics(stage).items():
-        metrics[tag] = metric.compute().item()
-        metric.reset()
-    return metrics
-
-
-def on_train_epoch_end(loop: Fit, val_metrics: dict[str, float]) -> None:
-    """Train accuracy, images, ReduceLROnPlateau, then ModelCheckpoint (best) and LastCheckpoint."""
-    state, epoch = loop.state, loop.state.epoch
-    if getattr(loop.model, "train_metrics_from", None) == "eval":  # the Classifier's own on_train_epoch_end
-        loop.model.measure_train_split(loop.datamodule.train_eval_dataloader())
-    log_metrics(loop, compute_epoch_metrics(loop.model, "train"))
-    if loop.dashboard and getattr(loop.model, "num_classes", None) is not None:  # class images
-        val = (loop.val_batches.x, loop.val_batches.y)
-        loop.dashboard.epoch_end(loop.writer, loop.model.net, val, epoch, state.global_step - 1,
-                                 last=epoch + 1 == loop.trainer.max_epochs)
-    loop.writer.flush()
-    update_lr_schedulers(loop, "epoch", plateau=True)
-    if check_on_train_epoch_end(loop):
-        early_stopping_check(loop)
-    state.epoch += 1
-    monitor, mode = loop.monitor
-    score = val_metrics.get(monitor) if monitor.startswith("val/") else state.callback_metrics.get(monitor)
-    improved = score is not None and (state.best is None or (score > state.best if mode == "max"
-                                                             else score < state.best))
-    if improved:
-        state.best = score
-    checkpoint = dump_checkpoint(loop)
-    save_checkpoint(checkpoint, loop.run_dir / "checkpoints/last.ckpt")  # first: the resume point
-    if improved:
-        save_checkpoint(checkpoint, loop.run_dir / "checkpoints/best.ckpt")
-    if loop.trainer.enable_progress_bar:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in state.callback_metrics.items() if "/" in k)
-        print(f"epoch {epoch:3d}  {shown}", flush=True)
-    if loop.epoch_end:
-        loop.epoch_end(epoch, val_metrics)
-
-
-def early_stopping_settings(callbacks: Any) -> Namespace | None:
-    """The init_args (defaults filled in) of the EarlyStopping that ``trainer.callbacks`` lists, if
-    any: the one callback the hand loop runs, written out below."""
-    specs = [] if callbacks is None else callbacks if isinstance(callbacks, list) else [callbacks]
-    for spec in specs:
-        if getattr(spec, "class_path", None) != EARLY_STOPPING:
-            raise ConfigError(f"trainer.callbacks={getattr(spec, 'class_path', spec)}: the hand loop runs "
-                              f"{EARLY_STOPPING} only; use train.py for other callbacks")
-    if len(specs) > 1:
-        raise ConfigError(f"trainer.callbacks lists {len(specs)} EarlyStopping callbacks: the hand loop runs one")
-    return specs[0].init_args if specs else None
-
-
-def check_on_train_epoch_end(loop: Fit) -> bool:
-    """EarlyStopping.setup: check at every train epoch end when every epoch validates, else after
-    each validation."""
-    rule = loop.early_stopping
-    if rule is None:
-        return False
-    return rule.check_on_train_epoch_end if rule.check_on_train_epoch_end is not None \
-        else loop.trainer.check_val_every_n_epoch == 1
-
-
-def on_validation_end(loop: Fit) -> None:
-    if loop.early_stopping is not None and not check_on_train_epoch_end(loop):
-        early_stopping_check(loop)
-
-
-def early_stopping_check(loop: Fit) -> None:
-    """Lightning's EarlyStopping rule, in float32 tensors as it computes it: stop when ``monitor``
-    has not improved by more than ``min_delta`` for ``patience`` checks in a row (or is not
-    finite, or crossed ``stopping_threshold`` / ``divergence_threshold``)."""
-    rule, state = loop.early_stopping, loop.state.early_stopping
-    if rule.monitor not in loop.state.callback_metrics:
-        if rule.strict:
-            raise ConfigError(f"trainer.callbacks.monitor={rule.monitor!r}: EarlyStopping monitors a metric this run "
-                              f"does not log; it logs {', '.join(loop.state.callback_metrics)}")
-        return
-    better = torch.gt if rule.mode == "max" else torch.lt
-    min_delta = rule.min_delta if rule.mode == "max" else -rule.min_delta
-    current = torch.tensor(loop.state.callback_metrics[rule.monitor])
-    best = torch.tensor(state.get("best_score", -torch.inf if rule.mode == "max" else torch.inf))
-    should_stop = bool((rule.check_finite and not torch.isfinite(current))
-                       or (rule.stopping_threshold is not None and better(current, rule.stopping_threshold))
-                       or (rule.divergence_threshold is not None and better(-current, -rule.divergence_threshold)))
-    if not should_stop and better(current - min_delta, best):  # an improvement: patience starts again
-        state.update(best_score=current.item(), wait_count=0)
-    elif not should_stop:
-        state["wait_count"] = state.get("wait_count", 0) + 1
-        should_stop = state["wait_count"] >= rule.patience
-    if should_stop:
-        loop.should_stop = True
-        state["stopped_epoch"] = loop.state.epoch
-
-
-def stopped_early(state: LoopState, trainer: Namespace) -> tuple[int, str] | None:
-    """(epoch, monitor) when EarlyStopping ended the run, for the summary."""
-    if "stopped_epoch" not in state.early_stopping:
-        return None
-    return state.early_stopping["stopped_epoch"], early_stopping_settings(trainer.callbacks).monitor
-
-
-def on_fit_end(loop: Fit) -> None:
-    step = loop.state.global_step - 1
-    if loop.dashboard and step >= 0 and getattr(loop.model, "num_classes", None) is not None:
-        loop.dashboard.fit_end(loop.writer, loop.model.net, (loop.val_batches.x, loop.val_batches.y),
-                               loop.model.num_classes, step)
-    config = loop.run_dir / "config.yaml"
-    if loop.dashboard and loop.state.best is not None and config.exists():
-        final_loss = loop.state.callback_metrics.get("val/loss", float("nan"))
-        log_hparams(loop.run_dir, "loop", config.read_text(),
-                    {f"{loop.monitor[0]}_best": loop.state.best, "val/loss_final": final_loss}, step)
-
-
-def log_learning_rate(loop: Fit) -> None:
-    """LearningRateMonitor: ``lr-<Optimizer>`` at the current step (``/pg1``, ``/pg2`` ... per
-    parameter group when there are several)."""
-    groups = loop.optimizer.param_groups
-    for i, group in enumerate(groups):
-        suffix = f"/pg{i + 1}" if len(groups) > 1 else ""
-        loop.writer.add_scalar(f"lr-{type(loop.optimizer).__name__}{suffix}", group["lr"], loop.state.global_step)
-
-
-def log_metrics(loop: Fit, metrics: dict[str, float], step: int | None = None) -> None:
-    """Scalars plus the epoch number, as Lightning's logger connector writes each log (epoch-end
-    metrics go to the epoch's last step)."""
-    step = loop.state.global_step - 1 if step is None else step
-    for tag, value in metrics.items():
-        loop.writer.add_scalar(tag, value, step)
-    loop.writer.add_scalar("epoch", loop.state.epoch, step)
-    loop.state.callback_metrics.update(metrics)
+    def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
+                return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
+        """``predict_step`` over ``datamodule.predict_dataloader()``, in eval mode without gradients."""
+        with self.attached(model, datamodule, TrainerFn.PREDICTING, ckpt_path), torch.no_grad(), self.autocast():
+            batches = dataloaders or datamodule.predict_dataloader()
+            model.eval()
+            return [model.predict_step(self.batch_to_device(batch), i) for i, batch in
+                    enumerate(islice(batches, num_batches(len(batches), self.limit_predict_batches)))]
 
 
 def num_batches(available: int, limit: int | float) -> int:
@@ -450,159 +473,3 @@ def num_batches(available: int, limit: int | float) -> int:
     if isinstance(limit, float) and limit > 1 and limit.is_integer():
         limit = int(limit)
     return min(available, limit) if isinstance(limit, int) else int(available * limit)
-
-
-# --- checkpoints: Lightning's keys, so either engine (and Classifier.load_from_checkpoint) reads them ---
-
-def dump_checkpoint(loop: Fit) -> dict[str, Any]:
-    """What Lightning's checkpoint connector writes, plus toyloops' resume section."""
-    model, datamodule, state = loop.model, loop.datamodule, loop.state
-    checkpoint = {
-        "epoch": state.epoch - 1,  # as Lightning: the epoch the checkpoint was written in
-        "global_step": state.global_step,
-        "pytorch-lightning_version": L.__version__,
-        "state_dict": model.state_dict(),
-        "optimizer_states": [loop.optimizer.state_dict()],
-        "lr_schedulers": [loop.scheduler["scheduler"].state_dict()] if loop.scheduler else [],
-        "hparams_name": "kwargs",
-        "hyper_parameters": dict(model.hparams),
-        "datamodule_hparams_name": "kwargs",
-        "datamodule_hyper_parameters": dict(datamodule.hparams),
-        type(datamodule).__qualname__: datamodule.state_dict(),
-        SECTION: toyloops_section("loop", loop=asdict(state), data=loop.train_batches.state_dict()),
-    }
-    if loop.precision.scaler.is_enabled():
-        checkpoint["MixedPrecision"] = loop.precision.scaler.state_dict()  # Lightning's key for the scaler
-    model.on_save_checkpoint(checkpoint)
-    return checkpoint
-
-
-def restore(loop: Fit, checkpoint: dict[str, Any]) -> None:
-    """Load a :func:`dump_checkpoint` back: weights, optimizer, scheduler, scaler, data order, RNG."""
-    loop.model.on_load_checkpoint(checkpoint)
-    loop.model.load_state_dict(checkpoint["state_dict"])
-    loop.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-    keep_built_implementation(loop.optimizer)  # ResumeState.on_train_start in Lightning
-    if loop.scheduler:
-        loop.scheduler["scheduler"].load_state_dict(checkpoint["lr_schedulers"][0])
-    if "MixedPrecision" in checkpoint:
-        loop.precision.scaler.load_state_dict(checkpoint["MixedPrecision"])
-    section = checkpoint[SECTION]
-    loop.train_batches.load_state_dict(section["data"])
-    set_rng_state(section["rng"])
-    loop.state = LoopState(**section["loop"])
-
-
-# --- the command line: the same config file as train.py ---------------------------------------
-
-def build_parser() -> ArgumentParser:
-    """The ``train.py`` config as the hand loop reads it, from the same signatures as LightningCLI."""
-    parser = ArgumentParser(prog="toyloops loop {fit,validate,test}", exit_on_error=False,
-                            allow_abbrev=False,
-                            description="The hand-written training loop, driven by a train.py config.")
-    parser.add_argument("--config", action=ActionConfigFile, help="a run config (YAML), as for train.py")
-    parser.add_argument("--seed_everything", type=int)
-    skip = set(inspect.signature(L.Trainer).parameters) - set(SUPPORTED_TRAINER_KEYS)
-    parser.add_class_arguments(L.Trainer, "trainer", skip=skip, instantiate=False)
-    parser.add_subclass_arguments(L.LightningModule, "model", default=DEFAULT_MODEL)
-    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
-    parser.add_argument("--checkpoint.monitor", type=str, default=MONITOR)
-    parser.add_argument("--checkpoint.mode", type=Literal["min", "max"], default=MONITOR_MODE)
-    parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
-                        help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
-    parser.add_class_arguments(Dashboard, "dashboard")
-    parser.add_argument("--ckpt_path", type=str | None, default=None,
-                        help="resume (fit) or evaluate (validate/test) this checkpoint; 'last' = newest run's")
-    parser.set_defaults(TRAINER_DEFAULTS)
-    add_links(parser)
-    return parser
-
-
-def run(args: list[str] | None = None,
-        epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths."""
-    args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
-    parser = build_parser()
-    if args[:1] in (["-h"], ["--help"]):
-        parser.print_help()
-        return {}
-    if not args or args[0] not in ("fit", "validate", "test"):
-        raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
-    for path in runs.config_files(args):
-        check_config_file(path)
-    stage, cfg = args[0], parser.parse_args(args[1:])
-    check_values(cfg)
-    apply_thread_policy()
-    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
-    with links_into_net():
-        objects = parser.instantiate(cfg)
-    model, datamodule = objects.model, objects.data
-    trainer = trainer_options(**vars(cfg.trainer))
-    check_net_fits_data(model, datamodule)
-    if trainer.enable_model_summary:
-        print(f"{type(model.net).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
-    root = Path(trainer.default_root_dir or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
-    ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
-    checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
-
-    if stage != "fit":
-        if checkpoint is None:
-            raise ConfigError(f"{stage} needs --ckpt_path (a checkpoint of either engine, or 'last')")
-        hparams = checkpoint.get("hyper_parameters") or {}
-        if hparams.get("net"):  # as LightningCLI: the checkpoint's own model
-            model = type(model)(**{k: v for k, v in hparams.items() if k in inspect.signature(type(model)).parameters})
-            check_net_fits_data(model, datamodule)
-        check_weights(checkpoint, model, ckpt)
-        model.load_state_dict(checkpoint["state_dict"])
-        if type(datamodule).__qualname__ in checkpoint:  # the train-split statistics must be these data's
-            datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
-        precision = Precision.create(trainer)
-        split = "val" if stage == "validate" else "test"
-        batches = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-        limit = trainer.limit_val_batches if split == "val" else trainer.limit_test_batches
-        metrics = validation_loop(model.to(precision.device), batches, precision, split, limit)
-        folder = runs.open_eval(ckpt, root, stage)  # into the checkpoint's run, as the LightningCLI does
-        try:
-            write_atomic(folder.path / "config.yaml", parser.dump(cfg).encode())
-            print(runs.record_eval(folder.path, stage, ckpt, metrics), flush=True)
-        except BaseException:
-            folder.release(failed=True)
-            raise
-        folder.release(failed=False)
-        return metrics
-
-    if checkpoint is not None:
-        check_resume(checkpoint, "loop", ckpt)
-        runs.check_resume_config(ckpt, cfg)
-        check_weights(checkpoint, model, ckpt)
-    run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
-    try:
-        state = fit(model, datamodule, trainer, run_folder.path, checkpoint=checkpoint, dashboard=objects.dashboard,
-                    every_n_train_steps=cfg.last_checkpoint.every_n_train_steps, config_text=parser.dump(cfg),
-                    monitor=(cfg.checkpoint.monitor, cfg.checkpoint.mode), epoch_end=epoch_end)
-    except BaseException:
-        run_folder.release(failed=True)
-        raise
-    run_folder.release(failed=False)
-    checkpoints = run_folder.path / "checkpoints"
-    print(runs.summary("toyloops hand loop", state.best, checkpoints / "best.ckpt", checkpoints / "last.ckpt",
-                       run_folder.path, getattr(datamodule, "baselines", None),
-                       stopped_early(state, trainer), cfg.checkpoint.monitor,
-                       runs.compare_to_truth(datamodule, model)),
-          flush=True)
-    return {**state.callback_metrics, "best": state.best, "global_step": state.global_step,
-            "best_checkpoint": checkpoints / "best.ckpt", "last_checkpoint": checkpoints / "last.ckpt"}
-
-
-def _trainer_keys_hint(message: str) -> str:
-    unknown = "--trainer." in message or "'trainer' does not accept" in message
-    return f"{message}  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})" if unknown else message
-
-
-def main(args: list[str] | None = None) -> None:
-    """Command-line entry: user errors end in one line on stderr and a non-zero exit."""
-    runs.main(run, args, hint=_trainer_keys_hint)
-
-
-if __name__ == "__main__":
-    main()

@@ -44,7 +44,7 @@ def run_lightning(args: list[str]) -> dict:
 
 def run_hand_loop(args: list[str]) -> dict:
     """``python -m toyloops.engine.loop fit`` in-process; same return shape as :func:`run_lightning`."""
-    from toyloops.engine.loop import run
+    from toyloops.engine.loop_cli import run
     from toyloops.rules.specs import load_checkpoint
 
     started = time.perf_counter()

@@ -10,9 +10,9 @@ Where a training step's time and memory go, in both engines, measured on the eng
   Lightning's own steps come from its profiler API (a :class:`~lightning.pytorch.profilers.Profiler`
   that files each action it reports into a bucket: ``train_dataloader_next``, ``batch_to_device``,
   ``training_step``, ``optimizer_zero_grad``, ``configure_gradient_clipping``, ``lr_scheduler_step``,
-  ``[Callback]...``); it also times the epochs. The hand loop's come from its functions named after
+  ``[Callback]...``); it also times the epochs. The hand trainer's come from its methods named after
   them (``batch_to_device``, ``training_step``, ``optimizer_step``, ``update_lr_schedulers``,
-  ``log_metrics``, ``log_learning_rate``), which this tool calls itself in ``train_epoch``'s order
+  ``log_metrics``, ``log_learning_rate``), which this tool calls itself in ``training_epoch_loop``'s order
   (:func:`train_epoch_timed`): the hand loop reports its steps to no profiler (yet). A time is
   counted once, in the innermost bucket around it; "engine (rest)" is the measured step minus
   every bucket: the loops, checks and glue around the step. "loss" is the engine's training step
@@ -22,7 +22,7 @@ Where a training step's time and memory go, in both engines, measured on the eng
   Lightning, which runs them in calls of their own (zero_grad counts with "optimizer step", the
   rest of its ``backward`` with "engine (rest)"). Lightning's logger writes are in its rest, its
   learning-rate monitor in "logging". Timers cost a few microseconds each, so the table also gives
-  the step without them (for the hand loop, ``train_epoch`` itself).
+  the step without them (for the hand trainer, ``training_epoch_loop`` itself).
 * **Batch sweep.** Samples/s per batch size from 1, the speed-up over batch 1 and the scaling
   efficiency (step time at batch 1 / step time at batch B: 1.0 when a batch costs no more than
   one sample).
@@ -171,88 +171,99 @@ def _epochs_median(times: list[float]) -> float:
 
 # --- the hand loop -----------------------------------------------------------------------------
 
-def train_epoch_timed(fit: Any, clock: Clock) -> None:
-    """``loop.train_epoch``'s steps, each of the hand loop's functions called and timed here.
+def train_epoch_timed(trainer: Any, model: Any, clock: Clock) -> None:
+    """``HandTrainer.training_epoch_loop``'s steps, each of the trainer's methods called and timed here.
 
-    A stop-gap: the hand loop's functions call each other directly and report to no profiler, so
-    this follows ``train_epoch`` line by line (without its checkpoints and stops, which a profile
-    does not use) and times each call. The untimed runs call ``loop.train_epoch`` itself.
+    A stop-gap: the trainer's methods call each other directly and report to no profiler, so this
+    follows ``training_epoch_loop`` line by line (without its hooks, checkpoints and stops, which a
+    profile does not use) and times each call. The untimed runs call ``training_epoch_loop`` itself.
     """
     from toyloops.core.module import is_log_step
-    from toyloops.engine import loop
+    from toyloops.engine.loop import num_batches
 
-    state, scheduler, device = fit.state, fit.scheduler, fit.precision.device
-    fit.model.train()
+    progress, scheduler, batches = trainer.progress, trainer.scheduler, trainer.train_batches
+    model.train()
     if scheduler is None or scheduler["interval"] == "epoch":
         with clock.range("logging"):
-            loop.log_learning_rate(fit)
-    fit.train_batches.set_epoch(state.epoch)
-    n_batches = loop.num_batches(len(fit.train_batches), fit.trainer.limit_train_batches)
-    batches = iter(fit.train_batches)
+            trainer.log_learning_rate()
+    batches.set_epoch(progress.epoch)
+    n_batches = num_batches(len(batches), trainer.limit_train_batches)
+    serve = iter(batches)
     while True:
         with clock.range("data gather"):
-            batch = next(batches, None)
+            batch = next(serve, None)
         if batch is None:
             break
-        log_now = is_log_step(state.global_step, fit.trainer.log_every_n_steps)
+        log_now = is_log_step(progress.global_step, trainer.log_every_n_steps)
         if log_now and (scheduler is None or scheduler["interval"] == "step"):
             with clock.range("logging"):
-                loop.log_learning_rate(fit)
-        with clock.range("host->device"):  # training_step then finds the batch on its device
-            batch = loop.batch_to_device(batch, device)
+                trainer.log_learning_rate()
+        with clock.range("host->device"):
+            batch = trainer.batch_to_device(batch)
         with clock.range("loss"):  # the net's forward and backward inside are buckets of their own
-            loss = loop.training_step(fit, batch)
+            trainer.training_step(model, batch, batches.batches_done - 1)
         with clock.range("clip"):  # the optimizer's step inside is its own bucket
-            loop.optimizer_step(fit)
+            trainer.optimizer_step(model)
         with clock.range("scheduler"):
-            loop.update_lr_schedulers(fit, "step")
-            if fit.train_batches.batches_done < n_batches:
-                loop.update_lr_schedulers(fit, "step", plateau=True)
-        state.global_step += 1
-        if log_now:
-            with clock.range("logging"):
-                loop.log_metrics(fit, {"train/loss": loss}, step=state.global_step - 1)
-        if fit.train_batches.batches_done >= n_batches:
+            trainer.update_lr_schedulers("step")
+            if batches.batches_done < n_batches:
+                trainer.update_lr_schedulers("step", plateau=True)
+        progress.global_step += 1
+        with clock.range("logging"):
+            trainer.log_metrics(trainer.logged.read(), step=progress.global_step - 1, write=log_now)
+        if batches.batches_done >= n_batches:
             break
     with clock.range("scheduler"):
-        loop.update_lr_schedulers(fit, "epoch")
+        trainer.update_lr_schedulers("epoch")
 
 
-def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
-    """The hand loop's training epochs (``loop.train_epoch`` itself when untimed), timed from outside."""
-    from toyloops.engine import loop
+def hand_trainer(args: list[str], run_dir: Path) -> tuple[Any, Any, Any]:
+    """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from toyloops.engine import loop_cli
+    from toyloops.engine.loggers import TensorBoardLogger
+    from toyloops.engine.loop import HandTrainer
     from toyloops.engine.seeding import seed_everything
     from toyloops.engine.validation import check_values, links_into_net
 
-    parser = loop.build_parser()
+    parser = loop_cli.build_parser()
     cfg = parser.parse_args(args)
     check_values(cfg)
     seed_everything(cfg.seed_everything)
     with links_into_net():
         objects = parser.instantiate(cfg)
-    model, datamodule, trainer = objects.model, objects.data, loop.trainer_options(**vars(cfg.trainer))
+    logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
+    trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
+                             "enable_progress_bar": False, "enable_model_summary": False})
+    return trainer, objects.model, objects.data
+
+
+def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
+    """The hand trainer's training epochs (``training_epoch_loop`` itself when untimed), timed from outside."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    trainer, model, datamodule = hand_trainer(args, run_dir)
     clock = Clock()
-    with instrument(clock, model) if timed else _nothing():
-        precision = loop.Precision.create(trainer)
-        model.to(precision.device)
-        optimizer, scheduler = loop.configure_optimizers(model, trainer)
-        fit = loop.Fit(model, datamodule, trainer, precision, optimizer, scheduler,
-                       loop.open_writer(run_dir), run_dir)
+    with instrument(clock, model) if timed else _nothing(), trainer.attached(model, datamodule, TrainerFn.FITTING):
+        trainer.train_batches = datamodule.train_dataloader()
+        trainer.configure_optimizers(model)
         times, steps = [], 0
         for epoch in range(epochs):
             clock.recording = epoch > 0  # the first epoch warms up
-            before = fit.state.global_step
+            before = trainer.global_step
             started = time.perf_counter()
             if timed:
-                train_epoch_timed(fit, clock)
+                train_epoch_timed(trainer, model, clock)
             else:
-                loop.train_epoch(fit)
-            times.append((time.perf_counter() - started) / (fit.state.global_step - before))
-            steps += (fit.state.global_step - before) if epoch > 0 else 0
+                trainer.training_epoch_loop(model)
+            times.append((time.perf_counter() - started) / (trainer.global_step - before))
+            steps += (trainer.global_step - before) if epoch > 0 else 0
             clock.recording = False
-            loop.compute_epoch_metrics(model, "train")
-            fit.state.epoch += 1
-        fit.writer.close()
+            model.on_train_epoch_end()  # what the epoch's end does with the stash, untimed
+            trainer.logged.read()
+            trainer.progress.epoch += 1
+    trainer.logger.finalize("success")
     return _measured(times, clock, steps, timed)
 
 
@@ -367,21 +378,15 @@ def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path, batc
 
 def memory(args: list[str]) -> dict[str, float]:
     """Bytes of one training step at the config's batch size: computed parts and measured peak."""
-    from toyloops.engine import loop
-    from toyloops.engine.seeding import seed_everything
-    from toyloops.engine.validation import links_into_net
+    from lightning.pytorch.trainer.states import TrainerFn
 
-    parser = loop.build_parser()
-    cfg = parser.parse_args(args)
-    seed_everything(cfg.seed_everything)
-    with links_into_net():
-        objects = parser.instantiate(cfg)
-    model, datamodule = objects.model, objects.data
-    trainer = loop.trainer_options(**vars(cfg.trainer))
-    precision = loop.Precision.create(trainer)
-    model.to(precision.device).train()
-    optimizer, _ = loop.configure_optimizers(model, trainer)
-    batch = loop.batch_to_device(next(iter(datamodule.train_dataloader())), precision.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, model, datamodule = hand_trainer(args, Path(tmp) / "memory")
+        with trainer.attached(model, datamodule, TrainerFn.FITTING):
+            trainer.configure_optimizers(model)
+    model.train()
+    optimizer, device = trainer.optimizer, trainer.strategy.root_device
+    batch = trainer.batch_to_device(next(iter(datamodule.train_dataloader())))
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     saved: dict[int, int] = {}
 
@@ -392,7 +397,7 @@ def memory(args: list[str]) -> dict[str, float]:
         return tensor
 
     def step() -> None:
-        with precision.autocast():
+        with trainer.autocast():
             loss = model.model_step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -400,7 +405,7 @@ def memory(args: list[str]) -> dict[str, float]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()  # the first step also creates the optimizer state
-    peak = _peak_bytes(step, precision.device)
+    peak = _peak_bytes(step, device)
     model.epoch_metrics("train")  # drop the stashed predictions
     nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
     return {

@@ -195,7 +195,10 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR) -> FitResult:
     """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, ``monitor``
     is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
-    score)`` runs after each epoch's validation, checkpoint and report, before a prune."""
+    score)`` runs after each epoch's validation and report, before a prune (both engines call the
+    same callback's ``on_validation_end``)."""
+    from lightning.pytorch.callbacks import Callback
+
     def at_epoch_end(epoch: int, score: float | None) -> None:  # Optuna's pruning rule, in either engine
         prune = trial is not None and score is not None and (trial.report(score, step=epoch) or trial.should_prune())
         if epoch_end:  # after the report, before the prune
@@ -203,23 +206,21 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
         if prune:
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
-    if engine == "loop":
-        from toyloops.engine import loop
-
-        result = loop.run(["fit", *args], epoch_end=lambda epoch, metrics: at_epoch_end(epoch, metrics.get(monitor)))
-        run_dir = Path(result["last_checkpoint"]).parent.parent
-        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
-
-    from lightning.pytorch.callbacks import Callback
-
-    from toyloops.engine.callbacks import LastCheckpoint
-    from toyloops.engine.cli import ToyCLI
-
     class EpochEnd(Callback):
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
             score = trainer.callback_metrics.get(monitor)
             if not trainer.sanity_checking:
-                at_epoch_end(pl_module.current_epoch, None if score is None else score.item())
+                at_epoch_end(trainer.current_epoch, None if score is None else score.item())
+
+    if engine == "loop":
+        from toyloops.engine import loop_cli
+
+        result = loop_cli.run(["fit", *args], callbacks=(EpochEnd(),))
+        run_dir = Path(result["last_checkpoint"]).parent.parent
+        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
+
+    from toyloops.engine.callbacks import LastCheckpoint
+    from toyloops.engine.cli import ToyCLI
 
     class SweepCLI(ToyCLI):
         def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
@@ -245,7 +246,7 @@ def check_args(engine: str, args: list[str]) -> Any:
     for path in runs.config_files(args):
         check_config_file(path)
     if engine == "loop":
-        from toyloops.engine.loop import build_parser
+        from toyloops.engine.loop_cli import build_parser
 
         parser = build_parser()
         config = parser.parse_args(args)

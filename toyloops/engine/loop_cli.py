@@ -1,0 +1,169 @@
+"""toyloops loop fit --config configs/blobs_mlp.yaml   (also validate, test; --help)
+
+The hand trainer's command line: the same config file as ``train.py``, read into a
+:class:`~toyloops.engine.loop.HandTrainer` with the config's ``trainer:`` arguments and the
+template's callbacks, then called as ``trainer.fit(model, datamodule=data, ckpt_path=...)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+from jsonargparse import ActionConfigFile, ArgumentParser
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import instantiate_class
+
+from toyloops.engine import runs
+from toyloops.engine.callbacks import DashboardCallback, LastCheckpoint, RunSummary
+from toyloops.engine.checkpoints import check_resume, check_weights, write_atomic
+from toyloops.engine.defaults import (
+    DEFAULT_MODEL,
+    LOG_DIR,
+    MONITOR,
+    MONITOR_MODE,
+    TRAINER_DEFAULTS,
+    add_links,
+    apply_thread_policy,
+)
+from toyloops.engine.loggers import TensorBoardLogger
+from toyloops.engine.loop import HandTrainer
+from toyloops.engine.seeding import seed_everything
+from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.rules.errors import ConfigError
+from toyloops.rules.specs import read_checkpoint
+
+RUN_PREFIX = "loop_version_"
+SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
+                          "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
+                          "limit_val_batches", "limit_test_batches", "default_root_dir", "enable_progress_bar",
+                          "enable_model_summary", "callbacks")  # what a config's trainer: may set here
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"  # the one trainer.callbacks entry a config may add
+
+
+class LoopDashboard(DashboardCallback):
+    engine = "loop"  # the HParams tab's engine column
+
+
+def build_parser() -> ArgumentParser:
+    """The ``train.py`` config as the hand trainer reads it, from the same signatures as LightningCLI."""
+    parser = ArgumentParser(prog="toyloops loop {fit,validate,test}", exit_on_error=False, allow_abbrev=False,
+                            description="The hand-written training loop, driven by a train.py config.")
+    parser.add_argument("--config", action=ActionConfigFile, help="a run config (YAML), as for train.py")
+    parser.add_argument("--seed_everything", type=int)
+    skip = set(inspect.signature(L.Trainer).parameters) - set(SUPPORTED_TRAINER_KEYS)
+    parser.add_class_arguments(L.Trainer, "trainer", skip=skip, instantiate=False)
+    parser.add_subclass_arguments(L.LightningModule, "model", default=DEFAULT_MODEL)
+    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
+    parser.add_argument("--checkpoint.monitor", type=str, default=MONITOR)
+    parser.add_argument("--checkpoint.mode", type=Literal["min", "max"], default=MONITOR_MODE)
+    parser.add_argument("--last_checkpoint.every_n_train_steps", type=int | None, default=None,
+                        help="also save last.ckpt every N optimizer steps (resume mid-epoch)")
+    parser.add_class_arguments(LoopDashboard, "dashboard")
+    parser.add_argument("--ckpt_path", type=str | None, default=None,
+                        help="resume (fit) or evaluate (validate/test) this checkpoint; 'last' = newest run's")
+    parser.set_defaults(TRAINER_DEFAULTS)
+    add_links(parser)
+    return parser
+
+
+def early_stopping(callbacks: Any) -> list[Callback]:
+    """The EarlyStopping that ``trainer.callbacks`` lists, built (the one callback a config may add here)."""
+    specs = [] if callbacks is None else callbacks if isinstance(callbacks, list) else [callbacks]
+    for spec in specs:
+        if getattr(spec, "class_path", None) != EARLY_STOPPING:
+            raise ConfigError(f"trainer.callbacks={getattr(spec, 'class_path', spec)}: the hand loop runs "
+                              f"{EARLY_STOPPING} only; use train.py for other callbacks")
+    if len(specs) > 1:
+        raise ConfigError(f"trainer.callbacks lists {len(specs)} EarlyStopping callbacks: the hand loop runs one")
+    return [instantiate_class((), spec) for spec in specs]
+
+
+def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
+    """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths.
+    ``callbacks`` join the template's (a sweep's pruning)."""
+    args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
+    parser = build_parser()
+    if args[:1] in (["-h"], ["--help"]):
+        parser.print_help()
+        return {}
+    if not args or args[0] not in ("fit", "validate", "test"):
+        raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
+    for path in runs.config_files(args):
+        check_config_file(path)
+    stage, cfg = args[0], parser.parse_args(args[1:])
+    check_values(cfg)
+    apply_thread_policy()
+    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
+    with links_into_net():
+        objects = parser.instantiate(cfg)
+    model, datamodule = objects.model, objects.data
+    options = {**vars(cfg.trainer), "callbacks": early_stopping(cfg.trainer.callbacks), "num_sanity_val_steps": 0}
+    HandTrainer(**{**options, "logger": False})  # the trainer's own checks, before any folder exists
+    check_net_fits_data(model, datamodule)
+    root = Path(options["default_root_dir"] or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
+    ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
+    checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
+
+    if stage != "fit":
+        if checkpoint is None:
+            raise ConfigError(f"{stage} needs --ckpt_path (a checkpoint of either engine, or 'last')")
+        hparams = checkpoint.get("hyper_parameters") or {}
+        if hparams.get("net"):  # as LightningCLI: the checkpoint's own model
+            model = type(model)(**{k: v for k, v in hparams.items() if k in inspect.signature(type(model)).parameters})
+            check_net_fits_data(model, datamodule)
+        check_weights(checkpoint, model, ckpt)
+        trainer = HandTrainer(**{**options, "logger": False, "enable_model_summary": False})
+        evaluate = trainer.validate if stage == "validate" else trainer.test
+        metrics = evaluate(model, datamodule=datamodule, ckpt_path=ckpt)[0]
+        folder = runs.open_eval(ckpt, root, stage)  # into the checkpoint's run, as the LightningCLI does
+        try:
+            write_atomic(folder.path / "config.yaml", parser.dump(cfg).encode())
+            print(runs.record_eval(folder.path, stage, ckpt, metrics), flush=True)
+        except BaseException:
+            folder.release(failed=True)
+            raise
+        folder.release(failed=False)
+        return metrics
+
+    if checkpoint is not None:
+        check_resume(checkpoint, "loop", ckpt)
+        runs.check_resume_config(ckpt, cfg)
+        check_weights(checkpoint, model, ckpt)
+    run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
+    checkpoints = run_folder.path / "checkpoints"
+    try:
+        logger = TensorBoardLogger(save_dir=str(run_folder.path.parent), name="", version=run_folder.path.name,
+                                   default_hp_metric=False)
+        trainer = HandTrainer(**{**options, "logger": logger, "callbacks": [
+            *options["callbacks"], ModelCheckpoint(str(checkpoints), "best", cfg.checkpoint.monitor,
+                                                   mode=cfg.checkpoint.mode),
+            LastCheckpoint(str(checkpoints), cfg.last_checkpoint.every_n_train_steps), objects.dashboard,
+            LearningRateMonitor(), RunSummary(), *callbacks]})
+        write_atomic(run_folder.path / "config.yaml", parser.dump(cfg).encode())
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
+    except BaseException:
+        run_folder.release(failed=True)
+        raise
+    run_folder.release(failed=False)
+    best = trainer.checkpoint_callback.best_model_score
+    return {**trainer.progress.callback_metrics, "best": None if best is None else best.item(),
+            "global_step": trainer.global_step, "best_checkpoint": checkpoints / "best.ckpt",
+            "last_checkpoint": checkpoints / "last.ckpt"}
+
+
+def _trainer_keys_hint(message: str) -> str:
+    unknown = "--trainer." in message or "'trainer' does not accept" in message
+    return f"{message}  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})" if unknown else message
+
+
+def main(args: list[str] | None = None) -> None:
+    """Command-line entry: user errors end in one line on stderr and a non-zero exit."""
+    runs.main(run, args, hint=_trainer_keys_hint)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""How a LightningModule's ``self.log`` and ``self.trainer`` reach :class:`~toyloops.engine.loop.HandTrainer`.
+
+A module whose public ``fabric`` property is set sends ``self.log`` / ``self.log_dict`` to
+``fabric.log_dict`` and answers ``self.trainer.X`` from the Fabric object (``docs/decisions.md``).
+:class:`TrainerView` is that Fabric: it reads the Trainer's attributes off the hand trainer and
+hands each logged value to :class:`LoggedValues`. Fabric drops ``on_step`` / ``on_epoch``, so the
+values follow Lightning's defaults for the hook they were logged in: a training step's value as
+it is, an evaluation step's averaged over samples at epoch end, an epoch-end hook's as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.fabric import Fabric
+from torch import Tensor
+
+
+def forward(name: str) -> property:
+    return property(lambda view: getattr(view.hand_trainer, name))
+
+
+class TrainerView(Fabric):
+    """What a driven module's ``self.trainer`` and ``self.log`` reach."""
+
+    def __init__(self, trainer: Any) -> None:
+        super().__init__(accelerator="cpu", devices=1)
+        self.hand_trainer = trainer
+
+    def log_dict(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.hand_trainer.logged.collect(metrics, self.hand_trainer.progress.callback_metrics)
+
+    (global_step, current_epoch, datamodule, precision, gradient_clip_val, gradient_clip_algorithm, log_every_n_steps,
+     max_epochs, should_stop, callback_metrics, logger, loggers, sanity_checking, state, callbacks) = map(forward, (
+        "global_step", "current_epoch", "datamodule", "precision", "gradient_clip_val", "gradient_clip_algorithm",
+        "log_every_n_steps", "max_epochs", "should_stop", "callback_metrics", "logger", "loggers", "sanity_checking",
+        "state", "callbacks"))
+
+
+class LoggedValues:
+    """The values a module logged since the trainer last read them."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.sums: dict[str, tuple[Tensor, int]] | None = None  # during an evaluation's steps: for the means
+        self.batch_size = 1
+
+    def collect(self, metrics: dict[str, Any], latest: dict[str, float]) -> None:
+        """A value as it is (also into ``latest``, the trainer's callback metrics), or in an
+        evaluation's steps into the sums for its mean."""
+        for key, value in metrics.items():
+            if self.sums is None:
+                self.values[key] = latest[key] = torch.as_tensor(value).item()
+                continue
+            total, count = self.sums.get(key, (torch.tensor(0.0), 0))
+            self.sums[key] = (total + torch.as_tensor(value).float().cpu() * self.batch_size, count + self.batch_size)
+
+    def start_means(self) -> None:
+        self.sums, self.values = {}, {}
+
+    def means(self) -> dict[str, float]:
+        sums, self.sums = self.sums or {}, None
+        return {key: (total / count).item() for key, (total, count) in sums.items()}
+
+    def read(self) -> dict[str, float]:
+        """The values logged since the last read."""
+        values, self.values = self.values, {}
+        return values
+
+
+def batch_size(batch: Any) -> int:
+    """Lightning's ``extract_batch_size``: the length of the batch's first tensor."""
+    while not isinstance(batch, Tensor):
+        batch = next(iter(batch.values() if isinstance(batch, dict) else batch))
+    return len(batch)
