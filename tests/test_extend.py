@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 
 from toyloops import Classifier
-from toyloops.engine import loop
+from toyloops.engine import loop_cli
 
 DOC = (Path(__file__).parents[1] / "docs" / "extending.md").read_text()
 
@@ -50,5 +50,5 @@ def test_a_data_module_of_ones_own_trains_with_folds_or_an_independent_val_draw(
     assert cli.trainer.callback_metrics["val/acc"] > 0.9
     ckpt = project / "logs/waves/version_0/checkpoints/last.ckpt"
     assert type(data).load_from_checkpoint(ckpt).hparams == data.hparams
-    hand = loop.run(["fit", "--config", "waves.yaml", *options])  # the hand loop takes it as it is
+    hand = loop_cli.run(["fit", "--config", "waves.yaml", *options])  # the hand loop takes it as it is
     assert hand["val/acc"] == pytest.approx(cli.trainer.callback_metrics["val/acc"].item(), abs=0)
