@@ -75,7 +75,7 @@ class MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             module.__dict__[name] = getattr(importlib.import_module(owner), attr)  # the next use does not warn
             return module.__dict__[name]
 
-        module.__getattr__ = moved
+        module.__dict__.update(__getattr__=moved)  # a loader fills its new module's namespace (PEP 451)
 
     def get_code(self, fullname: str) -> Any:  # python -m toyloops.loop runs toyloops.engine.loop
         home = f"{__name__}.{MOVED[fullname.partition('.')[2]].split()[0]}"
