@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from toyloops.engine.seeding import rng_state
+from toyloops.rules import specs  # its names stay its own (toyloops.checkpoints' shim looks here first)
 from toyloops.rules.errors import ConfigError
 
 SECTION = "toyloops"
@@ -98,3 +99,14 @@ def check_resume(checkpoint: dict[str, Any], engine: str, path: str | Path) -> N
         hint = f"resume it with `{how} ... --ckpt_path {path}`" if how else "it holds no toyloops resume state"
         raise ConfigError(f"ckpt_path={str(path)!r} was written by {wrote or 'another program'}, not {engine}: {hint} "
                           "(validate, test and predict read it in either engine)")
+
+
+def upgraded(path: Path, folder: Path) -> Path:
+    """``path``, or for a 0.1 checkpoint (its hyperparameters hold ``objective``) a copy in ``folder`` with
+    :func:`~toyloops.rules.specs.upgrade_hparams`' (LightningCLI parses a checkpoint's into the config)."""
+    checkpoint = specs.load_checkpoint(path)
+    if "objective" not in checkpoint.get("hyper_parameters", {}):
+        return path
+    checkpoint["hyper_parameters"] = specs.upgrade_hparams(checkpoint["hyper_parameters"])
+    save_checkpoint(checkpoint, folder / f"upgraded_{path.name}")
+    return folder / f"upgraded_{path.name}"

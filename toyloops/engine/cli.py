@@ -29,7 +29,7 @@ from toyloops.engine.callbacks import (
     RunSummary,
     StopOnNonFiniteLoss,
 )
-from toyloops.engine.checkpoints import check_resume, check_weights
+from toyloops.engine.checkpoints import check_resume, check_weights, upgraded
 from toyloops.engine.defaults import (
     DEFAULT_MODEL,
     LOG_DIR,
@@ -189,9 +189,11 @@ class ToyCLI(LightningCLI):
                 self.run_folder = runs.open_eval(Path(config.ckpt_path), root, subcommand)
                 config.trainer.logger = False  # results in files and one summary, not a TensorBoard run each
                 config.trainer.default_root_dir = str(self.run_folder.path)
+                config.ckpt_path = str(upgraded(Path(config.ckpt_path), self.run_folder.path))
             return
         if rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
+            config.ckpt_path = str(upgraded(resume, self.run_folder.path)) if resume else config.ckpt_path
             if tensorboard:
                 init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
             else:  # without the logger, config.yaml, checkpoints and predictions go into the run folder all the same

@@ -87,6 +87,9 @@ def resolve(spec: Any, kind: str, where: str) -> type:
     module, _, name = path.rpartition(".")
     if kind == "net":
         cls, allowed = ALLOWED_NETS.get(path), f"one of {', '.join(sorted(ALLOWED_NETS))} (see allow_net)"
+        if cls is None and module == "toyloops":  # the package's name for its net, as 0.1's checkpoints store it
+            cls = next((c for c in ALLOWED_NETS.values() if c.__module__.startswith("toyloops.") and
+                        c.__name__ == name), None)
     else:
         home, base = ((torch.optim, torch.optim.Optimizer) if kind == "optimizer" else
                       (torch.optim.lr_scheduler, (torch.optim.lr_scheduler.LRScheduler,
@@ -196,6 +199,13 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
     if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
         raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
     return checkpoint
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """0.1's model hyperparameters as today's models take them: 0.1 had one Classifier whose
+    ``objective: regression`` is today's Regressor, which keeps only what it takes (net, optimizer, ...)."""
+    keep = (*SPEC_KEYS, "scheduler_interval", "decay_biases") if hparams.get("objective") == "regression" else hparams
+    return {key: value for key, value in hparams.items() if key in keep and key != "objective"}
 
 
 def checked_for_loading(checkpoint_path: Any, kwargs: dict[str, Any]) -> Any:
