@@ -23,21 +23,13 @@ import yaml
 import toyloops
 from tests.conftest import QUIET, fit_in, run_cli
 from toyloops import Classifier, Regressor
-from toyloops.engine.loop import run as run_loop
+from toyloops.engine.loop_cli import run as run_loop
 from toyloops.rules.errors import ConfigError
 
 LEGACY = Path(__file__).parent / "legacy"
 MANIFEST = json.loads((LEGACY / "legacy.json").read_text())
 CHECKPOINTS = MANIFEST["checkpoints"]
 TYPICAL = ["lightning_mlp_2logits", "loop_linear_regression"]  # the fast suite's pair; the rest: integration
-# Today's bugs that 0.1's checkpoints show (strict: a fix turns these into failures to remove here).
-REGRESSION_CLI = pytest.mark.xfail(strict=True, reason="LightningCLI parses a checkpoint's hyperparameters, which "
-                                   "name no class, into the default Classifier: today's Regressor checkpoints too")
-UNEVEN_BLOBS = pytest.mark.xfail(strict=True, reason="blobs: n_samples=200 over 3 centers draws 198 points, but the "
-                                 "split is made for 200 (IndexError in PointsDataModule.splits)")
-KNOWN = {("lightning_linear_regression", "lightning"): REGRESSION_CLI,
-         ("loop_linear_regression", "lightning"): REGRESSION_CLI,
-         ("lightning_mlp_3class", "lightning"): UNEVEN_BLOBS, ("lightning_mlp_3class", "loop"): UNEVEN_BLOBS}
 
 
 def legacy(name: str, folder: Path) -> Path:
@@ -51,12 +43,11 @@ def module_class(name: str) -> type:
 
 def cases(*engines: str) -> list:
     """Each checkpoint, run by each of ``engines`` (none given: by the engine that wrote it, a
-    parameter less); those not in TYPICAL marked integration, the KNOWN failures xfail."""
+    parameter less); those not in TYPICAL marked integration."""
     params = []
     for name, case in CHECKPOINTS.items():
         for engine in engines or [case["engine"]]:
             marks = [] if name in TYPICAL else [pytest.mark.integration]
-            marks += [KNOWN[name, engine]] if (name, engine) in KNOWN else []
             params.append(pytest.param(name, *([engine] if engines else []), marks=marks, id=f"{name}-{engine}"))
     return params
 
@@ -109,7 +100,7 @@ def test_resumes_for_one_more_epoch(name, tmp_path):
 
 # Old path -> the new one of the same object, as a script written against 0.1 imports it.
 SHIMS = {
-    "from toyloops.loop import run": "toyloops.engine.loop.run",
+    "from toyloops.loop import run": "toyloops.engine.loop_cli.run",
     "from toyloops.config import default_optimizer": "torch.optim.AdamW",
     "from toyloops.config import describe": "toyloops.rules.specs.describe",
     "from toyloops.config import check_values": "toyloops.engine.validation.check_values",

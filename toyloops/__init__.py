@@ -42,7 +42,7 @@ MOVED = {"callbacks": "engine.callbacks", "checkpoints": "engine.checkpoints rul
          "compare": "tools.compare", "config": "engine.defaults engine.validation rules.specs core.module",
          "dashboard": "engine.dashboard", "data": "core.data rules.batches", "datamodules": "core.datamodules",
          "entry": "engine.entry", "errors": "rules.errors", "export": "tools.export", "init": "tools.init",
-         "loggers": "engine.loggers", "loop": "engine.loop", "models": "core.nets core.classifier",
+         "loggers": "engine.loggers", "loop": "engine.loop_cli engine.loop", "models": "core.nets core.classifier",
          "module": "core.classifier", "profile": "tools.profile", "runs": "engine.runs", "scratch": "tools.scratch",
          "seeding": "engine.seeding", "seeds": "tools.seeds", "stats": "tools.stats", "sweep": "tools.sweep"}
 RENAMED = {"config.default_optimizer": "torch.optim.AdamW"}  # removed names whose behaviour has another name

@@ -94,7 +94,9 @@ class ToyDataModule(L.LightningDataModule):
     def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``{"train": (x, y), "val": ..., "test": ...}``, drawn on first use (after every ``__init__`` ran)."""
         if self._splits is None:
-            x, y = self.generate(self.n_samples, self.seed)
+            x, y = self.generate(self.n_samples, self.seed)  # a set may draw fewer: blobs, evenly per center
+            self.split = split_indices(len(x), self.val_fraction, self.test_fraction, self.seed, self.fold,
+                                       self.num_folds)
             parts = [(x[i], y[i]) for i in self.split]
             if self.val_draw == "independent":  # val drawn apart from train: same process, same size
                 x_val, y_val = self.generate(self.n_samples, self.seed + INDEPENDENT_VAL_SEED)

@@ -50,7 +50,8 @@ class ToyModule(L.LightningModule):
         net_spec = describe(self.net)
         specs = {kind: describe(factory) or (NOT_STORED if factory is not None else None)
                  for kind, factory in (("optimizer", optimizer), ("scheduler", scheduler))}
-        self.save_hyperparameters({**({"net": net_spec} if net_spec else {}), **specs,
+        self.save_hyperparameters({"_class_path": f"{type(self).__module__}.{type(self).__qualname__}",  # for the CLI
+                                   **({"net": net_spec} if net_spec else {}), **specs,
                                    "scheduler_interval": scheduler_interval, "decay_biases": decay_biases,
                                    **settings})
         self.fused_optimizer = True  # decided in setup, once the precision and clipping are known

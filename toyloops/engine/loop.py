@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import os
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -436,7 +436,8 @@ class HandTrainer:
         if hasattr(self.train_batches, "load_state_dict"):
             self.train_batches.load_state_dict(section["data"])
         set_rng_state(section["rng"])
-        self.progress = LoopState(**section["loop"])
+        known = {f.name for f in fields(LoopState)}  # 0.1 kept its best score here too (now in ModelCheckpoint)
+        self.progress = LoopState(**{key: value for key, value in section["loop"].items() if key in known})
 
     def restore_model(self, checkpoint: dict[str, Any]) -> None:
         self.lightning_module.on_load_checkpoint(checkpoint)

@@ -13,10 +13,12 @@ import functools
 import io
 import pickle
 import re
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
@@ -191,6 +193,10 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
             where = f"ckpt_path={str(path)!r}: {key}.{name}"
             if name in given:
                 continue
+            if name == "_class_path":  # which LightningModule wrote it: LightningCLI parses the rest into that
+                if not isinstance(value, str) or not imported_subclass(value, L.LightningModule):
+                    raise ConfigError(f"{where}={value!r}: expected an imported LightningModule class")
+                continue
             if name in SPEC_KEYS and value not in (None, NOT_STORED):
                 resolve(value, name, where)
             else:
@@ -201,11 +207,21 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
     return checkpoint
 
 
+def imported_subclass(path: str, base: type) -> bool:
+    """Whether ``path`` names a subclass of ``base`` in a module already imported (nothing is imported here)."""
+    module, _, name = path.rpartition(".")
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """0.1's model hyperparameters as today's models take them: 0.1 had one Classifier whose
     ``objective: regression`` is today's Regressor, which keeps only what it takes (net, optimizer, ...)."""
-    keep = (*SPEC_KEYS, "scheduler_interval", "decay_biases") if hparams.get("objective") == "regression" else hparams
-    return {key: value for key, value in hparams.items() if key in keep and key != "objective"}
+    regression = hparams.get("objective") == "regression"
+    keep = (*SPEC_KEYS, "scheduler_interval", "decay_biases") if regression else hparams
+    module = "toyloops.core.regressor.Regressor" if regression else "toyloops.core.classifier.Classifier"
+    return {"_class_path": module, **{key: value for key, value in hparams.items()
+                                      if key in keep and key != "objective"}}
 
 
 def checked_for_loading(checkpoint_path: Any, kwargs: dict[str, Any]) -> Any:
