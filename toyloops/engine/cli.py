@@ -193,7 +193,8 @@ class ToyCLI(LightningCLI):
             return
         if rank_zero_only.rank == 0:  # other DDP ranks write nothing of their own
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
-            config.ckpt_path = str(upgraded(resume, self.run_folder.path)) if resume else config.ckpt_path
+            if resume:
+                config.ckpt_path = str(upgraded(resume, self.run_folder.path))
             if tensorboard:
                 init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
             else:  # without the logger, config.yaml, checkpoints and predictions go into the run folder all the same
