@@ -66,8 +66,7 @@ class Classifier(ToyModule):
                                           or not all(0 < w < math.inf for w in class_weights)):
             raise ConfigError(f"model.class_weights={list(class_weights)}: expected {self.num_classes} finite "
                               "numbers > 0, one per class")
-        unknown = [name for name in metrics or [] if name not in METRICS]
-        if unknown:
+        if any(name not in METRICS for name in metrics or []):
             raise ConfigError(f"model.metrics={list(metrics)}: expected some of {', '.join(METRICS)} "
                               "(accuracy is always on)")
         self.label_smoothing, self.class_weights = label_smoothing, class_weights

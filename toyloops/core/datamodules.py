@@ -1,12 +1,10 @@
 """``LightningDataModule``s over :mod:`toyloops.core.data`: 2-D points, token sequences, a line.
 
 :class:`ToyDataModule` holds what every one of them does (seeded splits, k-fold, an independent
-val draw, the batch iterators, the checkpointed settings); a data module of one's own subclasses
-it and overrides :meth:`~ToyDataModule.generate`. Each exposes the facts a model needs
-(``num_features``, ``num_classes``, ``vocab_size``, ``seq_len``) so the CLI links them into the net
-and no config states a size twice. ``PointsDataModule.load_from_checkpoint(path)`` returns the data
-module a run trained on, and its :meth:`~PointsDataModule.preprocess` scales new raw points as the
-model saw them.
+val draw, batch iterators, checkpointed settings); one's own subclasses it and overrides
+:meth:`~ToyDataModule.generate`. Each exposes the facts a model needs (``num_features``,
+``num_classes``, ``vocab_size``, ``seq_len``), which the CLI links into the net, and
+``load_from_checkpoint`` returns the data module a run trained on.
 """
 
 from __future__ import annotations
