@@ -260,7 +260,7 @@ class DashboardCallback(Dashboard, Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1) into its own run
+    """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1 for classes) into its own run
     folder (``logs/<config>/version_N``, which also records the checkpoint it used in config.yaml);
     it never overwrites a file toyloops did not write.
     """
@@ -279,9 +279,13 @@ class PredictionWriter(BasePredictionWriter):
         if path.exists():  # only without a logger: log_dir is then a folder of the user's
             raise ConfigError(f"{path} exists and toyloops did not write it: move it, or predict with the "
                               "TensorBoard logger on (predictions then go into the run's own folder)")
-        header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
-        rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()), *(f"{v:.6f}" for v in p.tolist())]
-                for i, p in enumerate(probs)]
+        if probs.ndim == 1:  # a regression: one predicted value a sample
+            header = ["index", "target", "predicted"]
+            rows = [[i, f"{targets[i]:.6f}" if targets is not None else "", f"{p:.6f}"] for i, p in enumerate(probs)]
+        else:  # class probabilities
+            header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
+            rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()),
+                     *(f"{v:.6f}" for v in p.tolist())] for i, p in enumerate(probs)]
         text = io.StringIO()
         csv.writer(text).writerows([header, *rows])
         write_atomic(path, text.getvalue().encode())

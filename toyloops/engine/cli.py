@@ -128,7 +128,7 @@ class ToyCLI(LightningCLI):
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
-        args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
+        args = runs.with_run_config(runs.with_shipped_configs(list(sys.argv[1:] if args is None else args)))
         for path in runs.config_files(args):
             check_config_file(path)  # before the YAML is expanded
         self._args = args

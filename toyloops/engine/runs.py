@@ -95,6 +95,28 @@ def config_files(args: list[str]) -> list[str]:
         value.endswith((".yaml", ".yml")) and Path(value).is_file()))]
 
 
+def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
+    """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the checkpoint's run's own
+    ``config.yaml`` (beside its ``checkpoints/`` folder) is the config, so a checkpoint is all a command
+    needs; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
+    flags = [i for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")]
+    if not args or args[0] not in ("validate", "test", "predict") or config_files(args) or not flags:
+        return args
+    i = flags[-1]
+    value = args[i].partition("=")[2] if "=" in args[i] else (args[i + 1] if i + 1 < len(args) else "")
+    if value == "last":
+        found = sorted(Path(log_dir).glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ConfigError(f"ckpt_path='last' but no run under {log_dir}/ has a last.ckpt; give --ckpt_path a file")
+        value = str(found[-1])
+    config = Path(value).parent.parent / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"ckpt_path={value!r}: its run folder holds no config.yaml to rebuild the model and the "
+                          "data from; give the run's config with --config")
+    rest = [arg for j, arg in enumerate(args[1:], 1) if j != i and not (j == i + 1 and "=" not in args[i])]
+    return [args[0], "--config", str(config), *rest, "--ckpt_path", value]
+
+
 def check_pass_through(extra: list[str], owned: Callable[[str], bool], what: str, command: str) -> None:
     """The ``--key value`` pairs a many-run command (sweep, seeds) hands every run: anything else
     is a one-line error, and so is a key the command sets itself for each run."""

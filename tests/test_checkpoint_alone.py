@@ -1,0 +1,44 @@
+"""A checkpoint is all ``validate``, ``test`` and ``predict`` need (issue 20 item 1): without
+``--config`` the checkpoint's own run's ``config.yaml`` rebuilds the model and the data, and
+``last`` is the newest run's last checkpoint. Checked on either engine's checkpoint, by comparing
+with the same command given the config."""
+
+import pytest
+import yaml
+from conftest import BLOBS_SHORT, CONFIGS
+
+from toyloops.engine import cli
+from toyloops.engine.runs import with_run_config
+from toyloops.rules.errors import ConfigError
+
+
+def scores(run_dir, stage: str) -> list[dict]:
+    return [yaml.safe_load(p.read_text())["metrics"] for p in sorted((run_dir / "eval").glob(f"{stage}_*/metrics.yaml"))]
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_validate_and_test_with_the_checkpoint_alone_equal_the_config_given(trained, in_tmp, engine):
+    run = trained(engine, "blobs_mlp", *BLOBS_SHORT).copy_to(in_tmp)
+    for stage in ("validate", "test"):
+        cli.main([stage, "--config", str(CONFIGS / "blobs_mlp.yaml"), *BLOBS_SHORT, "--ckpt_path", str(run.last)])
+        cli.main([stage, "--ckpt_path", "last"])  # no config: the run's own
+        given, alone = scores(run.run_dir, stage)
+        assert alone == given and given  # the same numbers, from the same model and data
+
+
+def test_predict_writes_the_same_predictions_from_the_checkpoint_alone(trained, in_tmp):
+    run = trained("lightning", "blobs_mlp", *BLOBS_SHORT).copy_to(in_tmp)
+    cli.main(["predict", "--config", str(CONFIGS / "blobs_mlp.yaml"), *BLOBS_SHORT, "--ckpt_path", str(run.last)])
+    cli.main(["predict", "--ckpt_path", str(run.last)])
+    given, alone = sorted((run.run_dir / "eval").glob("predict_*/predictions.csv"))
+    assert alone.read_text() == given.read_text() and len(given.read_text().splitlines()) > 100
+
+
+def test_a_checkpoint_without_its_run_folder_says_what_to_pass(trained, in_tmp):
+    lone = in_tmp / "lone.ckpt"
+    lone.write_bytes(trained("lightning", "blobs_mlp", *BLOBS_SHORT).last.read_bytes())
+    with pytest.raises(ConfigError, match="its run folder holds no config.yaml .* give the run's config with --config"):
+        with_run_config(["validate", "--ckpt_path", str(lone)])
+    with pytest.raises(ConfigError, match="no run under logs/ has a last.ckpt"):
+        with_run_config(["test", "--ckpt_path=last"])
+    assert with_run_config(["fit", "--ckpt_path", "last"]) == ["fit", "--ckpt_path", "last"]  # fit: a config's run
