@@ -4,16 +4,20 @@
 with the same command given the config."""
 
 import pytest
+import torch
 import yaml
 from conftest import BLOBS_SHORT, CONFIGS
 
+from toyloops import LinearRegression, Regressor
 from toyloops.engine import cli
 from toyloops.engine.runs import with_run_config
 from toyloops.rules.errors import ConfigError
+from toyloops.tools import export
 
 
 def scores(run_dir, stage: str) -> list[dict]:
-    return [yaml.safe_load(p.read_text())["metrics"] for p in sorted((run_dir / "eval").glob(f"{stage}_*/metrics.yaml"))]
+    found = sorted((run_dir / "eval").glob(f"{stage}_*/metrics.yaml"))
+    return [yaml.safe_load(path.read_text())["metrics"] for path in found]
 
 
 @pytest.mark.parametrize("engine", ["lightning", "loop"])
@@ -42,3 +46,21 @@ def test_a_checkpoint_without_its_run_folder_says_what_to_pass(trained, in_tmp):
     with pytest.raises(ConfigError, match="no run under logs/ has a last.ckpt"):
         with_run_config(["test", "--ckpt_path=last"])
     assert with_run_config(["fit", "--ckpt_path", "last"]) == ["fit", "--ckpt_path", "last"]  # fit: a config's run
+
+
+def test_export_takes_last_and_a_regressions_checkpoint_and_refuses_a_misshaped_weight(trained, in_tmp):
+    run = trained("lightning", "blobs_mlp", *BLOBS_SHORT).copy_to(in_tmp)
+    path = export.run(["--ckpt_path", "last", "--format", "torchscript"])
+    assert path == run.last.with_suffix(".pt").relative_to(in_tmp) and path.stat().st_size > 0
+    regression = Regressor(LinearRegression(2))
+    checkpoint = torch.load(run.last, weights_only=True)
+    checkpoint["hyper_parameters"] = dict(regression.hparams)
+    checkpoint["state_dict"] = regression.state_dict()
+    torch.save(checkpoint, in_tmp / "line.ckpt")
+    line = torch.jit.load(export.run(["--ckpt_path", str(in_tmp / "line.ckpt"), "--format", "torchscript"]))
+    x = torch.randn(5, 2)
+    assert torch.equal(line(x), regression.net(x))  # the net alone, whichever module trained it
+    checkpoint["state_dict"]["net.linear.weight"] = torch.zeros(3, 2)
+    torch.save(checkpoint, in_tmp / "bent.ckpt")
+    with pytest.raises(ConfigError, match=r"net.linear.weight|linear.weight is \(3, 2\) in the checkpoint"):
+        export.run(["--ckpt_path", str(in_tmp / "bent.ckpt"), "--format", "torchscript"])

@@ -95,6 +95,14 @@ def config_files(args: list[str]) -> list[str]:
         value.endswith((".yaml", ".yml")) and Path(value).is_file()))]
 
 
+def newest_last(log_dir: str = "logs") -> Path:
+    """``--ckpt_path last`` without a config: the newest ``last.ckpt`` of any run under ``log_dir``."""
+    found = sorted(Path(log_dir).glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(f"ckpt_path='last' but no run under {log_dir}/ has a last.ckpt; give --ckpt_path a file")
+    return found[-1]
+
+
 def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
     """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the checkpoint's run's own
     ``config.yaml`` (beside its ``checkpoints/`` folder) is the config, so a checkpoint is all a command
@@ -104,11 +112,7 @@ def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
         return args
     i = flags[-1]
     value = args[i].partition("=")[2] if "=" in args[i] else (args[i + 1] if i + 1 < len(args) else "")
-    if value == "last":
-        found = sorted(Path(log_dir).glob("*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(f"ckpt_path='last' but no run under {log_dir}/ has a last.ckpt; give --ckpt_path a file")
-        value = str(found[-1])
+    value = str(newest_last(log_dir)) if value == "last" else value
     config = Path(value).parent.parent / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"ckpt_path={value!r}: its run folder holds no config.yaml to rebuild the model and the "

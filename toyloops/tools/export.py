@@ -20,11 +20,10 @@ import torch
 from jsonargparse import ArgumentParser
 from torch import Tensor, nn
 
-from toyloops.core.classifier import Classifier
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import write_new
+from toyloops.engine.checkpoints import check_weights, write_new
 from toyloops.rules.errors import ConfigError
-from toyloops.rules.specs import read_checkpoint
+from toyloops.rules.specs import build, read_checkpoint
 
 
 def example_input(net: nn.Module) -> Tensor:
@@ -42,17 +41,24 @@ def export(ckpt_path: str | Path, format: Literal["onnx", "torchscript"] = "onnx
     """Write the checkpoint's net as ONNX or TorchScript; returns the file's path. The file maps
     the net's inputs to its logits: points standardised as in training (the data module's
     ``preprocess``), or token ids."""
-    path = Path(output) if output else Path(ckpt_path).with_suffix(SUFFIXES[format])
+    ckpt_path = runs.newest_last() if str(ckpt_path) == "last" else Path(ckpt_path)
+    path = Path(output) if output else ckpt_path.with_suffix(SUFFIXES[format])
     if path.suffix != SUFFIXES[format]:
         raise ConfigError(f"--output {str(path)!r} does not end in {SUFFIXES[format]}, the suffix of "
                           f"--format {format}")
     if path.exists():
         raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give another --output)")
-    if not (read_checkpoint(ckpt_path).get("hyper_parameters") or {}).get("net"):
+    checkpoint = read_checkpoint(ckpt_path)
+    spec = (checkpoint.get("hyper_parameters") or {}).get("net")
+    if not spec:
         raise ConfigError(f"{ckpt_path}: its net is not one of toyloops' own, which a checkpoint stores by reference "
                           "only; export it in Python: Classifier.load_from_checkpoint(path, net=YourNet(...)).net, "
                           "then torch.onnx.export")
-    net = Classifier.load_from_checkpoint(ckpt_path).net.eval()
+    net = build(spec, "net", "model.net")  # the net alone, whichever LightningModule trained it
+    state = {key[4:]: value for key, value in checkpoint["state_dict"].items() if key.startswith("net.")}
+    check_weights({"state_dict": state}, net, ckpt_path)  # a missing, mis-shaped or non-finite weight: one line
+    net.load_state_dict(state)
+    net.eval()
     x = example_input(net)
     if format == "torchscript":  # check_trace=False: the encoder's graph differs run to run, its outputs do not
         buffer = io.BytesIO()
