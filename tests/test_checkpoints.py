@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import BLOBS_SHORT, CONFIGS, run_cli
 
 from toyloops import MLP, Classifier, PointsDataModule, SequenceDataModule, TransformerClassifier, classification_loss
@@ -164,9 +165,11 @@ def test_num_classes_has_one_source_the_net():
         Classifier(MLP(2, 3), num_classes=2)
 
 
-def test_two_classes_are_one_logit_and_the_shared_loss_takes_it():
+def test_two_classes_are_two_logits_for_cross_entropy_and_one_logit_is_a_choice_the_shared_loss_takes():
     logits, y = MLP(2, 2)(torch.randn(8, 2)), torch.randint(0, 2, (8,))
-    assert logits.shape == (8,) and torch.isfinite(classification_loss(logits, y))
+    assert logits.shape == (8, 2) and torch.equal(F.cross_entropy(logits, y), classification_loss(logits, y))
+    one = MLP(2, 2, binary_logits=1)(torch.randn(8, 2))
+    assert one.shape == (8,) and torch.isfinite(classification_loss(one, y))
     assert "classification_loss" in (MLP.__module__ and sys.modules[MLP.__module__].__doc__)
 
 

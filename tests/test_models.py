@@ -5,18 +5,19 @@ import torch.nn.functional as F
 from toyloops import MLP, LogisticRegression, TransformerClassifier, classification_loss, probabilities
 
 
-@pytest.mark.parametrize(("num_classes", "shape"), [(2, (5,)), (4, (5, 4))])
-def test_point_nets_emit_one_logit_for_binary_and_one_per_class_otherwise(num_classes, shape):
+@pytest.mark.parametrize(("num_classes", "binary_logits", "shape"), [(2, 2, (5, 2)), (4, 2, (5, 4)), (2, 1, (5,)),
+                                                                     (4, 1, (5, 4))])
+def test_point_nets_emit_one_logit_a_class_unless_two_classes_choose_one(num_classes, binary_logits, shape):
     x = torch.randn(5, 3)
-    assert LogisticRegression(3, num_classes)(x).shape == shape
-    assert MLP(3, num_classes, hidden_sizes=[8, 4], dropout=0.2)(x).shape == shape
+    assert LogisticRegression(3, num_classes, binary_logits=binary_logits)(x).shape == shape
+    assert MLP(3, num_classes, hidden_sizes=[8, 4], dropout=0.2, binary_logits=binary_logits)(x).shape == shape
 
 
 @pytest.mark.parametrize("pooling", ["cls", "first", "mean"])
-@pytest.mark.parametrize(("num_classes", "shape"), [(2, (4,)), (3, (4, 3))])
-def test_transformer_output_shape(pooling, num_classes, shape):
+@pytest.mark.parametrize(("num_classes", "binary_logits", "shape"), [(2, 2, (4, 2)), (3, 2, (4, 3)), (2, 1, (4,))])
+def test_transformer_output_shape(pooling, num_classes, binary_logits, shape):
     net = TransformerClassifier(vocab_size=20, seq_len=6, num_classes=num_classes, d_model=16, nhead=2,
-                                pooling=pooling)
+                                pooling=pooling, binary_logits=binary_logits)
     assert net(torch.randint(1, 20, (4, 6))).shape == shape
 
 
@@ -40,7 +41,7 @@ def test_bad_arguments_fail_at_construction_naming_the_value(make, message):
 def test_mean_pooling_accepts_seq_len_equal_to_max_len():
     assert TransformerClassifier(seq_len=8, max_len=8, pooling="mean", d_model=8, nhead=2)(
         torch.ones(2, 8, dtype=torch.long)
-    ).shape == (2,)
+    ).shape == (2, 2)
 
 
 def test_loss_is_bce_for_one_logit_and_cross_entropy_for_many():

@@ -57,8 +57,8 @@ def test_decay_biases_false_puts_biases_in_a_group_without_weight_decay():
                        decay_biases=False)
     decayed, free = model.configure_optimizers().param_groups
     assert decayed["weight_decay"] == 0.1 and free["weight_decay"] == 0.0
-    assert [p.shape for p in decayed["params"]] == [(8, 2), (1, 8)]  # the weight matrices
-    assert [p.shape for p in free["params"]] == [(8,), (1,)]  # the biases
+    assert [p.shape for p in decayed["params"]] == [(8, 2), (2, 8)]  # the weight matrices
+    assert [p.shape for p in free["params"]] == [(8,), (2,)]  # the biases
     (group,) = Classifier(MLP(hidden_sizes=[8]), optimizer=torch.optim.AdamW).configure_optimizers().param_groups
     assert len(group["params"]) == 4  # by default all of them decay, as in torch
 

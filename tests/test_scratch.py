@@ -68,7 +68,7 @@ def test_numpy_matches_the_hand_loop_after_one_epoch_in_float64(kind, weight_dec
     dm = Float64Points("blobs", n_samples=600, centers=centers, batch_size=32, seed=3)
     torch.manual_seed(0)
     if kind == "logistic":
-        net, model = LogisticRegression(2, 2).double(), scratch.LogisticRegression(2)
+        net, model = LogisticRegression(2, 2, binary_logits=1).double(), scratch.LogisticRegression(2)
     else:
         net, model = MLP(2, 3, hidden_sizes=[16]).double(), scratch.MLP(2, 16, 3)
     _torch_to_numpy(net, model)

@@ -1,10 +1,8 @@
 """The three classifiers as plain ``nn.Module``s, and the loss/prediction rules both engines share.
 
-Every net maps its input to logits: shape (B,) for two classes (one logit, sigmoid + BCE) and
-(B, C) for C > 2 classes (softmax + cross-entropy); ``binary_logits=2`` gives two classes two
-logits, (B, 2), and cross-entropy. With two classes, call
-:func:`classification_loss` (or ``F.binary_cross_entropy_with_logits(logits, y.float())``), not
-``F.cross_entropy``; :func:`probabilities` turns either layout into (B, C) class probabilities.
+Every net maps its input to logits (B, C), what ``F.cross_entropy`` takes, two classes included.
+``binary_logits=1`` chooses one logit for two classes instead, shape (B,), scored by sigmoid + BCE
+(:func:`classification_loss` scores either layout; :func:`probabilities` turns either into (B, C)).
 Each net records its constructor arguments in ``init_args``, so a checkpoint can rebuild it.
 """
 
@@ -25,7 +23,7 @@ __all__ = ["MLP", "LinearRegression", "LogisticRegression", "TransformerClassifi
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
-def output_size(num_classes: int, binary_logits: int = 1) -> int:
+def output_size(num_classes: int, binary_logits: int = 2) -> int:
     """Number of logits a net emits for ``num_classes`` classes: ``binary_logits`` (1 or 2) for
     binary, else one each."""
     if num_classes < 2:
@@ -42,15 +40,15 @@ def _squeeze_binary(logits: Tensor) -> Tensor:
 
 @allow_net
 class LogisticRegression(nn.Module):
-    """Linear classifier: logistic regression for 2 classes (one logit), softmax regression for more.
+    """Linear classifier: softmax regression (logistic regression with ``binary_logits=1``).
 
     Args:
         in_features: features per sample (linked from the data module).
-        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
-        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
+        num_classes: classes to tell apart (one logit each; see ``binary_logits``).
+        binary_logits: for 2 classes, 2 logits (cross-entropy) or 1 (sigmoid + BCE).
     """
 
-    def __init__(self, in_features: int = 2, num_classes: int = 2, binary_logits: int = 1) -> None:
+    def __init__(self, in_features: int = 2, num_classes: int = 2, binary_logits: int = 2) -> None:
         super().__init__()
         self.init_args = checked(LogisticRegression, in_features=in_features, num_classes=num_classes,
                                  binary_logits=binary_logits)
@@ -87,15 +85,15 @@ class MLP(nn.Module):
 
     Args:
         in_features: features per sample (linked from the data module).
-        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+        num_classes: classes to tell apart (one logit each; see ``binary_logits``).
         hidden_sizes: width of each hidden layer, input side first.
         activation: one of relu, gelu, tanh, silu.
         dropout: drop probability after each hidden layer, in [0, 1).
-        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
+        binary_logits: for 2 classes, 2 logits (cross-entropy) or 1 (sigmoid + BCE).
     """
 
     def __init__(self, in_features: int = 2, num_classes: int = 2, hidden_sizes: Sequence[int] = (16,),
-                 activation: str = "relu", dropout: float = 0.0, binary_logits: int = 1) -> None:
+                 activation: str = "relu", dropout: float = 0.0, binary_logits: int = 2) -> None:
         super().__init__()
         self.init_args = checked(MLP, in_features=in_features, num_classes=num_classes, hidden_sizes=hidden_sizes,
                                  activation=activation, dropout=dropout, binary_logits=binary_logits)
@@ -126,17 +124,17 @@ class TransformerClassifier(nn.Module):
     Args:
         vocab_size: token ids are in [0, vocab_size) (linked from the data module).
         seq_len: tokens per sequence (linked from the data module).
-        num_classes: classes to tell apart; 2 gives one logit per sample (see the module docstring).
+        num_classes: classes to tell apart (one logit each; see ``binary_logits``).
         d_model, nhead, num_layers, dim_feedforward, dropout: as in ``nn.TransformerEncoderLayer``.
         pooling: ``cls`` reads a prepended CLS token, ``first`` the first token's own output (no extra
             token), ``mean`` averages all positions.
         max_len: positions the learned position embedding covers.
-        binary_logits: for 2 classes, 1 logit (BCE) or 2 (cross-entropy).
+        binary_logits: for 2 classes, 2 logits (cross-entropy) or 1 (sigmoid + BCE).
     """
 
     def __init__(self, vocab_size: int = 50, seq_len: int = 16, num_classes: int = 2, d_model: int = 64,
                  nhead: int = 4, num_layers: int = 2, dim_feedforward: int = 128, dropout: float = 0.1,
-                 pooling: str = "cls", max_len: int = 256, binary_logits: int = 1) -> None:
+                 pooling: str = "cls", max_len: int = 256, binary_logits: int = 2) -> None:
         super().__init__()
         self.init_args = checked(TransformerClassifier, vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes,
                                  d_model=d_model, nhead=nhead, num_layers=num_layers, dim_feedforward=dim_feedforward,
