@@ -1,16 +1,11 @@
 """toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine loop] [--key value ...]
 
-The same config trained over N seeds in this one process (``seed_everything`` = 0 .. N-1: data,
-split, shuffles and init all change with it), or over the K folds of ``--kfold K`` (the config's
-seed; fold k is the validation set, the other folds train). Reports each run's best score of the
-config's objective (``checkpoint.monitor``, by ``checkpoint.mode``), their mean ± std and a 95%
-confidence interval (Student t). With ``--vs D`` the second config runs on the same seeds (or folds)
-and the two are compared pairwise (mean difference, its 95% interval, the paired t-test's p-value):
-only configs of the same objective, data and splits; anything else is refused before any run.
-
-Runs log to ``logs/seeds/<name>/<config>/<seed_N|fold_K>/``; the table goes to ``results.csv`` there.
-Folds share their training data, so a k-fold interval is narrower than independent runs would give:
-read it as a summary, not a guarantee.
+One config trained over N seeds (``seed_everything`` 0 .. N-1: data, split, shuffles and init) or the
+K folds of ``--kfold K``, in this process; each run's best score of the config's objective, their mean
+± std and 95% interval (Student t). ``--vs`` runs a second config of the same objective, data and
+splits on the same seeds (or folds) and compares them pairwise (paired t-test). Folds share their
+training data: a k-fold interval is a summary, not a guarantee. Runs log to
+``logs/seeds/<name>/<config>/<seed_N|fold_K>/``, the table to ``results.csv`` there.
 """
 
 from __future__ import annotations
@@ -61,11 +56,7 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def run(args: list[str] | None = None) -> dict[str, Any]:
-    args = list(sys.argv[1:] if args is None else args)
-    if args[:1] in (["-h"], ["--help"]):
-        build_parser().print_help()
-        return {}
-    opts, extra = parse(args)
+    opts, extra = parse(list(sys.argv[1:] if args is None else args))
     folder = Path(LOG_DIR) / "seeds" / opts.name
     runs.check_writable(folder)
     if opts.kfold:

@@ -1,16 +1,11 @@
 """toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
 
-A hyperparameter search over any config key with Optuna: TPE sampling and a median pruner on the
-config's objective (``checkpoint.monitor``, minimised or maximised as ``checkpoint.mode`` says),
-every trial a TensorBoard run with its HParams, and at the end a results table, the best trial's
-full config as ``best.yaml`` (``toyloops fit --config best.yaml`` trains it) and Optuna's plots.
-
-The study lives in a journal file ``logs/sweeps/<name>/study.journal`` (checked, and a partial last
-record cut, before Optuna appends) or an RDB ``--storage``; it records its objective, config and
-space, and a sweep started again with them continues it. Each worker process runs its trials one
-after another. A worker that dies mid-trial leaves its trial RUNNING: Optuna's heartbeat (RDB), or a
-live worker finding the dead one's lock file free (journal), marks it failed, and Optuna's
-``RetryHeartbeatStaleTrialCallback`` queues its parameters again (docs/experiments.md).
+An Optuna search (TPE, median pruner) over any config keys by the config's objective
+(``checkpoint.monitor`` and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal
+file ``logs/sweeps/<name>/study.journal`` or an RDB ``--storage``) records its objective, config and
+space; the same command continues it. A dead worker's trial is failed and queued again by Optuna's
+``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its free lock file (journal). The
+end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -138,10 +133,8 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
         return CategoricalDistribution(encoded)
     number = float if kind == "float" else int
     values = {}
-    for field in ("low", "high", "step"):
+    for field in ("low", "high", *(["step"] if spec.get("step") is not None else [])):
         value = spec.get(field)
-        if field == "step" and value is None:
-            continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
             mantissa, _, power = value.lower().partition("e")
@@ -165,9 +158,8 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
     """Optuna's ``suggest_*`` for one key (a retried trial gets its fixed value back)."""
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(key, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    number = trial.suggest_int if isinstance(dist, IntDistribution) else trial.suggest_float
+    return number(key, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def as_args(params: dict[str, Any]) -> list[str]:
@@ -294,8 +286,7 @@ def check_args(engine: str, args: list[str]) -> Any:
 # --- the study ----------------------------------------------------------------------------------
 
 def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
-    """The sweep's study: created for ``goal`` (or an existing one continued), or with no goal (a
-    worker process) the one its command made."""
+    """The study created for ``goal`` or continued; with no goal (a worker process), the one its command made."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
     if opts.storage:
         try:
@@ -357,8 +348,7 @@ def check_journal(path: Path, lock: Any) -> None:
 
 
 def bind(study: optuna.Study, name: str, record: dict[str, Any]) -> None:
-    """A sweep name is bound to its objective, config and space: the study's first command records
-    them; a command with others is refused, and one with the same continues the study."""
+    """The study's first command records its objective, config and space; a command with others is refused."""
     for key, value in record.items():
         old = study.user_attrs.get(key, value)
         if key == "objective" and study.direction.name.lower() != Objective(*value).direction:
@@ -393,12 +383,10 @@ class Worker:
         if self._turn:
             fcntl.flock(self._turn, fcntl.LOCK_EX if take else fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        """Let go of the worker's locks (the OS does it anyway when the process ends)."""
+    def close(self) -> None:  # the OS lets go of the locks anyway when the process ends
         for handle in (self._lock, self._turn):
             if handle:
                 handle.close()
-        self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
         # A failed trial is one line of ours (objective), and under TOYLOOPS_DEBUG=1 its traceback too.
@@ -609,94 +597,87 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def run(args: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if args is None else args)
-    if args[:1] in (["-h"], ["--help"]):
-        build_parser().print_help()
-        return {}
     opts, extra = parse(args)
     command = "toyloops sweep " + shlex.join(args[:-2] if opts.worker_index else args)
     try:
-        return sweep(opts, extra, args)
+        space = read_space(opts.space)
+        base_args = run_args(opts.config, extra)
+        folder = Path(LOG_DIR) / "sweeps" / opts.name
+        goal = record = None
+        if opts.worker_index == 0:  # the command: the config, alone and with each corner of the space, before any trial
+            runs.check_writable(folder)
+            config = check_args(opts.engine, base_args)
+            keys = {key.replace(".init_args", "") for key in flat(config)}
+            for params in corners(space):
+                try:
+                    check_args(opts.engine, [*base_args, *as_args(params)])
+                except Exception as err:
+                    message = runs.user_message(err, [], lambda line: line)
+                    if message is None:  # a bug: its traceback
+                        raise
+                    # jsonargparse names an unknown key but not what its section takes
+                    unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
+                    if unknown:
+                        parent = unknown.rpartition(".")[0]
+                        known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
+                            ".init_args", "")]
+                        message = f"{unknown}: no such key ({parent} takes: {', '.join(known) or 'no such section'})"
+                    raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
+                                      f"{message}") from None
+            goal = objective(config)
+            record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
+                                                      default=str)),
+                      "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
+                      "objective": [goal.name, goal.mode]}
+        study = open_study(opts, folder, goal)
+        if goal is None:
+            goal = Objective(*study.user_attrs["objective"])
+        else:
+            bind(study, opts.name, record)
+        folder.mkdir(parents=True, exist_ok=True)
+        if opts.worker_index == 0:
+            print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
+                  f"{opts.storage or folder / 'study.journal'}", flush=True)
+        failure = None
+        if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
+            worker = Worker(opts, folder, space, base_args, goal)
+            try:
+                worker.run(study)
+            except ToyloopsError as err:  # every trial failing: still write what there is, then say so
+                if opts.worker_index:
+                    raise
+                failure = err
+            finally:
+                worker.close()
+            if opts.worker_index:
+                return {}
+        else:  # the command: K worker processes, then the report
+            children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
+                        for i in range(1, opts.workers + 1)]
+            try:
+                codes = [child.wait() for child in children]
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
+                for child in children:
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
+                for child in children:
+                    child.wait()
+                raise
+            for index, code in enumerate(codes, 1):
+                if code:
+                    print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
+                          file=sys.stderr, flush=True)
+            finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+            if finished < opts.trials:
+                failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see "
+                                        "their errors above); run the same command again to continue the study")
+        out = report(study, folder, space, goal)
+        if failure:
+            raise failure
+        return out
     except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
         raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
                       f"to continue the sweep, run the same command again: {command}") from None
-
-
-def sweep(opts: argparse.Namespace, extra: list[str], args: list[str]) -> dict[str, Any]:
-    space = read_space(opts.space)
-    base_args = run_args(opts.config, extra)
-    folder = Path(LOG_DIR) / "sweeps" / opts.name
-    goal = record = None
-    if opts.worker_index == 0:  # the command: the config, alone and with each corner of the space, before any trial
-        runs.check_writable(folder)
-        config = check_args(opts.engine, base_args)
-        keys = {key.replace(".init_args", "") for key in flat(config)}
-        for params in corners(space):
-            try:
-                check_args(opts.engine, [*base_args, *as_args(params)])
-            except Exception as err:
-                message = runs.user_message(err, [], lambda line: line)
-                if message is None:  # a bug: its traceback
-                    raise
-                # jsonargparse names an unknown key but not what its section takes
-                unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
-                if unknown:
-                    parent = unknown.rpartition(".")[0]
-                    known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
-                        ".init_args", "")]
-                    message = f"{unknown}: no such key ({parent} takes: {', '.join(known) or 'no such section'})"
-                raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
-                                  f"{message}") from None
-        goal = objective(config)
-        record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
-                                                  default=str)),
-                  "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
-                  "objective": [goal.name, goal.mode]}
-    study = open_study(opts, folder, goal)
-    if goal is None:
-        goal = Objective(*study.user_attrs["objective"])
-    else:
-        bind(study, opts.name, record)
-    folder.mkdir(parents=True, exist_ok=True)
-    if opts.worker_index == 0:
-        print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
-              f"{opts.storage or folder / 'study.journal'}", flush=True)
-    failure = None
-    if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-        worker = Worker(opts, folder, space, base_args, goal)
-        try:
-            worker.run(study)
-        except ToyloopsError as err:  # every trial failing: still write what there is, then say so
-            if opts.worker_index:
-                raise
-            failure = err
-        finally:
-            worker.close()
-        if opts.worker_index:
-            return {}
-    else:  # the command: K worker processes, then the report
-        children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
-                    for i in range(1, opts.workers + 1)]
-        try:
-            codes = [child.wait() for child in children]
-        except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                child.wait()
-            raise
-        for index, code in enumerate(codes, 1):
-            if code:
-                print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
-                      file=sys.stderr, flush=True)
-        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        if finished < opts.trials:
-            failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
-                                    "errors above); run the same command again to continue the study")
-    out = report(study, folder, space, goal)
-    if failure:
-        raise failure
-    return out
 
 
 def main(args: list[str] | None = None) -> None:
