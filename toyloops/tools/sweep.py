@@ -62,8 +62,6 @@ ARGS_WARNING = "LightningCLI's args parameter is intended"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-# --- what sweep and seeds share: the command line, each run's arguments and fit, the table -----
-
 def parse_known(parser: argparse.ArgumentParser, args: list[str], owned: Callable[[str], bool],
                 what: str) -> tuple[argparse.Namespace, list[str]]:
     """The command's options, and the ``--key value`` pairs it hands each ``what`` (run or trial)."""
@@ -84,8 +82,6 @@ def write_table(path: Path, rows: list[list[Any]]) -> None:
     csv.writer(table).writerows(rows)
     write_atomic(path, table.getvalue().encode())
 
-
-# --- the search space --------------------------------------------------------------------------
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
     """A space YAML (a path, or a shipped name such as ``mlp``) as Optuna distributions by config key."""
@@ -174,8 +170,6 @@ def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
              else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
 
 
-# --- the objective: what a run config ranks its runs by -----------------------------------------
-
 class Objective(NamedTuple):
     name: str  # checkpoint.monitor
     mode: str  # checkpoint.mode: min or max
@@ -189,8 +183,6 @@ def objective(config: Any) -> Objective:
     return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
 
 
-
-# --- one training run, either engine ----------------------------------------------------------
 
 @dataclass
 class FitResult:
@@ -282,8 +274,6 @@ def check_args(engine: str, args: list[str]) -> Any:
 
 
 
-
-# --- the study ----------------------------------------------------------------------------------
 
 def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
     """The study created for ``goal`` or continued; with no goal (a worker process), the one its command made."""
@@ -491,8 +481,6 @@ def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: O
                      "val/loss_final": math.nan}, max(len(scores) - 1, 0))
 
 
-# --- the report ---------------------------------------------------------------------------------
-
 def best_config(text: str) -> str:
     """A trial's resolved config, made to run as a new run of its own (not in the trial's folder)."""
     config = yaml.safe_load(text)
@@ -544,10 +532,10 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    made, charts = [], [("history.png", optuna_plots.plot_optimization_history)]
+    charts = {"history.png": optuna_plots.plot_optimization_history}
     if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
-        charts.append(("importance.png", optuna_plots.plot_param_importances))
-    for name, chart in charts:
+        charts["importance.png"] = optuna_plots.plot_param_importances
+    for name, chart in charts.items():
         figure = chart(study).figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
@@ -555,11 +543,8 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
         figure.savefig(tmp, dpi=100)
         os.replace(tmp, folder / name)
         plt.close(figure)
-        made.append(folder / name)
-    return made
+    return [folder / name for name in charts]
 
-
-# --- the command --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -615,13 +600,12 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
                     message = runs.user_message(err, [], lambda line: line)
                     if message is None:  # a bug: its traceback
                         raise
-                    # jsonargparse names an unknown key but not what its section takes
                     unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
-                    if unknown:
+                    if unknown:  # jsonargparse names an unknown key, but not what its section takes
                         parent = unknown.rpartition(".")[0]
                         known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
-                            ".init_args", "")]
-                        message = f"{unknown}: no such key ({parent} takes: {', '.join(known) or 'no such section'})"
+                            ".init_args", "")] or ["no such section"]
+                        message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
                     raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
                                       f"{message}") from None
             goal = objective(config)
