@@ -25,7 +25,7 @@ def test_t_quantiles_match_the_table(df, quantile):
 
 
 def test_t_p_values_match_a_numerical_integral():
-    """The continued fraction against Simpson's rule on the t density (an independent route)."""
+    """The closed form against Simpson's rule on the t density (an independent route)."""
     for t, df in ((2.0, 10), (0.5, 3), (3.1, 4), (1.0, 1)):
         density = lambda x, df=df: math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(  # noqa: E731
             df * math.pi) * (1 + x * x / df) ** (-(df + 1) / 2)

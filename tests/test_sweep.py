@@ -370,11 +370,13 @@ def test_a_damaged_journal_is_repaired_or_refused_before_anything_is_appended(in
     else:
         journal.write_bytes(good + content if content == PARTIAL else content)
     before = journal.read_bytes() if journal.is_file() else None
-    if message is None:  # a partial last record: cut back to the last complete one, the cut bytes kept
+    if message is None:  # a partial last record: cut back to the last complete one, said in one line
         study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
-        assert "ended in a partial record" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"{journal} ended in a partial record ({len(PARTIAL)} bytes): cut back to its last complete record" \
+            in err and err.count("\n") == 1
         assert journal.read_bytes().startswith(good) and PARTIAL not in journal.read_bytes()
-        assert [p.read_bytes() for p in folder.glob("study.journal.partial-*")] == [PARTIAL]
+        assert not list(folder.glob("study.journal.*"))  # the cut bytes are not kept
         trial = study.ask()
         study.tell(trial, 0.5)
         assert [t.value for t in journal_study(in_tmp, "j").trials] == [0.9, 0.95, 0.5]
@@ -383,6 +385,20 @@ def test_a_damaged_journal_is_repaired_or_refused_before_anything_is_appended(in
         sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
     assert str(journal) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
     assert (journal.read_bytes() if journal.is_file() else None) == before  # nothing appended
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(in_tmp, capsys):
+    opts, _ = sweep.parse(["--config", "blobs_mlp", "--space", "mlp", "--name", "j"])
+    folder = in_tmp / "logs/sweeps/j"
+    study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
+    trial = study.ask()
+    study.tell(trial, 0.9)
+    journal = folder / "study.journal"
+    good = journal.read_bytes()
+    journal.write_bytes(good[:-1])
+    study = sweep.open_study(opts, folder, sweep.Objective("val/acc", "max"))
+    assert "a whole record, its newline added" in capsys.readouterr().err
+    assert journal.read_bytes().startswith(good) and [t.value for t in study.trials] == [0.9]
 
 
 def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):

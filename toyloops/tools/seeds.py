@@ -1,34 +1,26 @@
 """toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine loop] [--key value ...]
 
-The same config trained over N seeds in this one process (``seed_everything`` = 0 .. N-1: data,
-split, shuffles and init all change with it), or over the K folds of ``--kfold K`` (the config's
-seed; fold k is the validation set, the other folds train). Reports each run's best score of the
-config's objective (``checkpoint.monitor``, by ``checkpoint.mode``), their mean ± std and a 95%
-confidence interval (Student t). With ``--vs D`` the second config runs on the same seeds (or folds)
-and the two are compared pairwise (mean difference, its 95% interval, the paired t-test's p-value):
-only configs of the same objective, data and splits; anything else is refused before any run.
-
-Runs log to ``logs/seeds/<name>/<config>/<seed_N|fold_K>/``; the table goes to ``results.csv`` there.
-Folds share their training data, so a k-fold interval is narrower than independent runs would give:
-read it as a summary, not a guarantee.
+One config trained over N seeds (``seed_everything`` 0 .. N-1: data, split, shuffles and init) or the
+K folds of ``--kfold K``, in this process; each run's best score of the config's objective, their mean
+± std and 95% interval (Student t). ``--vs`` runs a second config of the same objective, data and
+splits on the same seeds (or folds) and compares them pairwise (paired t-test). Folds share their
+training data: a k-fold interval is a summary, not a guarantee. Runs log to
+``logs/seeds/<name>/<config>/<seed_N|fold_K>/``, the table to ``results.csv`` there.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any
 
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR
 from toyloops.engine.runs import flat
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.stats import paired_t_test, summarize
-from toyloops.tools.sweep import ENGINES, QUIET, Objective, check_args, fit_run, objective
+from toyloops.tools.sweep import ENGINES, Objective, check_args, fit_run, objective, parse_known, run_args, write_table
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 LOADING = ("batch_size", "eval_batch_size", "drop_last")  # data settings that leave the data and splits alone
@@ -48,10 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    try:
-        opts, extra = build_parser().parse_known_args(args)
-    except argparse.ArgumentError as err:
-        raise ConfigError(str(err)) from None
+    opts, extra = parse_known(build_parser(), args, lambda key: key in OWNED_KEYS, "run")
     if opts.kfold is not None and opts.n is not None:
         raise ConfigError("--n and --kfold: give one (k-fold runs the config's seed once per fold)")
     if opts.kfold is not None and opts.kfold < 2:
@@ -61,18 +50,13 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
         raise ConfigError(f"--n={opts.n}: a confidence interval needs at least 2 seeds")
     if not (opts.first_seed >= 0 and opts.first_seed + opts.n <= 2**32):
         raise ConfigError(f"--first_seed={opts.first_seed}: seeds must lie in [0, 2**32)")
-    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS, "run", "toyloops seeds")
     label = runs.run_name(opts.config)
     opts.name = runs.check_folder_name(opts.name or (f"{label}-vs-{runs.run_name([opts.vs])}" if opts.vs else label))
     return opts, extra
 
 
 def run(args: list[str] | None = None) -> dict[str, Any]:
-    args = list(sys.argv[1:] if args is None else args)
-    if args[:1] in (["-h"], ["--help"]):
-        build_parser().print_help()
-        return {}
-    opts, extra = parse(args)
+    opts, extra = parse(list(sys.argv[1:] if args is None else args))
     folder = Path(LOG_DIR) / "seeds" / opts.name
     runs.check_writable(folder)
     if opts.kfold:
@@ -82,19 +66,18 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         units = [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
     arms = {runs.run_name(opts.config): opts.config}
     if opts.vs:
-        arms[f"vs {runs.run_name([opts.vs])}" if runs.run_name([opts.vs]) in arms else runs.run_name([opts.vs])] = \
-            [opts.vs]
-    args_of = {arm: [*(a for c in configs for a in ("--config", c)), *QUIET, *extra] for arm, configs in arms.items()}
+        vs = runs.run_name([opts.vs])
+        arms[f"vs {vs}" if vs in arms else vs] = [opts.vs]
+    args_of = {arm: run_args(configs, extra) for arm, configs in arms.items()}
     goal = comparable(opts, {arm: check_args(opts.engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
     scores: dict[str, list[float]] = {arm: [] for arm in arms}
     for unit, unit_args in units:
         for arm in arms:
             root = folder / arm.replace(" ", "_") / unit
-            result = fit_run(opts.engine, [*args_of[arm], *unit_args, "--trainer.default_root_dir", str(root)])
-            if result.best is None:
-                raise ConfigError(f"a run logged no {goal.name} (check trainer.limit_val_batches)")
-            scores[arm].append(result.best)
-            print(f"seeds: {arm} {unit}: best {goal} {result.best:.4f}", flush=True)
+            best = fit_run(opts.engine, [*args_of[arm], *unit_args, "--trainer.default_root_dir", str(root)],
+                           monitor=goal.name).best
+            scores[arm].append(best)
+            print(f"seeds: {arm} {unit}: best {goal} {best:.4f}", flush=True)
     return report(folder, [u for u, _ in units], scores, goal)
 
 
@@ -117,14 +100,10 @@ def comparable(opts: argparse.Namespace, configs: dict[str, Any]) -> Objective:
 
 
 def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal: Objective) -> dict[str, Any]:
-    arms = list(scores)
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["run", *arms, *(["difference"] if len(arms) == 2 else [])])
-    for i, unit in enumerate(units):
-        row = [scores[arm][i] for arm in arms]
-        writer.writerow([unit, *(f"{v:.6f}" for v in row), *([f"{row[0] - row[1]:.6f}"] if len(arms) == 2 else [])])
-    write_atomic(folder / "results.csv", table.getvalue().encode())
+    arms, pair = list(scores), len(scores) == 2
+    write_table(folder / "results.csv", [["run", *arms, *(["difference"] if pair else [])], *(
+        [unit, *(f"{scores[arm][i]:.6f}" for arm in arms),
+         *([f"{scores[arms[0]][i] - scores[arms[1]][i]:.6f}"] if pair else [])] for i, unit in enumerate(units))])
     kind = "folds" if units[0].startswith("fold") else "seeds"
     lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {kind} =="]
     out: dict[str, Any] = {"scores": scores}
@@ -132,7 +111,7 @@ def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal:
         s = summarize(scores[arm])
         out[arm] = s
         lines.append(f"{arm}: {s.mean:.4f} ± {s.std:.4f} (95% CI {s.low:.4f} .. {s.high:.4f})")
-    if len(arms) == 2:
+    if pair:
         diff, p = paired_t_test(scores[arms[0]], scores[arms[1]])
         out["difference"], out["p"] = diff, p
         lines.append(f"{arms[0]} - {arms[1]}: {diff.mean:+.4f} (95% CI {diff.low:+.4f} .. {diff.high:+.4f}), "

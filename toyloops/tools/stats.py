@@ -1,6 +1,6 @@
 """Small-sample statistics for ``toyloops seeds`` in plain Python: mean ± std, Student-t intervals and
-the paired t-test. The t CDF is the regularized incomplete beta function (continued fraction, Lentz's
-method, Numerical Recipes §6.4, ~1e-12), its quantiles by bisection; tests check both against tables.
+the paired t-test. The t distribution of integer degrees of freedom in closed form (Abramowitz &
+Stegun 26.7.3-4), its quantiles by bisection; tests check both against tables.
 """
 
 from __future__ import annotations
@@ -9,44 +9,20 @@ import math
 from dataclasses import dataclass
 
 
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 1000):
-        for aa in (m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            return h
-    raise ArithmeticError(f"incomplete beta did not converge for a={a}, b={b}, x={x}")  # not for t's arguments
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with ``df`` (a positive int) degrees of freedom."""
+    if df < 1 or df != int(df):
+        raise ValueError(f"df={df}: expected an int >= 1")
+    theta, odd = math.atan2(abs(t), math.sqrt(df)), int(df) % 2
+    cos2, term, total = math.cos(theta) ** 2, math.cos(theta) if odd else 1.0, 0.0
+    for k in range(1, int(df) // 2 + 1):
+        total += term
+        term *= cos2 * (2 * k - 1 + odd) / (2 * k + odd)
+    inside = 2 / math.pi * (theta + math.sin(theta) * total) if odd else math.sin(theta) * total
+    return max(0.0, 1.0 - inside)
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's t with ``df`` degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return betainc(df / 2.0, 0.5, df / (df + t * t))
-
-
-def t_quantile(q: float, df: float) -> float:
+def t_quantile(q: float, df: int) -> float:
     """The ``q`` quantile of Student's t (0.5 < q < 1), by bisection on the CDF."""
     if not 0.5 < q < 1.0:
         raise ValueError(f"q={q}: expected 0.5 < q < 1")

@@ -1,16 +1,11 @@
 """toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
 
-A hyperparameter search over any config key with Optuna: TPE sampling and a median pruner on the
-config's objective (``checkpoint.monitor``, minimised or maximised as ``checkpoint.mode`` says),
-every trial a TensorBoard run with its HParams, and at the end a results table, the best trial's
-full config as ``best.yaml`` (``toyloops fit --config best.yaml`` trains it) and Optuna's plots.
-
-The study lives in a journal file ``logs/sweeps/<name>/study.journal`` (checked, and a partial last
-record cut, before Optuna appends) or an RDB ``--storage``; it records its objective, config and
-space, and a sweep started again with them continues it. Each worker process runs its trials one
-after another. A worker that dies mid-trial leaves its trial RUNNING: Optuna's heartbeat (RDB), or a
-live worker finding the dead one's lock file free (journal), marks it failed, and Optuna's
-``RetryHeartbeatStaleTrialCallback`` queues its parameters again (docs/experiments.md).
+An Optuna search (TPE, median pruner) over any config keys by the config's objective
+(``checkpoint.monitor`` and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal
+file ``logs/sweeps/<name>/study.journal`` or an RDB ``--storage``) records its objective, config and
+space; the same command continues it. A dead worker's trial is failed and queued again by Optuna's
+``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its free lock file (journal). The
+end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -67,13 +62,35 @@ ARGS_WARNING = "LightningCLI's args parameter is intended"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-# --- the search space --------------------------------------------------------------------------
+def parse_known(parser: argparse.ArgumentParser, args: list[str], owned: Callable[[str], bool],
+                what: str) -> tuple[argparse.Namespace, list[str]]:
+    """The command's options, and the ``--key value`` pairs it hands each ``what`` (run or trial)."""
+    try:
+        opts, extra = parser.parse_known_args(args)
+    except argparse.ArgumentError as err:
+        raise ConfigError(str(err)) from None
+    runs.check_pass_through(extra, owned, what, parser.prog)
+    return opts, extra
+
+
+def run_args(configs: list[str], extra: list[str]) -> list[str]:
+    return [*(arg for config in configs for arg in ("--config", config)), *QUIET, *extra]
+
+
+def write_table(path: Path, rows: list[list[Any]]) -> None:
+    table = io.StringIO()
+    csv.writer(table).writerows(rows)
+    write_atomic(path, table.getvalue().encode())
+
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
-    """A space YAML as Optuna distributions, by config key; a mistake in it is one ConfigError."""
+    """A space YAML (a path, or a shipped name such as ``mlp``) as Optuna distributions by config key."""
     from toyloops.engine.validation import check_config_file
 
-    path = resolve_space(path)
+    shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
+    path = shipped if not Path(path).is_file() and shipped.is_file() else Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(shipped_spaces())})")
     check_config_file(path, "--space")
     try:
         space = yaml.safe_load(path.read_text())
@@ -84,17 +101,6 @@ def read_space(path: str | Path) -> dict[str, BaseDistribution]:
         raise ConfigError(f"--space {path}: expected a mapping of config keys to {{type: float|int|categorical, ...}}, "
                           f"got {type(space).__name__ if space is not None else 'an empty file'}")
     return {str(key): distribution(str(key), spec, path) for key, spec in space.items()}
-
-
-def resolve_space(path: str | Path) -> Path:
-    """A path, or the name of a shipped space (``mlp``: ``toyloops/tools/spaces/mlp.yaml``)."""
-    given = Path(path)
-    shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
-    if not given.is_file() and shipped.is_file():
-        return shipped
-    if not given.is_file():
-        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(shipped_spaces())})")
-    return given
 
 
 def shipped_spaces() -> list[str]:
@@ -123,10 +129,8 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
         return CategoricalDistribution(encoded)
     number = float if kind == "float" else int
     values = {}
-    for field in ("low", "high", "step"):
+    for field in ("low", "high", *(["step"] if spec.get("step") is not None else [])):
         value = spec.get(field)
-        if field == "step" and value is None:
-            continue
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
             mantissa, _, power = value.lower().partition("e")
@@ -150,9 +154,8 @@ def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
     """Optuna's ``suggest_*`` for one key (a retried trial gets its fixed value back)."""
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(key, dist.choices)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
-    return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    number = trial.suggest_int if isinstance(dist, IntDistribution) else trial.suggest_float
+    return number(key, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def as_args(params: dict[str, Any]) -> list[str]:
@@ -167,8 +170,6 @@ def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
              else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
 
 
-# --- the objective: what a run config ranks its runs by -----------------------------------------
-
 class Objective(NamedTuple):
     name: str  # checkpoint.monitor
     mode: str  # checkpoint.mode: min or max
@@ -182,26 +183,23 @@ def objective(config: Any) -> Objective:
     return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
 
 
-# --- one training run, either engine ----------------------------------------------------------
 
 @dataclass
 class FitResult:
-    best: float | None  # best score of the objective
+    best: float  # best score of the objective
     run_dir: Path
     config_text: str  # the run's full, resolved config (its config.yaml)
 
 
 def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR) -> FitResult:
-    """``fit`` with ``args`` (``--config ... --key value``) in this process; with ``trial``, ``monitor``
-    is reported at each epoch end and the trial pruned by the study's pruner. ``epoch_end(epoch,
-    score)`` runs after each epoch's validation and report, before a prune (both engines call the
-    same callback's ``on_validation_end``)."""
+    """``fit`` in this process; with ``trial``, ``monitor`` is reported at each epoch end and the trial
+    pruned by the study's pruner. ``epoch_end(epoch, score)`` runs after the report, before a prune."""
     from lightning.pytorch.callbacks import Callback
 
     def at_epoch_end(epoch: int, score: float | None) -> None:  # Optuna's pruning rule, in either engine
         prune = trial is not None and score is not None and (trial.report(score, step=epoch) or trial.should_prune())
-        if epoch_end:  # after the report, before the prune
+        if epoch_end:
             epoch_end(epoch, score)
         if prune:
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
@@ -216,25 +214,26 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
         from toyloops.engine import loop_cli
 
         result = loop_cli.run(["fit", *args], callbacks=(EpochEnd(),))
-        run_dir = Path(result["last_checkpoint"]).parent.parent
-        return FitResult(result["best"], run_dir, (run_dir / "config.yaml").read_text())
+        best, run_dir = result["best"], Path(result["last_checkpoint"]).parent.parent
+    else:
+        from toyloops.engine.callbacks import LastCheckpoint
+        from toyloops.engine.cli import ToyCLI
 
-    from toyloops.engine.callbacks import LastCheckpoint
-    from toyloops.engine.cli import ToyCLI
+        class SweepCLI(ToyCLI):
+            def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
+                trainer = super().instantiate_trainer(**kwargs)
+                trainer.callbacks.append(EpochEnd())  # after ModelCheckpoint (Lightning puts it last): epoch saved
+                return trainer
 
-    class SweepCLI(ToyCLI):
-        def instantiate_trainer(self, **kwargs: Any):  # noqa: ANN202 - a Trainer
-            trainer = super().instantiate_trainer(**kwargs)
-            trainer.callbacks.append(EpochEnd())  # after ModelCheckpoint (Lightning puts it last): the epoch is saved
-            return trainer
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=ARGS_WARNING)
-        cli = SweepCLI(["fit", *args])
-    best = next((c.best_model_score for c in cli.trainer.checkpoint_callbacks
-                 if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
-    run_dir = Path(cli.trainer.logger.log_dir)
-    return FitResult(None if best is None else best.item(), run_dir, (run_dir / "config.yaml").read_text())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=ARGS_WARNING)
+            cli = SweepCLI(["fit", *args])
+        best = next((c.best_model_score.item() for c in cli.trainer.checkpoint_callbacks
+                     if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
+        run_dir = Path(cli.trainer.logger.log_dir)
+    if best is None:
+        raise ConfigError(f"{run_dir}: the run logged no {monitor} (check trainer.limit_val_batches)")
+    return FitResult(best, run_dir, (run_dir / "config.yaml").read_text())
 
 
 def check_args(engine: str, args: list[str]) -> Any:
@@ -273,34 +272,11 @@ def check_args(engine: str, args: list[str]) -> Any:
         return CheckOnly(args, run=False).config
 
 
-def check_space(opts: argparse.Namespace, space: dict[str, BaseDistribution], base_args: list[str]) -> Any:
-    """The config parsed without the space, then with each of the space's corners: an unknown key or a
-    value the config cannot take is one line before any trial. Returns the config without the space."""
-    config = check_args(opts.engine, base_args)
-    keys = {key.replace(".init_args", "") for key in flat(config)}
-    for params in corners(space):
-        try:
-            check_args(opts.engine, [*base_args, *as_args(params)])
-        except Exception as err:
-            message = runs.user_message(err, [], lambda line: line)
-            if message is None:  # a bug: its traceback
-                raise
-            unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
-            if unknown:
-                parent = unknown.rpartition(".")[0]
-                known = sorted(k.rpartition(".")[2] for k in keys if k.rpartition(".")[0] == parent.replace(
-                    ".init_args", "")) or ["no such section"]
-                message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
-            raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
-                              f"{message}") from None
-    return config
 
 
-# --- the study ----------------------------------------------------------------------------------
 
 def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
-    """The sweep's study: created for ``goal`` (or an existing one continued), or with no goal (a
-    worker process) the one its command made."""
+    """The study created for ``goal`` or continued; with no goal (a worker process), the one its command made."""
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
     if opts.storage:
         try:
@@ -329,9 +305,16 @@ def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = 
                                direction=goal.direction, load_if_exists=True)
 
 
+def is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # not UTF-8, not JSON
+        return False
+
+
 def check_journal(path: Path, lock: Any) -> None:
-    """Before Optuna appends to a journal: each line a record, a partial last one (a kill, a full disk)
-    cut back to the last complete one (its bytes kept beside), anything else one line naming the file."""
+    """Before Optuna appends to a journal: each line a record; a last line a kill or a full disk cut
+    short is cut off (or, a whole record, given its newline); anything else is one line naming the file."""
     if os.path.lexists(path) and not path.is_file():
         raise ConfigError(f"{path} is not a file: a sweep's journal is the file Optuna writes (move it away)")
     if not path.is_file():
@@ -339,28 +322,23 @@ def check_journal(path: Path, lock: Any) -> None:
     lock.acquire()
     try:
         data = path.read_bytes()
-        cut, lines = data.rfind(b"\n") + 1, data.split(b"\n")  # the last: empty, or a partial record
-        for number, line in enumerate(lines, 1):
-            try:
-                record = json.loads(line) if number < len(lines) else {"op_code": line.startswith(b'{"op_code":')}
-            except ValueError:  # not UTF-8, not JSON
-                record = None
-            if line and not (isinstance(record, dict) and record.get("op_code") is not False):
+        *lines, last = data.split(b"\n")
+        for number, line in enumerate([*lines, last], 1):
+            if line and not is_record(line) and not (number > len(lines) and line.startswith(b'{"op_code":')):
                 raise ConfigError(f"{path}: line {number} is not an Optuna journal record: the file is damaged "
                                   "(move it away to start the study anew)")
-        if data[cut:]:
-            kept = path.with_name(f"{path.name}.partial-{os.getpid()}")
-            write_atomic(kept, data[cut:])
-            write_atomic(path, data[:cut])
-            print(f"sweep: {path} ended in a partial record ({len(data) - cut} bytes, kept in {kept.name}): cut "
-                  "back to its last complete record", file=sys.stderr, flush=True)
+        if last:
+            whole = is_record(last)
+            write_atomic(path, data + b"\n" if whole else data[:-len(last)])
+            print(f"sweep: {path} ended in a partial record ({len(last)} bytes): "
+                  + ("a whole record, its newline added" if whole else "cut back to its last complete record"),
+                  file=sys.stderr, flush=True)
     finally:
         lock.release()
 
 
 def bind(study: optuna.Study, name: str, record: dict[str, Any]) -> None:
-    """A sweep name is bound to its objective, config and space: the study's first command records
-    them; a command with others is refused, and one with the same continues the study."""
+    """The study's first command records its objective, config and space; a command with others is refused."""
     for key, value in record.items():
         old = study.user_attrs.get(key, value)
         if key == "objective" and study.direction.name.lower() != Objective(*value).direction:
@@ -395,12 +373,10 @@ class Worker:
         if self._turn:
             fcntl.flock(self._turn, fcntl.LOCK_EX if take else fcntl.LOCK_UN)
 
-    def close(self) -> None:
-        """Let go of the worker's locks (the OS does it anyway when the process ends)."""
+    def close(self) -> None:  # the OS lets go of the locks anyway when the process ends
         for handle in (self._lock, self._turn):
             if handle:
                 handle.close()
-        self._lock = self._turn = None
 
     def run(self, study: optuna.Study) -> None:
         # A failed trial is one line of ours (objective), and under TOYLOOPS_DEBUG=1 its traceback too.
@@ -475,9 +451,6 @@ class Worker:
         print(f"sweep: trial {trial.number} {json.dumps(params)}", flush=True)
         try:
             result = fit_run(self.opts.engine, args, trial, epoch_end, self.goal.name)
-            if result.best is None:
-                raise ConfigError(f"the trial ran no validation: a sweep needs {self.goal.name} (check "
-                                  "trainer.limit_val_batches)")
         except optuna.TrialPruned:
             log_pruned_hparams(run_root, self.opts.engine, seen, self.goal)
             raise
@@ -508,8 +481,6 @@ def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: O
                      "val/loss_final": math.nan}, max(len(scores) - 1, 0))
 
 
-# --- the report ---------------------------------------------------------------------------------
-
 def best_config(text: str) -> str:
     """A trial's resolved config, made to run as a new run of its own (not in the trial's folder)."""
     config = yaml.safe_load(text)
@@ -526,17 +497,11 @@ def best_config(text: str) -> str:
 def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution], goal: Objective) -> dict[str, Any]:
     """results.csv, best.yaml, history.png and importance.png in ``folder``; the printed summary."""
     trials = study.get_trials(deepcopy=False)
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["number", "state", goal.name, *space, "epochs_reported", "duration_s", "retry_of", "worker"])
-    for t in trials:
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else ""
-        writer.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
-                         *(t.params.get(key, "") for key in space), len(t.intermediate_values),
-                         f"{duration:.2f}" if duration != "" else "", t.system_attrs.get("failed_trial", ""),
-                         t.user_attrs.get("worker", "")])
-    write_atomic(folder / "results.csv", rows.getvalue().encode())
+    write_table(folder / "results.csv", [
+        ["number", "state", goal.name, *space, "epochs_reported", "duration_s", "retry_of", "worker"],
+        *([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}", *(t.params.get(k, "") for k in space),
+           len(t.intermediate_values), f"{t.duration.total_seconds():.2f}" if t.duration else "",
+           t.system_attrs.get("failed_trial", ""), t.user_attrs.get("worker", "")] for t in trials)])
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     out: dict[str, Any] = {"counts": counts, "folder": folder}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -567,10 +532,10 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    made, charts = [], [("history.png", optuna_plots.plot_optimization_history)]
+    charts = {"history.png": optuna_plots.plot_optimization_history}
     if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
-        charts.append(("importance.png", optuna_plots.plot_param_importances))
-    for name, chart in charts:
+        charts["importance.png"] = optuna_plots.plot_param_importances
+    for name, chart in charts.items():
         figure = chart(study).figure
         figure.set_size_inches(8, 5)
         figure.tight_layout()
@@ -578,11 +543,8 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
         figure.savefig(tmp, dpi=100)
         os.replace(tmp, folder / name)
         plt.close(figure)
-        made.append(folder / name)
-    return made
+    return [folder / name for name in charts]
 
-
-# --- the command --------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -604,10 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    try:
-        opts, extra = build_parser().parse_known_args(args)
-    except argparse.ArgumentError as err:
-        raise ConfigError(str(err)) from None
+    opts, extra = parse_known(build_parser(), args, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial")
     for key, what in (("config", "a run config: a path or a shipped name"),
                       ("space", f"a search space YAML: a path or {', '.join(shipped_spaces())}")):
         if getattr(opts, key) is None:
@@ -617,86 +576,92 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
-    runs.check_pass_through(extra, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial", "the sweep")
-    if opts.name is None:
-        opts.name = f"{runs.run_name(opts.config)}-{Path(opts.space).stem}"
-    runs.check_folder_name(opts.name)
+    opts.name = runs.check_folder_name(opts.name or f"{runs.run_name(opts.config)}-{Path(opts.space).stem}")
     return opts, extra
 
 
 def run(args: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if args is None else args)
-    if args[:1] in (["-h"], ["--help"]):
-        build_parser().print_help()
-        return {}
     opts, extra = parse(args)
     command = "toyloops sweep " + shlex.join(args[:-2] if opts.worker_index else args)
     try:
-        return sweep(opts, extra, args)
+        space = read_space(opts.space)
+        base_args = run_args(opts.config, extra)
+        folder = Path(LOG_DIR) / "sweeps" / opts.name
+        goal = record = None
+        if opts.worker_index == 0:  # the command: the config, alone and with each corner of the space, before any trial
+            runs.check_writable(folder)
+            config = check_args(opts.engine, base_args)
+            keys = {key.replace(".init_args", "") for key in flat(config)}
+            for params in corners(space):
+                try:
+                    check_args(opts.engine, [*base_args, *as_args(params)])
+                except Exception as err:
+                    message = runs.user_message(err, [], lambda line: line)
+                    if message is None:  # a bug: its traceback
+                        raise
+                    unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
+                    if unknown:  # jsonargparse names an unknown key, but not what its section takes
+                        parent = unknown.rpartition(".")[0]
+                        known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
+                            ".init_args", "")] or ["no such section"]
+                        message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
+                    raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
+                                      f"{message}") from None
+            goal = objective(config)
+            record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
+                                                      default=str)),
+                      "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
+                      "objective": [goal.name, goal.mode]}
+        study = open_study(opts, folder, goal)
+        if goal is None:
+            goal = Objective(*study.user_attrs["objective"])
+        else:
+            bind(study, opts.name, record)
+        folder.mkdir(parents=True, exist_ok=True)
+        if opts.worker_index == 0:
+            print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
+                  f"{opts.storage or folder / 'study.journal'}", flush=True)
+        failure = None
+        if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
+            worker = Worker(opts, folder, space, base_args, goal)
+            try:
+                worker.run(study)
+            except ToyloopsError as err:  # every trial failing: still write what there is, then say so
+                if opts.worker_index:
+                    raise
+                failure = err
+            finally:
+                worker.close()
+            if opts.worker_index:
+                return {}
+        else:  # the command: K worker processes, then the report
+            children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
+                        for i in range(1, opts.workers + 1)]
+            try:
+                codes = [child.wait() for child in children]
+            except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
+                for child in children:
+                    if child.poll() is None:
+                        child.send_signal(signal.SIGTERM)
+                for child in children:
+                    child.wait()
+                raise
+            for index, code in enumerate(codes, 1):
+                if code:
+                    print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
+                          file=sys.stderr, flush=True)
+            finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+            if finished < opts.trials:
+                failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see "
+                                        "their errors above); run the same command again to continue the study")
+        out = report(study, folder, space, goal)
+        if failure:
+            raise failure
+        return out
     except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
         raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
                       f"to continue the sweep, run the same command again: {command}") from None
-
-
-def sweep(opts: argparse.Namespace, extra: list[str], args: list[str]) -> dict[str, Any]:
-    space = read_space(opts.space)
-    base_args = [arg for config in opts.config for arg in ("--config", config)] + QUIET + extra
-    folder = Path(LOG_DIR) / "sweeps" / opts.name
-    goal = None
-    if opts.worker_index == 0:  # the command itself: check the space against the config, then start workers
-        runs.check_writable(folder)
-        config = check_space(opts, space, base_args)
-        goal = objective(config)
-        record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
-                                                  default=str)),
-                  "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
-                  "objective": [goal.name, goal.mode]}
-    study = open_study(opts, folder, goal)
-    if goal is None:
-        goal = Objective(*study.user_attrs["objective"])
-    else:
-        bind(study, opts.name, record)
-    folder.mkdir(parents=True, exist_ok=True)
-    if opts.worker_index == 0:
-        print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
-              f"{opts.storage or folder / 'study.journal'}", flush=True)
-    failure = None
-    if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-        worker = Worker(opts, folder, space, base_args, goal)
-        try:
-            worker.run(study)
-        except ToyloopsError as err:  # every trial failing: still write what there is, then say so
-            if opts.worker_index:
-                raise
-            failure = err
-        finally:
-            worker.close()
-        if opts.worker_index:
-            return {}
-    else:  # the command: K worker processes, then the report
-        children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
-                    for i in range(1, opts.workers + 1)]
-        try:
-            codes = [child.wait() for child in children]
-        except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                child.wait()
-            raise
-        for index, code in enumerate(codes, 1):
-            if code:
-                print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
-                      file=sys.stderr, flush=True)
-        finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-        if finished < opts.trials:
-            failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see their "
-                                    "errors above); run the same command again to continue the study")
-    out = report(study, folder, space, goal)
-    if failure:
-        raise failure
-    return out
 
 
 def main(args: list[str] | None = None) -> None:
