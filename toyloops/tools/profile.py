@@ -221,18 +221,11 @@ def hand_trainer(args: list[str], run_dir: Path) -> tuple[Any, Any, Any]:
     """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    from toyloops.engine import loop_cli
     from toyloops.engine.loggers import TensorBoardLogger
     from toyloops.engine.loop import HandTrainer
-    from toyloops.engine.seeding import seed_everything
-    from toyloops.engine.validation import check_values, links_into_net
+    from toyloops.engine.loop_cli import build
 
-    parser = loop_cli.build_parser()
-    cfg = parser.parse_args(args)
-    check_values(cfg)
-    seed_everything(cfg.seed_everything)
-    with links_into_net():
-        objects = parser.instantiate(cfg)
+    cfg, objects = build(args)
     logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
     trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
                              "enable_progress_bar": False, "enable_model_summary": False})
