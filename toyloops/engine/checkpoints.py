@@ -15,8 +15,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 
+from toyloops.engine.defaults import keep_built_implementation
 from toyloops.engine.seeding import rng_state
 from toyloops.rules import specs  # its names stay its own (toyloops.checkpoints' shim looks here first)
 from toyloops.rules.errors import ConfigError
@@ -110,3 +112,34 @@ def upgraded(path: Path, folder: Path) -> Path:
     checkpoint["hyper_parameters"] = specs.upgrade_hparams(checkpoint["hyper_parameters"])
     save_checkpoint(checkpoint, folder / f"upgraded_{path.name}")
     return folder / f"upgraded_{path.name}"
+
+
+def dump_lightning_keys(trainer: Any) -> dict[str, Any]:
+    """What Lightning's checkpoint connector writes for a trainer's module, data module, optimizer,
+    scheduler, fp16 scaler and callbacks, under its keys (``epoch``: the one that ended)."""
+    model, datamodule, scheduler = trainer.lightning_module, trainer.datamodule, trainer.scheduler
+    checkpoint = {"epoch": trainer.current_epoch - 1, "global_step": trainer.global_step,
+                  "pytorch-lightning_version": lightning.__version__, "state_dict": model.state_dict(),
+                  "optimizer_states": [trainer.optimizer.state_dict()],
+                  "lr_schedulers": [scheduler["scheduler"].state_dict()] if scheduler else [],
+                  "callbacks": {c.state_key: c.state_dict() for c in trainer.callbacks},
+                  "hparams_name": "kwargs", "hyper_parameters": dict(model.hparams)}
+    if datamodule is not None:
+        checkpoint.update({"datamodule_hparams_name": "kwargs", "datamodule_hyper_parameters": dict(
+            datamodule.hparams), type(datamodule).__qualname__: datamodule.state_dict()})
+    if trainer.scaler.is_enabled():
+        checkpoint["MixedPrecision"] = trainer.scaler.state_dict()
+    return checkpoint
+
+
+def restore_lightning_keys(trainer: Any, checkpoint: dict[str, Any]) -> None:
+    """:func:`dump_lightning_keys`' optimizer, scheduler, scaler and callback states back into a trainer."""
+    trainer.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    keep_built_implementation(trainer.optimizer)  # ResumeState.on_train_start in Lightning
+    if trainer.scheduler:
+        trainer.scheduler["scheduler"].load_state_dict(checkpoint["lr_schedulers"][0])
+    if "MixedPrecision" in checkpoint:
+        trainer.scaler.load_state_dict(checkpoint["MixedPrecision"])
+    for callback in trainer.callbacks:
+        if callback.state_key in checkpoint.get("callbacks", {}):
+            callback.load_state_dict(checkpoint["callbacks"][callback.state_key])

@@ -19,14 +19,15 @@ CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loo
     logger_connector.log_metrics              log_metrics (to Lightning ``Logger`` objects, with ``epoch``)
     checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
     call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
+    profiler.profile(action)                  profile (the same steps, under the method's name)
 
-EarlyStopping and other callbacks run through their own public hooks. ``self.log`` and ``self.trainer``
-reach the trainer through a Fabric view (:mod:`toyloops.engine.loop_logging`); its command line is
-:mod:`toyloops.engine.loop_cli`.
+EarlyStopping and other callbacks run through their own public hooks; ``self.log`` and ``self.trainer``
+reach the trainer through :mod:`toyloops.engine.loop_logging`; the command line is :mod:`~.loop_cli`.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from contextlib import contextmanager, nullcontext
@@ -46,10 +47,9 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from toyloops.core.module import is_log_step
+from toyloops.engine import checkpoints as ckpt
 from toyloops.engine import runs
 from toyloops.engine.callbacks import flush_loggers
-from toyloops.engine.checkpoints import SECTION, check_resume, check_weights, save_checkpoint, toyloops_section
-from toyloops.engine.defaults import keep_built_implementation
 from toyloops.engine.loop_logging import LoggedValues, TrainerView, batch_size
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
@@ -63,13 +63,28 @@ SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradi
                           "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
                           "limit_val_batches", "limit_test_batches", "limit_predict_batches", "default_root_dir",
                           "enable_progress_bar", "enable_model_summary", "enable_checkpointing",
-                          "num_sanity_val_steps", "callbacks", "logger")
+                          "num_sanity_val_steps", "callbacks", "logger", "profiler")
 # What the Trainer does with an argument left at None.
 NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm", "log_every_n_steps": 50,
               "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
               "limit_predict_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True,
               "enable_checkpointing": True, "num_sanity_val_steps": 2, "val_check_interval": 1.0}
 WRITTEN_OUT = (ModelCheckpoint, LearningRateMonitor)  # their rules are methods here, not their hooks
+
+
+def as_list(value: Any) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def profiled(action: str | None = None):  # noqa: ANN201 - a decorator
+    """The method runs inside ``trainer.profile(action)``, by default ``[HandTrainer].<its name>``."""
+    def decorate(method):  # noqa: ANN001, ANN202
+        @functools.wraps(method)
+        def step(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
+            with self.profile(action or f"[HandTrainer].{method.__name__}"):
+                return method(self, *args, **kwargs)
+        return step
+    return decorate
 
 
 @dataclass
@@ -102,17 +117,15 @@ class HandTrainer:
         # fp16 gradients can underflow: the loss is scaled up, the gradients unscaled before the step
         self.scaler = torch.amp.GradScaler(self.strategy.root_device.type, enabled=self.autocast_dtype == torch.float16)
         self.default_root_dir = str(self.default_root_dir or os.getcwd())
-        given = self.callbacks
-        self.callbacks = list(given) if isinstance(given, list | tuple) else [] if given is None else [given]
+        self.callbacks = as_list(self.callbacks)
         logger = TensorBoardLogger(self.default_root_dir) if self.logger in (True, None) else self.logger
-        self.loggers = [] if logger is False else list(logger) if isinstance(logger, list | tuple) else [logger]
+        self.loggers = [] if logger is False else as_list(logger)
         self.logger = self.loggers[0] if self.loggers else None
         self.state, self.progress, self.should_stop, self.sanity_checking = TrainerState(), LoopState(), False, False
         self.lightning_module = self.datamodule = self.optimizer = self.scheduler = None
         self.logged, self.stop = LoggedValues(), runs.StopRequest()
         self.view = TrainerView(self)  # held here: a module keeps a weak reference to its fabric
 
-    # --- the Trainer's attributes ---------------------------------------------------------------
     global_step = property(lambda self: self.progress.global_step)
     current_epoch = property(lambda self: self.progress.epoch)
     global_rank, local_rank, world_size, is_global_zero = 0, 0, 1, True
@@ -123,7 +136,6 @@ class HandTrainer:
                                                          None))
     log_dir = property(lambda self: getattr(self.logger, "log_dir", None) or self.default_root_dir)
 
-    # --- Trainer.fit ----------------------------------------------------------------------------
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: L.LightningDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
         """Train ``model`` as ``Trainer.fit`` does; ``ckpt_path`` (a hand-trainer checkpoint) resumes a run."""
@@ -131,8 +143,8 @@ class HandTrainer:
             datamodule, train_dataloaders = train_dataloaders, None
         checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
         if checkpoint is not None:
-            check_resume(checkpoint, "loop", ckpt_path)
-            check_weights(checkpoint, model, ckpt_path)
+            ckpt.check_resume(checkpoint, "loop", ckpt_path)
+            ckpt.check_weights(checkpoint, model, ckpt_path)
         with self.attached(model, datamodule, TrainerFn.FITTING):
             if self.enable_model_summary:
                 print(f"{type(getattr(model, 'net', model)).__name__}: "
@@ -171,7 +183,7 @@ class HandTrainer:
         model.to(self.strategy.root_device)  # before the optimizer state exists, so it follows the weights
         if ckpt_path and fn != TrainerFn.FITTING:
             checkpoint = read_checkpoint(ckpt_path)
-            check_weights(checkpoint, model, ckpt_path)
+            ckpt.check_weights(checkpoint, model, ckpt_path)
             self.restore_model(checkpoint)
             if type(datamodule).__qualname__ in checkpoint:
                 datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
@@ -198,8 +210,7 @@ class HandTrainer:
         if isinstance(config, list | tuple) and len(config) == 2 and all(isinstance(c, list | tuple) for c in config):
             config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
         config = config if isinstance(config, dict) else {"optimizer": config}
-        optimizers, schedulers = ([] if c is None else list(c) if isinstance(c, list | tuple) else [c]
-                                  for c in (config["optimizer"], config.get("lr_scheduler")))
+        optimizers, schedulers = as_list(config["optimizer"]), as_list(config.get("lr_scheduler"))
         if len(optimizers) != 1 or len(schedulers) > 1:
             raise ConfigError(f"configure_optimizers returned {len(optimizers)} optimizers and {len(schedulers)} "
                               "schedulers: several optimizers are not implemented by the hand trainer: use L.Trainer")
@@ -238,6 +249,7 @@ class HandTrainer:
         return self.val_batches is not None and is_overridden("validation_step", model, L.LightningModule) \
             and self.limit_val_batches != 0
 
+    @profiled("run_training_epoch")
     def training_epoch_loop(self, model: L.LightningModule) -> None:
         """One pass over the train batches, as Lightning's training epoch loop makes it."""
         progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
@@ -250,20 +262,26 @@ class HandTrainer:
                 sampler.set_epoch(progress.epoch)
         n_batches = num_batches(len(batches), self.limit_train_batches)
         every_n = [c.every_n_train_steps for c in self.checkpoint_callbacks if getattr(c, "every_n_train_steps", 0)]
-        for i, batch in enumerate(batches):
-            batch_idx = getattr(batches, "batches_done", i + 1) - 1  # a resumed epoch continues its count
-            log_now = is_log_step(progress.global_step, self.log_every_n_steps)
-            if log_now and (scheduler is None or scheduler["interval"] == "step"):  # LearningRateMonitor, per step
-                self.log_learning_rate()
-            self.call("on_train_batch_start", batch, batch_idx)
-            loss = self.training_step(model, self.batch_to_device(batch), batch_idx)
-            self.optimizer_step(model)
-            self.update_lr_schedulers("step")
-            if batch_idx + 1 < n_batches:  # at the last batch, only after validation (in fit_loop)
-                self.update_lr_schedulers("step", plateau=True)  # a per-step ReduceLROnPlateau, on the latest value
-            progress.global_step += 1
-            self.call("on_train_batch_end", loss, batch, batch_idx)
-            self.log_metrics(self.logged.read(), step=progress.global_step - 1, write=log_now)
+        served = iter(batches)
+        for i in range(len(batches)):
+            with self.profile("[_TrainingEpochLoop].train_dataloader_next"):
+                batch = next(served, None)
+            if batch is None:
+                break
+            with self.profile("run_training_batch"):
+                batch_idx = getattr(batches, "batches_done", i + 1) - 1  # a resumed epoch continues its count
+                log_now = is_log_step(progress.global_step, self.log_every_n_steps)
+                if log_now and (scheduler is None or scheduler["interval"] == "step"):  # LearningRateMonitor
+                    self.log_learning_rate()
+                self.call("on_train_batch_start", batch, batch_idx)
+                loss = self.training_step(model, self.batch_to_device(batch), batch_idx)
+                self.optimizer_step(model)
+                self.update_lr_schedulers("step")
+                if batch_idx + 1 < n_batches:  # at the last batch, only after validation (in fit_loop)
+                    self.update_lr_schedulers("step", plateau=True)  # per-step ReduceLROnPlateau, the latest value
+                progress.global_step += 1
+                self.call("on_train_batch_end", loss, batch, batch_idx)
+                self.log_metrics(self.logged.read(), step=progress.global_step - 1, write=log_now)
             if batch_idx + 1 >= n_batches:  # limit_train_batches
                 break
             if self.stop.signum or any(progress.global_step % n == 0 for n in every_n):
@@ -272,6 +290,11 @@ class HandTrainer:
                     raise runs.Stopped(self.stop.signum, progress.global_step, self.resume_point())
         self.update_lr_schedulers("epoch")  # at the epoch's last batch, before validation, as Lightning does
 
+    def profile(self, action: str):  # noqa: ANN201 - a context manager
+        """``profiler.profile(action)`` when the trainer has a profiler (Lightning's action names where they match)."""
+        return nullcontext() if self.profiler is None else self.profiler.profile(action)
+
+    @profiled()
     def batch_to_device(self, batch: Any) -> Any:
         return move_data_to_device(batch, self.strategy.root_device)
 
@@ -280,6 +303,7 @@ class HandTrainer:
         dtype, device = self.autocast_dtype, self.strategy.root_device
         return nullcontext() if dtype is None else torch.autocast(device.type, dtype)
 
+    @profiled()
     def training_step(self, model: L.LightningModule, batch: Any, batch_idx: int) -> Tensor:
         """The module's step in autocast, a stop at a non-finite loss, zero_grad, backward."""
         with self.autocast():
@@ -292,6 +316,7 @@ class HandTrainer:
         self.call("on_after_backward")
         return loss.detach()
 
+    @profiled()
     def optimizer_step(self, model: L.LightningModule) -> None:
         """Unscale, clip, step: Lightning's ``clip_gradients`` and ``optimizer_step``."""
         self.call("on_before_optimizer_step", self.optimizer)
@@ -303,6 +328,7 @@ class HandTrainer:
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
 
+    @profiled()
     def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
         """Step the scheduler through the module's ``lr_scheduler_step`` when its interval has come;
         ReduceLROnPlateau only after validation, on its monitor's latest value (skipped before there
@@ -373,7 +399,7 @@ class HandTrainer:
             flush_loggers(self)  # what was logged so far reaches the files before the checkpoint does
             checkpoint = self.dump_checkpoint()
             for _, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
-                save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
+                ckpt.save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
                 if previous and Path(previous) != path and Path(previous).parent == path.parent:
                     Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
@@ -382,6 +408,7 @@ class HandTrainer:
         path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
         return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
 
+    @profiled()
     def log_learning_rate(self) -> None:
         """LearningRateMonitor: ``lr-<Optimizer>`` (``/pg1``, ``/pg2`` ... with several groups) at this step."""
         if any(isinstance(c, LearningRateMonitor) for c in self.callbacks):
@@ -390,6 +417,7 @@ class HandTrainer:
             for logger in self.loggers:
                 logger.log_metrics(rates, step=self.global_step)
 
+    @profiled()
     def log_metrics(self, metrics: dict[str, float], step: int | None = None, write: bool = True) -> None:
         """The logger connector: ``callback_metrics`` keeps each value; the loggers get them with
         ``epoch`` at the latest optimizer step (an evaluation outside fit: at the global step)."""
@@ -400,39 +428,19 @@ class HandTrainer:
             for logger in self.loggers:
                 logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
 
-    # --- the checkpoint connector: Lightning's keys, so either engine reads what the other wrote ---
     def dump_checkpoint(self) -> dict[str, Any]:
         """What Lightning's checkpoint connector writes, plus toyloops' resume section."""
-        model, datamodule, progress = self.lightning_module, self.datamodule, self.progress
-        checkpoint = {"epoch": progress.epoch - 1, "global_step": progress.global_step,  # epoch: the one it ended
-                      "pytorch-lightning_version": L.__version__, "state_dict": model.state_dict(),
-                      "optimizer_states": [self.optimizer.state_dict()],
-                      "lr_schedulers": [self.scheduler["scheduler"].state_dict()] if self.scheduler else [],
-                      "callbacks": {c.state_key: c.state_dict() for c in self.callbacks},
-                      "hparams_name": "kwargs", "hyper_parameters": dict(model.hparams)}
-        if datamodule is not None:
-            checkpoint.update({"datamodule_hparams_name": "kwargs", "datamodule_hyper_parameters": dict(
-                datamodule.hparams), type(datamodule).__qualname__: datamodule.state_dict()})
-        if self.scaler.is_enabled():
-            checkpoint["MixedPrecision"] = self.scaler.state_dict()  # Lightning's key for the scaler
+        checkpoint = ckpt.dump_lightning_keys(self)
         data = getattr(self.train_batches, "state_dict", dict)()  # the batch iterator's place in its epoch
-        checkpoint[SECTION] = toyloops_section("loop", loop=asdict(progress), data=data)
-        model.on_save_checkpoint(checkpoint)
+        checkpoint[ckpt.SECTION] = ckpt.toyloops_section("loop", loop=asdict(self.progress), data=data)
+        self.lightning_module.on_save_checkpoint(checkpoint)
         return checkpoint
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Load a :meth:`dump_checkpoint` back: weights, optimizer, scheduler, scaler, callbacks, data order, RNG."""
         self.restore_model(checkpoint)
-        self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-        keep_built_implementation(self.optimizer)  # ResumeState.on_train_start in Lightning
-        if self.scheduler:
-            self.scheduler["scheduler"].load_state_dict(checkpoint["lr_schedulers"][0])
-        if "MixedPrecision" in checkpoint:
-            self.scaler.load_state_dict(checkpoint["MixedPrecision"])
-        for callback in self.callbacks:
-            if callback.state_key in checkpoint.get("callbacks", {}):
-                callback.load_state_dict(checkpoint["callbacks"][callback.state_key])
-        section = checkpoint[SECTION]
+        ckpt.restore_lightning_keys(self, checkpoint)
+        section = checkpoint[ckpt.SECTION]
         if hasattr(self.train_batches, "load_state_dict"):
             self.train_batches.load_state_dict(section["data"])
         set_rng_state(section["rng"])
@@ -443,7 +451,6 @@ class HandTrainer:
         self.lightning_module.on_load_checkpoint(checkpoint)
         self.lightning_module.load_state_dict(checkpoint["state_dict"])
 
-    # --- Trainer.validate / test / predict ------------------------------------------------------
     def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
         """The validation loop over ``datamodule.val_dataloader()``; ``[metrics]``, as the Trainer returns."""

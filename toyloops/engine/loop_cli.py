@@ -82,28 +82,38 @@ def early_stopping(callbacks: Any) -> list[Callback]:
     return [instantiate_class((), spec) for spec in specs]
 
 
+def build(args: list[str], parser: ArgumentParser | None = None) -> tuple[Any, Any]:
+    """Arguments (after the subcommand) to ``(config, objects)`` in LightningCLI's order (``ToyCLI``):
+    config files checked, parsed, values and trainer checked, seeded, instantiated, net fitted to data."""
+    args, parser = runs.with_shipped_configs(args), parser or build_parser()
+    for path in runs.config_files(args):
+        check_config_file(path)
+    cfg = parser.parse_args(args)
+    check_values(cfg)
+    apply_thread_policy()
+    HandTrainer(**trainer_options(cfg), logger=False)  # the trainer's own checks, before any folder exists
+    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
+    with links_into_net():
+        objects = parser.instantiate(cfg)
+    check_net_fits_data(objects.model, objects.data)
+    return cfg, objects
+
+
+def trainer_options(cfg: Any) -> dict[str, Any]:
+    return {**vars(cfg.trainer), "callbacks": early_stopping(cfg.trainer.callbacks), "num_sanity_val_steps": 0}
+
+
 def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths.
     ``callbacks`` join the template's (a sweep's pruning)."""
-    args = runs.with_shipped_configs(list(sys.argv[1:] if args is None else args))
-    parser = build_parser()
+    args, parser = list(sys.argv[1:] if args is None else args), build_parser()
     if args[:1] in (["-h"], ["--help"]):
         parser.print_help()
         return {}
     if not args or args[0] not in ("fit", "validate", "test"):
         raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
-    for path in runs.config_files(args):
-        check_config_file(path)
-    stage, cfg = args[0], parser.parse_args(args[1:])
-    check_values(cfg)
-    apply_thread_policy()
-    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
-    with links_into_net():
-        objects = parser.instantiate(cfg)
-    model, datamodule = objects.model, objects.data
-    options = {**vars(cfg.trainer), "callbacks": early_stopping(cfg.trainer.callbacks), "num_sanity_val_steps": 0}
-    HandTrainer(**{**options, "logger": False})  # the trainer's own checks, before any folder exists
-    check_net_fits_data(model, datamodule)
+    stage, (cfg, objects) = args[0], build(args[1:], parser)
+    model, datamodule, options = objects.model, objects.data, trainer_options(cfg)
     root = Path(options["default_root_dir"] or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
     ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
     checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists

@@ -3,34 +3,18 @@
 Where a training step's time and memory go, in both engines, measured on the engines themselves:
 
 * **Buckets.** Each step of a few timed epochs is split into data gather, host->device, forward,
-  loss, backward, clip, optimizer step, scheduler, logging, callbacks and the engine's own rest,
-  each timed through a public mechanism. Shared by both engines: the net's forward (module forward
-  hooks), its backward (autograd hooks: from the gradient reaching the net's output to the last
-  parameter's gradient) and the optimizer's step (torch's step hooks for every optimizer).
-  Lightning's own steps come from its profiler API (a :class:`~lightning.pytorch.profilers.Profiler`
-  that files each action it reports into a bucket: ``train_dataloader_next``, ``batch_to_device``,
-  ``training_step``, ``optimizer_zero_grad``, ``configure_gradient_clipping``, ``lr_scheduler_step``,
-  ``[Callback]...``); it also times the epochs. The hand trainer's come from its methods named after
-  them (``batch_to_device``, ``training_step``, ``optimizer_step``, ``update_lr_schedulers``,
-  ``log_metrics``, ``log_learning_rate``), which this tool calls itself in ``training_epoch_loop``'s order
-  (:func:`train_epoch_timed`): the hand loop reports its steps to no profiler (yet). A time is
-  counted once, in the innermost bucket around it; "engine (rest)" is the measured step minus
-  every bucket: the loops, checks and glue around the step. "loss" is the engine's training step
-  minus the net's forward (and, in the hand loop, minus its backward): the loss function, the
-  stashed outputs, then the NaN check (``.item()``), zero_grad and the loss function's own
-  backward nodes in the hand loop, whose ``training_step`` runs them, or ``self.log`` in
-  Lightning, which runs them in calls of their own (zero_grad counts with "optimizer step", the
-  rest of its ``backward`` with "engine (rest)"). Lightning's logger writes are in its rest, its
-  learning-rate monitor in "logging". Timers cost a few microseconds each, so the table also gives
-  the step without them (for the hand trainer, ``training_epoch_loop`` itself).
-* **Batch sweep.** Samples/s per batch size from 1, the speed-up over batch 1 and the scaling
-  efficiency (step time at batch 1 / step time at batch B: 1.0 when a batch costs no more than
-  one sample).
-* **Memory per batch size.** Parameters, gradients and optimizer state (bytes of their tensors),
-  activations (bytes of the tensors autograd saves for backward, parameters left out), next to
-  the measured peak of one training step: on CPU, torch.profiler's record of the allocator
-  (``profile_memory``; the highest running sum of allocations over the step's top-level ops,
-  above what was allocated before it); on CUDA, ``torch.cuda.max_memory_allocated`` over the step.
+  loss, backward, clip, optimizer step, scheduler, logging, callbacks and the engine's own rest
+  (the measured step minus every bucket), each through a public mechanism: module forward hooks
+  (forward), autograd hooks (backward: from the gradient reaching the net's output to the last
+  parameter's), torch's optimizer step hooks, and a Lightning
+  :class:`~lightning.pytorch.profilers.Profiler` that both engines report their steps to (Lightning
+  its actions, ``HandTrainer(profiler=...)`` its methods'); it also times the epochs. A time counts
+  once, in the innermost bucket around it; "loss" is the training step minus the forward (and, in
+  the hand loop, the backward). The table also gives the step without timers.
+* **Batch sweep.** Samples/s per batch size, the speed-up over the first and the scaling efficiency.
+* **Memory per batch size.** Parameters, gradients, optimizer state and activations (the tensors
+  autograd saves, parameters left out), next to one step's measured peak above its start (CPU:
+  torch.profiler's allocator record; CUDA: ``torch.cuda.max_memory_allocated``).
 
 Writes ``profile.md`` (the tables, also printed), ``profile.png`` (a stacked bar per engine) and a
 TensorBoard event file with the same image into ``logs/<config>/profile_version_N/``. Neither
@@ -49,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,110 +153,37 @@ def _epochs_median(times: list[float]) -> float:
     return statistics.median(times[1:] if len(times) > 1 else times)
 
 
-# --- the hand loop -----------------------------------------------------------------------------
+# --- the hand loop ---------------------------------------------------------------------------
 
-def train_epoch_timed(trainer: Any, model: Any, clock: Clock) -> None:
-    """``HandTrainer.training_epoch_loop``'s steps, each of the trainer's methods called and timed here.
-
-    A stop-gap: the trainer's methods call each other directly and report to no profiler, so this
-    follows ``training_epoch_loop`` line by line (without its hooks, checkpoints and stops, which a
-    profile does not use) and times each call. The untimed runs call ``training_epoch_loop`` itself.
-    """
-    from toyloops.core.module import is_log_step
-    from toyloops.engine.loop import num_batches
-
-    progress, scheduler, batches = trainer.progress, trainer.scheduler, trainer.train_batches
-    model.train()
-    if scheduler is None or scheduler["interval"] == "epoch":
-        with clock.range("logging"):
-            trainer.log_learning_rate()
-    batches.set_epoch(progress.epoch)
-    n_batches = num_batches(len(batches), trainer.limit_train_batches)
-    serve = iter(batches)
-    while True:
-        with clock.range("data gather"):
-            batch = next(serve, None)
-        if batch is None:
-            break
-        log_now = is_log_step(progress.global_step, trainer.log_every_n_steps)
-        if log_now and (scheduler is None or scheduler["interval"] == "step"):
-            with clock.range("logging"):
-                trainer.log_learning_rate()
-        with clock.range("host->device"):
-            batch = trainer.batch_to_device(batch)
-        with clock.range("loss"):  # the net's forward and backward inside are buckets of their own
-            trainer.training_step(model, batch, batches.batches_done - 1)
-        with clock.range("clip"):  # the optimizer's step inside is its own bucket
-            trainer.optimizer_step(model)
-        with clock.range("scheduler"):
-            trainer.update_lr_schedulers("step")
-            if batches.batches_done < n_batches:
-                trainer.update_lr_schedulers("step", plateau=True)
-        progress.global_step += 1
-        with clock.range("logging"):
-            trainer.log_metrics(trainer.logged.read(), step=progress.global_step - 1, write=log_now)
-        if batches.batches_done >= n_batches:
-            break
-    with clock.range("scheduler"):
-        trainer.update_lr_schedulers("epoch")
-
-
-def hand_trainer(args: list[str], run_dir: Path) -> tuple[Any, Any, Any]:
+def hand_trainer(args: list[str], run_dir: Path, profiler: Any = None) -> tuple[Any, Any, Any]:
     """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
     from lightning.pytorch.callbacks import LearningRateMonitor
 
-    from toyloops.engine import loop_cli
     from toyloops.engine.loggers import TensorBoardLogger
     from toyloops.engine.loop import HandTrainer
-    from toyloops.engine.seeding import seed_everything
-    from toyloops.engine.validation import check_values, links_into_net
+    from toyloops.engine.loop_cli import build
 
-    parser = loop_cli.build_parser()
-    cfg = parser.parse_args(args)
-    check_values(cfg)
-    seed_everything(cfg.seed_everything)
-    with links_into_net():
-        objects = parser.instantiate(cfg)
+    cfg, objects = build(args)
     logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
     trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
-                             "enable_progress_bar": False, "enable_model_summary": False})
+                             "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
+                             "num_sanity_val_steps": 0})
     return trainer, objects.model, objects.data
 
 
-def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path) -> Measured:
-    """The hand trainer's training epochs (``training_epoch_loop`` itself when untimed), timed from outside."""
-    from lightning.pytorch.trainer.states import TrainerFn
-
-    trainer, model, datamodule = hand_trainer(args, run_dir)
+def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
+    """``HandTrainer.fit`` with the bucket profiler (no checkpoints, no bars, no early stop)."""
     clock = Clock()
-    with instrument(clock, model) if timed else _nothing(), trainer.attached(model, datamodule, TrainerFn.FITTING):
-        trainer.train_batches = datamodule.train_dataloader()
-        trainer.configure_optimizers(model)
-        times, steps = [], 0
-        for epoch in range(epochs):
-            clock.recording = epoch > 0  # the first epoch warms up
-            before = trainer.global_step
-            started = time.perf_counter()
-            if timed:
-                train_epoch_timed(trainer, model, clock)
-            else:
-                trainer.training_epoch_loop(model)
-            times.append((time.perf_counter() - started) / (trainer.global_step - before))
-            steps += (trainer.global_step - before) if epoch > 0 else 0
-            clock.recording = False
-            model.on_train_epoch_end()  # what the epoch's end does with the stash, untimed
-            trainer.logged.read()
-            trainer.progress.epoch += 1
-    trainer.logger.finalize("success")
-    return _measured(times, clock, steps, timed)
+    profiler = bucket_profiler(clock, batches_per_epoch, timed)
+    trainer, model, datamodule = hand_trainer(args, run_dir, profiler=profiler)
+    with instrument(clock, model) if timed else nullcontext():
+        trainer.fit(model, datamodule=datamodule)
+    return _measured(profiler.times, clock, profiler.steps, timed, epochs)
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
-
-
-def _measured(times: list[float], clock: Clock, steps: int, timed: bool) -> Measured:
+def _measured(times: list[float], clock: Clock, steps: int, timed: bool, epochs: int) -> Measured:
+    if len(times) != epochs:
+        raise RuntimeError(f"expected {epochs} epochs of training batches, timed {times}")
     if not timed:
         return Measured(_epochs_median(times))
     wall = sum(times[1:]) / len(times[1:])  # the buckets are totals over the same epochs
@@ -283,25 +194,23 @@ def _measured(times: list[float], clock: Clock, steps: int, timed: bool) -> Meas
 
 # --- Lightning ---------------------------------------------------------------------------------
 
-def lightning_bucket(action: str) -> str | None:
-    """The bucket of one of Lightning's profiler actions (None: only the ranges inside it count)."""
-    if action.startswith("[Callback]LearningRateMonitor"):
-        return "logging"
+HAND_ACTIONS = {"batch_to_device": "host->device", "training_step": "loss", "optimizer_step": "clip",
+                "update_lr_schedulers": "scheduler", "log_metrics": "logging", "log_learning_rate": "logging"}
+LIGHTNING_ACTIONS = ((".train_dataloader_next", "data gather"), (".batch_to_device", "host->device"),
+                     (".optimizer_zero_grad", "optimizer step"), (".configure_gradient_clipping", "clip"),
+                     (".lr_scheduler_step", "scheduler"))
+
+
+def action_bucket(action: str) -> str | None:
+    """The bucket of a profiler action, Lightning's or the hand trainer's (None: only the ranges inside count).
+    A training step's net forward and backward inside "loss" are buckets of their own."""
+    if action.startswith("[HandTrainer]."):
+        return HAND_ACTIONS.get(action.removeprefix("[HandTrainer]."))
     if action.startswith("[Callback]"):
-        return "callbacks"
-    if action.endswith(".train_dataloader_next"):
-        return "data gather"
-    if action.endswith(".batch_to_device"):
-        return "host->device"
+        return "logging" if action.startswith("[Callback]LearningRateMonitor") else "callbacks"
     if action.startswith("[Strategy]") and action.endswith(".training_step"):
-        return "loss"  # the net's forward inside is a bucket of its own
-    if action.endswith(".optimizer_zero_grad"):
-        return "optimizer step"
-    if action.endswith(".configure_gradient_clipping"):
-        return "clip"
-    if action.endswith(".lr_scheduler_step"):
-        return "scheduler"
-    return None
+        return "loss"
+    return next((bucket for suffix, bucket in LIGHTNING_ACTIONS if action.endswith(suffix)), None)
 
 
 def bucket_profiler(clock: Clock, batches_per_epoch: int, timed: bool) -> Any:
@@ -339,7 +248,7 @@ def bucket_profiler(clock: Clock, batches_per_epoch: int, timed: bool) -> Any:
 
         def _bucket(self, action_name: str) -> str | None:
             if action_name not in self.buckets:
-                self.buckets[action_name] = lightning_bucket(action_name)
+                self.buckets[action_name] = action_bucket(action_name)
             return self.buckets[action_name]
 
         def summary(self) -> str:
@@ -365,13 +274,11 @@ def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path, batc
              "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={run_dir}"]
     with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         cli = ProfiledCLI(args=[*args, *quiet], run=False)
-        with instrument(clock, cli.model) if timed else _nothing():
+        with instrument(clock, cli.model) if timed else nullcontext():
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         if cli.run_folder is not None:
             cli.run_folder.release(failed=False)
-    if len(profiler.times) != epochs:
-        raise RuntimeError(f"expected {epochs} epochs of {batches_per_epoch} training batches, timed {profiler.times}")
-    return _measured(profiler.times, clock, profiler.steps, timed)
+    return _measured(profiler.times, clock, profiler.steps, timed, epochs)
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -516,7 +423,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
         logging.getLogger(name).setLevel(logging.WARNING)
     engines = ENGINES if args.engine == "both" else (args.engine,)
-    runners = {"loop": run_loop, "lightning": functools.partial(run_lightning, batches_per_epoch=args.steps)}
+    runners = {e: functools.partial(run_loop if e == "loop" else run_lightning, batches_per_epoch=args.steps)
+               for e in ENGINES}
     import yaml
 
     data_args = (yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args", {})

@@ -245,15 +245,9 @@ def check_args(engine: str, args: list[str]) -> Any:
     for path in runs.config_files(args):
         check_config_file(path)
     if engine == "loop":
-        from toyloops.engine.loop_cli import build_parser
+        from toyloops.engine.loop_cli import build
 
-        parser = build_parser()
-        config = parser.parse_args(args)
-        check_values(config)
-        with links_into_net():
-            objects = parser.instantiate(config)
-        check_net_fits_data(objects.model, objects.data)
-        return config
+        return build(args)[0]
 
     from toyloops.engine.cli import ToyCLI
 
