@@ -106,7 +106,7 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
 def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths.
     ``callbacks`` join the template's (a sweep's pruning)."""
-    args, parser = list(sys.argv[1:] if args is None else args), build_parser()
+    args, parser = runs.with_run_config(list(sys.argv[1:] if args is None else args)), build_parser()
     if args[:1] in (["-h"], ["--help"]):
         parser.print_help()
         return {}
