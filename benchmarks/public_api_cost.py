@@ -3,7 +3,8 @@
 What going through public APIs only cost: the time per training step of the template's Lightning
 Trainer and of the hand loop (bench.py's models and data: 4000 points, batch 64, AdamW, no
 clipping or scheduler) at commit ``--before``, which had two speed tricks built on private APIs,
-against this working tree, which has neither:
+against commit ``--after``, the same code with neither (later trees drive the hand loop through
+``HandTrainer``, whose cost bench.py measures):
 
 - skipping the callbacks' empty per-batch hooks (set to None, which Lightning's private
   ``_call_callback_hooks`` passes over);
@@ -138,6 +139,7 @@ def worker(variant: str, epochs: int, root: Path) -> dict[str, list[list[float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[2])
     parser.add_argument("--before", default="d743c73", help="the commit with the private-API speed tricks")
+    parser.add_argument("--after", default="1343a8d", help="the commit that dropped them")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)  # variant, source tree
@@ -146,9 +148,11 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], args.epochs, Path(args.worker[1]))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        trees = {"before": tmp, "after": str(ROOT)}
+        trees = {"before": f"{tmp}/before", "after": f"{tmp}/after"}
+        for tree, commit in (("before", args.before), ("after", args.after)):
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
+            os.mkdir(trees[tree])
+            subprocess.run(["tar", "-x", "-C", trees[tree]], input=archive.stdout, check=True)
         runs: dict[str, list[dict]] = {label: [] for label, _, _ in VARIANTS}
         for r in range(args.rounds):
             for label, tree, variant in VARIANTS:
