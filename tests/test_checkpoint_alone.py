@@ -3,12 +3,14 @@
 ``last`` is the newest run's last checkpoint. Checked on either engine's checkpoint, by comparing
 with the same command given the config."""
 
+import re
+
 import pytest
 import torch
 import yaml
 from conftest import BLOBS_SHORT, CONFIGS
 
-from toyloops import LinearRegression, Regressor
+from toyloops import Classifier, LinearRegression, Regressor
 from toyloops.engine import cli, loop_cli
 from toyloops.engine.runs import with_run_config
 from toyloops.rules.errors import ConfigError
@@ -66,3 +68,18 @@ def test_export_takes_last_and_a_regressions_checkpoint_and_refuses_a_misshaped_
     torch.save(checkpoint, in_tmp / "bent.ckpt")
     with pytest.raises(ConfigError, match=r"net.linear.weight|linear.weight is \(3, 2\) in the checkpoint"):
         export.run(["--ckpt_path", str(in_tmp / "bent.ckpt"), "--format", "torchscript"])
+
+
+@pytest.mark.parametrize("hidden", [[20000, 20000], [200000, 200000]])
+def test_stored_sizes_are_checked_against_the_weights_before_any_net_is_built(trained, in_tmp, hidden):
+    """A 40 KB checkpoint whose hyperparameters claim a huge net: one line, before an allocation (issue 21.4)."""
+    checkpoint = torch.load(trained("lightning", "blobs_mlp", *BLOBS_SHORT).last, weights_only=True)
+    checkpoint["hyper_parameters"]["net"]["init_args"]["hidden_sizes"] = hidden
+    torch.save(checkpoint, in_tmp / "huge.ckpt")
+    message = f"hyper_parameters.net says net.layers.0.weight is ({hidden[0]}, 2), its weights hold"
+    for command in (["validate", "--ckpt_path", "huge.ckpt", "--config", str(CONFIGS / "blobs_mlp.yaml")],
+                    ["export", "--ckpt_path", "huge.ckpt"]):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            (export.run(command[1:]) if command[0] == "export" else loop_cli.run(command))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Classifier.load_from_checkpoint(in_tmp / "huge.ckpt")

@@ -201,10 +201,26 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
                 resolve(value, name, where)
             else:
                 check_plain(value, where)
+    net = (checkpoint.get("hyper_parameters") or {}).get("net")
+    if isinstance(net, dict) and "net" not in given:
+        check_sizes(net, checkpoint["state_dict"], path)
     version = checkpoint.get("pytorch-lightning_version", "0")
     if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
         raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
     return checkpoint
+
+
+def check_sizes(spec: dict[str, Any], state: dict[str, Any], path: str | Path) -> None:
+    """The stored net's sizes agree with the checkpoint's tensors, checked on the ``meta`` device
+    (shapes without memory) before any net is built: a stored size cannot decide an allocation."""
+    with torch.device("meta"):
+        expected = {f"net.{name}": tensor.shape for name, tensor in build(spec, "net", "net").state_dict().items()}
+    for name, shape in expected.items():
+        stored = state.get(name)
+        if not isinstance(stored, torch.Tensor) or stored.shape != shape:
+            got = tuple(stored.shape) if isinstance(stored, torch.Tensor) else "missing"
+            raise ConfigError(f"ckpt_path={str(path)!r}: hyper_parameters.net says {name} is {tuple(shape)}, "
+                              f"its weights hold {got}")
 
 
 def imported_subclass(path: str, base: type) -> bool:
