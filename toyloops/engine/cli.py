@@ -40,6 +40,7 @@ from toyloops.engine.defaults import (
     apply_thread_policy,
 )
 from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.rules import ignore_library_warnings
 from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import load_checkpoint, read_checkpoint
 
@@ -51,22 +52,6 @@ class _DropTips(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Tip:" not in record.getMessage()
-
-
-# Warnings the libraries raise about each other (Lightning's CLI calls jsonargparse methods that
-# jsonargparse deprecates; torch's pytree about Lightning's use of it): nothing a user can act on.
-LIBRARY_WARNINGS = (  # (message, module the warning is attributed to)
-    (".*isinstance.treespec, LeafSpec", ""),
-    (r"\s*(.* was deprecated in v4\.|By default only one JsonargparseDeprecationWarning)", r"lightning\.pytorch\.cli"),
-    # Lightning's advice on machines of 3+ cores: toy data are tensors in memory, which a worker
-    # process would copy to hand back batches that cost less than the copy.
-    (".* does not have many workers which may be a bottleneck", ""),
-)
-
-
-def ignore_library_warnings() -> None:
-    for message, module in LIBRARY_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, module=module)
 
 
 ignore_library_warnings()
