@@ -111,6 +111,16 @@ def test_toyloops_fit_trains_the_project_to_its_stated_accuracy(project):
     assert float(tested.stdout.split("test/acc: ")[1].split()[0]) > STATED_ACCURACY
 
 
+def test_the_hand_trainer_drives_the_projects_own_module_to_lightnings_numbers(project):
+    """The project's LightningModule is not toyloops': the hand trainer drives it through its hooks."""
+    args = ("--config", "demo.yaml", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
+            "--trainer.default_root_dir=engines")  # its own logs/, apart from the other tests' runs
+    lightning = toyloops_command(project, "fit", *args).stdout
+    hand = toyloops_command(project, "loop", "fit", *args).stdout
+    best = [float(out.split("best val/acc: ")[1].split()[0]) for out in (lightning, hand)]
+    assert best[0] == best[1] > 0.8
+
+
 def test_toyloops_seeds_runs_its_folds(project):
     toyloops_command(project, "seeds", "--config", "demo.yaml", "--kfold", "2", "--name", "folds")
     with open(project / "logs/seeds/folds/results.csv") as f:
