@@ -201,6 +201,7 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
                 resolve(value, name, where)
             else:
                 check_plain(value, where)
+    check_structure(checkpoint, path)
     net = (checkpoint.get("hyper_parameters") or {}).get("net")
     if isinstance(net, dict) and "net" not in given:
         check_sizes(net, checkpoint["state_dict"], path)
@@ -208,6 +209,41 @@ def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, 
     if not (isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*(\S*)", version)):
         raise ConfigError(f"ckpt_path={str(path)!r}: its pytorch-lightning_version {version!r} is not a version")
     return checkpoint
+
+
+# What a resume or an evaluation reads, by the type it must have: Lightning's keys, toyloops' own
+# section and its parts (an int where a count is read, a tensor where a state is).
+STRUCTURE = {"": {"state_dict": dict, "optimizer_states": list, "lr_schedulers": list, "loops": dict, "callbacks": dict,
+                  "epoch": int, "global_step": int, "toyloops": dict},
+             "toyloops": {"engine": str, "rng": dict, "loop": dict, "data": dict},
+             "toyloops.rng": {"torch": torch.Tensor, "cuda": list, "python": (list, tuple), "numpy": (list, tuple)},
+             "toyloops.loop": {"epoch": int, "global_step": int, "callback_metrics": dict},
+             "toyloops.data": {"epoch": int, "batches_done": int}}
+
+
+def check_structure(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Each section a resume or an evaluation reads is of its type (:data:`STRUCTURE`; the items of
+    the optimizer and scheduler lists are mappings; a data module's state maps names to tensors);
+    else a ConfigError naming the section, its type and what was expected."""
+    def refuse(where: str, value: Any, expected: Any) -> None:
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise ConfigError(f"ckpt_path={str(path)!r}: its {where} is a {type(value).__name__}, expected {names}")
+
+    for prefix, types in STRUCTURE.items():
+        part = functools.reduce(lambda node, key: node.get(key, {}) if isinstance(node, dict) else {},
+                                prefix.split(".") if prefix else [], checkpoint)
+        for key, expected in types.items():
+            if isinstance(part, dict) and key in part and (not isinstance(part[key], expected) or (
+                    expected is int and isinstance(part[key], bool))):
+                refuse(f"{prefix}.{key}".lstrip("."), part[key], expected)
+    for key in ("optimizer_states", "lr_schedulers"):
+        for i, item in enumerate(checkpoint.get(key) or []):
+            if not isinstance(item, dict):
+                refuse(f"{key}[{i}]", item, dict)
+    for key, state in checkpoint.items():
+        if key.endswith("DataModule") and not (isinstance(state, dict) and all(
+                isinstance(value, torch.Tensor) for value in state.values())):
+            refuse(f"{key} state", state, dict)
 
 
 def check_sizes(spec: dict[str, Any], state: dict[str, Any], path: str | Path) -> None:
