@@ -136,7 +136,6 @@ class HandTrainer:
 
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: L.LightningDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
-        """Train ``model`` as ``Trainer.fit`` does; ``ckpt_path`` (a hand-trainer checkpoint) resumes a run."""
         if isinstance(train_dataloaders, L.LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         with self.attached(model, datamodule, TrainerFn.FITTING, ckpt_path) as checkpoint:
@@ -248,7 +247,6 @@ class HandTrainer:
             and self.limit_val_batches != 0
 
     def training_epoch_loop(self, model: L.LightningModule) -> None:
-        """One pass over the train batches, as Lightning's training epoch loop makes it."""
         progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
         model.train()
         self.call("on_train_epoch_start")
@@ -301,7 +299,6 @@ class HandTrainer:
 
     @profiled
     def training_step(self, model: L.LightningModule, batch: Any, batch_idx: int) -> Tensor:
-        """The module's step in autocast, a stop at a non-finite loss, zero_grad, backward."""
         with self.autocast():
             output = model.training_step(batch, batch_idx)
         loss = output["loss"] if isinstance(output, dict) else output
@@ -314,7 +311,6 @@ class HandTrainer:
 
     @profiled
     def optimizer_step(self, model: L.LightningModule) -> None:
-        """Unscale, clip, step: Lightning's ``clip_gradients`` and ``optimizer_step``."""
         self.call("on_before_optimizer_step", self.optimizer)
         if self.gradient_clip_val:
             self.scaler.unscale_(self.optimizer)  # clip in real units, not scaled ones
@@ -326,9 +322,8 @@ class HandTrainer:
 
     @profiled
     def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
-        """Step the scheduler through the module's ``lr_scheduler_step`` when its interval has come;
-        ReduceLROnPlateau only after validation, on its monitor's latest value (skipped before there
-        is one, unless ``strict``)."""
+        """The scheduler, when its interval has come; ReduceLROnPlateau (``plateau``) only after validation, on
+        its monitor's latest value (skipped before there is one, unless ``strict``)."""
         config = self.scheduler
         if config is None or config["interval"] != interval or plateau != isinstance(
                 config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -342,8 +337,6 @@ class HandTrainer:
             raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
 
     def evaluation_loop(self, model: L.LightningModule, stage: str, batches: Any, limit: int | float) -> dict:
-        """Eval mode, no grad, ``<stage>_step`` per batch (its logs averaged over samples), then
-        ``on_<stage>_epoch_end``; the scores are logged (not a sanity check's), then ``on_<stage>_end``."""
         model.eval()
         self.call(f"on_{stage}_epoch_start")
         self.logged.start_means()
@@ -362,7 +355,6 @@ class HandTrainer:
         return metrics
 
     def on_train_epoch_end(self, model: L.LightningModule, val_metrics: dict[str, float]) -> None:
-        """The epoch-end hooks (the module's logs written), ReduceLROnPlateau, then the checkpoints."""
         epoch = self.progress.epoch
         self.call("on_train_epoch_end")
         self.log_metrics(self.logged.read())
@@ -407,7 +399,6 @@ class HandTrainer:
     log_metrics = profiled(loop_logging.log_metrics)
 
     def dump_checkpoint(self) -> dict[str, Any]:
-        """What Lightning's checkpoint connector writes, plus toyloops' resume section."""
         checkpoint = ckpt.dump_lightning_keys(self)
         data = getattr(self.train_batches, "state_dict", dict)()  # the batch iterator's place in its epoch
         checkpoint[ckpt.SECTION] = ckpt.toyloops_section("loop", loop=asdict(self.progress), data=data)
@@ -447,7 +438,6 @@ class HandTrainer:
 
     def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
-        """``predict_step`` over ``datamodule.predict_dataloader()``, in eval mode without gradients."""
         with self.attached(model, datamodule, TrainerFn.PREDICTING, ckpt_path), torch.no_grad(), self.autocast():
             batches = dataloaders or datamodule.predict_dataloader()
             model.eval()
