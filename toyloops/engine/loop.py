@@ -15,7 +15,7 @@ CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loo
     evaluation_loop.run                       evaluation_loop (validation_step / test_step, on_*_epoch_end)
     fit_loop.on_advance_end                   on_train_epoch_end (the epoch-end hooks, then the checkpoints)
     ModelCheckpoint                           model_checkpoint (best by its monitor; latest without one)
-    LearningRateMonitor                       log_learning_rate
+    LearningRateMonitor                       log_learning_rate (these two in loop_logging)
     logger_connector.log_metrics              log_metrics (to Lightning ``Logger`` objects, with ``epoch``)
     checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
     call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from toyloops.core.module import is_log_step
 from toyloops.engine import checkpoints as ckpt
-from toyloops.engine import runs
+from toyloops.engine import loop_logging, runs
 from toyloops.engine.callbacks import flush_loggers
 from toyloops.engine.loop_logging import LoggedValues, TrainerView, batch_size
 from toyloops.engine.seeding import set_rng_state
@@ -58,12 +58,13 @@ from toyloops.rules.specs import read_checkpoint
 __all__ = ["HandTrainer"]
 
 TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
-# L.Trainer's arguments the hand trainer implements; any other one given a value not its default is refused.
-SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
-                          "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
-                          "limit_val_batches", "limit_test_batches", "limit_predict_batches", "default_root_dir",
-                          "enable_progress_bar", "enable_model_summary", "enable_checkpointing",
-                          "num_sanity_val_steps", "callbacks", "logger", "profiler")
+# L.Trainer's arguments the hand trainer implements, first those a config's trainer: may set (loop_cli);
+# any other one given a value not its default is refused.
+CONFIG_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "devices",
+               "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
+               "limit_test_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary", "callbacks")
+SUPPORTED_TRAINER_KEYS = (*CONFIG_KEYS, "limit_predict_batches", "enable_checkpointing", "num_sanity_val_steps",
+                          "logger", "profiler")
 # What the Trainer does with an argument left at None.
 NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm", "log_every_n_steps": 50,
               "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
@@ -76,15 +77,13 @@ def as_list(value: Any) -> list:
     return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
-def profiled(action: str | None = None):  # noqa: ANN201 - a decorator
-    """The method runs inside ``trainer.profile(action)``, by default ``[HandTrainer].<its name>``."""
-    def decorate(method):  # noqa: ANN001, ANN202
-        @functools.wraps(method)
-        def step(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
-            with self.profile(action or f"[HandTrainer].{method.__name__}"):
-                return method(self, *args, **kwargs)
-        return step
-    return decorate
+def profiled(method):  # noqa: ANN001, ANN201 - a decorator
+    """The method runs inside ``trainer.profile("[HandTrainer].<its name>")``."""
+    @functools.wraps(method)
+    def step(self, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN001
+        with self.profile(f"[HandTrainer].{method.__name__}"):
+            return method(self, *args, **kwargs)
+    return step
 
 
 @dataclass
@@ -100,7 +99,6 @@ class HandTrainer:
     """``L.Trainer``'s arguments, methods and attributes over a loop written out by hand."""
 
     def __init__(self, **kwargs: Any) -> None:
-        """L.Trainer's keyword arguments and defaults: SUPPORTED_TRAINER_KEYS; any other must keep its default."""
         for name, value in kwargs.items():
             if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
                 raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; "
@@ -138,14 +136,9 @@ class HandTrainer:
 
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: L.LightningDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
-        """Train ``model`` as ``Trainer.fit`` does; ``ckpt_path`` (a hand-trainer checkpoint) resumes a run."""
         if isinstance(train_dataloaders, L.LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
-        checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
-        if checkpoint is not None:
-            ckpt.check_resume(checkpoint, "loop", ckpt_path)
-            ckpt.check_weights(checkpoint, model, ckpt_path)
-        with self.attached(model, datamodule, TrainerFn.FITTING):
+        with self.attached(model, datamodule, TrainerFn.FITTING, ckpt_path) as checkpoint:
             if self.enable_model_summary:
                 print(f"{type(getattr(model, 'net', model)).__name__}: "
                       f"{sum(p.numel() for p in model.parameters()):,} parameters", flush=True)
@@ -167,10 +160,15 @@ class HandTrainer:
     @contextmanager
     def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn, ckpt_path: Any = None):  # noqa: ANN201
         """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up
-        hooks; an evaluation's ``ckpt_path``: its weights and its data module's state (train statistics)."""
+        hooks; ``ckpt_path`` checked and yielded (an evaluation's loaded: weights, data module's state)."""
         if not model.automatic_optimization:
             raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
                               "trainer: use L.Trainer")
+        checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
+        if checkpoint is not None and fn == TrainerFn.FITTING:
+            ckpt.check_resume(checkpoint, "loop", ckpt_path)
+        if checkpoint is not None:
+            ckpt.check_weights(checkpoint, model, ckpt_path)
         self.state, self.lightning_module, self.datamodule = TrainerState(fn=fn), model, datamodule
         self.hooked = [c for c in self.callbacks if not isinstance(c, (*WRITTEN_OUT, EarlyStopping))]
         model.fabric = self.view  # public: LightningModule.log and .trainer then go to the view
@@ -181,14 +179,12 @@ class HandTrainer:
         model.prepare_data()
         self.call("setup", fn.value)
         model.to(self.strategy.root_device)  # before the optimizer state exists, so it follows the weights
-        if ckpt_path and fn != TrainerFn.FITTING:
-            checkpoint = read_checkpoint(ckpt_path)
-            ckpt.check_weights(checkpoint, model, ckpt_path)
+        if checkpoint is not None and fn != TrainerFn.FITTING:
             self.restore_model(checkpoint)
             if type(datamodule).__qualname__ in checkpoint:
                 datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
         try:
-            yield
+            yield checkpoint
         finally:
             self.call("teardown", fn.value)
             model.fabric = None
@@ -233,7 +229,8 @@ class HandTrainer:
             self.sanity_checking = False
         self.call("on_train_start")
         while self.progress.epoch < self.max_epochs and not self.should_stop:
-            self.training_epoch_loop(model)
+            with self.profile("run_training_epoch"):
+                self.training_epoch_loop(model)
             val_metrics = {}
             if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.validates(model):
                 val_metrics = self.evaluation_loop(model, "validation", self.val_batches, self.limit_val_batches)
@@ -249,9 +246,7 @@ class HandTrainer:
         return self.val_batches is not None and is_overridden("validation_step", model, L.LightningModule) \
             and self.limit_val_batches != 0
 
-    @profiled("run_training_epoch")
     def training_epoch_loop(self, model: L.LightningModule) -> None:
-        """One pass over the train batches, as Lightning's training epoch loop makes it."""
         progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
         model.train()
         self.call("on_train_epoch_start")
@@ -290,11 +285,10 @@ class HandTrainer:
                     raise runs.Stopped(self.stop.signum, progress.global_step, self.resume_point())
         self.update_lr_schedulers("epoch")  # at the epoch's last batch, before validation, as Lightning does
 
-    def profile(self, action: str):  # noqa: ANN201 - a context manager
-        """``profiler.profile(action)`` when the trainer has a profiler (Lightning's action names where they match)."""
+    def profile(self, action: str):  # noqa: ANN201 - a context manager, Lightning's action names where they match
         return nullcontext() if self.profiler is None else self.profiler.profile(action)
 
-    @profiled()
+    @profiled
     def batch_to_device(self, batch: Any) -> Any:
         return move_data_to_device(batch, self.strategy.root_device)
 
@@ -303,9 +297,8 @@ class HandTrainer:
         dtype, device = self.autocast_dtype, self.strategy.root_device
         return nullcontext() if dtype is None else torch.autocast(device.type, dtype)
 
-    @profiled()
+    @profiled
     def training_step(self, model: L.LightningModule, batch: Any, batch_idx: int) -> Tensor:
-        """The module's step in autocast, a stop at a non-finite loss, zero_grad, backward."""
         with self.autocast():
             output = model.training_step(batch, batch_idx)
         loss = output["loss"] if isinstance(output, dict) else output
@@ -316,9 +309,8 @@ class HandTrainer:
         self.call("on_after_backward")
         return loss.detach()
 
-    @profiled()
+    @profiled
     def optimizer_step(self, model: L.LightningModule) -> None:
-        """Unscale, clip, step: Lightning's ``clip_gradients`` and ``optimizer_step``."""
         self.call("on_before_optimizer_step", self.optimizer)
         if self.gradient_clip_val:
             self.scaler.unscale_(self.optimizer)  # clip in real units, not scaled ones
@@ -328,15 +320,13 @@ class HandTrainer:
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
 
-    @profiled()
+    @profiled
     def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
-        """Step the scheduler through the module's ``lr_scheduler_step`` when its interval has come;
-        ReduceLROnPlateau only after validation, on its monitor's latest value (skipped before there
-        is one, unless ``strict``)."""
+        """The scheduler, when its interval has come; ReduceLROnPlateau (``plateau``) only after validation, on
+        its monitor's latest value (skipped before there is one, unless ``strict``)."""
         config = self.scheduler
-        if config is None or config["interval"] != interval:
-            return
-        if plateau != isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if config is None or config["interval"] != interval or plateau != isinstance(
+                config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
             return
         if not plateau:
             self.lightning_module.lr_scheduler_step(config["scheduler"], None)
@@ -347,8 +337,6 @@ class HandTrainer:
             raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
 
     def evaluation_loop(self, model: L.LightningModule, stage: str, batches: Any, limit: int | float) -> dict:
-        """Eval mode, no grad, ``<stage>_step`` per batch (its logs averaged over samples), then
-        ``on_<stage>_epoch_end``; the scores are logged (not a sanity check's), then ``on_<stage>_end``."""
         model.eval()
         self.call(f"on_{stage}_epoch_start")
         self.logged.start_means()
@@ -367,7 +355,6 @@ class HandTrainer:
         return metrics
 
     def on_train_epoch_end(self, model: L.LightningModule, val_metrics: dict[str, float]) -> None:
-        """The epoch-end hooks (the module's logs written), ReduceLROnPlateau, then the checkpoints."""
         epoch = self.progress.epoch
         self.call("on_train_epoch_end")
         self.log_metrics(self.logged.read())
@@ -381,25 +368,25 @@ class HandTrainer:
     def model_checkpoint(self, val_metrics: dict[str, float] | None) -> None:
         """Each ModelCheckpoint's rule: without a monitor, the latest state (``val_metrics`` None: a
         mid-epoch save, these only); with one, the best (by this epoch's validation, for val/ tags)."""
-        saving = {}
-        for callback in self.checkpoint_callbacks if self.enable_checkpointing else []:
+        saving = []  # (the new file, the one it replaces); without a monitor first: the resume point
+        for callback in sorted(self.checkpoint_callbacks if self.enable_checkpointing else [],
+                               key=lambda callback: callback.monitor is not None):
             monitor, best = callback.monitor, callback.best_model_score
-            score = None if monitor is None or val_metrics is None else val_metrics.get(monitor) \
-                if monitor.startswith("val/") else self.progress.callback_metrics.get(monitor)
+            scores = val_metrics if monitor and monitor.startswith("val/") else self.progress.callback_metrics
+            score = None if monitor is None or val_metrics is None else scores.get(monitor)
             if monitor is None or (score is not None and (best is None or (
                     score > best if callback.mode == "max" else score < best))):
                 metrics = {"epoch": self.current_epoch - 1, "step": self.global_step, **self.callback_metrics}
-                folder = Path(callback.dirpath or Path(self.log_dir) / "checkpoints")
-                saving[callback] = (folder / Path(callback.format_checkpoint_name(metrics)).name,
-                                    callback.best_model_path)
-                callback.best_model_path = str(saving[callback][0])
-                if score is not None:
-                    callback.best_model_score = torch.tensor(score)
+                name = Path(callback.format_checkpoint_name(metrics)).name
+                saving.append((Path(callback.dirpath or Path(self.log_dir) / "checkpoints") / name,
+                               callback.best_model_path))
+                callback.best_model_path = str(saving[-1][0])
+                callback.best_model_score = best if score is None else torch.tensor(score)
         if saving:
             flush_loggers(self)  # what was logged so far reaches the files before the checkpoint does
             checkpoint = self.dump_checkpoint()
-            for _, (path, previous) in sorted(saving.items(), key=lambda item: item[0].monitor is not None):
-                ckpt.save_checkpoint(checkpoint, path)  # without a monitor first: the resume point
+            for path, previous in saving:
+                ckpt.save_checkpoint(checkpoint, path)
                 if previous and Path(previous) != path and Path(previous).parent == path.parent:
                     Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
@@ -408,28 +395,10 @@ class HandTrainer:
         path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
         return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
 
-    @profiled()
-    def log_learning_rate(self) -> None:
-        """LearningRateMonitor: ``lr-<Optimizer>`` (``/pg1``, ``/pg2`` ... with several groups) at this step."""
-        if any(isinstance(c, LearningRateMonitor) for c in self.callbacks):
-            groups, name = self.optimizer.param_groups, f"lr-{type(self.optimizer).__name__}"
-            rates = {f"{name}/pg{i + 1}" if len(groups) > 1 else name: g["lr"] for i, g in enumerate(groups)}
-            for logger in self.loggers:
-                logger.log_metrics(rates, step=self.global_step)
-
-    @profiled()
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None, write: bool = True) -> None:
-        """The logger connector: ``callback_metrics`` keeps each value; the loggers get them with
-        ``epoch`` at the latest optimizer step (an evaluation outside fit: at the global step)."""
-        self.progress.callback_metrics.update(metrics)
-        if write and metrics:
-            if step is None:
-                step = self.global_step - 1 if self.state.fn == TrainerFn.FITTING else self.global_step
-            for logger in self.loggers:
-                logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
+    log_learning_rate = profiled(loop_logging.log_learning_rate)
+    log_metrics = profiled(loop_logging.log_metrics)
 
     def dump_checkpoint(self) -> dict[str, Any]:
-        """What Lightning's checkpoint connector writes, plus toyloops' resume section."""
         checkpoint = ckpt.dump_lightning_keys(self)
         data = getattr(self.train_batches, "state_dict", dict)()  # the batch iterator's place in its epoch
         checkpoint[ckpt.SECTION] = ckpt.toyloops_section("loop", loop=asdict(self.progress), data=data)
@@ -453,21 +422,22 @@ class HandTrainer:
 
     def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        """The validation loop over ``datamodule.val_dataloader()``; ``[metrics]``, as the Trainer returns."""
-        with self.attached(model, datamodule, TrainerFn.VALIDATING, ckpt_path):
-            batches = dataloaders or datamodule.val_dataloader()
-            return [self.evaluation_loop(model, "validation", batches, self.limit_val_batches)]
+        return self.evaluate(model, TrainerFn.VALIDATING, dataloaders, datamodule, ckpt_path)
 
     def test(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        """The test loop over ``datamodule.test_dataloader()``; ``[metrics]``, as the Trainer returns."""
-        with self.attached(model, datamodule, TrainerFn.TESTING, ckpt_path):
-            return [self.evaluation_loop(model, "test", dataloaders or datamodule.test_dataloader(),
-                                         self.limit_test_batches)]
+        return self.evaluate(model, TrainerFn.TESTING, dataloaders, datamodule, ckpt_path)
+
+    def evaluate(self, model: L.LightningModule, fn: TrainerFn, dataloaders: Any, datamodule: Any,
+                 ckpt_path: Any) -> list[dict[str, float]]:
+        """``validate`` / ``test``: the evaluation loop over ``datamodule.val|test_dataloader()``; ``[metrics]``."""
+        stage, short = ("validation", "val") if fn == TrainerFn.VALIDATING else ("test", "test")
+        with self.attached(model, datamodule, fn, ckpt_path):
+            batches = dataloaders or getattr(datamodule, f"{short}_dataloader")()
+            return [self.evaluation_loop(model, stage, batches, getattr(self, f"limit_{short}_batches"))]
 
     def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
-        """``predict_step`` over ``datamodule.predict_dataloader()``, in eval mode without gradients."""
         with self.attached(model, datamodule, TrainerFn.PREDICTING, ckpt_path), torch.no_grad(), self.autocast():
             batches = dataloaders or datamodule.predict_dataloader()
             model.eval()

@@ -19,17 +19,11 @@ from lightning.pytorch.cli import instantiate_class
 
 from toyloops.engine import runs
 from toyloops.engine.callbacks import DashboardCallback, LastCheckpoint, RunSummary
-from toyloops.engine.checkpoints import check_resume, check_weights, write_atomic
-from toyloops.engine.defaults import (
-    DEFAULT_MODEL,
-    LOG_DIR,
-    MONITOR,
-    MONITOR_MODE,
-    TRAINER_DEFAULTS,
-    add_links,
-    apply_thread_policy,
-)
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.defaults import DEFAULT_MODEL, LOG_DIR, MONITOR, MONITOR_MODE, add_links, apply_thread_policy
+from toyloops.engine.defaults import TRAINER_DEFAULTS as CONFIG_DEFAULTS
 from toyloops.engine.loggers import TensorBoardLogger
+from toyloops.engine.loop import CONFIG_KEYS as SUPPORTED_TRAINER_KEYS  # what a config's trainer: may set here
 from toyloops.engine.loop import HandTrainer
 from toyloops.engine.seeding import seed_everything
 from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
@@ -37,10 +31,6 @@ from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import read_checkpoint
 
 RUN_PREFIX = "loop_version_"
-SUPPORTED_TRAINER_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator",
-                          "devices", "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches",
-                          "limit_val_batches", "limit_test_batches", "default_root_dir", "enable_progress_bar",
-                          "enable_model_summary", "callbacks")  # what a config's trainer: may set here
 EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"  # the one trainer.callbacks entry a config may add
 
 
@@ -65,7 +55,7 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(LoopDashboard, "dashboard")
     parser.add_argument("--ckpt_path", type=str | None, default=None,
                         help="resume (fit) or evaluate (validate/test) this checkpoint; 'last' = newest run's")
-    parser.set_defaults(TRAINER_DEFAULTS)
+    parser.set_defaults(CONFIG_DEFAULTS)
     add_links(parser)
     return parser
 
@@ -125,7 +115,6 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
         if hparams.get("net"):  # as LightningCLI: the checkpoint's own model
             model = type(model)(**{k: v for k, v in hparams.items() if k in inspect.signature(type(model)).parameters})
             check_net_fits_data(model, datamodule)
-        check_weights(checkpoint, model, ckpt)
         trainer = HandTrainer(**{**options, "logger": False, "enable_model_summary": False})
         evaluate = trainer.validate if stage == "validate" else trainer.test
         metrics = evaluate(model, datamodule=datamodule, ckpt_path=ckpt)[0]
@@ -140,9 +129,7 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
         return metrics
 
     if checkpoint is not None:
-        check_resume(checkpoint, "loop", ckpt)
-        runs.check_resume_config(ckpt, cfg)
-        check_weights(checkpoint, model, ckpt)
+        runs.check_resume_config(ckpt, cfg)  # the checkpoint itself: in fit
     run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
     checkpoints = run_folder.path / "checkpoints"
     try:

@@ -1,11 +1,12 @@
-"""How a LightningModule's ``self.log`` and ``self.trainer`` reach :class:`~toyloops.engine.loop.HandTrainer`.
+"""How a LightningModule's ``self.log`` and ``self.trainer`` reach :class:`~toyloops.engine.loop.HandTrainer`,
+and how the values reach its loggers (the logger connector: :func:`log_metrics`, :func:`log_learning_rate`).
 
-A module whose public ``fabric`` property is set sends ``self.log`` / ``self.log_dict`` to
-``fabric.log_dict`` and answers ``self.trainer.X`` from the Fabric object (``docs/decisions.md``).
-:class:`TrainerView` is that Fabric: it reads the Trainer's attributes off the hand trainer and
-hands each logged value to :class:`LoggedValues`. Fabric drops ``on_step`` / ``on_epoch``, so the
-values follow Lightning's defaults for the hook they were logged in: a training step's value as
-it is, an evaluation step's averaged over samples at epoch end, an epoch-end hook's as it is.
+A module whose public ``fabric`` property is set sends ``self.log`` / ``self.log_dict`` to ``fabric.log_dict``
+and answers ``self.trainer.X`` from the Fabric object (``docs/decisions.md``). :class:`TrainerView` is that
+Fabric: it reads the Trainer's attributes off the hand trainer and hands each logged value to
+:class:`LoggedValues`. Fabric drops ``on_step`` / ``on_epoch``, so the values follow Lightning's defaults for
+the hook they were logged in: a training step's value as it is, an evaluation step's averaged over samples at
+epoch end, an epoch-end hook's as it is.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 from lightning.fabric import Fabric
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 
@@ -74,3 +77,23 @@ def batch_size(batch: Any) -> int:
     while not isinstance(batch, Tensor):
         batch = next(iter(batch.values() if isinstance(batch, dict) else batch))
     return len(batch)
+
+
+def log_metrics(self: Any, metrics: dict[str, float], step: int | None = None, write: bool = True) -> None:
+    """The logger connector: ``callback_metrics`` keeps each value; the loggers get them with
+    ``epoch`` at the latest optimizer step (an evaluation outside fit: at the global step)."""
+    self.progress.callback_metrics.update(metrics)
+    if write and metrics:
+        if step is None:
+            step = self.global_step - 1 if self.state.fn == TrainerFn.FITTING else self.global_step
+        for logger in self.loggers:
+            logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
+
+
+def log_learning_rate(self: Any) -> None:
+    """LearningRateMonitor: ``lr-<Optimizer>`` (``/pg1``, ``/pg2`` ... with several groups) at this step."""
+    if any(isinstance(c, LearningRateMonitor) for c in self.callbacks):
+        groups, name = self.optimizer.param_groups, f"lr-{type(self.optimizer).__name__}"
+        rates = {f"{name}/pg{i + 1}" if len(groups) > 1 else name: g["lr"] for i, g in enumerate(groups)}
+        for logger in self.loggers:
+            logger.log_metrics(rates, step=self.global_step)
