@@ -10,6 +10,8 @@ project trusts its own code), and torch's optimizers and schedulers. Checkpoints
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import io
 import pickle
 import re
@@ -260,8 +262,11 @@ def check_sizes(spec: dict[str, Any], state: dict[str, Any], path: str | Path) -
 
 
 def imported_subclass(path: str, base: type) -> bool:
-    """Whether ``path`` names a subclass of ``base`` in a module already imported (nothing is imported here)."""
+    """Whether ``path`` names a subclass of ``base`` in a module already imported, or in toyloops' own
+    package (the only code this imports)."""
     module, _, name = path.rpartition(".")
+    if module.split(".")[0] == "toyloops" and module not in sys.modules and importlib.util.find_spec(module):
+        importlib.import_module(module)
     cls = getattr(sys.modules.get(module), name, None)
     return isinstance(cls, type) and issubclass(cls, base)
 
