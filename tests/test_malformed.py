@@ -41,7 +41,7 @@ def test_a_wrong_type_in_a_section_is_one_line_naming_it(checkpoints, tmp_path, 
         with pytest.raises(ConfigError, match=rf"its {'.'.join(keys)}( state)? is a float, expected"):
             read_checkpoint(path)
         checked.append(keys)
-    assert len(checked) >= 10, checked
+    assert len(checked) >= 9, checked  # each engine writes nine or more of them
 
 
 def test_fit_and_validate_refuse_it_in_one_line_in_both_engines(checkpoints, in_tmp):
