@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext, redirect_stderr, redirect_stdout
+from contextlib import ExitStack, contextmanager, nullcontext, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,59 +55,52 @@ ENGINES = ("loop", "lightning")
 
 
 class Clock:
-    """Exclusive time per bucket: a timed range's duration minus the timed ranges inside it."""
+    """Exclusive time per bucket: a timed range's duration minus the timed ranges inside it. Backward
+    runs inside torch, from the loss's grad_fn to the last gradient; it is filed at the next range's edge."""
 
     def __init__(self) -> None:
         self.totals = dict.fromkeys(BUCKETS, 0.0)
         self.recording = False
-        self._stack: list[list] = []  # [bucket, start, time of timed ranges inside]
-        self._backward: list[float] | None = None  # [start, last gradient ready]
+        self.stack: list[list] = []  # [bucket, start, time of timed ranges inside]
+        self.backward: list[float] | None = None  # [start, last gradient ready]
 
     def enter(self, bucket: str) -> None:
-        self._close_backward()
-        self._stack.append([bucket, time.perf_counter(), 0.0])
+        self.close_backward()
+        self.stack.append([bucket, time.perf_counter(), 0.0])
 
-    def exit(self) -> None:
+    def exit(self, *_: Any) -> None:
         now = time.perf_counter()
-        self._close_backward()
-        bucket, start, inside = self._stack.pop()
-        self._add(bucket, now - start, inside)
+        self.close_backward()
+        bucket, start, inside = self.stack.pop()
+        self.add(bucket, now - start, inside)
 
-    def _add(self, bucket: str, duration: float, inside: float = 0.0) -> None:
+    def add(self, bucket: str, duration: float, inside: float = 0.0) -> None:
         if self.recording:
             self.totals[bucket] += duration - inside
-        if self._stack:
-            self._stack[-1][2] += duration
+        if self.stack:
+            self.stack[-1][2] += duration
 
-    # backward runs inside torch: it starts at the loss's grad_fn and ends at the last gradient
     def backward_started(self, *_: Any) -> None:
-        self._close_backward()
-        now = time.perf_counter()
-        self._backward = [now, now]
+        self.close_backward()
+        self.backward = [time.perf_counter()] * 2
 
     def gradient_ready(self, *_: Any) -> None:
-        if self._backward is not None:
-            self._backward[1] = time.perf_counter()
+        if self.backward is not None:
+            self.backward[1] = time.perf_counter()
 
-    def _close_backward(self) -> None:
-        if self._backward is not None:
-            start, end = self._backward
-            self._backward = None
-            self._add("backward", end - start)
-
-    @contextmanager
-    def range(self, bucket: str) -> Iterator[None]:
-        self.enter(bucket)
-        try:
-            yield
-        finally:
-            self.exit()
+    def close_backward(self) -> None:
+        if self.backward is not None:
+            (start, end), self.backward = self.backward, None
+            self.add("backward", end - start)
 
     def wrap(self, fn: Callable, bucket: str) -> Callable:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            with self.range(bucket):
+            self.enter(bucket)
+            try:
                 return fn(*args, **kwargs)
+            finally:
+                self.exit()
         return timed
 
 
@@ -132,8 +125,7 @@ def instrument(clock: Clock, model: torch.nn.Module) -> Iterator[None]:
 
     handles = [model.net.register_forward_pre_hook(lambda *_: clock.enter("forward")),
                model.net.register_forward_hook(forward_done),
-               register_optimizer_step_pre_hook(step_started),
-               register_optimizer_step_post_hook(lambda *_: clock.exit())]
+               register_optimizer_step_pre_hook(step_started), register_optimizer_step_post_hook(clock.exit)]
     handles += [p.register_post_accumulate_grad_hook(clock.gradient_ready) for p in model.parameters()
                 if p.requires_grad]
     try:
@@ -149,51 +141,6 @@ class Measured:
     buckets: dict[str, float] | None = None  # seconds per step, by bucket
 
 
-def _epochs_median(times: list[float]) -> float:
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
-# --- the hand loop ---------------------------------------------------------------------------
-
-def hand_trainer(args: list[str], run_dir: Path, profiler: Any = None) -> tuple[Any, Any, Any]:
-    """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
-
-    from toyloops.engine.loggers import TensorBoardLogger
-    from toyloops.engine.loop import HandTrainer
-    from toyloops.engine.loop_cli import build
-
-    cfg, objects = build(args)
-    logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
-    trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
-                             "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
-                             "num_sanity_val_steps": 0})
-    return trainer, objects.model, objects.data
-
-
-def run_loop(args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
-    """``HandTrainer.fit`` with the bucket profiler (no checkpoints, no bars, no early stop)."""
-    clock = Clock()
-    profiler = bucket_profiler(clock, batches_per_epoch, timed)
-    trainer, model, datamodule = hand_trainer(args, run_dir, profiler=profiler)
-    with instrument(clock, model) if timed else nullcontext():
-        trainer.fit(model, datamodule=datamodule)
-    return _measured(profiler.times, clock, profiler.steps, timed, epochs)
-
-
-def _measured(times: list[float], clock: Clock, steps: int, timed: bool, epochs: int) -> Measured:
-    if len(times) != epochs:
-        raise RuntimeError(f"expected {epochs} epochs of training batches, timed {times}")
-    if not timed:
-        return Measured(_epochs_median(times))
-    wall = sum(times[1:]) / len(times[1:])  # the buckets are totals over the same epochs
-    buckets = {name: total / steps for name, total in clock.totals.items() if name != "engine (rest)"}
-    buckets["engine (rest)"] = wall - sum(buckets.values())  # what no timed range holds, the closure's glue too
-    return Measured(wall, buckets)
-
-
-# --- Lightning ---------------------------------------------------------------------------------
-
 HAND_ACTIONS = {"batch_to_device": "host->device", "training_step": "loss", "optimizer_step": "clip",
                 "update_lr_schedulers": "scheduler", "log_metrics": "logging", "log_learning_rate": "logging"}
 LIGHTNING_ACTIONS = ((".train_dataloader_next", "data gather"), (".batch_to_device", "host->device"),
@@ -201,6 +148,7 @@ LIGHTNING_ACTIONS = ((".train_dataloader_next", "data gather"), (".batch_to_devi
                      (".lr_scheduler_step", "scheduler"))
 
 
+@functools.cache
 def action_bucket(action: str) -> str | None:
     """The bucket of a profiler action, Lightning's or the hand trainer's (None: only the ranges inside count).
     A training step's net forward and backward inside "loss" are buckets of their own."""
@@ -223,16 +171,14 @@ def bucket_profiler(clock: Clock, batches_per_epoch: int, timed: bool) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.times: list[float] = []  # seconds per step, one a training epoch
-            self.steps = 0  # steps of the recorded epochs
-            self.buckets: dict[str, str | None] = {}  # action -> bucket, looked up once
-            self.epoch = self.batches = 0
+            self.steps = self.epoch = self.batches = 0  # steps: those of the recorded epochs
             self.started = 0.0
 
         def start(self, action_name: str) -> None:
             if action_name == "run_training_epoch":
                 clock.recording, self.batches, self.started = timed and self.epoch > 0, 0, time.perf_counter()
-            elif timed and self._bucket(action_name):
-                clock.enter(self.buckets[action_name])
+            elif timed and (bucket := action_bucket(action_name)):
+                clock.enter(bucket)
 
         def stop(self, action_name: str) -> None:
             if action_name == "run_training_batch":
@@ -243,45 +189,67 @@ def bucket_profiler(clock: Clock, batches_per_epoch: int, timed: bool) -> Any:
                     clock.recording = False
             elif action_name == "run_training_epoch":
                 self.epoch += 1
-            elif timed and self._bucket(action_name):
+            elif timed and action_bucket(action_name):
                 clock.exit()
-
-        def _bucket(self, action_name: str) -> str | None:
-            if action_name not in self.buckets:
-                self.buckets[action_name] = action_bucket(action_name)
-            return self.buckets[action_name]
-
-        def summary(self) -> str:
-            return ""
 
     return BucketProfiler()
 
 
-def run_lightning(args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
-    """``Trainer.fit`` as ``train.py`` builds it (logger, checkpoints, progress bar, callbacks)."""
-    import lightning as L
+def hand_trainer(args: list[str], run_dir: Path, profiler: Any = None) -> tuple[Any, Any, Any]:
+    """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
-    from toyloops.engine.cli import ToyCLI
+    from toyloops.engine.loggers import TensorBoardLogger
+    from toyloops.engine.loop import HandTrainer
+    from toyloops.engine.loop_cli import build
 
+    cfg, objects = build(args)
+    logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
+    trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
+                             "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
+                             "num_sanity_val_steps": 0})
+    return trainer, objects.model, objects.data
+
+
+def measure(engine: str, args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
+    """One engine's ``fit`` with the bucket profiler: the hand loop's ``hand_trainer`` (no checkpoints, no
+    bars, no early stop), or Lightning's ``Trainer`` as ``train.py`` builds it (logger, checkpoints, bar,
+    callbacks). ``timed``: with the bucket timers, else the step alone."""
     clock = Clock()
     profiler = bucket_profiler(clock, batches_per_epoch, timed)
+    with ExitStack() as stack:
+        if engine == "loop":
+            (trainer, model, datamodule), folder = hand_trainer(args, run_dir, profiler), None
+        else:
+            from toyloops.engine.cli import ToyCLI
 
-    class ProfiledCLI(ToyCLI):
-        def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-            return super().instantiate_trainer(**kwargs, profiler=profiler)
+            class ProfiledCLI(ToyCLI):
+                def instantiate_trainer(self, **kwargs: Any) -> Any:
+                    return super().instantiate_trainer(**kwargs, profiler=profiler)
 
-    quiet = ["--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false", "--dashboard.confusion_matrix=false",
-             "--trainer.enable_model_summary=false", f"--trainer.default_root_dir={run_dir}"]
-    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-        cli = ProfiledCLI(args=[*args, *quiet], run=False)
-        with instrument(clock, cli.model) if timed else nullcontext():
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        if cli.run_folder is not None:
-            cli.run_folder.release(failed=False)
-    return _measured(profiler.times, clock, profiler.steps, timed, epochs)
+            stack.enter_context(redirect_stdout(io.StringIO()))
+            stack.enter_context(redirect_stderr(io.StringIO()))
+            cli = ProfiledCLI(args=[*args, "--dashboard.boundary_every_n_epochs=0", "--dashboard.graph=false",
+                                    "--dashboard.confusion_matrix=false", "--trainer.enable_model_summary=false",
+                                    f"--trainer.default_root_dir={run_dir}"], run=False)
+            trainer, model, datamodule, folder = cli.trainer, cli.model, cli.datamodule, cli.run_folder
+        with instrument(clock, model) if timed else nullcontext():
+            trainer.fit(model, datamodule=datamodule)
+        if folder is not None:
+            folder.release(failed=False)
+    times = profiler.times
+    if len(times) != epochs:
+        raise RuntimeError(f"expected {epochs} epochs of training batches, timed {times}")
+    if not timed:
+        return Measured(statistics.median(times[1:] or times))
+    wall = sum(times[1:]) / len(times[1:])  # the buckets are totals over the same epochs
+    buckets = {name: total / profiler.steps for name, total in clock.totals.items() if name != "engine (rest)"}
+    buckets["engine (rest)"] = wall - sum(buckets.values())  # what no timed range holds, the closure's glue too
+    return Measured(wall, buckets)
 
 
-# --- memory ------------------------------------------------------------------------------------
+run_loop = functools.partial(measure, "loop")  # 0.1's toyloops.profile.run_loop
+
 
 def memory(args: list[str]) -> dict[str, float]:
     """Bytes of one training step at the config's batch size: computed parts and measured peak."""
@@ -292,14 +260,13 @@ def memory(args: list[str]) -> dict[str, float]:
         with trainer.attached(model, datamodule, TrainerFn.FITTING):
             trainer.configure_optimizers(model)
     model.train()
-    optimizer, device = trainer.optimizer, trainer.strategy.root_device
+    optimizer = trainer.optimizer
     batch = trainer.batch_to_device(next(iter(datamodule.train_dataloader())))
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    saved: dict[int, int] = {}
+    saved: dict[int, int] = {}  # storage -> bytes, of the tensors autograd saves that are not parameters
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
+        if (storage := tensor.untyped_storage()).data_ptr() not in params:
             saved[storage.data_ptr()] = storage.nbytes()
         return tensor
 
@@ -312,18 +279,14 @@ def memory(args: list[str]) -> dict[str, float]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()  # the first step also creates the optimizer state
-    peak = _peak_bytes(step, device)
+    peak = _peak_bytes(step, trainer.strategy.root_device)
     model.epoch_metrics("train")  # drop the stashed predictions
-    nbytes = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
-    return {
-        "parameters": nbytes(model.parameters()),
-        "gradients": nbytes(p for p in model.parameters() if p.requires_grad),
-        "optimizer state": nbytes(t for state in optimizer.state.values() for t in state.values()
-                                  if isinstance(t, torch.Tensor)),
-        "activations": sum(saved.values()),
-        "batch": nbytes(batch),
-        "peak": peak,
-    }
+    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    parts = {"parameters": list(model.parameters()), "gradients": [p for p in model.parameters() if p.requires_grad],
+             "optimizer state": state}
+    return {**{part: sum(t.numel() * t.element_size() for t in tensors) for part, tensors in parts.items()},
+            "activations": sum(saved.values()), "batch": sum(t.numel() * t.element_size() for t in batch),
+            "peak": peak}
 
 
 def _peak_bytes(step: Callable[[], None], device: torch.device) -> float:
@@ -348,8 +311,6 @@ def _peak_bytes(step: Callable[[], None], device: torch.device) -> float:
     return peak
 
 
-# --- output ------------------------------------------------------------------------------------
-
 def chart(results: dict[str, Measured], title: str) -> Any:
     """A stacked bar per engine, one colour per bucket, in µs per step (a Pillow image)."""
     from PIL import Image, ImageDraw
@@ -358,8 +319,7 @@ def chart(results: dict[str, Measured], title: str) -> Any:
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((10, 10), title, fill="black")
-    most = max(m.step_s for m in results.values() if m.buckets) * 1e6
-    scale = (height - top - 40) / most
+    scale = (height - top - 40) / max(m.step_s * 1e6 for m in results.values() if m.buckets)
     for i, (engine, measured) in enumerate(results.items()):
         x, y = left + i * (bar + 40), height - 30
         for bucket, colour in zip(BUCKETS, COLOURS, strict=True):
@@ -367,19 +327,10 @@ def chart(results: dict[str, Measured], title: str) -> Any:
             draw.rectangle((x, y - h, x + bar, y), fill=colour)
             y -= h
         draw.text((x, height - 25), f"{engine}: {measured.step_s * 1e6:.0f} us", fill="black")
-    for j, (bucket, colour) in enumerate(zip(BUCKETS, COLOURS, strict=True)):
-        lx, ly = width - 200, top + j * 22
-        draw.rectangle((lx, ly, lx + 14, ly + 14), fill=colour)
-        draw.text((lx + 20, ly + 1), bucket, fill="black")
+    for j, (bucket, colour) in enumerate(zip(BUCKETS, COLOURS, strict=True)):  # the legend
+        draw.rectangle((width - 200, top + j * 22, width - 186, top + j * 22 + 14), fill=colour)
+        draw.text((width - 180, top + j * 22 + 1), bucket, fill="black")
     return image
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
-
-
-def _size(n: float) -> str:
-    return f"{n:,.0f} B" if n < 1024 else f"{n / 1024:,.1f} KiB" if n < 2**20 else f"{n / 2**20:,.1f} MiB"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -413,6 +364,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     """Profile a config; returns the measurements and the files written."""
+    import numpy as np
+    import yaml
     from torch.utils.tensorboard import SummaryWriter
 
     args = parse(list(sys.argv[1:] if argv is None else argv))
@@ -423,10 +376,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
         logging.getLogger(name).setLevel(logging.WARNING)
     engines = ENGINES if args.engine == "both" else (args.engine,)
-    runners = {e: functools.partial(run_loop if e == "loop" else run_lightning, batches_per_epoch=args.steps)
-               for e in ENGINES}
-    import yaml
-
     data_args = (yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args", {})
     config_batch, config_samples = int(data_args.get("batch_size", 64)), int(data_args.get("n_samples", 1000))
 
@@ -439,31 +388,29 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     run_folder = runs.claim_new_run(Path(LOG_DIR) / runs.run_name([config]), RUN_PREFIX)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            profiled = {e: runners[e](overrides(config_batch), args.epochs, True, Path(tmp) / f"{e}-timed")
-                        for e in engines}
-            runs_of: dict[tuple[str, int | None], list[float]] = {}
+            def fit(engine: str, batch: int | None, timed: bool, name: str) -> Measured:
+                return measure(engine, overrides(batch or config_batch), args.epochs, timed, Path(tmp) / name,
+                               args.steps)
+
+            profiled = {e: fit(e, None, True, f"{e}-timed") for e in engines}
+            times: dict[tuple[str, int | None], list[float]] = {}
             for r in range(args.rounds):  # interleaved: machine noise hits every batch size alike
-                for key in [(e, None) for e in engines] + [(e, b) for b in args.batch_sizes for e in engines]:
-                    measured = runners[key[0]](overrides(key[1] or config_batch), args.epochs, False,
-                                               Path(tmp) / f"{key[0]}-{key[1]}-{r}")
-                    runs_of.setdefault(key, []).append(measured.step_s)
-            median = {key: Measured(statistics.median(times)) for key, times in runs_of.items()}
-            plain = {e: median[(e, None)] for e in engines}
-            sweep = {(e, b): median[(e, b)] for b in args.batch_sizes for e in engines}
+                for e, b in [(e, None) for e in engines] + [(e, b) for b in args.batch_sizes for e in engines]:
+                    times.setdefault((e, b), []).append(fit(e, b, False, f"{e}-{b}-{r}").step_s)
+        sweep = {key: Measured(statistics.median(step_s)) for key, step_s in times.items()}
+        plain = {e: sweep.pop((e, None)) for e in engines}  # the config's batch; the batch sizes' are left
         memories = {b: memory(overrides(b)) for b in args.batch_sizes}
-        text = report(args, config, config_batch, engines, profiled, plain, sweep, memories)
-        print("\n".join(text), flush=True)
-        paths = {"markdown": run_folder.path / "profile.md", "chart": run_folder.path / "profile.png"}
-        write_atomic(paths["markdown"], ("\n".join(text) + "\n").encode())
+        text = "\n".join(report(args, config, config_batch, engines, profiled, plain, sweep, memories))
+        print(text, flush=True)
         image = chart(profiled, f"{runs.run_name([config])}, batch {config_batch}: us per step by bucket")
         png = io.BytesIO()
         image.save(png, format="PNG")
+        paths = {"markdown": run_folder.path / "profile.md", "chart": run_folder.path / "profile.png"}
+        write_atomic(paths["markdown"], (text + "\n").encode())
         write_atomic(paths["chart"], png.getvalue())
-        import numpy as np
-
         with SummaryWriter(str(run_folder.path)) as writer:
             writer.add_image("profile/step_buckets", np.asarray(image), 0, dataformats="HWC")
-            writer.add_text("profile/tables", "\n".join(text), 0)
+            writer.add_text("profile/tables", text, 0)
     except BaseException:
         run_folder.release(failed=True)
         raise
@@ -473,41 +420,42 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
             **paths}
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}", *(f"| {' | '.join(r)} |" for r in rows)]
+
+
+def _size(n: float) -> str:
+    return f"{n:,.0f} B" if n < 1024 else f"{n / 1024:,.1f} KiB" if n < 2**20 else f"{n / 2**20:,.1f} MiB"
+
+
 def report(args: argparse.Namespace, config: str, batch: int, engines: tuple[str, ...],
            profiled: dict[str, Measured], plain: dict[str, Measured], sweep: dict[tuple[str, int], Measured],
            memories: dict[int, dict[str, float]]) -> list[str]:
+    first = args.batch_sizes[0]
     text = [f"# toyloops profile: {runs.run_name([config])}", "",
             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.steps} steps per epoch, "
             f"{args.epochs - 1} timed epoch(s) after a warm-up; untimed runs: median of {args.rounds} round(s); "
-            "µs per step.", "",
-            f"## Where a step goes (batch {batch})", ""]
-    header = ["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)]
+            "µs per step.", "", f"## Where a step goes (batch {batch})", ""]
     rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
              *(f"{100 * profiled[e].buckets[bucket] / profiled[e].step_s:.1f}" for e in engines)] for bucket in BUCKETS]
     rows.append(["**step, timed**", *(f"{profiled[e].step_s * 1e6:.1f}" for e in engines), *("100.0" for _ in engines)])
     rows.append(["step without timers", *(f"{plain[e].step_s * 1e6:.1f}" for e in engines), *("" for _ in engines)])
-    text += _table(header, rows)
+    text += _table(["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)], rows)
     text += ["", "## Batch sweep", ""]
-    rows = []
-    for b in args.batch_sizes:
-        row = [str(b)]
-        for e in engines:
-            step, first = sweep[(e, b)].step_s, sweep[(e, args.batch_sizes[0])].step_s
-            row += [f"{step * 1e6:.0f}", f"{b / step:,.0f}", f"{(b / step) / (args.batch_sizes[0] / first):.1f}x",
-                    f"{first / step:.2f}"]
-        rows.append(row)
-    header = ["batch", *(f"{e} {c}" for e in engines for c in ("µs/step", "samples/s", "speed-up", "efficiency"))]
-    text += _table(header, rows)
-    text += ["", f"Speed-up: samples/s over batch {args.batch_sizes[0]}'s. Efficiency: step time at batch "
-             f"{args.batch_sizes[0]} / step time at batch B (1.00: a batch costs what one sample does).", "",
-             "## Memory per batch size (one training step)", ""]
+    rows = [[str(b), *(cell for e in engines for step, base in [(sweep[(e, b)].step_s, sweep[(e, first)].step_s)]
+                       for cell in (f"{step * 1e6:.0f}", f"{b / step:,.0f}", f"{(b / step) / (first / base):.1f}x",
+                                    f"{base / step:.2f}"))] for b in args.batch_sizes]
+    columns = ("µs/step", "samples/s", "speed-up", "efficiency")
+    text += _table(["batch", *(f"{e} {c}" for e in engines for c in columns)], rows)
+    text += ["", f"Speed-up: samples/s over batch {first}'s. Efficiency: step time at batch {first} / step time at "
+             "batch B (1.00: a batch costs what one sample does).", "", "## Memory per batch size (one training step)",
+             ""]
     parts = ("parameters", "gradients", "optimizer state", "activations", "batch")
-    rows = [[str(b), *(_size(memories[b][p]) for p in parts),
-             _size(memories[b]["gradients"] + memories[b]["activations"]), _size(memories[b]["peak"])]
-            for b in args.batch_sizes]
+    rows = [[str(b), *(_size(m[p]) for p in parts), _size(m["gradients"] + m["activations"]), _size(m["peak"])]
+            for b in args.batch_sizes for m in [memories[b]]]
     text += _table(["batch", *parts, "gradients + activations", "measured peak above the step's start"], rows)
-    text += ["", "Computed: bytes of the tensors (activations: those autograd saves for backward, parameters left "
-             "out). Measured: " + ("torch.cuda.max_memory_allocated" if torch.cuda.is_available() else
-                                   "torch.profiler's CPU allocator record (profile_memory), op by op") +
-             ", above what was allocated when the step began (parameters and optimizer state were already there)."]
-    return text
+    measured = ("torch.cuda.max_memory_allocated" if torch.cuda.is_available() else
+                "torch.profiler's CPU allocator record (profile_memory), op by op")
+    return [*text, "", "Computed: bytes of the tensors (activations: those autograd saves for backward, parameters "
+            f"left out). Measured: {measured}, above what was allocated when the step began (parameters and "
+            "optimizer state were already there)."]
