@@ -1,13 +1,11 @@
 """toyloops profile --config C [--engine lightning|loop|both] [--batch-sizes 1,8,64,512]
 
-Where a training step's time and memory go, in both engines, measured on the engines themselves (more in
-docs/performance.md): each step of a few timed epochs split into :data:`BUCKETS`, each timed through a public
-mechanism (forward hooks on the net, autograd hooks, torch's optimizer step hooks, and a Lightning ``Profiler``
-that both engines report to: Lightning its actions, ``HandTrainer(profiler=...)`` its methods'), next to the step
-without timers; samples/s, speed-up and scaling efficiency per batch size; and one step's memory per batch size,
-by part (computed) and its peak (measured). Writes ``profile.md`` (the tables, also printed), ``profile.png`` (a
-stacked bar per engine) and a TensorBoard event file with the same image into
-``logs/<config>/profile_version_N/``. Neither engine's numerics change: timers and hooks only read clocks.
+Where a training step's time and memory go, in both engines (more in docs/performance.md): the step split into
+:data:`BUCKETS`, each timed through a public mechanism (forward hooks on the net, autograd hooks, torch's optimizer
+step hooks, and a Lightning ``Profiler`` both engines report to), next to the step without timers; samples/s,
+speed-up and scaling efficiency per batch size; one step's memory by part and its measured peak, per batch size.
+Writes ``profile.md`` (the tables, also printed), ``profile.png`` (a stacked bar per engine) and a TensorBoard
+event file with the same image into ``logs/<config>/profile_version_N/``. Timers and hooks only read clocks.
 """
 
 from __future__ import annotations
@@ -24,9 +22,8 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -52,12 +49,11 @@ BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip",
 COLOURS = ((66, 133, 244), (26, 188, 156), (234, 67, 53), (251, 188, 5), (155, 89, 182), (52, 168, 83),
            (230, 126, 34), (127, 140, 141), (241, 196, 15), (52, 73, 94), (189, 195, 199))
 RUN_PREFIX = "profile_version_"
-ENGINES = ("loop", "lightning")
 HAND_ACTIONS = {"batch_to_device": "host->device", "training_step": "loss", "optimizer_step": "clip",
                 "update_lr_schedulers": "scheduler", "log_metrics": "logging", "log_learning_rate": "logging"}
 LIGHTNING_ACTIONS = ((".train_dataloader_next", "data gather"), (".batch_to_device", "host->device"),
                      (".optimizer_zero_grad", "optimizer step"), (".configure_gradient_clipping", "clip"),
-                     (".lr_scheduler_step", "scheduler"))
+                     (".lr_scheduler_step", "scheduler"), (".training_step", "loss"))
 
 
 @functools.cache
@@ -70,8 +66,6 @@ def action_bucket(action: str) -> str | None:
         return HAND_ACTIONS.get(action.removeprefix("[HandTrainer]."))
     if action.startswith("[Callback]"):
         return "logging" if action.startswith("[Callback]LearningRateMonitor") else "callbacks"
-    if action.startswith("[Strategy]") and action.endswith(".training_step"):
-        return "loss"
     return next((bucket for suffix, bucket in LIGHTNING_ACTIONS if action.endswith(suffix)), None)
 
 
@@ -84,7 +78,7 @@ class BucketProfiler(Profiler):
         super().__init__()
         self.batches_per_epoch, self.timed, self.recording = batches_per_epoch, timed, False
         self.totals = dict.fromkeys(BUCKETS, 0.0)
-        self.stack: list[list] = []  # [bucket, start, time of timed ranges inside]
+        self.stack: list[list] = [["", 0.0, 0.0]]  # [bucket, start, time of timed ranges inside], under a root
         self.times: list[float] = []  # seconds per step, one a training epoch
         self.steps, self.epoch, self.batches = 0, 0, 0  # steps: those of the recorded epochs
         self.started = self.backward_end = 0.0  # the epoch's start; the open backward's last gradient
@@ -111,8 +105,7 @@ class BucketProfiler(Profiler):
                 self.close_backward()
             bucket, start, inside = self.stack.pop()
             self.totals[bucket] += (now - start - inside) if self.recording else 0.0
-            if self.stack:
-                self.stack[-1][2] += now - start
+            self.stack[-1][2] += now - start
 
     # backward runs inside torch, from the loss's grad_fn to the last gradient: closed at the next range's edge
     def backward_started(self, *_: Any) -> None:
@@ -123,7 +116,7 @@ class BucketProfiler(Profiler):
         self.backward_end = time.perf_counter()
 
     def close_backward(self) -> None:
-        if self.stack and self.stack[-1][0] == "backward":
+        if self.stack[-1][0] == "backward":
             self.stop("backward", now=self.backward_end)
 
     @contextmanager
@@ -160,8 +153,7 @@ class BucketProfiler(Profiler):
                 handle.remove()
 
 
-@dataclass
-class Measured:
+class Measured(NamedTuple):
     step_s: float  # median seconds per training step over the timed epochs
     buckets: dict[str, float] | None = None  # seconds per step, by bucket
 
@@ -170,15 +162,13 @@ def hand_trainer(args: list[str], run_dir: Path, profiler: Any = None) -> tuple[
     """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
     cfg, objects = build(args)
     logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
-    trainer = HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
-                             "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
-                             "num_sanity_val_steps": 0})
-    return trainer, objects.model, objects.data
+    return (HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
+                           "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
+                           "num_sanity_val_steps": 0}), objects.model, objects.data)
 
 
 def measure(engine: str, args: list[str], epochs: int, timed: bool, run_dir: Path, batches_per_epoch: int) -> Measured:
-    """``fit`` with the bucket profiler: the hand loop's ``hand_trainer`` (no checkpoints, no bars, no early stop)
-    or Lightning's Trainer as ``train.py`` builds it (logger, checkpoints, bar, callbacks), without output."""
+    """``fit`` with the bucket profiler: the hand loop as :func:`hand_trainer` builds it, Lightning as ``train.py``."""
     profiler = BucketProfiler(batches_per_epoch, timed)
     if engine == "loop":
         trainer, model, datamodule = hand_trainer(args, run_dir, profiler)
@@ -313,7 +303,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     apply_thread_policy()
     for name in ("lightning.pytorch", "lightning.fabric"):  # no per-run banners between the tables
         logging.getLogger(name).setLevel(logging.WARNING)
-    engines, name = ENGINES if args.engine == "both" else (args.engine,), runs.run_name([config])
+    engines, name = ("loop", "lightning") if args.engine == "both" else (args.engine,), runs.run_name([config])
     data_args = (yaml.safe_load(Path(config).read_text()) or {}).get("data", {}).get("init_args", {})
     config_batch, config_samples = int(data_args.get("batch_size", 64)), int(data_args.get("n_samples", 1000))
 
@@ -370,12 +360,10 @@ def report(args: argparse.Namespace, name: str, batch: int, profiled: dict[str, 
            sweep: dict[tuple[str, int], Measured], memories: dict[int, dict[str, float]]) -> list[str]:
     engines, first, parts = tuple(profiled), args.batch_sizes[0], ("parameters", "gradients", "optimizer state",
                                                                     "activations", "batch")
-    step = {e: f"{profiled[e].step_s * 1e6:.1f}" for e in engines}
-    bucket_rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
-                    *(f"{100 * profiled[e].buckets[bucket] / profiled[e].step_s:.1f}" for e in engines)]
-                   for bucket in BUCKETS] + [["**step, timed**", *step.values(), *["100.0"] * len(engines)],
-                                             ["step without timers", *(f"{plain[e].step_s * 1e6:.1f}" for e in engines),
-                                              *[""] * len(engines)]]
+    rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
+             *(f"{100 * profiled[e].buckets[bucket] / profiled[e].step_s:.1f}" for e in engines)] for bucket in BUCKETS]
+    rows += [["**step, timed**", *(f"{profiled[e].step_s * 1e6:.1f}" for e in engines), *["100.0"] * len(engines)],
+             ["step without timers", *(f"{plain[e].step_s * 1e6:.1f}" for e in engines), *[""] * len(engines)]]
 
     def sweep_cells(e: str, b: int) -> list[str]:
         step, base = sweep[(e, b)].step_s, sweep[(e, first)].step_s
@@ -388,7 +376,7 @@ def report(args: argparse.Namespace, name: str, batch: int, profiled: dict[str, 
             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); {args.steps} steps per epoch, "
             f"{args.epochs - 1} timed epoch(s) after a warm-up; untimed runs: median of {args.rounds} round(s); "
             "µs per step.", "", f"## Where a step goes (batch {batch})",
-            *_table(["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)], bucket_rows),
+            *_table(["bucket", *(f"{e} µs" for e in engines), *(f"{e} %" for e in engines)], rows),
             "## Batch sweep",
             *_table(["batch", *(f"{e} {c}" for e in engines for c in columns)],
                     [[str(b), *(cell for e in engines for cell in sweep_cells(e, b))] for b in args.batch_sizes]),
