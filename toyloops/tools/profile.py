@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -80,12 +80,12 @@ class BucketProfiler(Profiler):
         self.totals = dict.fromkeys(BUCKETS, 0.0)
         self.stack: list[list] = [["", 0.0, 0.0]]  # [bucket, start, time of timed ranges inside], under a root
         self.times: list[float] = []  # seconds per step, one a training epoch
-        self.steps, self.epoch, self.batches = 0, 0, 0  # steps: those of the recorded epochs
+        self.steps = self.batches = 0  # steps: those of the recorded epochs
         self.started = self.backward_end = 0.0  # the epoch's start; the open backward's last gradient
 
     def start(self, action_name: str) -> None:
         if action_name == "run_training_epoch":
-            self.recording, self.batches, self.started = self.timed and self.epoch > 0, 0, time.perf_counter()
+            self.recording, self.batches, self.started = self.timed and bool(self.times), 0, time.perf_counter()
         elif self.timed and (bucket := action_bucket(action_name)):
             self.close_backward()
             self.stack.append([bucket, time.perf_counter(), 0.0])
@@ -97,8 +97,6 @@ class BucketProfiler(Profiler):
                 self.times.append((time.perf_counter() - self.started) / self.batches)
                 self.steps += self.batches if self.recording else 0
                 self.recording = False
-        elif action_name == "run_training_epoch":
-            self.epoch += 1
         elif self.timed and action_bucket(action_name):
             now = time.perf_counter() if now is None else now
             if action_name != "backward":
@@ -121,8 +119,7 @@ class BucketProfiler(Profiler):
 
     @contextmanager
     def instrument(self, model: torch.nn.Module) -> Iterator[None]:
-        """When ``timed``, timers on what both engines share, through public hooks: the net's forward, its
-        backward, the optimizer's step (whichever optimizer the engine builds, once it exists)."""
+        """When ``timed``, hooks on what both engines share: the net's forward and backward, any optimizer's step."""
 
         def step_started(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             self.start("optimizer step")
@@ -193,8 +190,7 @@ def measure(engine: str, args: list[str], epochs: int, timed: bool, run_dir: Pat
         return Measured(statistics.median(times[1:] or times))
     wall = sum(times[1:]) / len(times[1:])  # the buckets are totals over the same epochs
     buckets = {name: total / profiler.steps for name, total in profiler.totals.items() if name != "engine (rest)"}
-    buckets["engine (rest)"] = wall - sum(buckets.values())  # what no timed range holds, the closure's glue too
-    return Measured(wall, buckets)
+    return Measured(wall, {**buckets, "engine (rest)": wall - sum(buckets.values())})  # the closure's glue too
 
 
 run_loop = functools.partial(measure, "loop")  # 0.1's toyloops.profile.run_loop
@@ -225,30 +221,26 @@ def memory(args: list[str]) -> dict[str, float]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()  # the first step also creates the optimizer state
-    peak = _peak_bytes(step, trainer.strategy.root_device)
+    if trainer.strategy.root_device.type == "cuda":  # the most one step holds above what was allocated before it
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        logging.getLogger("torch.profiler").setLevel(logging.ERROR)
+        with redirect_stderr(io.StringIO()), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                                                    profile_memory=True) as prof:
+            step()
+        allocations = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_parent is None)
+        peak = max([0, *itertools.accumulate(allocated for _, allocated in allocations)])
     model.epoch_metrics("train")  # drop the stashed predictions
     state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
     parts = {"parameters": list(model.parameters()), "gradients": [p for p in model.parameters() if p.requires_grad],
              "optimizer state": state, "batch": batch}
     return {**{part: sum(t.numel() * t.element_size() for t in tensors) for part, tensors in parts.items()},
             "activations": sum(saved.values()), "peak": peak}
-
-
-def _peak_bytes(step: Callable[[], None], device: torch.device) -> float:
-    """The most memory one step holds above what was allocated before it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    logging.getLogger("torch.profiler").setLevel(logging.ERROR)
-    with redirect_stderr(io.StringIO()), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                                profile_memory=True) as prof:
-        step()
-    allocations = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_parent is None)
-    return max(0, *itertools.accumulate(allocated for _, allocated in allocations))
 
 
 def chart(results: dict[str, Measured], title: str) -> Any:
