@@ -269,8 +269,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default="1,8,64,512", help="comma-separated, for the sweeps")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per epoch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per measurement; the first warms up")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the untimed runs round by round (every batch size once a round); medians")
+    parser.add_argument("--rounds", type=int, default=1, help="untimed rounds (every batch size once a round); medians")
     args = parser.parse_args(argv)
     if args.engine not in ("lightning", "loop", "both"):
         raise ConfigError(f"--engine={args.engine!r}: expected lightning, loop or both")
@@ -350,8 +349,8 @@ def _size(n: float) -> str:
 
 def report(args: argparse.Namespace, name: str, batch: int, profiled: dict[str, Measured], plain: dict[str, Measured],
            sweep: dict[tuple[str, int], Measured], memories: dict[int, dict[str, float]]) -> list[str]:
-    engines, first, parts = tuple(profiled), args.batch_sizes[0], ("parameters", "gradients", "optimizer state",
-                                                                    "activations", "batch")
+    engines, first, columns = tuple(profiled), args.batch_sizes[0], ("µs/step", "samples/s", "speed-up", "efficiency")
+    parts = ("parameters", "gradients", "optimizer state", "activations", "batch")
     rows = [[bucket, *(f"{profiled[e].buckets[bucket] * 1e6:.1f}" for e in engines),
              *(f"{100 * profiled[e].buckets[bucket] / profiled[e].step_s:.1f}" for e in engines)] for bucket in BUCKETS]
     rows += [["**step, timed**", *(f"{profiled[e].step_s * 1e6:.1f}" for e in engines), *["100.0"] * len(engines)],
@@ -361,7 +360,6 @@ def report(args: argparse.Namespace, name: str, batch: int, profiled: dict[str, 
         step, base = sweep[(e, b)].step_s, sweep[(e, first)].step_s
         return [f"{step * 1e6:.0f}", f"{b / step:,.0f}", f"{(b / step) / (first / base):.1f}x", f"{base / step:.2f}"]
 
-    columns = ("µs/step", "samples/s", "speed-up", "efficiency")
     measured = ("torch.cuda.max_memory_allocated" if torch.cuda.is_available() else
                 "torch.profiler's CPU allocator record (profile_memory), op by op")
     return [f"# toyloops profile: {name}", "",
