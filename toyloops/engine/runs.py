@@ -145,12 +145,7 @@ def run_name(config_files: list | None) -> str:
 
 
 def _versions(root: Path, prefix: str) -> dict[int, Path]:
-    found = {}
-    for path in root.glob(f"{prefix}*"):
-        suffix = path.name[len(prefix):]
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return found
+    return {int(p.name[len(prefix):]): p for p in root.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()}
 
 
 def claim_new_run(root: Path, prefix: str) -> RunFolder:
@@ -324,18 +319,6 @@ def _stop_before_training(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def baseline_scalars(datamodule: object) -> dict[str, float]:
-    """The data's baselines as TensorBoard scalars (``baseline/chance`` ...), logged at step 0 by
-    both engines; none for a data module that does not know them."""
-    return {f"baseline/{name}": value for name, value in (getattr(datamodule, "baselines", None) or {}).items()}
-
-
-def compare_to_truth(datamodule: object, model: torch.nn.Module) -> str | None:
-    """The data's own word on the trained net (a learned line against the true one), if it has one."""
-    compare = getattr(datamodule, "compare_to_truth", None)
-    return compare(model.net) if compare else None
-
-
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
             monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
@@ -388,11 +371,10 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
 
 
 def freeze_imports() -> None:
-    """Take what a command has imported (torch, Lightning and the rest: ~370k objects that live as
-    long as the process) out of the cyclic garbage collector's reach, so that each full collection
-    during the run no longer walks them all (~0.17 s apiece on a 2-core machine; 0.1-0.2 s of
-    ``toyloops fit``). For a command's own process only: in a test or a notebook, cyclic garbage
-    alive at the moment would never be collected."""
+    """Take what a command has imported (torch, Lightning and the rest live as long as the process)
+    out of the cyclic garbage collector's reach, so that no full collection during the run walks it
+    all. For a command's own process only: in a test or a notebook, cyclic garbage alive at the
+    moment would never be collected."""
     gc.freeze()
 
 

@@ -101,8 +101,8 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
-    model = model_args(config)
-    tags = metric_tags(model_class(config), model.get("metrics") or [])
+    model = config.model.get("init_args") or config.model  # model: {class_path, init_args}
+    tags = metric_tags(config.model.get("class_path") or "toyloops.Classifier", model.get("metrics") or [])
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and tags and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
@@ -134,15 +134,6 @@ def check_values(config: Any) -> None:
                         else scheduler.step()
             except (ValueError, ZeroDivisionError, NotImplementedError) as err:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
-
-
-def model_args(config: Any) -> Any:
-    """The model's init_args in a parsed config (``model: {class_path, init_args}``)."""
-    return config.model.get("init_args") or config.model
-
-
-def model_class(config: Any) -> str:
-    return config.model.get("class_path") or "toyloops.Classifier"
 
 
 def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
