@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import signal
 import time
@@ -19,7 +17,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
+from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
 from toyloops.engine.runs import (
@@ -28,6 +26,7 @@ from toyloops.engine.runs import (
     StopRequest,
     record_eval,
     summary,
+    write_table,
 )
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
@@ -286,7 +285,5 @@ class PredictionWriter(BasePredictionWriter):
             header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
             rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()),
                      *(f"{v:.6f}" for v in p.tolist())] for i, p in enumerate(probs)]
-        text = io.StringIO()
-        csv.writer(text).writerows([header, *rows])
-        write_atomic(path, text.getvalue().encode())
+        write_table(path, [header, *rows])
         print(f"\npredictions: {path} ({len(rows)} rows)", flush=True)  # on a line of its own, after the bar

@@ -9,9 +9,11 @@ folder may remove it (when it ends before writing any checkpoint).
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import gc
+import io
 import os
 import re
 import shlex
@@ -38,6 +40,9 @@ from toyloops.rules.errors import ConfigError, ToyloopsError
 from toyloops.rules.specs import load_checkpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EVAL_FOLDER = "eval"  # a run's validate/test/predict folders: <run>/eval/<stage>_<k>
+FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
 
 # What gloo says when a DDP peer has died or hangs (it raises a plain RuntimeError).
 PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Connection refused", "Broken pipe", "Timed out",
@@ -69,14 +74,11 @@ class RunFolder:
                               "or start a new run (drop --ckpt_path)") from None
         return self
 
-    def unlock(self) -> None:
+    def release(self, failed: bool) -> None:
+        """Let go of the folder; after a failure, remove it if this process made it and it holds no checkpoint."""
         if getattr(self, "_lock", None):
             self._lock.close()
             self._lock = None
-
-    def release(self, failed: bool) -> None:
-        """After a failure, remove the folder if this process made it and it holds no checkpoint."""
-        self.unlock()
         if failed and self.created and not any(self.path.rglob("*.ckpt")):
             shutil.rmtree(self.path, ignore_errors=True)
             for parent in self.made_parents:
@@ -119,6 +121,12 @@ def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
                           "data from; give the run's config with --config")
     rest = [arg for j, arg in enumerate(args[1:], 1) if j != i and not (j == i + 1 and "=" not in args[i])]
     return [args[0], "--config", str(config), *rest, "--ckpt_path", value]
+
+
+def write_table(path: Path, rows: list[list[Any]]) -> None:
+    table = io.StringIO()
+    csv.writer(table).writerows(rows)
+    write_atomic(path, table.getvalue().encode())
 
 
 def check_pass_through(extra: list[str], owned: Callable[[str], bool], what: str, command: str) -> None:
@@ -190,9 +198,6 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_st
     return claim_new_run(root, prefix)
 
 
-EVAL_FOLDER = "eval"
-
-
 def open_eval(ckpt: Path, root: Path, stage: str) -> RunFolder:
     """The folder ``validate``/``test``/``predict`` write to, in both engines: ``eval/<stage>_<k>``
     inside the checkpoint's own run (one that holds a ``config.yaml``), or under this config's
@@ -208,9 +213,6 @@ def record_eval(folder: Path, stage: str, ckpt: Path, metrics: dict[str, float])
     write_atomic(folder / "metrics.yaml", yaml.safe_dump(record, sort_keys=False).encode())
     shown = "\n".join(f"{key}: {value:.4f}" for key, value in record["metrics"].items())
     return f"\n== toyloops {stage} ==\ncheckpoint: {ckpt}\n{shown}\nresults: {folder}"
-
-
-FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
 
 
 def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
@@ -239,9 +241,6 @@ def flat(value: Any, prefix: str = "") -> dict[str, Any]:
         value = getattr(sys.modules.get(module), name, value)  # the class itself, where it is loaded
         value = f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else value
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
-
-
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
 
 
 def check_precision(precision: object, accelerator: object) -> None:

@@ -108,8 +108,13 @@ def check_values(config: Any) -> None:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
     callbacks = trainer.get("callbacks") or []
     for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
-        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:
-            check_early_stopping(spec.init_args, tags)
+        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:  # else Lightning fails an epoch in
+            settings = spec.init_args
+            if settings.monitor not in tags:
+                raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+                                  f"{', '.join(tags)}")
+            if settings.mode not in ("min", "max"):
+                raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -144,16 +149,6 @@ def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
         return []
     return ["train/loss", "train/loss_epoch", "val/loss",
             *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
-
-
-def check_early_stopping(settings: Any, tags: list[str]) -> None:
-    """EarlyStopping must monitor a tag the Classifier logs (``tags``), in a direction it knows
-    (Lightning would find out an epoch into training, with a traceback)."""
-    if settings.monitor not in tags:
-        raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
-                          f"{', '.join(tags)}")
-    if settings.mode not in ("min", "max"):
-        raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:

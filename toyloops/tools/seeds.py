@@ -17,10 +17,10 @@ from typing import Any
 
 from toyloops.engine import runs
 from toyloops.engine.defaults import LOG_DIR
-from toyloops.engine.runs import flat
+from toyloops.engine.runs import flat, write_table
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.stats import paired_t_test, summarize
-from toyloops.tools.sweep import CommandParser, Objective, check_args, fit_run, objective, run_args, write_table
+from toyloops.tools.sweep import CommandParser, Objective, check_args, fit_run, objective, run_args
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 LOADING = ("batch_size", "eval_batch_size", "drop_last")  # data settings that leave the data and splits alone
@@ -52,11 +52,9 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     opts, extra = parse(list(sys.argv[1:] if args is None else args))
     folder = Path(LOG_DIR) / "seeds" / opts.name
     runs.check_writable(folder)
-    if opts.kfold:
-        units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
-                 for k in range(opts.kfold)]
-    else:
-        units = [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
+    units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
+             for k in range(opts.kfold)] if opts.kfold else \
+        [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
     arms = {runs.run_name(opts.config): opts.config}
     if opts.vs:
         vs = runs.run_name([opts.vs])

@@ -11,9 +11,7 @@ end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
 from __future__ import annotations
 
 import argparse
-import csv
 import fcntl
-import io
 import json
 import math
 import os
@@ -38,7 +36,7 @@ from optuna.trial import TrialState
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR, MONITOR, MONITOR_MODE
-from toyloops.engine.runs import Interrupted, Stopped, flat
+from toyloops.engine.runs import Interrupted, Stopped, flat, write_table
 from toyloops.rules.errors import ConfigError, ToyloopsError
 
 ENGINES = ("lightning", "loop")
@@ -82,12 +80,6 @@ class CommandParser(argparse.ArgumentParser):
 
 def run_args(configs: list[str], extra: list[str]) -> list[str]:
     return [*(arg for config in configs for arg in ("--config", config)), *QUIET, *extra]
-
-
-def write_table(path: Path, rows: list[list[Any]]) -> None:
-    table = io.StringIO()
-    csv.writer(table).writerows(rows)
-    write_atomic(path, table.getvalue().encode())
 
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
