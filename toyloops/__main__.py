@@ -18,6 +18,7 @@ The command of an installed toyloops:
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 
@@ -61,35 +62,20 @@ def main(args: list[str] | None = None) -> None:
         if from_command_line:  # as the LightningCLI commands are (runs.main, given no args)
             freeze_imports()
         hand_loop(args[1:])
-    elif command == "compare":
-        from toyloops.tools.compare import main as compare
-
-        compare(args[1:])
-    elif command == "profile":
-        from toyloops.tools.profile import main as profile
-
-        profile(args[1:])
     elif command == "scratch":
         from toyloops.tools.scratch import main as scratch
 
         scratch()
     elif command == "configs":
         list_configs()
-    elif command == "init":
-        from toyloops.tools.init import main as init
-
-        init(args[1:])
-    elif command in ("sweep", "seeds"):
+    elif command in ("compare", "profile", "init", "export", "sweep", "seeds"):  # toyloops.tools.<command>.main
         try:
-            from toyloops.tools.seeds import main as seeds
-            from toyloops.tools.sweep import main as sweep
+            tool = importlib.import_module(f"toyloops.tools.{command}")
         except ImportError as err:
+            if command not in ("sweep", "seeds"):
+                raise
             sys.exit(f"error: toyloops {command} needs {err.name}: pip install 'toyloops[sweep]'")
-        (sweep if command == "sweep" else seeds)(args[1:])
-    elif command == "export":
-        from toyloops.tools.export import main as export
-
-        export(args[1:])
+        tool.main(args[1:])
     elif command in ("-V", "--version"):
         print(f"toyloops {__version__}")
     else:

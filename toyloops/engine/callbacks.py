@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import signal
 import time
@@ -19,17 +17,16 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section, write_atomic
+from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
 from toyloops.engine.runs import (
     EVAL_FOLDER,
     Stopped,
     StopRequest,
-    baseline_scalars,
-    compare_to_truth,
     record_eval,
     summary,
+    write_table,
 )
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
@@ -176,8 +173,9 @@ class RunSummary(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.global_step == 0:  # once per run, not again on resume
+            baselines = getattr(trainer.datamodule, "baselines", None) or {}  # none: the data does not know them
             for logger in trainer.loggers:
-                logger.log_metrics(baseline_scalars(trainer.datamodule), step=0)
+                logger.log_metrics({f"baseline/{name}": value for name, value in baselines.items()}, step=0)
 
     @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -188,11 +186,12 @@ class RunSummary(Callback):
         log_dir = trainer.logger.log_dir if trainer.logger else trainer.default_root_dir
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
                         and c.stopping_reason_message is not None), None)  # set when it stopped the run
+        truth = getattr(trainer.datamodule, "compare_to_truth", None)  # the data's own word on the trained net
         print(summary("toyloops run summary", best.best_model_score.item() if best else None,
                       best.best_model_path if best else None, last, Path(log_dir or "."),
                       getattr(trainer.datamodule, "baselines", None),
                       (stopper.stopped_epoch, stopper.monitor) if stopper else None,
-                      best.monitor if best else "val/acc", compare_to_truth(trainer.datamodule, pl_module),
+                      best.monitor if best else "val/acc", truth and truth(pl_module.net),
                       tensorboard=trainer.logger is not None),
               flush=True)
 
@@ -286,7 +285,5 @@ class PredictionWriter(BasePredictionWriter):
             header = ["index", "target", "predicted", *(f"p_{c}" for c in range(probs.shape[1]))]
             rows = [[i, int(targets[i]) if targets is not None else "", int(p.argmax()),
                      *(f"{v:.6f}" for v in p.tolist())] for i, p in enumerate(probs)]
-        text = io.StringIO()
-        csv.writer(text).writerows([header, *rows])
-        write_atomic(path, text.getvalue().encode())
+        write_table(path, [header, *rows])
         print(f"\npredictions: {path} ({len(rows)} rows)", flush=True)  # on a line of its own, after the bar

@@ -87,8 +87,7 @@ def _eval_logits(net: nn.Module, x: Tensor) -> Tensor:
     net.eval()
     try:
         with torch.no_grad():
-            device = next(net.parameters()).device
-            return net(x.to(device)).float().cpu()
+            return net(x.to(next(net.parameters()).device)).float().cpu()
     finally:
         net.train(was_training)
 

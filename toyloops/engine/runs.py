@@ -9,9 +9,11 @@ folder may remove it (when it ends before writing any checkpoint).
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import gc
+import io
 import os
 import re
 import shlex
@@ -38,6 +40,9 @@ from toyloops.rules.errors import ConfigError, ToyloopsError
 from toyloops.rules.specs import load_checkpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EVAL_FOLDER = "eval"  # a run's validate/test/predict folders: <run>/eval/<stage>_<k>
+FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
+PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
 
 # What gloo says when a DDP peer has died or hangs (it raises a plain RuntimeError).
 PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Connection refused", "Broken pipe", "Timed out",
@@ -69,14 +74,11 @@ class RunFolder:
                               "or start a new run (drop --ckpt_path)") from None
         return self
 
-    def unlock(self) -> None:
+    def release(self, failed: bool) -> None:
+        """Let go of the folder; after a failure, remove it if this process made it and it holds no checkpoint."""
         if getattr(self, "_lock", None):
             self._lock.close()
             self._lock = None
-
-    def release(self, failed: bool) -> None:
-        """After a failure, remove the folder if this process made it and it holds no checkpoint."""
-        self.unlock()
         if failed and self.created and not any(self.path.rglob("*.ckpt")):
             shutil.rmtree(self.path, ignore_errors=True)
             for parent in self.made_parents:
@@ -121,6 +123,12 @@ def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
     return [args[0], "--config", str(config), *rest, "--ckpt_path", value]
 
 
+def write_table(path: Path, rows: list[list[Any]]) -> None:
+    table = io.StringIO()
+    csv.writer(table).writerows(rows)
+    write_atomic(path, table.getvalue().encode())
+
+
 def check_pass_through(extra: list[str], owned: Callable[[str], bool], what: str, command: str) -> None:
     """The ``--key value`` pairs a many-run command (sweep, seeds) hands every run: anything else
     is a one-line error, and so is a key the command sets itself for each run."""
@@ -145,12 +153,7 @@ def run_name(config_files: list | None) -> str:
 
 
 def _versions(root: Path, prefix: str) -> dict[int, Path]:
-    found = {}
-    for path in root.glob(f"{prefix}*"):
-        suffix = path.name[len(prefix):]
-        if suffix.isdigit():
-            found[int(suffix)] = path
-    return found
+    return {int(p.name[len(prefix):]): p for p in root.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()}
 
 
 def claim_new_run(root: Path, prefix: str) -> RunFolder:
@@ -195,9 +198,6 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_st
     return claim_new_run(root, prefix)
 
 
-EVAL_FOLDER = "eval"
-
-
 def open_eval(ckpt: Path, root: Path, stage: str) -> RunFolder:
     """The folder ``validate``/``test``/``predict`` write to, in both engines: ``eval/<stage>_<k>``
     inside the checkpoint's own run (one that holds a ``config.yaml``), or under this config's
@@ -213,9 +213,6 @@ def record_eval(folder: Path, stage: str, ckpt: Path, metrics: dict[str, float])
     write_atomic(folder / "metrics.yaml", yaml.safe_dump(record, sort_keys=False).encode())
     shown = "\n".join(f"{key}: {value:.4f}" for key, value in record["metrics"].items())
     return f"\n== toyloops {stage} ==\ncheckpoint: {ckpt}\n{shown}\nresults: {folder}"
-
-
-FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
 
 
 def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
@@ -244,9 +241,6 @@ def flat(value: Any, prefix: str = "") -> dict[str, Any]:
         value = getattr(sys.modules.get(module), name, value)  # the class itself, where it is loaded
         value = f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else value
     return {prefix[:-1]: list(value) if isinstance(value, tuple) else value}
-
-
-PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
 
 
 def check_precision(precision: object, accelerator: object) -> None:
@@ -324,18 +318,6 @@ def _stop_before_training(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
-def baseline_scalars(datamodule: object) -> dict[str, float]:
-    """The data's baselines as TensorBoard scalars (``baseline/chance`` ...), logged at step 0 by
-    both engines; none for a data module that does not know them."""
-    return {f"baseline/{name}": value for name, value in (getattr(datamodule, "baselines", None) or {}).items()}
-
-
-def compare_to_truth(datamodule: object, model: torch.nn.Module) -> str | None:
-    """The data's own word on the trained net (a learned line against the true one), if it has one."""
-    compare = getattr(datamodule, "compare_to_truth", None)
-    return compare(model.net) if compare else None
-
-
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
             monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
@@ -388,11 +370,10 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
 
 
 def freeze_imports() -> None:
-    """Take what a command has imported (torch, Lightning and the rest: ~370k objects that live as
-    long as the process) out of the cyclic garbage collector's reach, so that each full collection
-    during the run no longer walks them all (~0.17 s apiece on a 2-core machine; 0.1-0.2 s of
-    ``toyloops fit``). For a command's own process only: in a test or a notebook, cyclic garbage
-    alive at the moment would never be collected."""
+    """Take what a command has imported (torch, Lightning and the rest live as long as the process)
+    out of the cyclic garbage collector's reach, so that no full collection during the run walks it
+    all. For a command's own process only: in a test or a notebook, cyclic garbage alive at the
+    moment would never be collected."""
     gc.freeze()
 
 

@@ -101,15 +101,20 @@ def check_values(config: Any) -> None:
         value = trainer.get(key)
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
-    model = model_args(config)
-    tags = metric_tags(model_class(config), model.get("metrics") or [])
+    model = config.model.get("init_args") or config.model  # model: {class_path, init_args}
+    tags = metric_tags(config.model.get("class_path") or "toyloops.Classifier", model.get("metrics") or [])
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and tags and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
     callbacks = trainer.get("callbacks") or []
     for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
-        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:
-            check_early_stopping(spec.init_args, tags)
+        if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:  # else Lightning fails an epoch in
+            settings = spec.init_args
+            if settings.monitor not in tags:
+                raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+                                  f"{', '.join(tags)}")
+            if settings.mode not in ("min", "max"):
+                raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -136,15 +141,6 @@ def check_values(config: Any) -> None:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
 
 
-def model_args(config: Any) -> Any:
-    """The model's init_args in a parsed config (``model: {class_path, init_args}``)."""
-    return config.model.get("init_args") or config.model
-
-
-def model_class(config: Any) -> str:
-    return config.model.get("class_path") or "toyloops.Classifier"
-
-
 def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
     """The tags toyloops' Classifier (with these ``metrics``) or Regressor logs in training; [] for
     a module of the user's own, whose tags only it knows."""
@@ -153,16 +149,6 @@ def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
         return []
     return ["train/loss", "train/loss_epoch", "val/loss",
             *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
-
-
-def check_early_stopping(settings: Any, tags: list[str]) -> None:
-    """EarlyStopping must monitor a tag the Classifier logs (``tags``), in a direction it knows
-    (Lightning would find out an epoch into training, with a traceback)."""
-    if settings.monitor not in tags:
-        raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
-                          f"{', '.join(tags)}")
-    if settings.mode not in ("min", "max"):
-        raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:

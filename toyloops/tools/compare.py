@@ -37,9 +37,8 @@ def run_lightning(args: list[str]) -> dict:
     cli = ToyCLI(args=[*args, *QUIET], run=False)  # explicit arguments: this process's own argv is not read
     started = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    seconds = time.perf_counter() - started
-    return {"run_dir": Path(cli.trainer.log_dir), "weights": cli.model.state_dict(),
-            "steps": cli.trainer.global_step, "seconds": seconds}
+    return {"seconds": time.perf_counter() - started, "run_dir": Path(cli.trainer.log_dir),
+            "weights": cli.model.state_dict(), "steps": cli.trainer.global_step}
 
 
 def run_hand_loop(args: list[str]) -> dict:
@@ -48,11 +47,9 @@ def run_hand_loop(args: list[str]) -> dict:
     from toyloops.rules.specs import load_checkpoint
 
     started = time.perf_counter()
-    result = run(["fit", *args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
-    seconds = time.perf_counter() - started
-    return {"run_dir": result["last_checkpoint"].parent.parent,
-            "weights": load_checkpoint(result["last_checkpoint"])["state_dict"],
-            "steps": result["global_step"], "seconds": seconds}
+    result = run(["fit", *args, *QUIET])
+    return {"seconds": time.perf_counter() - started, "run_dir": result["last_checkpoint"].parent.parent,
+            "weights": load_checkpoint(result["last_checkpoint"])["state_dict"], "steps": result["global_step"]}
 
 
 def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -63,7 +60,6 @@ def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 
 def compare(args: list[str]) -> dict[str, dict]:
-    """Run both engines on the same arguments; returns {'lightning': ..., 'loop': ...}."""
     return {"lightning": run_lightning(args), "loop": run_hand_loop(args)}
 
 
@@ -99,7 +95,6 @@ def table(args: list[str] | None = None) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Command-line entry: user errors end in one line on stderr and a non-zero exit."""
     run_main(table, args)
 
 

@@ -28,15 +28,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-class LogisticRegression:
-    """p = sigmoid(x @ W + b), binary cross-entropy loss (seed 000)."""
+class LinearRegression:
+    """y_hat = x @ W + b, mean squared error loss (the first loop anyone writes; seeds 003 and 004)."""
 
-    def __init__(self, in_features: int = 2, seed: int = 0) -> None:
+    def __init__(self, in_features: int = 1, seed: int = 0) -> None:
         rng = np.random.default_rng(seed)
         self.params: Params = {"W": rng.normal(0.0, 0.01, (in_features, 1)), "b": np.zeros(1)}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return (x @ self.params["W"] + self.params["b"])[:, 0]  # (B,) logits
+        return (x @ self.params["W"] + self.params["b"])[:, 0]  # (B,) predictions (logits: LogisticRegression)
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean((self.forward(x) - y) ** 2))
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> Params:
+        error = 2 * (self.forward(x) - y)  # dL/dy_hat per sample, times B
+        return {"W": x.T @ error[:, None] / len(x), "b": np.array([error.mean()])}
+
+
+class LogisticRegression(LinearRegression):
+    """p = sigmoid(x @ W + b), binary cross-entropy loss (seed 000)."""
+
+    def __init__(self, in_features: int = 2, seed: int = 0) -> None:
+        super().__init__(in_features, seed)
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         z = self.forward(x)
@@ -49,24 +63,6 @@ class LogisticRegression:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return (self.forward(x) > 0).astype(np.int64)
-
-
-class LinearRegression:
-    """y_hat = x @ W + b, mean squared error loss (the first loop anyone writes; seeds 003 and 004)."""
-
-    def __init__(self, in_features: int = 1, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.params: Params = {"W": rng.normal(0.0, 0.01, (in_features, 1)), "b": np.zeros(1)}
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return (x @ self.params["W"] + self.params["b"])[:, 0]  # (B,) predictions
-
-    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.mean((self.forward(x) - y) ** 2))
-
-    def gradients(self, x: np.ndarray, y: np.ndarray) -> Params:
-        error = 2 * (self.forward(x) - y)  # dL/dy_hat per sample, times B
-        return {"W": x.T @ error[:, None] / len(x), "b": np.array([error.mean()])}
 
 
 def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:

@@ -17,30 +17,23 @@ from typing import Any
 
 from toyloops.engine import runs
 from toyloops.engine.defaults import LOG_DIR
-from toyloops.engine.runs import flat
+from toyloops.engine.runs import flat, write_table
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.stats import paired_t_test, summarize
-from toyloops.tools.sweep import ENGINES, Objective, check_args, fit_run, objective, parse_known, run_args, write_table
+from toyloops.tools.sweep import CommandParser, Objective, check_args, fit_run, objective, run_args
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 LOADING = ("batch_size", "eval_batch_size", "drop_last")  # data settings that leave the data and splits alone
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="toyloops seeds", allow_abbrev=False, exit_on_error=False,
-                                     description="One config over N seeds (or K folds); any --key value goes to "
-                                                 "every run.")
-    parser.add_argument("--config", action="append", required=True, help="a run config (path or shipped name)")
+
+def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = CommandParser("toyloops seeds", "One config over N seeds (or K folds); any --key value goes to every run.",
+                           "folder logs/seeds/<name>", required=True)
     parser.add_argument("--vs", default=None, help="a second config, compared on the same seeds/folds")
     parser.add_argument("--n", type=int, default=None, help="number of seeds (default 10)")
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--kfold", type=int, default=None, help="K folds of the train+val data instead of seeds")
-    parser.add_argument("--engine", choices=ENGINES, default="lightning")
-    parser.add_argument("--name", default=None, help="folder logs/seeds/<name>")
-    return parser
-
-
-def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    opts, extra = parse_known(build_parser(), args, lambda key: key in OWNED_KEYS, "run")
+    opts, extra = parser.parse_command(args, lambda key: key in OWNED_KEYS, "run")
     if opts.kfold is not None and opts.n is not None:
         raise ConfigError("--n and --kfold: give one (k-fold runs the config's seed once per fold)")
     if opts.kfold is not None and opts.kfold < 2:
@@ -59,11 +52,9 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     opts, extra = parse(list(sys.argv[1:] if args is None else args))
     folder = Path(LOG_DIR) / "seeds" / opts.name
     runs.check_writable(folder)
-    if opts.kfold:
-        units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
-                 for k in range(opts.kfold)]
-    else:
-        units = [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
+    units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
+             for k in range(opts.kfold)] if opts.kfold else \
+        [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
     arms = {runs.run_name(opts.config): opts.config}
     if opts.vs:
         vs = runs.run_name([opts.vs])
@@ -84,19 +75,17 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
 def comparable(opts: argparse.Namespace, configs: dict[str, Any]) -> Objective:
     """The arms' one objective; a ``--vs`` config of another objective, data or split is one line."""
     (arm, config), *other = configs.items()
+    goal = objective(config)
     for vs, vs_config in other:
-        why = None
-        if objective(vs_config) != objective(config):
-            why = f"{vs} ranks by {objective(vs_config)}, {arm} by {objective(config)}"
         data = [{k: v for k, v in flat({"seed_everything": c.get("seed_everything"), "data": c.get("data")}).items()
                  if k.rpartition(".")[2] not in LOADING} for c in (config, vs_config)]
         key = next((k for k in sorted(data[0].keys() | data[1].keys()) if data[0].get(k) != data[1].get(k)), None)
-        if why is None and key:
-            why = (f"other data ({key}: {data[0].get(key)!r} vs {data[1].get(key)!r}); a paired test needs the same "
-                   "data and splits (a --key value given to seeds applies to both)")
+        why = f"{vs} ranks by {objective(vs_config)}, {arm} by {goal}" if objective(vs_config) != goal else key and (
+            f"other data ({key}: {data[0].get(key)!r} vs {data[1].get(key)!r}); a paired test needs the same data "
+            "and splits (a --key value given to seeds applies to both)")
         if why:
             raise ConfigError(f"--vs {opts.vs}: not comparable with {runs.run_name(opts.config)}: {why}")
-    return objective(config)
+    return goal
 
 
 def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal: Objective) -> dict[str, Any]:
@@ -104,16 +93,13 @@ def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal:
     write_table(folder / "results.csv", [["run", *arms, *(["difference"] if pair else [])], *(
         [unit, *(f"{scores[arm][i]:.6f}" for arm in arms),
          *([f"{scores[arms[0]][i] - scores[arms[1]][i]:.6f}"] if pair else [])] for i, unit in enumerate(units))])
-    kind = "folds" if units[0].startswith("fold") else "seeds"
-    lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {kind} =="]
+    lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {units[0].split('_')[0]}s =="]  # seeds or folds
     out: dict[str, Any] = {"scores": scores}
     for arm in arms:
-        s = summarize(scores[arm])
-        out[arm] = s
+        s = out[arm] = summarize(scores[arm])
         lines.append(f"{arm}: {s.mean:.4f} ± {s.std:.4f} (95% CI {s.low:.4f} .. {s.high:.4f})")
     if pair:
-        diff, p = paired_t_test(scores[arms[0]], scores[arms[1]])
-        out["difference"], out["p"] = diff, p
+        diff, p = out["difference"], out["p"] = paired_t_test(scores[arms[0]], scores[arms[1]])
         lines.append(f"{arms[0]} - {arms[1]}: {diff.mean:+.4f} (95% CI {diff.low:+.4f} .. {diff.high:+.4f}), "
                      f"paired t-test p = {p:.4g}")
     lines.append(f"table: {folder / 'results.csv'}")

@@ -6,7 +6,7 @@ Stegun 26.7.3-4), its quantiles by bisection; tests check both against tables.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def t_two_sided_p(t: float, df: int) -> float:
@@ -35,8 +35,7 @@ def t_quantile(q: float, df: int) -> float:
     return (low + high) / 2.0
 
 
-@dataclass
-class Summary:
+class Summary(NamedTuple):
     n: int
     mean: float
     std: float  # sample standard deviation (n - 1)

@@ -11,9 +11,7 @@ end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
 from __future__ import annotations
 
 import argparse
-import csv
 import fcntl
-import io
 import json
 import math
 import os
@@ -27,7 +25,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,7 +36,7 @@ from optuna.trial import TrialState
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR, MONITOR, MONITOR_MODE
-from toyloops.engine.runs import Interrupted, Stopped, flat
+from toyloops.engine.runs import Interrupted, Stopped, flat, write_table
 from toyloops.rules.errors import ConfigError, ToyloopsError
 
 ENGINES = ("lightning", "loop")
@@ -62,25 +59,27 @@ ARGS_WARNING = "LightningCLI's args parameter is intended"
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def parse_known(parser: argparse.ArgumentParser, args: list[str], owned: Callable[[str], bool],
-                what: str) -> tuple[argparse.Namespace, list[str]]:
-    """The command's options, and the ``--key value`` pairs it hands each ``what`` (run or trial)."""
-    try:
-        opts, extra = parser.parse_known_args(args)
-    except argparse.ArgumentError as err:
-        raise ConfigError(str(err)) from None
-    runs.check_pass_through(extra, owned, what, parser.prog)
-    return opts, extra
+class CommandParser(argparse.ArgumentParser):
+    """What sweep and seeds share: their argparse settings, ``--config``, ``--engine`` and ``--name``."""
+
+    def __init__(self, prog: str, description: str, name: str, **config: Any) -> None:
+        super().__init__(prog=prog, description=description, allow_abbrev=False, exit_on_error=False)
+        self.add_argument("--config", action="append", help="a run config (path or shipped name)", **config)
+        self.add_argument("--engine", choices=ENGINES, default="lightning")
+        self.add_argument("--name", default=None, help=name)
+
+    def parse_command(self, args: list[str], owned: Callable[[str], bool], what: str) -> tuple[Any, list[str]]:
+        """The command's options, and the ``--key value`` pairs it hands each ``what`` (run or trial)."""
+        try:
+            opts, extra = self.parse_known_args(args)
+        except argparse.ArgumentError as err:
+            raise ConfigError(str(err)) from None
+        runs.check_pass_through(extra, owned, what, self.prog)
+        return opts, extra
 
 
 def run_args(configs: list[str], extra: list[str]) -> list[str]:
     return [*(arg for config in configs for arg in ("--config", config)), *QUIET, *extra]
-
-
-def write_table(path: Path, rows: list[list[Any]]) -> None:
-    table = io.StringIO()
-    csv.writer(table).writerows(rows)
-    write_atomic(path, table.getvalue().encode())
 
 
 def read_space(path: str | Path) -> dict[str, BaseDistribution]:
@@ -131,14 +130,13 @@ def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
     values = {}
     for field in ("low", "high", *(["step"] if spec.get("step") is not None else [])):
         value = spec.get(field)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
             mantissa, _, power = value.lower().partition("e")
             raise ConfigError(f"{where}.{field}={value!r}: YAML reads {value} as a string (write {mantissa}"
                               f"{'' if '.' in mantissa else '.0'}e{'' if power[0] in '+-' else '+'}{power})")
-        if not ok or (number is int and not isinstance(value, int)):
-            wanted = "a finite number" if number is float else "an int"
-            raise ConfigError(f"{where}.{field}={value!r}: expected {wanted}")
+        if isinstance(value, bool) or not isinstance(value, (int, number)) or not math.isfinite(value):
+            raise ConfigError(f"{where}.{field}={value!r}: expected "
+                              f"{'a finite number' if number is float else 'an int'}")
         values[field] = number(value)
     log = spec.get("log", False)
     if not isinstance(log, bool):
@@ -183,9 +181,7 @@ def objective(config: Any) -> Objective:
     return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
 
 
-
-@dataclass
-class FitResult:
+class FitResult(NamedTuple):
     best: float  # best score of the objective
     run_dir: Path
     config_text: str  # the run's full, resolved config (its config.yaml)
@@ -264,9 +260,6 @@ def check_args(engine: str, args: list[str]) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ARGS_WARNING)
         return CheckOnly(args, run=False).config
-
-
-
 
 
 def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
@@ -368,9 +361,8 @@ class Worker:
             fcntl.flock(self._turn, fcntl.LOCK_EX if take else fcntl.LOCK_UN)
 
     def close(self) -> None:  # the OS lets go of the locks anyway when the process ends
-        for handle in (self._lock, self._turn):
-            if handle:
-                handle.close()
+        for handle in filter(None, (self._lock, self._turn)):
+            handle.close()
 
     def run(self, study: optuna.Study) -> None:
         # A failed trial is one line of ours (objective), and under TOYLOOPS_DEBUG=1 its traceback too.
@@ -540,27 +532,19 @@ def plots(study: optuna.Study, folder: Path) -> list[Path]:
     return [folder / name for name in charts]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="toyloops sweep", allow_abbrev=False, exit_on_error=False,
-        description="Optuna sweep over a run config; any other --key value goes to every trial.")
-    parser.add_argument("--config", action="append", help="a run config (path or shipped name)")
+def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = CommandParser("toyloops sweep", "Optuna sweep over a run config; any other --key value goes to every "
+                           "trial.", "study name and folder logs/sweeps/<name>")
     parser.add_argument("--space", help=f"search space YAML (a path or {', '.join(shipped_spaces())})")
     parser.add_argument("--trials", type=int, default=20, help="finished trials the study should reach")
     parser.add_argument("--workers", type=int, default=1,
                         help="local worker processes (1: the trials run in this process)")
     parser.add_argument("--storage", default=None, help="an RDB URL (postgresql://...); default: a journal file")
-    parser.add_argument("--engine", choices=ENGINES, default="lightning")
-    parser.add_argument("--name", default=None, help="study name and folder logs/sweeps/<name>")
     parser.add_argument("--heartbeat", type=float, default=10.0,
                         help="RDB heartbeat seconds; a trial silent for twice this is failed and retried")
     parser.add_argument("--max_retry", type=int, default=2, help="retries of a trial whose worker died")
     parser.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)
-    return parser
-
-
-def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    opts, extra = parse_known(build_parser(), args, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial")
+    opts, extra = parser.parse_command(args, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial")
     for key, what in (("config", "a run config: a path or a shipped name"),
                       ("space", f"a search space YAML: a path or {', '.join(shipped_spaces())}")):
         if getattr(opts, key) is None:
