@@ -1,10 +1,9 @@
 """Checkpoint files, one format for both engines: Lightning's keys plus a ``toyloops`` section.
 
-Lightning's keys (``state_dict``, ``hyper_parameters``, ``optimizer_states``, ``lr_schedulers``,
-``epoch``, ``global_step``, ...) let either engine evaluate the other's checkpoints and let
-``Classifier.load_from_checkpoint`` read both. The ``toyloops`` section holds what a resume needs
-beyond them: which engine wrote it, the RNG state and (hand loop) the loop and data position.
-Files are written atomically and read as data only (``weights_only=True``).
+Lightning's keys (``state_dict``, ``hyper_parameters``, ``optimizer_states``, ``lr_schedulers``, ``epoch``,
+``global_step``, ...) let either engine evaluate the other's checkpoints and ``Classifier.load_from_checkpoint``
+read both. The ``toyloops`` section holds what a resume needs beyond them: which engine wrote it, the RNG state
+and (hand loop) the loop and data position. Files are written atomically, read as data only (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -39,10 +38,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 
 def write_atomic(path: str | Path, data: bytes | memoryview) -> None:
-    """Write to a temporary file in the same folder, fsync, rename: readers see the old file or
-    the new one, never half, on any filesystem. A failing write (read-only, full disk) raises an
-    OSError naming ``path`` and leaves no temporary file.
-    """
+    """Write a temporary file in the same folder, fsync, rename: readers see the old file or the new one,
+    never half. A failing write (read-only, full disk) raises an OSError naming ``path``, leaving no temporary."""
     path = Path(path)  # one writer a path (a run's folder is locked to its run), so one temporary name
     _write_then(path, data, path.with_name(f".{path.name}.tmp"), lambda tmp, path: tmp.replace(path))
 
@@ -63,16 +60,12 @@ def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it the file
         publish(tmp, path)
-        tmp.unlink(missing_ok=True)  # after a link; a rename left nothing
-    except FileExistsError:
-        tmp.unlink(missing_ok=True)
-        raise
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        if isinstance(err, FileExistsError):
+            raise
         raise OSError(err.errno, err.strerror, str(path)) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # after a link, a failure; a rename left nothing
 
 
 def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:
@@ -110,8 +103,8 @@ def upgraded(path: Path, folder: Path) -> Path:
     if "objective" not in checkpoint.get("hyper_parameters", {}):
         return path
     checkpoint["hyper_parameters"] = specs.upgrade_hparams(checkpoint["hyper_parameters"])
-    save_checkpoint(checkpoint, folder / f"upgraded_{path.name}")
-    return folder / f"upgraded_{path.name}"
+    save_checkpoint(checkpoint, new := folder / f"upgraded_{path.name}")
+    return new
 
 
 def dump_lightning_keys(trainer: Any) -> dict[str, Any]:
