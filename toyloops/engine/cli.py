@@ -45,18 +45,12 @@ from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import load_checkpoint, read_checkpoint
 
 RUN_PREFIX = "version_"  # TensorBoardLogger's folder names
-
-
-class _DropTips(logging.Filter):
-    """Lightning advertises cloud products at every start; a template stays quiet."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+CALLBACKS = "toyloops.engine.callbacks"
 
 
 ignore_library_warnings()
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_DropTips())
+    logging.getLogger(_name).addFilter(lambda record: "Tip:" not in record.getMessage())  # cloud adverts
 
 
 class ToyCLI(LightningCLI):
@@ -87,29 +81,20 @@ class ToyCLI(LightningCLI):
             self.run_folder.release(failed=False)
 
     def subcommands(self) -> dict[str, set[str]]:
-        """Lightning's subcommands, or only the one the arguments start with: LightningCLI builds a
-        parser for each (~0.15 s apiece), and a run uses one."""
+        """Lightning's subcommands, or only the one a run uses (LightningCLI builds a parser for each, ~0.15 s)."""
         every = LightningCLI.subcommands()
         return {self._subcommand: every[self._subcommand]} if self._subcommand else every
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.monitor": MONITOR,
-            "checkpoint.mode": MONITOR_MODE,
-            "checkpoint.filename": "best-{epoch:03d}",
-        })
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(DashboardCallback, "dashboard")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({
-            **TRAINER_DEFAULTS,
-            "model": DEFAULT_MODEL,
-            "trainer.logger": {
-                "class_path": "toyloops.engine.loggers.TensorBoardLogger",  # Lightning's, flushed per epoch
-                "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False},
-            },
-        })
+            "checkpoint.monitor": MONITOR, "checkpoint.mode": MONITOR_MODE, "checkpoint.filename": "best-{epoch:03d}",
+            **TRAINER_DEFAULTS, "model": DEFAULT_MODEL,
+            "trainer.logger": {"class_path": "toyloops.engine.loggers.TensorBoardLogger",  # flushed per epoch
+                               "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False}}})
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
@@ -117,14 +102,10 @@ class ToyCLI(LightningCLI):
         for path in runs.config_files(args):
             check_config_file(path)  # before the YAML is expanded
         self._args = args
-        # LightningCLI warns whenever it is handed args while sys.argv has arguments too. Here the
-        # args are always the ones to parse: the command line's with shipped names resolved, or
-        # those given in code (a test, a notebook), where the process's own argv is not this CLI's.
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # args (not sys.argv's) are always the ones to parse here
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
             super().parse_arguments(parser, args)
-        # Before Lightning reads the checkpoint's hyperparameters into the config: check the
-        # checkpoint, then name and claim the run folder.
+        # Before Lightning reads the checkpoint's hyperparameters: check it, then name and claim the run folder.
         self._prepare_run(self.config[self.config.subcommand] if self.config.get("subcommand") else self.config)
 
     def _prepare_run(self, config) -> None:  # noqa: ANN001 - a jsonargparse Namespace
@@ -157,15 +138,13 @@ class ToyCLI(LightningCLI):
         if resume:
             check_resume(checkpoint, "lightning", resume)
             runs.check_resume_config(resume, config)
-        plugins = config.trainer.get("plugins")
-        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
-        if not any("CheckpointIO" in str(getattr(p, "class_path", p)) for p in plugins):  # a plugin of the user's
-            config.trainer.plugins = [*plugins, {"class_path": "toyloops.engine.callbacks.AtomicCheckpointIO"}]
-        callbacks = config.trainer.get("callbacks")
-        callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        if config.trainer.get("enable_progress_bar") is not False and \
-                not any("ProgressBar" in str(getattr(c, "class_path", c)) for c in callbacks):  # one of the user's
-            config.trainer.callbacks = [*callbacks, Namespace(class_path="toyloops.engine.callbacks.ProgressBar")]
+        for key, kind, default in (("plugins", "CheckpointIO", {"class_path": f"{CALLBACKS}.AtomicCheckpointIO"}),
+                                   ("callbacks", "ProgressBar", Namespace(class_path=f"{CALLBACKS}.ProgressBar"))):
+            items = config.trainer.get(key)
+            items = [] if items is None else list(items) if isinstance(items, list) else [items]
+            wanted = key == "plugins" or config.trainer.get("enable_progress_bar") is not False
+            if wanted and not any(kind in str(getattr(i, "class_path", i)) for i in items):  # else the user's own
+                config.trainer[key] = [*items, default]
         if subcommand in ("validate", "test", "predict"):  # into the checkpoint's run, not a new version_N
             warnings.filterwarnings("ignore", message="The dirpath has changed from")  # of course: no training
             if "verbose" in config and not any(arg.startswith("--verbose") for arg in self._args):
@@ -196,8 +175,7 @@ class ToyCLI(LightningCLI):
         with links_into_net():
             super().instantiate_classes()
         check_net_fits_data(self.model, self.datamodule)
-        ckpt = (self.config[self.subcommand] if self.subcommand else self.config).get("ckpt_path")
-        if ckpt:
+        if ckpt := (self.config[self.subcommand] if self.subcommand else self.config).get("ckpt_path"):
             check_weights(load_checkpoint(ckpt), self.model, ckpt)
 
 
