@@ -35,7 +35,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import DATA_TO_NET, NET_KEY
 from toyloops.engine.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
-from toyloops.engine.validation import one_line, unlinkable, with_config_files
+from toyloops.engine.validation import one_line, unlinkable
 from toyloops.rules.errors import ConfigError, ToyloopsError
 from toyloops.rules.specs import load_checkpoint
 
@@ -58,10 +58,7 @@ class RunFolder:
     path: Path
     created: bool
     made_parents: tuple[Path, ...] = ()  # empty folders made for it (logs/<name>), deepest first
-
-    @property
-    def version(self) -> int:
-        return int(self.path.name.rsplit("_", 1)[-1])
+    version = property(lambda self: int(self.path.name.rsplit("_", 1)[-1]))
 
     def lock(self) -> RunFolder:
         """Hold the folder for this process's run; the OS lets go when the process ends, even on SIGKILL."""
@@ -106,9 +103,8 @@ def newest_last(log_dir: str = "logs") -> Path:
 
 
 def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
-    """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the checkpoint's run's own
-    ``config.yaml`` (beside its ``checkpoints/`` folder) is the config, so a checkpoint is all a command
-    needs; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
+    """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the config is the checkpoint's
+    run's ``config.yaml``; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
     flags = [i for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")]
     if not args or args[0] not in ("validate", "test", "predict") or config_files(args) or not flags:
         return args
@@ -199,9 +195,8 @@ def open_run(root: Path, prefix: str, resume_from: Path | None = None, resume_st
 
 
 def open_eval(ckpt: Path, root: Path, stage: str) -> RunFolder:
-    """The folder ``validate``/``test``/``predict`` write to, in both engines: ``eval/<stage>_<k>``
-    inside the checkpoint's own run (one that holds a ``config.yaml``), or under this config's
-    ``logs/<name>/`` for a checkpoint from elsewhere. Never a new ``version_N`` beside the runs."""
+    """Where ``validate``/``test``/``predict`` write: ``eval/<stage>_<k>`` inside the checkpoint's own run
+    (one with a ``config.yaml``), else under this config's ``logs/<name>/``; never a new ``version_N``."""
     run_dir = ckpt.parent.parent
     owner = run_dir if ckpt.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() else root
     return claim_new_run(owner / EVAL_FOLDER, f"{stage}_")
@@ -216,8 +211,7 @@ def record_eval(folder: Path, stage: str, ckpt: Path, metrics: dict[str, float])
 
 
 def check_resume_config(resume_from: Path, requested: dict[str, Any]) -> None:
-    """A resume continues the run it names: the requested seed, model and data must equal those in
-    the run's recorded ``config.yaml``; the rest (max_epochs, logging, checkpoints) may change."""
+    """A resume continues its run: seed, model and data as in the run's ``config.yaml`` (the rest may change)."""
     recorded_file = resume_from.resolve().parent.parent / "config.yaml"
     if not recorded_file.is_file():
         return  # a checkpoint outside a run folder: nothing recorded to compare with
@@ -244,8 +238,7 @@ def flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def check_precision(precision: object, accelerator: object) -> None:
-    """Precisions both engines run; Lightning silently swaps 16-mixed for bf16-mixed on CPU, and a
-    template says so instead. A GPU asked for on a machine without one is named too."""
+    """Precisions both engines run, on a GPU if asked for (Lightning silently swaps 16-mixed for bf16 on CPU)."""
     if precision is not None and str(precision) not in PRECISIONS:
         raise ConfigError(f"trainer.precision={precision!r}: toyloops runs {', '.join(PRECISIONS)}")
     if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
@@ -287,9 +280,7 @@ class Interrupted(BaseException):
     """SIGTERM or SIGINT outside training. A BaseException, as KeyboardInterrupt is, so that no
     library's ``except Exception`` (a parser's, a loader's) mistakes the stop for an error of its own."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+    signum = property(lambda self: self.args[0])
 
 
 class StopRequest:
@@ -302,16 +293,14 @@ class StopRequest:
     def __enter__(self) -> StopRequest:
         self.signum, self._previous = None, {}
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._previous = {sig: signal.signal(sig, self._remember) for sig in STOP_SIGNALS}
+            self._previous = {sig: signal.signal(sig, lambda signum, _: setattr(self, "signum", signum))
+                              for sig in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
-
-    def _remember(self, signum: int, frame: object) -> None:
-        self.signum = signum
 
 
 def _stop_before_training(signum: int, frame: object) -> None:
@@ -321,9 +310,8 @@ def _stop_before_training(signum: int, frame: object) -> None:
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
             monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
-    """What a finished ``fit`` prints, in both engines: best score next to the data's baselines,
-    where EarlyStopping ended it (epoch, monitor), the data's own ``report``, checkpoints, logs, how
-    to view them (``tensorboard=False``: the run wrote no events)."""
+    """What a finished ``fit`` prints, in both engines: best score, baselines, where EarlyStopping ended it,
+    the data's ``report``, checkpoints, logs and how to view them (``tensorboard=False``: no events)."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
     if baselines:  # accuracies: beside val/acc, or on a line of their own
         rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
@@ -341,8 +329,10 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
     """The one line for an error a user can act on; None for a bug (which keeps its traceback)."""
     if isinstance(err, ArgumentError):
-        message = with_config_files(one_line(str(err)), args)
+        message = one_line(str(err))
         configs = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg in ("--config", "-c")]
+        if "parsing config" in message and configs:  # YAML syntax: jsonargparse does not name the file
+            message += f" (in {', '.join(configs)})"
         if "required" in message and configs and all("presets" in Path(c).parts for c in configs):
             message += " (a preset stacks on a run config: --config blobs_mlp --config presets/debug)"
         return hint(message)
@@ -370,21 +360,17 @@ def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]
 
 
 def freeze_imports() -> None:
-    """Take what a command has imported (torch, Lightning and the rest live as long as the process)
-    out of the cyclic garbage collector's reach, so that no full collection during the run walks it
-    all. For a command's own process only: in a test or a notebook, cyclic garbage alive at the
-    moment would never be collected."""
+    """Take what a command imported (torch, Lightning: alive as long as the process) out of the cyclic
+    collector's reach. A command's own process only: elsewhere, cyclic garbage alive now is never collected."""
     gc.freeze()
 
 
 def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
          hint: Callable[[str], str] = lambda message: message) -> None:
-    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or
-    SIGINT in one line and 143 or 130; a bug shows its traceback. ``TOYLOOPS_DEBUG=1`` shows it always.
-    ``hint`` may add to the message of a command-line parse error.
-    """
-    # Outside training (set-up, validation, clean-up) a signal ends the run at once, as one line;
-    # while training, StopRequest takes over and the engine saves a resume point first.
+    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or SIGINT in
+    one line and 143 or 130; a bug shows its traceback (``TOYLOOPS_DEBUG=1``: always). ``hint`` may add to a
+    parse error's message. Outside training a signal ends the run at once; while training, StopRequest
+    takes over and the engine saves a resume point first."""
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
     if args is None:  # the process's own command (train.py, python -m toyloops.engine.loop)
         freeze_imports()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,19 +102,23 @@ def check_values(config: Any) -> None:
         if value is not None and not (0 <= value <= 1 or (value > 1 and value % 1 == 0)):
             raise ConfigError(f"trainer.{key}={value}: expected a fraction in [0, 1] or a whole number of batches")
     model = config.model.get("init_args") or config.model  # model: {class_path, init_args}
-    tags = metric_tags(config.model.get("class_path") or "toyloops.Classifier", model.get("metrics") or [])
+    # The tags toyloops' Classifier (with its metrics) or Regressor logs; none for a module of one's own.
+    model_class = config.model.get("class_path") or "toyloops.Classifier"
+    score = {"Classifier": "acc", "Regressor": "mae"}.get(model_class.rpartition(".")[2])
+    tags = [] if not model_class.startswith("toyloops.") or score is None else [
+        "train/loss", "train/loss_epoch", "val/loss",
+        *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *(model.get("metrics") or [])))]
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and tags and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
     callbacks = trainer.get("callbacks") or []
     for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
         if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:  # else Lightning fails an epoch in
-            settings = spec.init_args
-            if settings.monitor not in tags:
-                raise ConfigError(f"trainer.callbacks.monitor={settings.monitor!r}: EarlyStopping can monitor "
+            if spec.init_args.monitor not in tags:
+                raise ConfigError(f"trainer.callbacks.monitor={spec.init_args.monitor!r}: EarlyStopping can monitor "
                                   f"{', '.join(tags)}")
-            if settings.mode not in ("min", "max"):
-                raise ConfigError(f"trainer.callbacks.mode={settings.mode!r}: expected min or max")
+            if spec.init_args.mode not in ("min", "max"):
+                raise ConfigError(f"trainer.callbacks.mode={spec.init_args.mode!r}: expected min or max")
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -139,16 +143,6 @@ def check_values(config: Any) -> None:
                         else scheduler.step()
             except (ValueError, ZeroDivisionError, NotImplementedError) as err:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
-
-
-def metric_tags(model_class: str, metrics: Iterable[str] = ()) -> list[str]:
-    """The tags toyloops' Classifier (with these ``metrics``) or Regressor logs in training; [] for
-    a module of the user's own, whose tags only it knows."""
-    score = {"Classifier": "acc", "Regressor": "mae"}.get(model_class.rpartition(".")[2])
-    if not model_class.startswith("toyloops.") or score is None:
-        return []
-    return ["train/loss", "train/loss_epoch", "val/loss",
-            *(f"{stage}/{name}" for stage in ("train", "val") for name in (score, *metrics))]
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:
@@ -193,14 +187,6 @@ def check_config_file(path: str | Path, flag: str = "--config") -> None:
         elif node.tag == "tag:yaml.org,2002:float" and node.value.lower().lstrip("+-") in (".nan", ".inf"):
             raise ConfigError(f"{flag} {path}: {node.value} at line {node.start_mark.line + 1}: expected a "
                               "finite number")
-
-
-def with_config_files(message: str, args: list[str]) -> str:
-    """Name the config file(s) in a YAML syntax error, which jsonargparse reports without them."""
-    if "parsing config" not in message:
-        return message
-    files = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "--config"]
-    return f"{message} (in {', '.join(files)})" if files else message
 
 
 def one_line(message: str) -> str:
