@@ -1,10 +1,9 @@
-"""Nets, optimizers and schedulers as plain data (``class_path`` + ``init_args``), and the one rule
-for reading them back: a checkpoint is data, so nothing it names is imported or called unless it
-is allowed here.
+"""Nets, optimizers and schedulers as plain data (``class_path`` + ``init_args``), and the one rule for reading
+them back: a checkpoint is data, so nothing it names is imported or called unless it is allowed here.
 
-Allowed are toyloops' nets, the nets a project registers with :func:`allow_net` (the one place a
-project trusts its own code), and torch's optimizers and schedulers. Checkpoints are read with
-``torch.load(..., weights_only=True)``: a pickle that names code is refused.
+Allowed are toyloops' nets, the nets a project registers with :func:`allow_net` (the one place a project trusts
+its own code), and torch's optimizers and schedulers. Checkpoints are read with ``torch.load(..., weights_only=True)``:
+a pickle that names code is refused.
 """
 
 from __future__ import annotations
@@ -42,11 +41,8 @@ ALLOWED_NETS: dict[str, type[nn.Module]] = {}  # class path -> class; filled by 
 
 
 def allow_net(cls: type[nn.Module], *aliases: str) -> type[nn.Module]:
-    """Let checkpoints rebuild ``cls`` from their hyperparameters (usable as a class decorator).
-
-    Register the nets of your own project here; the net must record its constructor arguments in
-    ``self.init_args`` to be stored as a spec. ``aliases`` are further class paths it answers to.
-    """
+    """Let checkpoints rebuild ``cls`` (a net of your project, recording its constructor arguments in
+    ``self.init_args``) from their hyperparameters; ``aliases``: further class paths. A class decorator too."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ConfigError(f"allow_net({cls!r}): expected an nn.Module subclass")
     for path in (f"{cls.__module__}.{cls.__qualname__}", *aliases):
@@ -179,22 +175,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | Path, given: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built
-    from it: plain data, weights present, hyperparameters naming only allowed classes (``given``:
-    the ones the caller passes itself, whose stored spec is not used)."""
+    """A model checkpoint (either engine's, or a plain Trainer's), checked before anything is built from it:
+    plain data, weights, hyperparameters naming allowed classes (``given``: the ones the caller passes)."""
     checkpoint = load_checkpoint(path)
     if not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(f"ckpt_path={str(path)!r} has no state_dict: not a Lightning or toyloops checkpoint "
                           "(a bare state_dict loads with model.net.load_state_dict)")
-    for key in ("hyper_parameters", *LEGACY_HPARAM_KEYS):  # Lightning merges the old keys in too
-        if key not in checkpoint:
-            continue
+    for key in [k for k in ("hyper_parameters", *LEGACY_HPARAM_KEYS) if k in checkpoint]:  # Lightning merges them
         if not isinstance(checkpoint[key], dict):
             raise ConfigError(f"ckpt_path={str(path)!r}: its {key} are not a mapping")
-        for name, value in checkpoint[key].items():
+        for name, value in [(n, v) for n, v in checkpoint[key].items() if n not in given]:
             where = f"ckpt_path={str(path)!r}: {key}.{name}"
-            if name in given:
-                continue
             if name == "_class_path":  # which LightningModule wrote it: LightningCLI parses the rest into that
                 if not isinstance(value, str) or not imported_subclass(value, L.LightningModule):
                     raise ConfigError(f"{where}={value!r}: expected an imported LightningModule class")
@@ -224,9 +215,8 @@ STRUCTURE = {"": {"state_dict": dict, "optimizer_states": list, "lr_schedulers":
 
 
 def check_structure(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Each section a resume or an evaluation reads is of its type (:data:`STRUCTURE`; the items of
-    the optimizer and scheduler lists are mappings; a data module's state maps names to tensors);
-    else a ConfigError naming the section, its type and what was expected."""
+    """Each section a resume or an evaluation reads is of its type (:data:`STRUCTURE`, optimizer and scheduler
+    states mappings, a data module's names to tensors); else a ConfigError naming section, type and expected."""
     def refuse(where: str, value: Any, expected: Any) -> None:
         names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
         raise ConfigError(f"ckpt_path={str(path)!r}: its {where} is a {type(value).__name__}, expected {names}")

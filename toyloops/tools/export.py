@@ -18,23 +18,14 @@ from typing import Literal
 
 import torch
 from jsonargparse import ArgumentParser
-from torch import Tensor, nn
 
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import check_weights, write_new
 from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import build, read_checkpoint
 
-
-def example_input(net: nn.Module) -> Tensor:
-    """Two inputs of the shape the net takes: points (B, in_features) or tokens (B, seq_len)."""
-    init_args = getattr(net, "init_args", {})
-    if "seq_len" in init_args:
-        return torch.ones(2, init_args["seq_len"], dtype=torch.long)
-    return torch.zeros(2, init_args.get("in_features", 2))
-
-
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+EXISTS = "{} exists: toyloops does not overwrite it (remove it, or give another --output)"
 
 
 def export(ckpt_path: str | Path, format: Literal["onnx", "torchscript"] = "onnx", output: str | None = None) -> Path:
@@ -47,7 +38,7 @@ def export(ckpt_path: str | Path, format: Literal["onnx", "torchscript"] = "onnx
         raise ConfigError(f"--output {str(path)!r} does not end in {SUFFIXES[format]}, the suffix of "
                           f"--format {format}")
     if path.exists():
-        raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give another --output)")
+        raise ConfigError(EXISTS.format(path))
     checkpoint = read_checkpoint(ckpt_path)
     spec = (checkpoint.get("hyper_parameters") or {}).get("net")
     if not spec:
@@ -59,7 +50,9 @@ def export(ckpt_path: str | Path, format: Literal["onnx", "torchscript"] = "onnx
     check_weights({"state_dict": state}, net, ckpt_path)  # a missing, mis-shaped or non-finite weight: one line
     net.load_state_dict(state)
     net.eval()
-    x = example_input(net)
+    init_args = getattr(net, "init_args", {})  # two inputs: tokens (B, seq_len) or points (B, in_features)
+    x = torch.ones(2, init_args["seq_len"], dtype=torch.long) if "seq_len" in init_args else \
+        torch.zeros(2, init_args.get("in_features", 2))
     if format == "torchscript":  # check_trace=False: the encoder's graph differs run to run, its outputs do not
         buffer = io.BytesIO()
         with warnings.catch_warnings():
@@ -90,8 +83,7 @@ def _write(path: Path, data: bytes | memoryview) -> Path:
     try:
         write_new(path, data)
     except FileExistsError:  # another export wrote it a moment ago
-        raise ConfigError(f"{path} exists: toyloops does not overwrite it (remove it, or give another --output)") \
-            from None
+        raise ConfigError(EXISTS.format(path)) from None
     return path
 
 

@@ -29,7 +29,6 @@ FILES = {  # template file -> where it goes in the new project ({package}: the p
     "data.py.txt": "{package}/data.py", "space.yaml": "space.yaml", "test_project.py.txt": "tests/test_project.py",
 }
 
-
 # PEP 508's distribution name (packaging's rule): ASCII letters and digits, with . _ - inside.
 DISTRIBUTION_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?", re.IGNORECASE)
 
@@ -62,8 +61,7 @@ def init(directory: str) -> Path:
     check_name(root)
     if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} is not empty: toyloops init writes only into a new or empty folder")
-    name = root.resolve().name
-    package = package_name(root)
+    name, package = root.resolve().name, package_name(root)
     if importlib.util.find_spec(package) is not None:  # its own package would hide that one, or be hidden
         raise ConfigError(f"project name {name!r} makes the package {package!r}, which would clash with the "
                           f"installed module of that name: choose another name")

@@ -1,11 +1,10 @@
 """toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
 
-An Optuna search (TPE, median pruner) over any config keys by the config's objective
-(``checkpoint.monitor`` and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal
-file ``logs/sweeps/<name>/study.journal`` or an RDB ``--storage``) records its objective, config and
-space; the same command continues it. A dead worker's trial is failed and queued again by Optuna's
-``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its free lock file (journal). The
-end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
+An Optuna search (TPE, median pruner) over any config keys by the config's objective (``checkpoint.monitor``
+and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal file ``logs/sweeps/<name>/study.journal``
+or an RDB ``--storage``) records its objective, config and space; the same command continues it. A dead worker's
+trial is failed and queued again by Optuna's ``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its
+free lock file (journal). The end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
 """
 
 from __future__ import annotations
@@ -41,9 +40,8 @@ from toyloops.rules.errors import ConfigError, ToyloopsError
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Test hook: "T:E" makes the worker running trial number T SIGKILL its own process at the end of
-# epoch E ("T:start": as the trial starts), so the kill tests place a real kill without timing (a retry
-# has another number).
+# Test hook: "T:E" makes trial number T's worker SIGKILL itself at the end of epoch E ("T:start": as the
+# trial starts), so the kill tests place a real kill without timing (a retry has another number).
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
              "categorical": {"type", "choices"}}
@@ -619,16 +617,14 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             try:
                 codes = [child.wait() for child in children]
             except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
-                for child in children:
-                    if child.poll() is None:
-                        child.send_signal(signal.SIGTERM)
+                for child in (child for child in children if child.poll() is None):
+                    child.send_signal(signal.SIGTERM)
                 for child in children:
                     child.wait()
                 raise
-            for index, code in enumerate(codes, 1):
-                if code:
-                    print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
-                          file=sys.stderr, flush=True)
+            for index, code in ((i, c) for i, c in enumerate(codes, 1) if c):
+                print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
+                      file=sys.stderr, flush=True)
             finished = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
             if finished < opts.trials:
                 failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see "
