@@ -56,14 +56,15 @@ from toyloops.rules.specs import build_optimizer
 from toyloops.tools import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {  # name: (config, data module, net factory, optimizer lr)
+MODELS = {  # name: (config, data module, net factory); one logit, as the configs choose
     "logistic / blobs": ("blobs_logistic", lambda **kw: PointsDataModule("blobs", **kw),
-                         lambda: LogisticRegression(2, 2)),
+                         lambda: LogisticRegression(2, 2, binary_logits=1)),
     "MLP / circles": ("circles_mlp", lambda **kw: PointsDataModule("circles", **kw),
-                      lambda: MLP(2, 2, hidden_sizes=[32, 32])),
+                      lambda: MLP(2, 2, hidden_sizes=[32, 32], binary_logits=1)),
     "Transformer / majority": ("majority_transformer", lambda **kw: SequenceDataModule("majority", **kw),
                                lambda: TransformerClassifier(50, 16, 2, d_model=32, nhead=4, num_layers=1,
-                                                             dim_feedforward=64, dropout=0.0, pooling="mean")),
+                                                             dim_feedforward=64, dropout=0.0, pooling="mean",
+                                                             binary_logits=1)),
 }
 
 
