@@ -2,27 +2,17 @@
 
 Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (same arguments): ``fit`` / ``validate`` / ``test`` /
 ``predict`` drive the LightningModule through the hooks Lightning calls, to bit-identical weights on
-CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loop or hook and its method:
+CPU. Methods carry the names of Lightning's hooks and steps; where Lightning's name differs:
 
-    Trainer.fit / validate / test / predict   fit / validate / test / predict
-    strategy.setup: configure_optimizers      configure_optimizers (one optimizer, at most one scheduler)
-    fit_loop.run                              fit_loop (on_fit_start, sanity check, epochs, on_fit_end)
-    training_epoch_loop.run                   training_epoch_loop (batches, mid-epoch resume points)
-    strategy.batch_to_device                  batch_to_device
-    automatic optimization: training_step     training_step (autocast, finite check, zero_grad, backward)
-    strategy.optimizer_step                   optimizer_step (on_before_optimizer_step, clipping, step)
-    update_lr_schedulers                      update_lr_schedulers (the one place a scheduler steps)
-    evaluation_loop.run                       evaluation_loop (validation_step / test_step, on_*_epoch_end)
-    fit_loop.on_advance_end                   on_train_epoch_end (the epoch-end hooks, then the checkpoints)
-    ModelCheckpoint                           model_checkpoint (best by its monitor; latest without one)
-    LearningRateMonitor                       log_learning_rate (these two in loop_logging)
-    logger_connector.log_metrics              log_metrics (to Lightning ``Logger`` objects, with ``epoch``)
-    checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
-    call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
-    profiler.profile(action)                  profile (the same steps, under the method's name)
+    fit_loop.run / training_epoch_loop.run    fit_loop / training_epoch_loop
+    evaluation_loop.run                       evaluation_loop
+    fit_loop.on_advance_end                   on_train_epoch_end
+    ModelCheckpoint / LearningRateMonitor     model_checkpoint / log_learning_rate
+    logger_connector.log_metrics              log_metrics
+    checkpoint_connector.dump / restore       dump_checkpoint / restore, restore_model
+    call._call_callback_hooks + module hook   call
 
-EarlyStopping and other callbacks run through their own public hooks; ``self.log`` and ``self.trainer``
-reach the trainer through :mod:`toyloops.engine.loop_logging`; the command line is :mod:`~.loop_cli`.
+``self.log`` and ``self.trainer`` reach the trainer through :mod:`~.loop_logging`; the command line: :mod:`~.loop_cli`.
 """
 
 from __future__ import annotations
