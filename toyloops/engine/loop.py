@@ -197,18 +197,15 @@ class HandTrainer:
             config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
         config = config if isinstance(config, dict) else {"optimizer": config}
         optimizers, schedulers = as_list(config["optimizer"]), as_list(config.get("lr_scheduler"))
-        if len(optimizers) != 1 or len(schedulers) > 1:
-            raise ConfigError(f"configure_optimizers returned {len(optimizers)} optimizers and {len(schedulers)} "
-                              "schedulers: several optimizers are not implemented by the hand trainer: use L.Trainer")
+        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None, **(
+            s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) else None
+        lacking = (f"several optimizers ({len(optimizers)}) or schedulers ({len(schedulers)})"
+                   if len(optimizers) != 1 or len(schedulers) > 1 else
+                   "LBFGS (its step calls the model again)" if isinstance(optimizers[0], torch.optim.LBFGS) else
+                   "lr_scheduler frequency != 1" if self.scheduler and self.scheduler["frequency"] != 1 else None)
+        if lacking:
+            raise ConfigError(f"configure_optimizers: {lacking} is not implemented by the hand trainer: use L.Trainer")
         (self.optimizer,) = optimizers
-        if isinstance(self.optimizer, torch.optim.LBFGS):
-            raise ConfigError("model.optimizer=LBFGS calls the model again inside its step (a closure); the hand "
-                              "trainer does not: use L.Trainer")
-        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None,
-                          **(s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) \
-            else None
-        if self.scheduler and self.scheduler["frequency"] != 1:
-            raise ConfigError("lr_scheduler frequency != 1 is not implemented by the hand trainer: use L.Trainer")
 
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
