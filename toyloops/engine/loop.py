@@ -311,15 +311,14 @@ class HandTrainer:
     def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
         """The scheduler, when its interval has come; ReduceLROnPlateau (``plateau``) only after validation, on
         its monitor's latest value (skipped before there is one, unless ``strict``)."""
-        config = self.scheduler
+        config, metrics = self.scheduler, self.progress.callback_metrics
         if config is None or config["interval"] != interval or plateau != isinstance(
                 config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
             return
         if not plateau:
             self.lightning_module.lr_scheduler_step(config["scheduler"], None)
-        elif config["monitor"] in self.progress.callback_metrics:
-            self.lightning_module.lr_scheduler_step(config["scheduler"],
-                                                    self.progress.callback_metrics[config["monitor"]])
+        elif config["monitor"] in metrics:
+            self.lightning_module.lr_scheduler_step(config["scheduler"], metrics[config["monitor"]])
         elif config["strict"]:
             raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
 
@@ -409,19 +408,15 @@ class HandTrainer:
 
     def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        return self.evaluate(model, TrainerFn.VALIDATING, dataloaders, datamodule, ckpt_path)
+        with self.attached(model, datamodule, TrainerFn.VALIDATING, ckpt_path):
+            batches = dataloaders or datamodule.val_dataloader()
+            return [self.evaluation_loop(model, "validation", batches, self.limit_val_batches)]
 
     def test(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        return self.evaluate(model, TrainerFn.TESTING, dataloaders, datamodule, ckpt_path)
-
-    def evaluate(self, model: L.LightningModule, fn: TrainerFn, dataloaders: Any, datamodule: Any,
-                 ckpt_path: Any) -> list[dict[str, float]]:
-        """``validate`` / ``test``: the evaluation loop over ``datamodule.val|test_dataloader()``; ``[metrics]``."""
-        stage, short = ("validation", "val") if fn == TrainerFn.VALIDATING else ("test", "test")
-        with self.attached(model, datamodule, fn, ckpt_path):
-            batches = dataloaders or getattr(datamodule, f"{short}_dataloader")()
-            return [self.evaluation_loop(model, stage, batches, getattr(self, f"limit_{short}_batches"))]
+        with self.attached(model, datamodule, TrainerFn.TESTING, ckpt_path):
+            batches = dataloaders or datamodule.test_dataloader()
+            return [self.evaluation_loop(model, "test", batches, self.limit_test_batches)]
 
     def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
