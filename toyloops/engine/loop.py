@@ -48,8 +48,7 @@ from toyloops.rules.specs import read_checkpoint
 __all__ = ["HandTrainer"]
 
 TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
-# L.Trainer's arguments the hand trainer implements, first those a config's trainer: may set (loop_cli);
-# any other one given a value not its default is refused.
+# L.Trainer's arguments implemented here (first those a config's trainer: may set); others must keep their default.
 CONFIG_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "devices",
                "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
                "limit_test_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary", "callbacks")
@@ -91,8 +90,7 @@ class HandTrainer:
     def __init__(self, **kwargs: Any) -> None:
         for name, value in kwargs.items():
             if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
-                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; "
-                                  "use L.Trainer")
+                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement it; use L.Trainer")
         for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
             setattr(self, name, NONE_MEANS.get(name) if value is None else value)
         if self.devices not in (1, "1", "auto"):
@@ -135,6 +133,8 @@ class HandTrainer:
             self.train_batches = train_dataloaders or datamodule.train_dataloader()
             own_val = datamodule is not None and is_overridden("val_dataloader", datamodule, L.LightningDataModule)
             self.val_batches = val_dataloaders or (datamodule.val_dataloader() if own_val else None)
+            if not is_overridden("validation_step", model, L.LightningModule) or self.limit_val_batches == 0:
+                self.val_batches = None  # as Lightning: no validation without batches, a validation_step or a limit
             self.configure_optimizers(model)
             if checkpoint is not None:
                 self.restore(checkpoint)
@@ -149,8 +149,8 @@ class HandTrainer:
 
     @contextmanager
     def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn, ckpt_path: Any = None):  # noqa: ANN201
-        """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up
-        hooks; ``ckpt_path`` checked and yielded (an evaluation's loaded: weights, data module's state)."""
+        """For one call, ``model``'s ``self.trainer`` and ``self.log`` reach this trainer; the set-up and tear-down
+        hooks; ``ckpt_path`` checked and yielded (loaded here for an evaluation)."""
         if not model.automatic_optimization:
             raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
                               "trainer: use L.Trainer")
@@ -180,8 +180,7 @@ class HandTrainer:
             model.fabric = None
 
     def call(self, hook: str, *args: Any) -> None:
-        """A hook as Lightning calls it: on the callbacks, then on the module, then on EarlyStopping
-        (a monitoring callback: after the module has logged its epoch's values)."""
+        """A hook on the callbacks, the module, then EarlyStopping (after the module has logged its values)."""
         model = self.lightning_module
         for callback in self.hooked:
             getattr(callback, hook)(self, model, *args)
@@ -210,7 +209,7 @@ class HandTrainer:
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
         self.call("on_fit_start")
-        if self.num_sanity_val_steps and self.validates(model):
+        if self.num_sanity_val_steps and self.val_batches is not None:
             self.sanity_checking = True  # a few validation batches first; their scores are dropped
             self.evaluation_loop(model, "validation", self.val_batches, self.num_sanity_val_steps)
             self.sanity_checking = False
@@ -219,19 +218,13 @@ class HandTrainer:
             with self.profile("run_training_epoch"):
                 self.training_epoch_loop(model)
             val_metrics = {}
-            if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.validates(model):
+            if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.val_batches is not None:
                 val_metrics = self.evaluation_loop(model, "validation", self.val_batches, self.limit_val_batches)
             self.update_lr_schedulers("step", plateau=True)  # the last batch's, after its validation
             self.on_train_epoch_end(model, val_metrics)
-            if self.stop.signum:  # the epoch's last checkpoint is the resume point
-                raise runs.Stopped(self.stop.signum, self.global_step, self.resume_point())
+            self.stop_if_signalled()  # the epoch's last checkpoint is the resume point
         self.call("on_train_end")
         self.call("on_fit_end")
-
-    def validates(self, model: L.LightningModule) -> bool:
-        """Lightning skips validation without batches, a ``validation_step`` or ``limit_val_batches``."""
-        return self.val_batches is not None and is_overridden("validation_step", model, L.LightningModule) \
-            and self.limit_val_batches != 0
 
     def training_epoch_loop(self, model: L.LightningModule) -> None:
         progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
@@ -268,8 +261,7 @@ class HandTrainer:
                 break
             if self.stop.signum or any(progress.global_step % n == 0 for n in every_n):
                 self.model_checkpoint(None)  # a mid-epoch resume point
-                if self.stop.signum:
-                    raise runs.Stopped(self.stop.signum, progress.global_step, self.resume_point())
+                self.stop_if_signalled()
         self.update_lr_schedulers("epoch")  # at the epoch's last batch, before validation, as Lightning does
 
     def profile(self, action: str):  # noqa: ANN201 - a context manager, Lightning's action names where they match
@@ -376,10 +368,12 @@ class HandTrainer:
                 if previous and Path(previous) != path and Path(previous).parent == path.parent:
                     Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
-    def resume_point(self) -> Path | None:
-        """The latest checkpoint (relative to the working folder when inside it), for a stop's message."""
-        path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
-        return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
+    def stop_if_signalled(self) -> None:
+        """After a SIGTERM/SIGINT: Stopped, naming the latest checkpoint (relative to the working folder when in it)."""
+        if self.stop.signum:
+            path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
+            raise runs.Stopped(self.stop.signum, self.global_step, path.relative_to(Path.cwd())
+                               if path and path.is_relative_to(Path.cwd()) else path)
 
     log_learning_rate = profiled(loop_logging.log_learning_rate)
     log_metrics = profiled(loop_logging.log_metrics)
@@ -428,8 +422,7 @@ class HandTrainer:
 
 
 def num_batches(available: int, limit: int | float) -> int:
-    """``limit_*_batches`` as the Trainer reads it: a whole number above 1 is a count of batches, a
-    number from 0 to 1 a fraction (the parser hands ``1`` over as ``1.0``: all batches)."""
+    """``limit_*_batches``: a whole number above 1 counts batches, one from 0 to 1 (``1.0``: all) is a fraction."""
     if isinstance(limit, float) and limit > 1 and limit.is_integer():
         limit = int(limit)
     return min(available, limit) if isinstance(limit, int) else int(available * limit)
