@@ -152,8 +152,7 @@ class HandTrainer:
         """For one call, ``model``'s ``self.trainer`` and ``self.log`` reach this trainer; the set-up and tear-down
         hooks; ``ckpt_path`` checked and yielded (loaded here for an evaluation)."""
         if not model.automatic_optimization:
-            raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
-                              "trainer: use L.Trainer")
+            raise ConfigError("manual optimization (automatic_optimization=False) is not implemented: use L.Trainer")
         checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
         if checkpoint is not None and fn == TrainerFn.FITTING:
             ckpt.check_resume(checkpoint, "loop", ckpt_path)
@@ -293,9 +292,8 @@ class HandTrainer:
         self.call("on_before_optimizer_step", self.optimizer)
         if self.gradient_clip_val:
             self.scaler.unscale_(self.optimizer)  # clip in real units, not scaled ones
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
             clip = nn.utils.clip_grad_norm_ if self.gradient_clip_algorithm == "norm" else nn.utils.clip_grad_value_
-            clip(params, self.gradient_clip_val)
+            clip([p for group in self.optimizer.param_groups for p in group["params"]], self.gradient_clip_val)
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
 
@@ -355,9 +353,8 @@ class HandTrainer:
             if monitor is None or (score is not None and (best is None or (
                     score > best if callback.mode == "max" else score < best))):
                 metrics = {"epoch": self.current_epoch - 1, "step": self.global_step, **self.callback_metrics}
-                name = Path(callback.format_checkpoint_name(metrics)).name
-                saving.append((Path(callback.dirpath or Path(self.log_dir) / "checkpoints") / name,
-                               callback.best_model_path))
+                folder = Path(callback.dirpath or Path(self.log_dir) / "checkpoints")
+                saving.append((folder / Path(callback.format_checkpoint_name(metrics)).name, callback.best_model_path))
                 callback.best_model_path = str(saving[-1][0])
                 callback.best_model_score = best if score is None else torch.tensor(score)
         if saving:
