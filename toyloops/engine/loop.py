@@ -4,12 +4,11 @@ Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (same arguments): ``fit`` / ``v
 ``predict`` drive the LightningModule through the hooks Lightning calls, to bit-identical weights on
 CPU. Methods carry the names of Lightning's hooks and steps; where Lightning's name differs:
 
-    fit_loop.run / training_epoch_loop.run    fit_loop / training_epoch_loop
-    evaluation_loop.run                       evaluation_loop
+    fit_loop.run                              fit_loop
+    fit_loop.epoch_loop.run                   training_epoch_loop
+    validate_loop.run / test_loop.run         evaluation_loop
     fit_loop.on_advance_end                   on_train_epoch_end
     ModelCheckpoint / LearningRateMonitor     model_checkpoint / log_learning_rate
-    logger_connector.log_metrics              log_metrics
-    checkpoint_connector.dump / restore       dump_checkpoint / restore, restore_model
     call._call_callback_hooks + module hook   call
 
 ``self.log`` and ``self.trainer`` reach the trainer through :mod:`~.loop_logging`; the command line: :mod:`~.loop_cli`.
