@@ -419,6 +419,5 @@ class HandTrainer:
 
 def num_batches(available: int, limit: int | float) -> int:
     """``limit_*_batches``: a whole number above 1 counts batches, one from 0 to 1 (``1.0``: all) is a fraction."""
-    if isinstance(limit, float) and limit > 1 and limit.is_integer():
-        limit = int(limit)
+    limit = int(limit) if isinstance(limit, float) and limit > 1 and limit.is_integer() else limit
     return min(available, limit) if isinstance(limit, int) else int(available * limit)
