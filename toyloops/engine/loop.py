@@ -2,27 +2,16 @@
 
 Swap ``L.Trainer(...)`` for ``HandTrainer(...)`` (same arguments): ``fit`` / ``validate`` / ``test`` /
 ``predict`` drive the LightningModule through the hooks Lightning calls, to bit-identical weights on
-CPU (``tests/test_hand_trainer.py``, ``tests/test_loop.py``). Each Lightning loop or hook and its method:
+CPU. Methods carry the names of Lightning's hooks and steps; where Lightning's name differs:
 
-    Trainer.fit / validate / test / predict   fit / validate / test / predict
-    strategy.setup: configure_optimizers      configure_optimizers (one optimizer, at most one scheduler)
-    fit_loop.run                              fit_loop (on_fit_start, sanity check, epochs, on_fit_end)
-    training_epoch_loop.run                   training_epoch_loop (batches, mid-epoch resume points)
-    strategy.batch_to_device                  batch_to_device
-    automatic optimization: training_step     training_step (autocast, finite check, zero_grad, backward)
-    strategy.optimizer_step                   optimizer_step (on_before_optimizer_step, clipping, step)
-    update_lr_schedulers                      update_lr_schedulers (the one place a scheduler steps)
-    evaluation_loop.run                       evaluation_loop (validation_step / test_step, on_*_epoch_end)
-    fit_loop.on_advance_end                   on_train_epoch_end (the epoch-end hooks, then the checkpoints)
-    ModelCheckpoint                           model_checkpoint (best by its monitor; latest without one)
-    LearningRateMonitor                       log_learning_rate (these two in loop_logging)
-    logger_connector.log_metrics              log_metrics (to Lightning ``Logger`` objects, with ``epoch``)
-    checkpoint_connector.dump / restore       dump_checkpoint / restore / restore_model (Lightning's keys)
-    call._call_callback_hooks + module hook   call (the callbacks' hook, then the module's)
-    profiler.profile(action)                  profile (the same steps, under the method's name)
+    fit_loop.run                              fit_loop
+    fit_loop.epoch_loop.run                   training_epoch_loop
+    validate_loop.run / test_loop.run         evaluation_loop
+    fit_loop.on_advance_end                   on_train_epoch_end
+    ModelCheckpoint / LearningRateMonitor     model_checkpoint / log_learning_rate
+    call._call_callback_hooks + module hook   call
 
-EarlyStopping and other callbacks run through their own public hooks; ``self.log`` and ``self.trainer``
-reach the trainer through :mod:`toyloops.engine.loop_logging`; the command line is :mod:`~.loop_cli`.
+``self.log`` and ``self.trainer`` reach the trainer through :mod:`~.loop_logging`; the command line: :mod:`~.loop_cli`.
 """
 
 from __future__ import annotations
@@ -58,8 +47,7 @@ from toyloops.rules.specs import read_checkpoint
 __all__ = ["HandTrainer"]
 
 TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
-# L.Trainer's arguments the hand trainer implements, first those a config's trainer: may set (loop_cli);
-# any other one given a value not its default is refused.
+# L.Trainer's arguments implemented here (first those a config's trainer: may set); others must keep their default.
 CONFIG_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "devices",
                "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
                "limit_test_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary", "callbacks")
@@ -101,8 +89,7 @@ class HandTrainer:
     def __init__(self, **kwargs: Any) -> None:
         for name, value in kwargs.items():
             if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
-                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement {name}; "
-                                  "use L.Trainer")
+                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement it; use L.Trainer")
         for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
             setattr(self, name, NONE_MEANS.get(name) if value is None else value)
         if self.devices not in (1, "1", "auto"):
@@ -145,6 +132,8 @@ class HandTrainer:
             self.train_batches = train_dataloaders or datamodule.train_dataloader()
             own_val = datamodule is not None and is_overridden("val_dataloader", datamodule, L.LightningDataModule)
             self.val_batches = val_dataloaders or (datamodule.val_dataloader() if own_val else None)
+            if not is_overridden("validation_step", model, L.LightningModule) or self.limit_val_batches == 0:
+                self.val_batches = None  # as Lightning: no validation without batches, a validation_step or a limit
             self.configure_optimizers(model)
             if checkpoint is not None:
                 self.restore(checkpoint)
@@ -159,11 +148,10 @@ class HandTrainer:
 
     @contextmanager
     def attached(self, model: L.LightningModule, datamodule: Any, fn: TrainerFn, ckpt_path: Any = None):  # noqa: ANN201
-        """For one call, ``self.trainer`` and ``self.log`` inside ``model`` reach this trainer; the set-up
-        hooks; ``ckpt_path`` checked and yielded (an evaluation's loaded: weights, data module's state)."""
+        """For one call, ``model``'s ``self.trainer`` and ``self.log`` reach this trainer; the set-up and tear-down
+        hooks; ``ckpt_path`` checked and yielded (loaded here for an evaluation)."""
         if not model.automatic_optimization:
-            raise ConfigError("manual optimization (automatic_optimization=False) is not implemented by the hand "
-                              "trainer: use L.Trainer")
+            raise ConfigError("manual optimization (automatic_optimization=False) is not implemented: use L.Trainer")
         checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
         if checkpoint is not None and fn == TrainerFn.FITTING:
             ckpt.check_resume(checkpoint, "loop", ckpt_path)
@@ -190,8 +178,7 @@ class HandTrainer:
             model.fabric = None
 
     def call(self, hook: str, *args: Any) -> None:
-        """A hook as Lightning calls it: on the callbacks, then on the module, then on EarlyStopping
-        (a monitoring callback: after the module has logged its epoch's values)."""
+        """A hook on the callbacks, the module, then EarlyStopping (after the module has logged its values)."""
         model = self.lightning_module
         for callback in self.hooked:
             getattr(callback, hook)(self, model, *args)
@@ -207,23 +194,20 @@ class HandTrainer:
             config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
         config = config if isinstance(config, dict) else {"optimizer": config}
         optimizers, schedulers = as_list(config["optimizer"]), as_list(config.get("lr_scheduler"))
-        if len(optimizers) != 1 or len(schedulers) > 1:
-            raise ConfigError(f"configure_optimizers returned {len(optimizers)} optimizers and {len(schedulers)} "
-                              "schedulers: several optimizers are not implemented by the hand trainer: use L.Trainer")
+        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None, **(
+            s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) else None
+        lacking = (f"several optimizers ({len(optimizers)}) or schedulers ({len(schedulers)})"
+                   if len(optimizers) != 1 or len(schedulers) > 1 else
+                   "LBFGS (its step calls the model again)" if isinstance(optimizers[0], torch.optim.LBFGS) else
+                   "lr_scheduler frequency != 1" if self.scheduler and self.scheduler["frequency"] != 1 else None)
+        if lacking:
+            raise ConfigError(f"configure_optimizers: {lacking} is not implemented by the hand trainer: use L.Trainer")
         (self.optimizer,) = optimizers
-        if isinstance(self.optimizer, torch.optim.LBFGS):
-            raise ConfigError("model.optimizer=LBFGS calls the model again inside its step (a closure); the hand "
-                              "trainer does not: use L.Trainer")
-        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None,
-                          **(s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) \
-            else None
-        if self.scheduler and self.scheduler["frequency"] != 1:
-            raise ConfigError("lr_scheduler frequency != 1 is not implemented by the hand trainer: use L.Trainer")
 
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
         self.call("on_fit_start")
-        if self.num_sanity_val_steps and self.validates(model):
+        if self.num_sanity_val_steps and self.val_batches is not None:
             self.sanity_checking = True  # a few validation batches first; their scores are dropped
             self.evaluation_loop(model, "validation", self.val_batches, self.num_sanity_val_steps)
             self.sanity_checking = False
@@ -232,19 +216,13 @@ class HandTrainer:
             with self.profile("run_training_epoch"):
                 self.training_epoch_loop(model)
             val_metrics = {}
-            if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.validates(model):
+            if (self.progress.epoch + 1) % self.check_val_every_n_epoch == 0 and self.val_batches is not None:
                 val_metrics = self.evaluation_loop(model, "validation", self.val_batches, self.limit_val_batches)
             self.update_lr_schedulers("step", plateau=True)  # the last batch's, after its validation
             self.on_train_epoch_end(model, val_metrics)
-            if self.stop.signum:  # the epoch's last checkpoint is the resume point
-                raise runs.Stopped(self.stop.signum, self.global_step, self.resume_point())
+            self.stop_if_signalled()  # the epoch's last checkpoint is the resume point
         self.call("on_train_end")
         self.call("on_fit_end")
-
-    def validates(self, model: L.LightningModule) -> bool:
-        """Lightning skips validation without batches, a ``validation_step`` or ``limit_val_batches``."""
-        return self.val_batches is not None and is_overridden("validation_step", model, L.LightningModule) \
-            and self.limit_val_batches != 0
 
     def training_epoch_loop(self, model: L.LightningModule) -> None:
         progress, scheduler, batches = self.progress, self.scheduler, self.train_batches
@@ -281,8 +259,7 @@ class HandTrainer:
                 break
             if self.stop.signum or any(progress.global_step % n == 0 for n in every_n):
                 self.model_checkpoint(None)  # a mid-epoch resume point
-                if self.stop.signum:
-                    raise runs.Stopped(self.stop.signum, progress.global_step, self.resume_point())
+                self.stop_if_signalled()
         self.update_lr_schedulers("epoch")  # at the epoch's last batch, before validation, as Lightning does
 
     def profile(self, action: str):  # noqa: ANN201 - a context manager, Lightning's action names where they match
@@ -314,9 +291,8 @@ class HandTrainer:
         self.call("on_before_optimizer_step", self.optimizer)
         if self.gradient_clip_val:
             self.scaler.unscale_(self.optimizer)  # clip in real units, not scaled ones
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
             clip = nn.utils.clip_grad_norm_ if self.gradient_clip_algorithm == "norm" else nn.utils.clip_grad_value_
-            clip(params, self.gradient_clip_val)
+            clip([p for group in self.optimizer.param_groups for p in group["params"]], self.gradient_clip_val)
         self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
         self.scaler.update()
 
@@ -324,15 +300,14 @@ class HandTrainer:
     def update_lr_schedulers(self, interval: str, plateau: bool = False) -> None:
         """The scheduler, when its interval has come; ReduceLROnPlateau (``plateau``) only after validation, on
         its monitor's latest value (skipped before there is one, unless ``strict``)."""
-        config = self.scheduler
+        config, metrics = self.scheduler, self.progress.callback_metrics
         if config is None or config["interval"] != interval or plateau != isinstance(
                 config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
             return
         if not plateau:
             self.lightning_module.lr_scheduler_step(config["scheduler"], None)
-        elif config["monitor"] in self.progress.callback_metrics:
-            self.lightning_module.lr_scheduler_step(config["scheduler"],
-                                                    self.progress.callback_metrics[config["monitor"]])
+        elif config["monitor"] in metrics:
+            self.lightning_module.lr_scheduler_step(config["scheduler"], metrics[config["monitor"]])
         elif config["strict"]:
             raise ConfigError(f"ReduceLROnPlateau monitors {config['monitor']}, which this run does not log")
 
@@ -377,9 +352,8 @@ class HandTrainer:
             if monitor is None or (score is not None and (best is None or (
                     score > best if callback.mode == "max" else score < best))):
                 metrics = {"epoch": self.current_epoch - 1, "step": self.global_step, **self.callback_metrics}
-                name = Path(callback.format_checkpoint_name(metrics)).name
-                saving.append((Path(callback.dirpath or Path(self.log_dir) / "checkpoints") / name,
-                               callback.best_model_path))
+                folder = Path(callback.dirpath or Path(self.log_dir) / "checkpoints")
+                saving.append((folder / Path(callback.format_checkpoint_name(metrics)).name, callback.best_model_path))
                 callback.best_model_path = str(saving[-1][0])
                 callback.best_model_score = best if score is None else torch.tensor(score)
         if saving:
@@ -390,10 +364,12 @@ class HandTrainer:
                 if previous and Path(previous) != path and Path(previous).parent == path.parent:
                     Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 
-    def resume_point(self) -> Path | None:
-        """The latest checkpoint (relative to the working folder when inside it), for a stop's message."""
-        path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
-        return path.relative_to(Path.cwd()) if path and path.is_relative_to(Path.cwd()) else path
+    def stop_if_signalled(self) -> None:
+        """After a SIGTERM/SIGINT: Stopped, naming the latest checkpoint (relative to the working folder when in it)."""
+        if self.stop.signum:
+            path = next((Path(c.best_model_path) for c in self.checkpoint_callbacks if c.monitor is None), None)
+            raise runs.Stopped(self.stop.signum, self.global_step, path.relative_to(Path.cwd())
+                               if path and path.is_relative_to(Path.cwd()) else path)
 
     log_learning_rate = profiled(loop_logging.log_learning_rate)
     log_metrics = profiled(loop_logging.log_metrics)
@@ -422,19 +398,15 @@ class HandTrainer:
 
     def validate(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
                  verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        return self.evaluate(model, TrainerFn.VALIDATING, dataloaders, datamodule, ckpt_path)
+        with self.attached(model, datamodule, TrainerFn.VALIDATING, ckpt_path):
+            batches = dataloaders or datamodule.val_dataloader()
+            return [self.evaluation_loop(model, "validation", batches, self.limit_val_batches)]
 
     def test(self, model: L.LightningModule, dataloaders: Any = None, ckpt_path: str | Path | None = None,
              verbose: bool = True, datamodule: L.LightningDataModule | None = None) -> list[dict[str, float]]:
-        return self.evaluate(model, TrainerFn.TESTING, dataloaders, datamodule, ckpt_path)
-
-    def evaluate(self, model: L.LightningModule, fn: TrainerFn, dataloaders: Any, datamodule: Any,
-                 ckpt_path: Any) -> list[dict[str, float]]:
-        """``validate`` / ``test``: the evaluation loop over ``datamodule.val|test_dataloader()``; ``[metrics]``."""
-        stage, short = ("validation", "val") if fn == TrainerFn.VALIDATING else ("test", "test")
-        with self.attached(model, datamodule, fn, ckpt_path):
-            batches = dataloaders or getattr(datamodule, f"{short}_dataloader")()
-            return [self.evaluation_loop(model, stage, batches, getattr(self, f"limit_{short}_batches"))]
+        with self.attached(model, datamodule, TrainerFn.TESTING, ckpt_path):
+            batches = dataloaders or datamodule.test_dataloader()
+            return [self.evaluation_loop(model, "test", batches, self.limit_test_batches)]
 
     def predict(self, model: L.LightningModule, dataloaders: Any = None, datamodule: Any = None,
                 return_predictions: bool | None = None, ckpt_path: str | Path | None = None) -> list[Any]:
@@ -446,8 +418,6 @@ class HandTrainer:
 
 
 def num_batches(available: int, limit: int | float) -> int:
-    """``limit_*_batches`` as the Trainer reads it: a whole number above 1 is a count of batches, a
-    number from 0 to 1 a fraction (the parser hands ``1`` over as ``1.0``: all batches)."""
-    if isinstance(limit, float) and limit > 1 and limit.is_integer():
-        limit = int(limit)
+    """``limit_*_batches``: a whole number above 1 counts batches, one from 0 to 1 (``1.0``: all) is a fraction."""
+    limit = int(limit) if isinstance(limit, float) and limit > 1 and limit.is_integer() else limit
     return min(available, limit) if isinstance(limit, int) else int(available * limit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +94,18 @@ def trainer_options(cfg: Any) -> dict[str, Any]:
     return {**vars(cfg.trainer), "callbacks": early_stopping(cfg.trainer.callbacks), "num_sanity_val_steps": 0}
 
 
+@contextmanager
+def held(folder: runs.RunFolder, config: str):  # noqa: ANN201 - a context manager
+    """The folder's path, its ``config.yaml`` written; released after the block (removed if it fails: ``release``)."""
+    try:
+        write_atomic(folder.path / "config.yaml", config.encode())
+        yield folder.path
+    except BaseException:
+        folder.release(failed=True)
+        raise
+    folder.release(failed=False)
+
+
 def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
     """Parse ``fit|validate|test --config ...`` and run it; returns the metrics and paths.
     ``callbacks`` join the template's (a sweep's pruning)."""
@@ -107,6 +120,7 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
     root = Path(options["default_root_dir"] or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
     ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
     checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
+    config = parser.dump(cfg)
 
     if stage != "fit":
         if checkpoint is None:
@@ -118,34 +132,21 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
         trainer = HandTrainer(**{**options, "logger": False, "enable_model_summary": False})
         evaluate = trainer.validate if stage == "validate" else trainer.test
         metrics = evaluate(model, datamodule=datamodule, ckpt_path=ckpt)[0]
-        folder = runs.open_eval(ckpt, root, stage)  # into the checkpoint's run, as the LightningCLI does
-        try:
-            write_atomic(folder.path / "config.yaml", parser.dump(cfg).encode())
-            print(runs.record_eval(folder.path, stage, ckpt, metrics), flush=True)
-        except BaseException:
-            folder.release(failed=True)
-            raise
-        folder.release(failed=False)
+        with held(runs.open_eval(ckpt, root, stage), config) as folder:  # in the checkpoint's run, as LightningCLI
+            print(runs.record_eval(folder, stage, ckpt, metrics), flush=True)
         return metrics
 
     if checkpoint is not None:
         runs.check_resume_config(ckpt, cfg)  # the checkpoint itself: in fit
-    run_folder = runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0)
-    checkpoints = run_folder.path / "checkpoints"
-    try:
-        logger = TensorBoardLogger(save_dir=str(run_folder.path.parent), name="", version=run_folder.path.name,
-                                   default_hp_metric=False)
+    with held(runs.open_run(root, RUN_PREFIX, ckpt, checkpoint["global_step"] if checkpoint else 0), config) as folder:
+        checkpoints = folder / "checkpoints"
+        logger = TensorBoardLogger(save_dir=str(folder.parent), name="", version=folder.name, default_hp_metric=False)
         trainer = HandTrainer(**{**options, "logger": logger, "callbacks": [
             *options["callbacks"], ModelCheckpoint(str(checkpoints), "best", cfg.checkpoint.monitor,
                                                    mode=cfg.checkpoint.mode),
             LastCheckpoint(str(checkpoints), cfg.last_checkpoint.every_n_train_steps), objects.dashboard,
             LearningRateMonitor(), RunSummary(), *callbacks]})
-        write_atomic(run_folder.path / "config.yaml", parser.dump(cfg).encode())
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
-    except BaseException:
-        run_folder.release(failed=True)
-        raise
-    run_folder.release(failed=False)
     best = trainer.checkpoint_callback.best_model_score
     return {**trainer.progress.callback_metrics, "best": None if best is None else best.item(),
             "global_step": trainer.global_step, "best_checkpoint": checkpoints / "best.ckpt",

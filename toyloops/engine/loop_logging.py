@@ -1,12 +1,7 @@
-"""How a LightningModule's ``self.log`` and ``self.trainer`` reach :class:`~toyloops.engine.loop.HandTrainer`,
-and how the values reach its loggers (the logger connector: :func:`log_metrics`, :func:`log_learning_rate`).
-
-A module whose public ``fabric`` property is set sends ``self.log`` / ``self.log_dict`` to ``fabric.log_dict``
-and answers ``self.trainer.X`` from the Fabric object (``docs/decisions.md``). :class:`TrainerView` is that
-Fabric: it reads the Trainer's attributes off the hand trainer and hands each logged value to
-:class:`LoggedValues`. Fabric drops ``on_step`` / ``on_epoch``, so the values follow Lightning's defaults for
-the hook they were logged in: a training step's value as it is, an evaluation step's averaged over samples at
-epoch end, an epoch-end hook's as it is.
+"""How a LightningModule's ``self.log`` and ``self.trainer`` reach :class:`~toyloops.engine.loop.HandTrainer`:
+:class:`TrainerView` is the Fabric its public ``fabric`` property takes (``docs/decisions.md``), then the logger
+connector (:func:`log_metrics`, :func:`log_learning_rate`). Fabric drops ``on_step`` / ``on_epoch``, so a value
+follows Lightning's default for its hook: as it is, or in an evaluation step averaged over samples at epoch end.
 """
 
 from __future__ import annotations
@@ -67,7 +62,6 @@ class LoggedValues:
         return {key: (total / count).item() for key, (total, count) in sums.items()}
 
     def read(self) -> dict[str, float]:
-        """The values logged since the last read."""
         values, self.values = self.values, {}
         return values
 
