@@ -3,8 +3,8 @@
 What going through public APIs only cost: the time per training step of the template's Lightning
 Trainer and of the hand loop (bench.py's models and data: 4000 points, batch 64, AdamW, no
 clipping or scheduler) at commit ``--before``, which had two speed tricks built on private APIs,
-against commit ``--after``, the same code with neither (later trees drive the hand loop through
-``HandTrainer``, whose cost bench.py measures):
+against commit ``--after``, the same code with neither, and against this tree, whose hand loop is
+``HandTrainer`` (the Trainer-shaped object that replaced the function-style loop):
 
 - skipping the callbacks' empty per-batch hooks (set to None, which Lightning's private
   ``_call_callback_hooks`` passes over);
@@ -33,7 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = [("before (both tricks)", "before", "shipped"), ("before, no hook skipping", "before", "no skip"),
-            ("before, no held events", "before", "no hold"), ("after (public APIs)", "after", "shipped")]
+            ("before, no held events", "before", "no hold"), ("after (public APIs)", "after", "shipped"),
+            ("this tree (HandTrainer)", "now", "shipped")]
 MODELS = ("logistic / blobs", "MLP / circles", "Transformer / majority")
 
 
@@ -71,12 +72,13 @@ def worker(variant: str, epochs: int, root: Path) -> dict[str, list[list[float]]
         loggers.hold_events = loop.hold_events = lambda writer: writer
     models = {
         "logistic / blobs": ("blobs_logistic", lambda **kw: PointsDataModule("blobs", **kw),
-                             lambda: LogisticRegression(2, 2)),
+                             lambda: LogisticRegression(2, 2, binary_logits=1)),
         "MLP / circles": ("circles_mlp", lambda **kw: PointsDataModule("circles", **kw),
-                          lambda: MLP(2, 2, hidden_sizes=[32, 32])),
+                          lambda: MLP(2, 2, hidden_sizes=[32, 32], binary_logits=1)),
         "Transformer / majority": ("majority_transformer", lambda **kw: SequenceDataModule("majority", **kw),
                                    lambda: TransformerClassifier(50, 16, 2, d_model=32, nhead=4, num_layers=1,
-                                                                 dim_feedforward=64, dropout=0.0, pooling="mean")),
+                                                                 dim_feedforward=64, dropout=0.0, pooling="mean",
+                                                                 binary_logits=1)),
     }
 
     class Timer(L.Callback):
@@ -90,8 +92,8 @@ def worker(variant: str, epochs: int, root: Path) -> dict[str, list[list[float]]
 
         def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
                                batch: object, batch_idx: int) -> None:
-            if batch_idx + 1 == trainer.num_training_batches:
-                n = trainer.num_training_batches
+            n = getattr(trainer, "num_training_batches", None) or len(trainer.train_batches)
+            if batch_idx + 1 == n:
                 self.times.append([(time.perf_counter() - self.started[0]) / n,
                                    (time.process_time() - self.started[1]) / n])
 
@@ -110,6 +112,12 @@ def worker(variant: str, epochs: int, root: Path) -> dict[str, list[list[float]]
 
     def hand_loop(make_dm, make_net, run_dir: Path) -> list[list[float]]:  # noqa: ANN001
         model = Classifier(make_net(), optimizer={"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}})
+        if hasattr(loop, "HandTrainer"):  # this tree: the Trainer-shaped hand loop, timed by the same callback
+            timer = Timer()
+            loop.HandTrainer(max_epochs=epochs, enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0, callbacks=[timer], default_root_dir=str(run_dir)).fit(
+                model, datamodule=make_dm(n_samples=4000, batch_size=64))
+            return timer.times[1:]
         trainer = loop.trainer_options(max_epochs=epochs, enable_progress_bar=False)
         precision = loop.Precision.create(trainer)
         optimizer, scheduler = loop.configure_optimizers(model, trainer)
@@ -148,7 +156,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker[0], args.epochs, Path(args.worker[1]))))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"before": f"{tmp}/before", "after": f"{tmp}/after"}
+        trees = {"before": f"{tmp}/before", "after": f"{tmp}/after", "now": str(ROOT)}
         for tree, commit in (("before", args.before), ("after", args.after)):
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True)
             os.mkdir(trees[tree])
