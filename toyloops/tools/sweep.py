@@ -14,7 +14,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import shlex
 import signal
 import socket
@@ -29,28 +28,24 @@ from typing import Any, NamedTuple
 
 import optuna
 import yaml
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.defaults import LOG_DIR, MONITOR, MONITOR_MODE
+from toyloops.engine.defaults import LOG_DIR, MONITOR
 from toyloops.engine.runs import Interrupted, Stopped, flat, write_table
 from toyloops.rules.errors import ConfigError, ToyloopsError
+from toyloops.tools.space import OWNED_KEYS, WHERE, as_args, corners, read_space, shipped_spaces, suggest
+from toyloops.tools.study import Objective, bind, objective, open_study, plots
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # Test hook: "T:E" makes trial number T's worker SIGKILL itself at the end of epoch E ("T:start": as the
 # trial starts), so the kill tests place a real kill without timing (a retry has another number).
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
-SPEC_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
-             "categorical": {"type", "choices"}}
-# Keys the sweep sets itself for every trial, and keys that choose where anything is written.
-OWNED_KEYS = ("trainer.default_root_dir", "config")
-WHERE = re.compile(r"(^|\.)(logger|ckpt_path|\w*dir|\w*dirpath)(\.|$)")
 # Each trial runs quietly; a user's --key value after them wins.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-PRIMITIVE = (type(None), bool, int, float, str)
 # Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
 ARGS_WARNING = "LightningCLI's args parameter is intended"
 # RetryHeartbeatStaleTrialCallback, fail_stale_trials and the plots are marked experimental.
@@ -78,105 +73,6 @@ class CommandParser(argparse.ArgumentParser):
 
 def run_args(configs: list[str], extra: list[str]) -> list[str]:
     return [*(arg for config in configs for arg in ("--config", config)), *QUIET, *extra]
-
-
-def read_space(path: str | Path) -> dict[str, BaseDistribution]:
-    """A space YAML (a path, or a shipped name such as ``mlp``) as Optuna distributions by config key."""
-    from toyloops.engine.validation import check_config_file
-
-    shipped = Path(__file__).parent / "spaces" / f"{path}.yaml"
-    path = shipped if not Path(path).is_file() and shipped.is_file() else Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--space {path}: no such file (shipped spaces: {', '.join(shipped_spaces())})")
-    check_config_file(path, "--space")
-    try:
-        space = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"--space {path}: not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"--space {path}: expected a mapping of config keys to {{type: float|int|categorical, ...}}, "
-                          f"got {type(space).__name__ if space is not None else 'an empty file'}")
-    return {str(key): distribution(str(key), spec, path) for key, spec in space.items()}
-
-
-def shipped_spaces() -> list[str]:
-    return sorted(p.stem for p in (Path(__file__).parent / "spaces").glob("*.yaml"))
-
-
-def distribution(key: str, spec: Any, path: Path) -> BaseDistribution:
-    where = f"--space {path}: {key}"
-    if key in OWNED_KEYS or WHERE.search(key):
-        raise ConfigError(f"{where}: chooses where the trials write, which the sweep sets itself; sweep another key")
-    if not isinstance(spec, dict) or spec.get("type") not in SPEC_KEYS:
-        raise ConfigError(f"{where}={spec!r}: expected {{type: float|int|categorical, ...}}")
-    kind = spec["type"]
-    unknown = sorted(set(spec) - SPEC_KEYS[kind])
-    if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r} for type {kind} (allowed: "
-                          f"{', '.join(sorted(SPEC_KEYS[kind] - {'type'}))})")
-    if kind == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{where}.choices={choices!r}: expected a non-empty list")
-        # Optuna stores None/bool/int/float/str; a list choice ([64, 64]) is stored as its JSON text.
-        encoded = [c if isinstance(c, PRIMITIVE) else json.dumps(c) for c in choices]
-        if len(set(map(json.dumps, encoded))) != len(encoded):
-            raise ConfigError(f"{where}.choices={choices!r}: a choice appears twice")
-        return CategoricalDistribution(encoded)
-    number = float if kind == "float" else int
-    values = {}
-    for field in ("low", "high", *(["step"] if spec.get("step") is not None else [])):
-        value = spec.get(field)
-        if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+[eE][-+]?\d+", value):  # YAML 1.1: 1e-3, 1.0e300
-            mantissa, _, power = value.lower().partition("e")
-            raise ConfigError(f"{where}.{field}={value!r}: YAML reads {value} as a string (write {mantissa}"
-                              f"{'' if '.' in mantissa else '.0'}e{'' if power[0] in '+-' else '+'}{power})")
-        if isinstance(value, bool) or not isinstance(value, (int, number)) or not math.isfinite(value):
-            raise ConfigError(f"{where}.{field}={value!r}: expected "
-                              f"{'a finite number' if number is float else 'an int'}")
-        values[field] = number(value)
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}.log={log!r}: expected true or false")
-    try:  # Optuna's own rules: low <= high, low > 0 on a log scale, step > 0 and not with log
-        return (FloatDistribution if kind == "float" else IntDistribution)(
-            values["low"], values["high"], log=log, step=values.get("step", None if kind == "float" else 1))
-    except ValueError as err:
-        raise ConfigError(f"{where}: {err}") from None
-
-
-def suggest(trial: optuna.Trial, key: str, dist: BaseDistribution) -> Any:
-    """Optuna's ``suggest_*`` for one key (a retried trial gets its fixed value back)."""
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(key, dist.choices)
-    number = trial.suggest_int if isinstance(dist, IntDistribution) else trial.suggest_float
-    return number(key, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def as_args(params: dict[str, Any]) -> list[str]:
-    """``--key value`` per parameter, as the config parser reads them (lists as YAML/JSON text)."""
-    return [a for key, v in params.items() for a in (f"--{key}", v if isinstance(v, str) else json.dumps(v))]
-
-
-def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
-    """Parameter sets that together use every categorical choice and both ends of every range."""
-    count = max([2] + [len(d.choices) for d in space.values() if isinstance(d, CategoricalDistribution)])
-    return [{key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
-             else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
-
-
-class Objective(NamedTuple):
-    name: str  # checkpoint.monitor
-    mode: str  # checkpoint.mode: min or max
-    direction = property(lambda self: "maximize" if self.mode == "max" else "minimize")
-    __str__ = lambda self: f"{self.name} ({self.mode})"  # noqa: E731 - a NamedTuple's method
-
-
-def objective(config: Any) -> Objective:
-    """The objective of a parsed run config (either engine's): its best checkpoint's monitor and mode."""
-    checkpoint = config.get("checkpoint") or {}
-    return Objective(checkpoint.get("monitor") or MONITOR, checkpoint.get("mode") or MONITOR_MODE)
 
 
 class FitResult(NamedTuple):
@@ -258,84 +154,6 @@ def check_args(engine: str, args: list[str]) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=ARGS_WARNING)
         return CheckOnly(args, run=False).config
-
-
-def open_study(opts: argparse.Namespace, folder: Path, goal: Objective | None = None) -> optuna.Study:
-    """The study created for ``goal`` or continued; with no goal (a worker process), the one its command made."""
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry)
-    if opts.storage:
-        try:
-            storage = optuna.storages.RDBStorage(opts.storage, heartbeat_interval=opts.heartbeat,
-                                                 grace_period=2 * opts.heartbeat,
-                                                 heartbeat_stale_trial_callback=retry)
-        except (ImportError, ModuleNotFoundError) as err:
-            raise ConfigError(f"--storage {opts.storage}: {err}") from None
-        except Exception as err:  # SQLAlchemy's OperationalError and friends: a server or URL a user can fix
-            if type(err).__module__.split(".")[0] not in ("sqlalchemy", "psycopg2", "psycopg"):
-                raise
-            raise ConfigError(f"--storage {opts.storage}: {str(err).strip().splitlines()[0]}") from None
-    else:
-        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "study.journal"
-        lock = JournalFileOpenLock(str(path))  # the open() lock: the one optuna-dashboard takes on this file too
-        check_journal(path, lock)
-        storage = JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
-    sampler = optuna.samplers.TPESampler(constant_liar=True)  # parallel workers don't all try the same point
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)  # an epoch's checkpoint first
-    if goal is None:
-        return optuna.load_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner)
-    return optuna.create_study(study_name=opts.name, storage=storage, sampler=sampler, pruner=pruner,
-                               direction=goal.direction, load_if_exists=True)
-
-
-def is_record(line: bytes) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:  # not UTF-8, not JSON
-        return False
-
-
-def check_journal(path: Path, lock: Any) -> None:
-    """Before Optuna appends to a journal: each line a record; a last line a kill or a full disk cut
-    short is cut off (or, a whole record, given its newline); anything else is one line naming the file."""
-    if os.path.lexists(path) and not path.is_file():
-        raise ConfigError(f"{path} is not a file: a sweep's journal is the file Optuna writes (move it away)")
-    if not path.is_file():
-        return
-    lock.acquire()
-    try:
-        data = path.read_bytes()
-        *lines, last = data.split(b"\n")
-        for number, line in enumerate([*lines, last], 1):
-            if line and not is_record(line) and not (number > len(lines) and line.startswith(b'{"op_code":')):
-                raise ConfigError(f"{path}: line {number} is not an Optuna journal record: the file is damaged "
-                                  "(move it away to start the study anew)")
-        if last:
-            whole = is_record(last)
-            write_atomic(path, data + b"\n" if whole else data[:-len(last)])
-            print(f"sweep: {path} ended in a partial record ({len(last)} bytes): "
-                  + ("a whole record, its newline added" if whole else "cut back to its last complete record"),
-                  file=sys.stderr, flush=True)
-    finally:
-        lock.release()
-
-
-def bind(study: optuna.Study, name: str, record: dict[str, Any]) -> None:
-    """The study's first command records its objective, config and space; a command with others is refused."""
-    for key, value in record.items():
-        old = study.user_attrs.get(key, value)
-        if key == "objective" and study.direction.name.lower() != Objective(*value).direction:
-            old = [None, study.direction.name.lower()]  # a study recorded before the objective was
-        if old != value:
-            if isinstance(value, dict):
-                diff = next(k for k in sorted(old.keys() | value.keys()) if old.get(k) != value.get(k))
-                old, value = f"{diff}: {old.get(diff)!r}", repr(value.get(diff))
-            raise ConfigError(f"--name {name}: this sweep ran another {key} ({old} -> {value}); continue it with "
-                              "its own config and space, or start a new sweep with another --name")
-        if key not in study.user_attrs:
-            study.set_user_attr(key, value)
 
 
 class Worker:
@@ -506,28 +324,6 @@ def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution]
               f"view: tensorboard --logdir {folder / 'trials'}   (HParams tab compares the trials)"]
     print("\n".join(lines), flush=True)
     return out
-
-
-def plots(study: optuna.Study, folder: Path) -> list[Path]:
-    """Optuna's optimisation-history and parameter-importance plots (matplotlib) as PNG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as optuna_plots
-
-    charts = {"history.png": optuna_plots.plot_optimization_history}
-    if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) >= 2:
-        charts["importance.png"] = optuna_plots.plot_param_importances
-    for name, chart in charts.items():
-        figure = chart(study).figure
-        figure.set_size_inches(8, 5)
-        figure.tight_layout()
-        tmp = folder / f".{name}.{os.getpid()}.tmp.png"
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, folder / name)
-        plt.close(figure)
-    return [folder / name for name in charts]
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
