@@ -133,6 +133,35 @@ def _train(engine: str, config: str, args: tuple[str, ...], folder: Path) -> dic
     return {"metrics": metrics}
 
 
+def session_folder(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A folder every xdist worker of this session shares (pytest-xdist's documented pattern for session
+    fixtures: guard what goes in it with a file lock)."""
+    base = tmp_path_factory.getbasetemp()
+    # xdist workers each have their own basetemp inside the session's; without xdist (also under
+    # -p no:xdist, where there is no worker_id fixture) the session's own folder is the one.
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    root.mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def executed_tour(tmp_path_factory) -> Path:
+    """``tour.ipynb``: the notebook tour executed once a session, by ``toyloops tour`` as the docs write it
+    (in a folder every worker shares; the first to ask runs it, the others wait and read it)."""
+    from filelock import FileLock
+
+    from toyloops.__main__ import main
+
+    folder = session_folder(tmp_path_factory, "tour")
+    notebook = folder / "tour.ipynb"  # toyloops tour writes it whole, at the end, or not at all
+    with FileLock(str(folder / ".lock")):
+        if not notebook.exists():
+            with pytest.MonkeyPatch.context() as mp:
+                mp.chdir(folder)
+                main(["tour"])
+    return notebook
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Callable[..., TrainedRun]:
     """``trained(engine, config, *args)``: a short run, trained once per test session.
@@ -145,11 +174,7 @@ def trained(tmp_path_factory) -> Callable[..., TrainedRun]:
     """
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    # xdist workers each have their own basetemp inside the session's; without xdist (also under
-    # -p no:xdist, where there is no worker_id fixture) the session's own folder is the one.
-    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "trained"
-    root.mkdir(exist_ok=True)
+    root = session_folder(tmp_path_factory, "trained")
     here: dict[str, TrainedRun] = {}
 
     def get(engine: str, config: str, *args: str) -> TrainedRun:
