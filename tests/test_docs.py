@@ -97,7 +97,7 @@ def test_a_broken_link_is_found(tmp_path):
 CHROMIUM = "/usr/bin/chromium"  # Debian's (apt-get install chromium; .ci/run installs it), driven by Playwright
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",  # headless=True: --headless
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = {"site_front.png": ("", None), "site_tour.png": ("tour/", 0), "site_tour_boundary.png": ("tour/", 5)}
+SCREENSHOTS = {"site_front.png": ("", None), "site_tour.png": ("tour/", 0), "site_tour_boundary.png": ("tour/", 4)}
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
