@@ -7,11 +7,7 @@ work="$(mktemp -d)"
 cd "$work"
 args=(fit --config "$repo/configs/blobs_mlp.yaml" --trainer.enable_progress_bar false --dashboard.boundary_every_n_epochs 2)
 python "$repo/train.py" "${args[@]}" > /dev/null
-<<<<<<< HEAD
-python -m toyloops.engine.loop "${args[@]}" > /dev/null
-=======
 python -m toyloops loop "${args[@]}" > /dev/null
->>>>>>> docs
 python -m tensorboard.main --logdir logs --host 127.0.0.1 --port 6200 > tensorboard.log 2>&1 &
 server=$!
 trap 'kill $server' EXIT
