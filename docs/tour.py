@@ -23,7 +23,7 @@
 # This page is `docs/tour.py`, a [jupytext](https://jupytext.readthedocs.io) notebook:
 # `toyloops tour` builds `tour.ipynb` from it, executed, to open in Jupyter (see
 # [Testing](testing.md) for how the suite and the site run it). It runs in a temporary folder, so the
-# runs it trains leave nothing in your clone.
+# runs it trains leave nothing behind.
 
 # %%
 import contextlib
@@ -46,7 +46,8 @@ import toyloops
 
 ROOT = Path(toyloops.__file__).resolve().parents[1]  # the clone: configs/ and examples/ live here
 CONFIGS = ROOT / "configs"
-os.chdir(tempfile.mkdtemp(prefix="toyloops-tour-"))  # every run below writes its logs/ here
+WORK = tempfile.TemporaryDirectory(prefix="toyloops-tour-")  # removed when the kernel stops
+os.chdir(WORK.name)  # every run below writes its logs/ here
 for name in ("lightning.pytorch", "lightning.fabric"):  # "Seed set to 0", "GPU available: ...": set on import
     logging.getLogger(name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm, imported by Optuna, wants ipywidgets
