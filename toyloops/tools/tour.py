@@ -16,7 +16,9 @@ from pathlib import Path
 import ipykernel  # noqa: F401 - the kernel nbclient starts ("python3") is ipykernel's: missing, say so now
 import jupytext
 import nbformat
+import zmq
 from nbclient import NotebookClient
+from traitlets.config import Config
 
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_new
@@ -35,7 +37,10 @@ def execute(source: Path = SOURCE) -> nbformat.NotebookNode:
         raise ConfigError(f"{source}: no such file; the tour is docs/tour.py of a clone of toyloops "
                           "(git clone the repository, then run toyloops tour there)")
     notebook = jupytext.read(source)
-    NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3",
+    # CurveZMQ keys for the kernel's loopback sockets where pyzmq has them (ipykernel declares support and
+    # otherwise warns, on every run, that the TCP traffic is unencrypted)
+    encryption = Config({"KernelManager": {"transport_encryption": "auto" if zmq.has("curve") else "disabled"}})
+    NotebookClient(notebook, timeout=CELL_TIMEOUT, kernel_name="python3", config=encryption,
                    resources={"metadata": {"path": str(source.parent)}}).execute()
     return notebook
 
