@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import keyword
-import os
 import re
 import shlex
 import sys
@@ -48,11 +47,7 @@ def check_name(root: Path) -> None:
         raise ConfigError(f"project name {name!r} makes the package {package!r}, which Python cannot import: "
                           + ("it is a keyword" if package.isidentifier() else "it starts with a digit")
                           + "; choose another name")
-    parent = next(p for p in root.resolve().parents if p.exists())
-    longest = os.pathconf(parent, "PC_NAME_MAX") - len("..yaml.tmp")  # its config, as written: .<package>.yaml.tmp
-    if len(name.encode()) > longest:
-        raise ConfigError(f"project name of {len(name)} characters is too long for this filesystem: at most "
-                          f"{longest}, so that its config's file name fits")
+    runs.check_name_length("project name", name, root.resolve().parent, suffix=".yaml")  # its config: <package>.yaml
 
 
 def init(directory: str) -> Path:
