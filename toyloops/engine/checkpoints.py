@@ -1,10 +1,7 @@
-"""Checkpoint files, one format for both engines: Lightning's keys plus a ``toyloops`` section.
-
-Lightning's keys (``state_dict``, ``hyper_parameters``, ``optimizer_states``, ``lr_schedulers``, ``epoch``,
-``global_step``, ...) let either engine evaluate the other's checkpoints and ``Classifier.load_from_checkpoint``
-read both. The ``toyloops`` section holds what a resume needs beyond them: which engine wrote it, the RNG state
-and (hand loop) the loop and data position. Files are written atomically, read as data only (``weights_only=True``).
-"""
+"""Checkpoint files, one format for both engines: Lightning's keys, so either engine (and
+``Classifier.load_from_checkpoint``) reads the other's, plus a ``toyloops`` section with what a resume needs beyond
+them: the engine that wrote it, the RNG state, the hand loop's loop and data position. Written atomically, read as
+data only (``weights_only=True``)."""
 
 from __future__ import annotations
 
@@ -67,6 +64,15 @@ def _write_then(path: Path, data: bytes | memoryview, publish: Any) -> None:
         raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)  # after a link, or a failure; a rename left nothing
+
+
+def read_checked(path: str | Path, model: torch.nn.Module, resume_in: str | None) -> dict[str, Any]:
+    """A checkpoint to evaluate, or to resume in engine ``resume_in``: read as data, its weights fitting ``model``."""
+    checkpoint = specs.read_checkpoint(path)
+    if resume_in is not None:
+        check_resume(checkpoint, resume_in, path)
+    check_weights(checkpoint, model, path)
+    return checkpoint
 
 
 def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:
