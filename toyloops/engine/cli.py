@@ -1,10 +1,6 @@
-"""The LightningCLI behind ``train.py``: template defaults and data -> model links.
-
-Defaults a user gets without writing them: TensorBoard under ``logs/<config name>/``, the best
-checkpoint by ``val/acc`` and ``last.ckpt`` (every epoch, or every N steps), a learning-rate
-monitor, the run's config saved next to its logs, RNG state in checkpoints, a stop at the first
-NaN loss, and a one-paragraph summary at the end of ``fit``. Run folders, ``last``, checkpoint
-checks and error -> exit come from :mod:`toyloops.engine.runs`, shared with the hand loop.
+"""The LightningCLI behind ``train.py``: the template's defaults (TensorBoard under ``logs/<config name>/``, best
+and last checkpoints, an LR monitor, RNG state in checkpoints, a stop at the first NaN loss, a summary at the end of
+``fit``; docs/outputs.md) and the data -> model links. Run folders and errors: :mod:`toyloops.engine.runs`.
 """
 
 from __future__ import annotations

@@ -62,11 +62,8 @@ def apply_thread_policy() -> int:
 
 
 def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
-    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built
-    them (:func:`build_optimizer`), not as the checkpoint's run did. ``load_state_dict`` takes the
-    saved groups whole, so an unfused checkpoint (one saved before Adam/AdamW were fused, or with
-    fused: false) made the step unfused in an optimizer built fused, which tells a GradScaler it
-    unscales its own gradients: under 16-mixed, an AssertionError at the first step."""
+    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built them
+    (:func:`~toyloops.rules.specs.build_optimizer`), not as the checkpoint's run did (docs/decisions.md)."""
     for group in optimizer.param_groups:
         for key in ("fused", "foreach"):
             if key in optimizer.defaults and key in group:

@@ -1,10 +1,6 @@
-"""Run management both entry points share: run folders, ``last``, resume checks, precision
-checks, signal stops, the run summary, and error -> one line + exit code.
-
-A run lives in ``logs/<config name>/<prefix>N`` (``version_N`` for Lightning, ``loop_version_N``
-for the hand loop). A new run claims its folder with an atomic ``mkdir`` and holds a lock on it for
-its life, so two runs never share one and a live run is never resumed; only the run that made a
-folder may remove it (when it ends before writing any checkpoint).
+"""Run management both entry points share: run folders (``logs/<config name>/version_N``, the hand loop's
+``loop_version_N``), ``last``, resume and precision checks, signal stops, the run summary, and error -> one line
++ exit code. What they promise: docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """python -m toyloops.tools.scratch   (trains both NumPy models on blobs and checks their gradients)
 
-The bottom rung: logistic regression and a 2-layer ReLU MLP in NumPy, with forward and backward
-passes written by hand, mini-batch SGD, and a central finite-difference gradient checker. In
-float64 on the same batches it matches the PyTorch hand loop to ~1e-12 (``tests/test_scratch.py``).
-Weights are stored as the seeds store them, ``W`` of shape (in, out); ``nn.Linear`` keeps the
-transpose.
+The bottom rung: logistic regression and a 2-layer ReLU MLP in NumPy, forward and backward written by hand,
+mini-batch SGD and a finite-difference gradient check; it matches the hand loop in float64 (tests/test_scratch.py).
+``W`` is (in, out), the transpose of what ``nn.Linear`` keeps.
 """
 
 from __future__ import annotations
