@@ -20,14 +20,7 @@ from torch import Tensor
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
-from toyloops.engine.runs import (
-    EVAL_FOLDER,
-    Stopped,
-    StopRequest,
-    record_eval,
-    summary,
-    write_table,
-)
+from toyloops.engine.runs import EVAL_FOLDER, Stopped, StopRequest, record_eval, summary, write_table
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
 
@@ -72,9 +65,8 @@ class ResumeState(Callback):
 
 
 def flush_loggers(trainer: L.Trainer) -> None:
-    """Each logger's events onto disk, through its experiment's public ``flush()`` (a
-    SummaryWriter's waits until its thread has written out every event it was handed). Loggers
-    whose experiment has none (CSV: Lightning saves it at every log) are left as they are."""
+    """Each logger's events onto disk through its experiment's public ``flush()`` (a SummaryWriter's returns
+    once its thread wrote out every event); one without (CSV saves at every log) is left as it is."""
     if trainer.is_global_zero:  # other ranks log nothing
         for logger in trainer.loggers:
             flush = getattr(logger.experiment, "flush", None)
@@ -221,14 +213,13 @@ class DashboardCallback(Dashboard, Callback):
         writer, step = trainer.logger.experiment, trainer.global_step - 1
         if getattr(pl_module, "num_classes", None) is not None and self.drawable(trainer, pl_module):
             self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
-        best = next((c.best_model_score for c in trainer.checkpoint_callbacks
+        best = next((c for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
         config = Path(trainer.logger.log_dir) / "config.yaml"
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
-            monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
             log_hparams(config.parent, self.engine, config.read_text(),
-                        {f"{monitor}_best": best.item(), "val/loss_final": final_loss}, step)
+                        {f"{best.monitor}_best": best.best_model_score.item(), "val/loss_final": final_loss}, step)
 
 
 class PredictionWriter(BasePredictionWriter):

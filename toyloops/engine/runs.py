@@ -263,23 +263,23 @@ def check_precision(precision: object, accelerator: object) -> None:
                           "use 'bf16-mixed' or '32-true' (or --trainer.accelerator gpu on a GPU machine)")
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, creating nothing, if the log folder could not be made or written, or its names and path are
+def check_writable(folder: Path, what: str = "log folder") -> None:
+    """Fail now, creating nothing, if the folder could not be made or written, or its names and path are
     too long for the filesystem (the path leaves room for one full-length file name within PATH_MAX)."""
     path, existing = folder.absolute(), nearest_existing(folder)
     if not existing.is_dir():
-        raise ConfigError(f"log folder {str(folder)!r} cannot be created: {existing} is a file")
+        raise ConfigError(f"{what} {str(folder)!r} cannot be created: {existing} is a file")
     for part in path.relative_to(existing).parts:
-        check_name_length(f"log folder {str(folder)!r}", part, existing)
+        check_name_length(f"{what} {str(folder)!r}", part, existing)
     room, most = os.pathconf(existing, "PC_NAME_MAX") + 1, os.pathconf(existing, "PC_PATH_MAX") - 1
     if len(bytes(path)) + room > most:
-        raise ConfigError(f"log folder {str(folder)!r} of {len(bytes(path))} bytes is too long: at most "
+        raise ConfigError(f"{what} {str(folder)!r} of {len(bytes(path))} bytes is too long: at most "
                           f"{most - room} bytes on this filesystem, so that a file name fits inside")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise ConfigError(f"log folder {str(folder)!r} is not writable ({err.strerror or err})") from None
+        raise ConfigError(f"{what} {str(folder)!r} is not writable ({err.strerror or err})") from None
 
 
 class Stopped(ToyloopsError):
@@ -386,10 +386,8 @@ def freeze_imports() -> None:
 
 def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
          hint: Callable[[str], str] = lambda message: message) -> None:
-    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or SIGINT in
-    one line and 143 or 130; a bug shows its traceback (``TOYLOOPS_DEBUG=1``: always). ``hint`` may add to a
-    parse error's message. Outside training a signal ends the run at once; while training, StopRequest
-    takes over and the engine saves a resume point first."""
+    """Run an entry point as docs/reliability.md promises: a user's mistake in one line and exit 1, SIGTERM or
+    SIGINT in one line and 143 or 130, a bug with its traceback; ``hint`` may add to a parse error's message."""
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
     if args is None:  # the process's own command (train.py, python -m toyloops.engine.loop)
         freeze_imports()

@@ -126,8 +126,7 @@ def check_values(config: Any) -> None:
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and tags and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
-    callbacks = trainer.get("callbacks") or []
-    for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
+    for spec in as_list(trainer.get("callbacks")):
         if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:  # else Lightning fails an epoch in
             if spec.init_args.monitor not in tags:
                 raise ConfigError(f"trainer.callbacks.monitor={spec.init_args.monitor!r}: EarlyStopping can monitor "
@@ -161,10 +160,8 @@ def check_values(config: Any) -> None:
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:
-    """A config file (or inline YAML given as ``--config``; a sweep's ``--space``: ``flag``) is small,
-    UTF-8, with each key once, a few aliases and finite numbers. Checked before it is parsed: a
-    451-byte alias bomb expands to gigabytes.
-    """
+    """A config file (or inline YAML given as ``--config``; a sweep's ``--space``: ``flag``) is small, UTF-8, with
+    each key once, a few aliases and finite numbers: checked before it is parsed (an alias bomb takes gigabytes)."""
     path = Path(path)
     try:
         if path.exists() and not path.is_file():
@@ -207,10 +204,8 @@ def check_config_file(path: str | Path, flag: str = "--config") -> None:
 def one_line(message: str) -> str:
     """Condense jsonargparse's nested, multi-line errors to 'key.path: what was expected/given'."""
     line = _one_line(message)
-    nested = re.search(r"NestedArg\(key='([^']+)'", line)
-    if nested:  # all it says is that a class takes no such option
-        return f"{line.split(':')[0]}.{nested[1]}: no such option"
-    return line
+    nested = re.search(r"NestedArg\(key='([^']+)'", line)  # all it says: a class takes no such option
+    return f"{line.split(':')[0]}.{nested[1]}: no such option" if nested else line
 
 
 def _one_line(message: str) -> str:

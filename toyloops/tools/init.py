@@ -60,7 +60,7 @@ def init(directory: str) -> Path:
     if importlib.util.find_spec(package) is not None:  # its own package would hide that one, or be hidden
         raise ConfigError(f"project name {name!r} makes the package {package!r}, which would clash with the "
                           f"installed module of that name: choose another name")
-    runs.check_writable(root)
+    runs.check_writable(root, "project folder")
     version = __version__ if __version__[0].isdigit() and "+" not in __version__ else "0.1"
     for source, target in FILES.items():
         text = (TEMPLATE / source).read_text().replace("{name}", name).replace("{package}", package) \
