@@ -44,11 +44,9 @@ def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = Tru
     net = getattr(model, "net", None)
     for source, name in DATA_TO_NET if linked and isinstance(net, nn.Module) else ():
         if hasattr(datamodule, source) and name not in inspect.signature(type(net)).parameters:
-            raise ConfigError(
-                f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
-                f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
-                "2-D points need LogisticRegression or MLP)"
-            )
+            raise ConfigError(f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: "
+                              f"the data provides {source} but the net takes no {name} (token sequences need "
+                              "toyloops.TransformerClassifier; 2-D points need LogisticRegression or MLP)")
     model_classes, data_classes = getattr(model, "num_classes", None), getattr(datamodule, "num_classes", None)
     if not type(model).__module__.startswith("toyloops.") and None in (model_classes, data_classes):
         return  # a LightningModule of one's own, or its data, that does not say how many classes
