@@ -224,9 +224,7 @@ class DashboardCallback(Dashboard, Callback):
 
 class PredictionWriter(BasePredictionWriter):
     """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1 for classes) into its own run
-    folder (``logs/<config>/version_N``, which also records the checkpoint it used in config.yaml);
-    it never overwrites a file toyloops did not write.
-    """
+    folder (docs/outputs.md); it never overwrites a file toyloops did not write."""
 
     def __init__(self, filename: str = "predictions.csv") -> None:
         super().__init__(write_interval="epoch")

@@ -134,10 +134,8 @@ def minibatches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Ge
 
 
 def numerical_gradient(f: Callable[[], float], param: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences (f(p + eps) - f(p - eps)) / 2 eps for every entry of ``param``.
-
-    ``f`` is re-evaluated after each in-place nudge, so it can close over the array.
-    """
+    """Central differences (f(p + eps) - f(p - eps)) / 2 eps for every entry of ``param``; ``f`` is re-evaluated
+    after each in-place nudge, so it can close over the array."""
     grad = np.zeros_like(param)
     for i in np.ndindex(param.shape):
         original = param[i]
