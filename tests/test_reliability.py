@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shlex
 import signal
@@ -17,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from toyloops import Classifier
 from toyloops.engine import cli, loop_cli
+from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.loop_cli import run
 from toyloops.rules.errors import ConfigError, NonFiniteLossError
 from toyloops.rules.specs import load_checkpoint
@@ -90,8 +92,8 @@ def test_hand_loop_checkpoints_survive_kills_during_saves(tmp_path):
         killed = _killed_at_save(5, "inside", "loop", [*args, *(["--ckpt_path", "last"] if kill else [])], tmp_path)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         last = _last_ckpt(tmp_path, "loop")
-        torn = last.with_name(".last.ckpt.tmp")
-        assert torn.exists() and torn.stat().st_size > 0  # the kill landed inside a write: half a file there
+        torn = list(last.parent.glob(".*.tmp"))  # each kill landed inside a write: half a file there
+        assert len(torn) == kill + 1 and all(tmp.stat().st_size > 0 for tmp in torn)
         steps.append(torch.load(last, weights_only=True)["global_step"])
     assert steps == [4, 8, 12]  # each resume went on from the last whole checkpoint
     fit_in(tmp_path, "loop", *args, "--ckpt_path", "last")  # in-process: the kills were the processes
@@ -112,9 +114,33 @@ def test_a_kill_inside_a_checkpoint_write_leaves_the_previous_checkpoint_whole(t
     script.write_text(_SAVE_STEPS)
     proc = subprocess.run([*KILL_SWITCH, "3", "inside", str(script), str(target)], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert (tmp_path / ".last.ckpt.tmp").stat().st_size > 0  # half of write 3 is on disk
+    (torn,) = tmp_path.glob(".*.tmp")
+    assert torn.stat().st_size > 0  # half of write 3 is on disk
     checkpoint = torch.load(target, weights_only=True)
     assert checkpoint["step"] == 2 and torch.equal(checkpoint["w"], torch.full((1_000_000,), 2.0))
+
+
+def _write_in_step(path: str, barrier: multiprocessing.Barrier, payload: bytes, rounds: int) -> None:
+    try:
+        for _ in range(rounds):
+            barrier.wait(timeout=60)  # both writers start each round together
+            write_atomic(path, payload)
+    except BaseException:
+        barrier.abort()  # the other writer stops at its next wait instead of waiting for this one
+        raise
+
+
+def test_two_processes_writing_one_path_never_fail_and_leave_one_whole_file(tmp_path):
+    fork = multiprocessing.get_context("fork")
+    barrier, target = fork.Barrier(2), tmp_path / "report.csv"
+    payloads = [bytes([ord("a") + i]) * 4096 for i in range(2)]
+    writers = [fork.Process(target=_write_in_step, args=(str(target), barrier, p, 300)) for p in payloads]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert [writer.exitcode for writer in writers] == [0, 0]  # a failed write_atomic exits 1
+    assert target.read_bytes() in payloads and list(tmp_path.iterdir()) == [target]  # whole, no temporary left
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])

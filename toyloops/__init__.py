@@ -1,9 +1,7 @@
 """toyloops: toy data, nets, LightningModules, and the same training loop three ways.
 
-The public names are each module's ``__all__``, loaded on first use (PEP 562): ``import toyloops``
-(and the ``toyloops`` command's ``--help``, ``configs`` and ``init``) does not import torch.
-The modules of 0.1's flat layout (``toyloops.loop``, ``toyloops.config``, ...) still import, with a
-DeprecationWarning naming the new path, until 0.3 (:data:`MOVED`).
+The public names are each module's ``__all__``, loaded on first use (PEP 562), so ``import toyloops`` does not
+import torch. 0.1's flat modules (``toyloops.loop``, ...) import with a DeprecationWarning until 0.3 (:data:`MOVED`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lightning callbacks the template turns on by default (see ``toyloops/cli.py``)."""
+"""Lightning callbacks the template turns on by default (see ``toyloops/engine/cli.py``)."""
 
 from __future__ import annotations
 
@@ -20,27 +20,14 @@ from torch import Tensor
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
-from toyloops.engine.runs import (
-    EVAL_FOLDER,
-    Stopped,
-    StopRequest,
-    record_eval,
-    summary,
-    write_table,
-)
+from toyloops.engine.runs import EVAL_FOLDER, Stopped, StopRequest, record_eval, summary, write_table
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
 
 
 class ProgressBar(TQDMProgressBar):
-    """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval``
-    seconds (with the logged metrics beside it), and at each epoch's end, as Lightning's is.
-
-    Lightning redraws it every ``refresh_rate`` batches whatever they cost, twice each time (the
-    count, then the metrics), and a redraw can cost more than a toy net's step (benchmarks/RESULTS.md).
-    A bar that moves twice a second shows the same progress. ``refresh_rate`` still paces the
-    validation, test and predict bars.
-    """
+    """Lightning's TQDM progress bar, its training bar redrawn at most every ``min_interval`` seconds and at
+    each epoch's end (why: docs/performance.md); ``refresh_rate`` paces the validation, test and predict bars."""
 
     def __init__(self, min_interval: float = PROGRESS_BAR_MIN_INTERVAL_S,
                  refresh_rate: int = PROGRESS_BAR_REFRESH_RATE, process_position: int = 0, leave: bool = False) -> None:
@@ -58,18 +45,9 @@ class ProgressBar(TQDMProgressBar):
 
 
 class ResumeState(Callback):
-    """Saves toyloops' section (the engine, the random-number state) with every checkpoint and
-    restores the random-number state on resume; writes the loggers' pending events out before
-    every checkpoint.
-
-    Lightning's checkpoints leave the random-number state out, so without this dropout after a
-    resume draws other masks than the uninterrupted run would have. (The data order needs nothing
-    extra: the batch iterator's own ``state_dict`` rides in Lightning's fit-loop state.) On resume
-    the optimizer keeps the implementation this run built
-    (:func:`toyloops.engine.defaults.keep_built_implementation`). The events go out first so that a
-    resume point (``last.ckpt``, mid-epoch ones too) never lacks what was logged before it, even
-    when the process is killed right after: the resumed run's curves continue where they stopped.
-    """
+    """What Lightning's checkpoints leave out: toyloops' section (the engine, the random-number state, restored
+    on resume, so dropout draws the masks the uninterrupted run would), the optimizer implementation this run
+    built, and the loggers' events written out before every checkpoint (docs/reliability.md)."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -87,9 +65,8 @@ class ResumeState(Callback):
 
 
 def flush_loggers(trainer: L.Trainer) -> None:
-    """Each logger's events onto disk, through its experiment's public ``flush()`` (a
-    SummaryWriter's waits until its thread has written out every event it was handed). Loggers
-    whose experiment has none (CSV: Lightning saves it at every log) are left as they are."""
+    """Each logger's events onto disk through its experiment's public ``flush()`` (a SummaryWriter's returns
+    once its thread wrote out every event); one without (CSV saves at every log) is left as it is."""
     if trainer.is_global_zero:  # other ranks log nothing
         for logger in trainer.loggers:
             flush = getattr(logger.experiment, "flush", None)
@@ -98,36 +75,24 @@ def flush_loggers(trainer: L.Trainer) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writes, made atomic on any filesystem: a temporary file in the
-    checkpoint's own folder, fsync, rename (:func:`toyloops.engine.checkpoints.save_checkpoint`).
-
-    Lightning's default writes go through fsspec, whose move from ``$TMPDIR`` falls back to
-    truncating and copying into the target when ``logs/`` is on another filesystem.
-    """
+    """Lightning's checkpoint writes through :func:`toyloops.engine.checkpoints.save_checkpoint`: atomic on any
+    filesystem (fsspec's move from ``$TMPDIR`` truncates and copies when ``logs/`` is on another one)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         save_checkpoint(checkpoint, path)
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops training at the first NaN/Inf loss, before its backward pass can touch the weights.
-
-    The last checkpoint written before it stays the last good one. (Under 16-mixed the loss stays
-    finite while the GradScaler skips steps with overflowing gradients; those do not trigger this.)
-    """
+    """Stops training at the first NaN/Inf loss, before its backward pass can touch the weights."""
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         check_finite(loss, trainer.global_step, trainer.current_epoch)
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``, rewritten at every training epoch end, validated or not (or every N steps),
-    and the resume point SIGTERM and SIGINT leave (see :class:`toyloops.engine.runs.StopRequest`).
-
-    Lightning's own ``save_last`` rewrites last.ckpt only when the monitored metric improved, so
-    after a plateau "last" silently lags behind; a resume point has to be the latest state. And
-    Lightning ends a run on SIGTERM with exit code 0 and nothing saved since the last epoch.
-    """
+    """``last.ckpt`` at every training epoch end, validated or not (or every N steps), and the resume point
+    SIGTERM and SIGINT leave (:class:`toyloops.engine.runs.StopRequest`); Lightning's ``save_last`` lags
+    behind after a plateau, and its SIGTERM exits 0 with nothing saved (docs/reliability.md)."""
 
     def __init__(self, dirpath: str | None = None, every_n_train_steps: int | None = None,
                  every_n_epochs: int | None = None) -> None:
@@ -248,21 +213,18 @@ class DashboardCallback(Dashboard, Callback):
         writer, step = trainer.logger.experiment, trainer.global_step - 1
         if getattr(pl_module, "num_classes", None) is not None and self.drawable(trainer, pl_module):
             self.fit_end(writer, pl_module.net, trainer.datamodule.splits["val"], pl_module.num_classes, step)
-        best = next((c.best_model_score for c in trainer.checkpoint_callbacks
+        best = next((c for c in trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
         config = Path(trainer.logger.log_dir) / "config.yaml"
         if best is not None and config.exists():
             final_loss = trainer.callback_metrics.get("val/loss", torch.tensor(float("nan"))).item()
-            monitor = next(c.monitor for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint))
             log_hparams(config.parent, self.engine, config.read_text(),
-                        {f"{monitor}_best": best.item(), "val/loss_final": final_loss}, step)
+                        {f"{best.monitor}_best": best.best_model_score.item(), "val/loss_final": final_loss}, step)
 
 
 class PredictionWriter(BasePredictionWriter):
     """``predict`` writes ``predictions.csv`` (index, target, predicted, p_0..p_C-1 for classes) into its own run
-    folder (``logs/<config>/version_N``, which also records the checkpoint it used in config.yaml);
-    it never overwrites a file toyloops did not write.
-    """
+    folder (docs/outputs.md); it never overwrites a file toyloops did not write."""
 
     def __init__(self, filename: str = "predictions.csv") -> None:
         super().__init__(write_interval="epoch")

@@ -1,10 +1,7 @@
-"""Checkpoint files, one format for both engines: Lightning's keys plus a ``toyloops`` section.
-
-Lightning's keys (``state_dict``, ``hyper_parameters``, ``optimizer_states``, ``lr_schedulers``, ``epoch``,
-``global_step``, ...) let either engine evaluate the other's checkpoints and ``Classifier.load_from_checkpoint``
-read both. The ``toyloops`` section holds what a resume needs beyond them: which engine wrote it, the RNG state
-and (hand loop) the loop and data position. Files are written atomically, read as data only (``weights_only=True``).
-"""
+"""Checkpoint files, one format for both engines: Lightning's keys, so either engine (and
+``Classifier.load_from_checkpoint``) reads the other's, plus a ``toyloops`` section with what a resume needs beyond
+them: the engine that wrote it, the RNG state, the hand loop's loop and data position. Written atomically, read as
+data only (``weights_only=True``)."""
 
 from __future__ import annotations
 
@@ -39,23 +36,24 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 def write_atomic(path: str | Path, data: bytes | memoryview) -> None:
     """Write a temporary file in the same folder, fsync, rename: readers see the old file or the new one,
-    never half. A failing write (read-only, full disk) raises an OSError naming ``path``, leaving no temporary."""
-    path = Path(path)  # one writer a path (a run's folder is locked to its run), so one temporary name
-    _write_then(path, data, path.with_name(f".{path.name}.tmp"), lambda tmp, path: tmp.replace(path))
+    never half, and writers racing for one path never fail (the last rename wins). A failing write
+    (read-only, full disk) raises an OSError naming ``path``, leaving no temporary."""
+    _write_then(Path(path), data, os.replace)
 
 
 def write_new(path: str | Path, data: bytes | memoryview) -> None:
     """As :func:`write_atomic`, but only if ``path`` does not exist: the file appears whole, and an
     existing one (another process's, written a moment ago) is never replaced (FileExistsError)."""
-    path = Path(path)  # writers may race for the name: each has its own temporary
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    _write_then(path, data, tmp, os.link)  # a hard link fails if the name exists; the temporary goes after
+    _write_then(Path(path), data, os.link)  # a hard link fails if the name exists; the temporary goes after
 
 
-def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -> None:
+def _write_then(path: Path, data: bytes | memoryview, publish: Any) -> None:
+    # Each writer's own temporary (created exclusively, so no other writer renames it away), of a fixed
+    # length: any name that fits the folder fits it too. Not mkstemp: its files are private (0600).
+    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(tmp, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())  # on disk before the rename makes it the file
@@ -65,7 +63,16 @@ def _write_then(path: Path, data: bytes | memoryview, tmp: Path, publish: Any) -
             raise
         raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
-        tmp.unlink(missing_ok=True)  # after a link, a failure; a rename left nothing
+        tmp.unlink(missing_ok=True)  # after a link, or a failure; a rename left nothing
+
+
+def read_checked(path: str | Path, model: torch.nn.Module, resume_in: str | None) -> dict[str, Any]:
+    """A checkpoint to evaluate, or to resume in engine ``resume_in``: read as data, its weights fitting ``model``."""
+    checkpoint = specs.read_checkpoint(path)
+    if resume_in is not None:
+        check_resume(checkpoint, resume_in, path)
+    check_weights(checkpoint, model, path)
+    return checkpoint
 
 
 def check_weights(checkpoint: dict[str, Any], model: torch.nn.Module, path: str | Path) -> None:

@@ -1,10 +1,6 @@
-"""The LightningCLI behind ``train.py``: template defaults and data -> model links.
-
-Defaults a user gets without writing them: TensorBoard under ``logs/<config name>/``, the best
-checkpoint by ``val/acc`` and ``last.ckpt`` (every epoch, or every N steps), a learning-rate
-monitor, the run's config saved next to its logs, RNG state in checkpoints, a stop at the first
-NaN loss, and a one-paragraph summary at the end of ``fit``. Run folders, ``last``, checkpoint
-checks and error -> exit come from :mod:`toyloops.engine.runs`, shared with the hand loop.
+"""The LightningCLI behind ``train.py``: the template's defaults (TensorBoard under ``logs/<config name>/``, best
+and last checkpoints, an LR monitor, RNG state in checkpoints, a stop at the first NaN loss, a summary at the end of
+``fit``; docs/outputs.md) and the data -> model links. Run folders and errors: :mod:`toyloops.engine.runs`.
 """
 
 from __future__ import annotations
@@ -39,7 +35,7 @@ from toyloops.engine.defaults import (
     add_links,
     apply_thread_policy,
 )
-from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+from toyloops.engine.validation import as_list, check_config_file, check_net_fits_data, check_values, links_into_net
 from toyloops.rules import ignore_library_warnings
 from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import load_checkpoint, read_checkpoint
@@ -140,8 +136,7 @@ class ToyCLI(LightningCLI):
             runs.check_resume_config(resume, config)
         for key, kind, default in (("plugins", "CheckpointIO", {"class_path": f"{CALLBACKS}.AtomicCheckpointIO"}),
                                    ("callbacks", "ProgressBar", Namespace(class_path=f"{CALLBACKS}.ProgressBar"))):
-            items = config.trainer.get(key)
-            items = [] if items is None else list(items) if isinstance(items, list) else [items]
+            items = as_list(config.trainer.get(key))
             wanted = key == "plugins" or config.trainer.get("enable_progress_bar") is not False
             if wanted and not any(kind in str(getattr(i, "class_path", i)) for i in items):  # else the user's own
                 config.trainer[key] = [*items, default]

@@ -1,9 +1,6 @@
-"""What both engines add to TensorBoard beyond scalars: hparams, model graph, decision boundary
-and confusion-matrix images. Plain PyTorch + Pillow; Lightning reaches it through
-:class:`toyloops.engine.callbacks.DashboardCallback`, the hand loop calls it directly.
-
-Nothing here draws from the global random generator (forward passes run in eval mode under
-``no_grad``; tracing runs inside ``fork_rng``), so switching it on or off changes no weights.
+"""What both engines add to TensorBoard beyond scalars (docs/outputs.md): hparams, model graph, decision boundary
+and confusion-matrix images. Nothing here draws from the global random generator (eval mode under ``no_grad``;
+tracing inside ``fork_rng``), so switching it on or off changes no weights.
 """
 
 from __future__ import annotations
@@ -37,10 +34,7 @@ LIGHTNING_DEFAULTS = {"precision": "32-true", "accelerator": "auto", "devices": 
 HPARAMS_SUFFIX = ".hparams"  # the run's one HParams record, replaced by each resumed leg
 
 
-# SummaryWriter's own writing thread writes out what it was handed at least this often (its
-# documented ``flush_secs``; both engines' writers: the hand loop's and the template logger's).
-# Both engines also flush at each epoch boundary, before every checkpoint and when a run ends.
-FLUSH_SECS = 5
+FLUSH_SECS = 5  # SummaryWriter's documented flush_secs, in both engines' writers
 
 
 @dataclass
@@ -170,14 +164,8 @@ def flat_hparams(config_yaml: str) -> dict[str, Any]:
 
 
 def log_hparams(run_dir: Path, engine: str, config_yaml: str, metrics: dict[str, float], step: int) -> None:
-    """Register the run in the HParams tab with its effective config and final metrics.
-
-    One record a run, in the run's own folder (not a new run, as ``add_hparams`` makes): an event
-    file ending in ``.hparams``, written whole beside the run's events and then replacing the one an
-    earlier leg of a resumed run left. TensorBoard shows the first session record it finds for a
-    run, so without the replacement a resumed run would show its first leg's settings. ``run`` and
-    ``engine`` are columns of their own: the tab cuts long run names.
-    """
+    """The run's one HParams record (effective config, final metrics), in its own folder, not a new run as
+    ``add_hparams`` makes: written whole, then replacing an earlier leg's (why: docs/outputs.md)."""
     flat = {"run": f"{run_dir.parent.name}/{run_dir.name}", "engine": engine, **flat_hparams(config_yaml)}
     earlier = list(run_dir.glob(f"events.*{HPARAMS_SUFFIX}"))
     with tempfile.TemporaryDirectory(prefix=".hparams-", dir=run_dir) as tmp:

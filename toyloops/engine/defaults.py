@@ -7,6 +7,7 @@ The reasons are measured in ``benchmarks/RESULTS.md`` ("Defaults").
 from __future__ import annotations
 
 import os
+import re
 
 import torch
 
@@ -47,23 +48,22 @@ def add_links(parser, net_key: str = NET_KEY) -> None:  # noqa: ANN001 - a jsona
 def apply_thread_policy() -> int:
     """Set torch's intra-op threads from ``TOYLOOPS_THREADS``; 1 when neither it nor
     ``OMP_NUM_THREADS`` is set (torch reads the latter itself). Returns the number in use."""
-    value = os.environ.get(THREADS_ENV)
+    omp, cores = os.environ.get("OMP_NUM_THREADS") or None, os.cpu_count() or 1
+    if omp is not None and not re.fullmatch(r"[1-9][0-9]*(,[1-9][0-9]*)*", omp.strip()):
+        raise ConfigError(f"OMP_NUM_THREADS={omp!r}: expected a whole number of threads >= 1 (or OpenMP's N,M,...)")
+    value = os.environ.get(THREADS_ENV, None if omp else "1")
     if value is None:
-        if "OMP_NUM_THREADS" in os.environ:
-            return torch.get_num_threads()
-        value = "1"
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ConfigError(f"{THREADS_ENV}={value!r}: expected a whole number of threads >= 1")
+        return torch.get_num_threads()
+    if not re.fullmatch(r"[0-9]+", value.strip()) or not 1 <= int(value) <= cores:
+        raise ConfigError(f"{THREADS_ENV}={value!r}: expected a whole number of threads from 1 to {cores} "
+                          "(this machine's CPUs)")
     torch.set_num_threads(int(value))
     return int(value)
 
 
 def keep_built_implementation(optimizer: torch.optim.Optimizer) -> None:
-    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built
-    them (:func:`build_optimizer`), not as the checkpoint's run did. ``load_state_dict`` takes the
-    saved groups whole, so an unfused checkpoint (one saved before Adam/AdamW were fused, or with
-    fused: false) made the step unfused in an optimizer built fused, which tells a GradScaler it
-    unscales its own gradients: under 16-mixed, an AssertionError at the first step."""
+    """After ``optimizer.load_state_dict``: each group's ``fused`` and ``foreach`` as this run built them
+    (:func:`~toyloops.rules.specs.build_optimizer`), not as the checkpoint's run did (docs/decisions.md)."""
     for group in optimizer.param_groups:
         for key in ("fused", "foreach"):
             if key in optimizer.defaults and key in group:

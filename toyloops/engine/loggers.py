@@ -1,4 +1,4 @@
-"""The template's TensorBoard logger (``trainer.logger`` in every run config, see ``toyloops/cli.py``)."""
+"""The template's TensorBoard logger (``trainer.logger`` in every run config, see ``toyloops/engine/cli.py``)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,9 @@ from toyloops.engine.dashboard import FLUSH_SECS
 
 
 class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's ``TensorBoardLogger``, writing its events as the hand loop writes its own.
-
-    - No flush after every log. Lightning calls ``save()`` after each ``log_metrics``; its ``save``
-      waits for the event writer's thread to write out its queue, flushes the file and looks for
-      ``hparams.yaml`` on disk. Here ``save`` writes ``hparams.yaml`` once, as Lightning's does.
-      That flush was the largest part of what the template's defaults cost over a barebones
-      Trainer (``benchmarks/RESULTS.md``).
-    - Its SummaryWriter gets ``flush_secs`` (a documented SummaryWriter argument, which Lightning
-      passes on): the writer's thread writes out what it holds at least every
-      :data:`~toyloops.engine.dashboard.FLUSH_SECS` seconds, so a live TensorBoard is that far
-      behind at most. The events are also flushed at each epoch boundary
-      (:class:`toyloops.engine.callbacks.DashboardCallback`), before every checkpoint is written
-      (:class:`toyloops.engine.callbacks.ResumeState`: a resume point never lacks the events logged
-      before it, even after a SIGKILL), and at the end of the run, stopped or not (``finalize``
-      flushes and closes).
-    """
+    """Lightning's ``TensorBoardLogger`` without its flush after every log (``save`` writes ``hparams.yaml``
+    once); its SummaryWriter writes out every ``flush_secs``, and the callbacks flush at epoch ends and before
+    every checkpoint (docs/outputs.md; the cost of that flush: docs/performance.md)."""
 
     _hparams_saved = False
 

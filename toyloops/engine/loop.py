@@ -17,7 +17,6 @@ CPU. Methods carry the names of Lightning's hooks and steps; where Lightning's n
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -41,28 +40,13 @@ from toyloops.engine import loop_logging, runs
 from toyloops.engine.callbacks import flush_loggers
 from toyloops.engine.loop_logging import LoggedValues, TrainerView, batch_size
 from toyloops.engine.seeding import set_rng_state
+from toyloops.engine.validation import CONFIG_KEYS as CONFIG_KEYS  # what a config's trainer: may set (loop_cli's)
+from toyloops.engine.validation import as_list, num_batches, optimizer_and_scheduler, trainer_arguments
 from toyloops.rules.errors import ConfigError, check_finite
-from toyloops.rules.specs import read_checkpoint
 
 __all__ = ["HandTrainer"]
 
-TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
-# L.Trainer's arguments implemented here (first those a config's trainer: may set); others must keep their default.
-CONFIG_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "devices",
-               "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
-               "limit_test_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary", "callbacks")
-SUPPORTED_TRAINER_KEYS = (*CONFIG_KEYS, "limit_predict_batches", "enable_checkpointing", "num_sanity_val_steps",
-                          "logger", "profiler")
-# What the Trainer does with an argument left at None.
-NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm", "log_every_n_steps": 50,
-              "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
-              "limit_predict_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True,
-              "enable_checkpointing": True, "num_sanity_val_steps": 2, "val_check_interval": 1.0}
 WRITTEN_OUT = (ModelCheckpoint, LearningRateMonitor)  # their rules are methods here, not their hooks
-
-
-def as_list(value: Any) -> list:
-    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def profiled(method):  # noqa: ANN001, ANN201 - a decorator
@@ -87,13 +71,8 @@ class HandTrainer:
     """``L.Trainer``'s arguments, methods and attributes over a loop written out by hand."""
 
     def __init__(self, **kwargs: Any) -> None:
-        for name, value in kwargs.items():
-            if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
-                raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement it; use L.Trainer")
-        for name, value in {**TRAINER_DEFAULTS, **kwargs}.items():
-            setattr(self, name, NONE_MEANS.get(name) if value is None else value)
-        if self.devices not in (1, "1", "auto"):
-            raise ConfigError(f"trainer.devices={self.devices!r}: the hand trainer runs one process; use L.Trainer")
+        for name, value in trainer_arguments(kwargs).items():  # refuses what is not implemented here
+            setattr(self, name, value)
         self.precision = str(self.precision)
         runs.check_precision(self.precision, self.accelerator)
         cuda = self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available())
@@ -152,11 +131,8 @@ class HandTrainer:
         hooks; ``ckpt_path`` checked and yielded (loaded here for an evaluation)."""
         if not model.automatic_optimization:
             raise ConfigError("manual optimization (automatic_optimization=False) is not implemented: use L.Trainer")
-        checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
-        if checkpoint is not None and fn == TrainerFn.FITTING:
-            ckpt.check_resume(checkpoint, "loop", ckpt_path)
-        if checkpoint is not None:
-            ckpt.check_weights(checkpoint, model, ckpt_path)
+        resume = "loop" if fn == TrainerFn.FITTING else None
+        checkpoint = ckpt.read_checked(ckpt_path, model, resume) if ckpt_path else None
         self.state, self.lightning_module, self.datamodule = TrainerState(fn=fn), model, datamodule
         self.hooked = [c for c in self.callbacks if not isinstance(c, (*WRITTEN_OUT, EarlyStopping))]
         model.fabric = self.view  # public: LightningModule.log and .trainer then go to the view
@@ -188,21 +164,8 @@ class HandTrainer:
                 getattr(callback, hook)(self, model, *args)
 
     def configure_optimizers(self, model: L.LightningModule) -> None:
-        """The module's ``configure_optimizers``, read as Lightning reads it: one optimizer, at most one scheduler."""
-        config = model.configure_optimizers()
-        if isinstance(config, list | tuple) and len(config) == 2 and all(isinstance(c, list | tuple) for c in config):
-            config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
-        config = config if isinstance(config, dict) else {"optimizer": config}
-        optimizers, schedulers = as_list(config["optimizer"]), as_list(config.get("lr_scheduler"))
-        self.scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None, **(
-            s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) else None
-        lacking = (f"several optimizers ({len(optimizers)}) or schedulers ({len(schedulers)})"
-                   if len(optimizers) != 1 or len(schedulers) > 1 else
-                   "LBFGS (its step calls the model again)" if isinstance(optimizers[0], torch.optim.LBFGS) else
-                   "lr_scheduler frequency != 1" if self.scheduler and self.scheduler["frequency"] != 1 else None)
-        if lacking:
-            raise ConfigError(f"configure_optimizers: {lacking} is not implemented by the hand trainer: use L.Trainer")
-        (self.optimizer,) = optimizers
+        """The module's ``configure_optimizers``: one optimizer, at most one scheduler (with Lightning's defaults)."""
+        self.optimizer, self.scheduler = optimizer_and_scheduler(model.configure_optimizers())
 
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
@@ -416,8 +379,3 @@ class HandTrainer:
             return [model.predict_step(self.batch_to_device(batch), i) for i, batch in
                     enumerate(islice(batches, num_batches(len(batches), self.limit_predict_batches)))]
 
-
-def num_batches(available: int, limit: int | float) -> int:
-    """``limit_*_batches``: a whole number above 1 counts batches, one from 0 to 1 (``1.0``: all) is a fraction."""
-    limit = int(limit) if isinstance(limit, float) and limit > 1 and limit.is_integer() else limit
-    return min(available, limit) if isinstance(limit, int) else int(available * limit)

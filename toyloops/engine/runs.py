@@ -1,10 +1,6 @@
-"""Run management both entry points share: run folders, ``last``, resume checks, precision
-checks, signal stops, the run summary, and error -> one line + exit code.
-
-A run lives in ``logs/<config name>/<prefix>N`` (``version_N`` for Lightning, ``loop_version_N``
-for the hand loop). A new run claims its folder with an atomic ``mkdir`` and holds a lock on it for
-its life, so two runs never share one and a live run is never resumed; only the run that made a
-folder may remove it (when it ends before writing any checkpoint).
+"""Run management both entry points share: run folders (``logs/<config name>/version_N``, the hand loop's
+``loop_version_N``), ``last``, resume and precision checks, signal stops, the run summary, and error -> one line
++ exit code. What they promise: docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -33,13 +29,14 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from toyloops.engine.checkpoints import write_atomic
-from toyloops.engine.defaults import DATA_TO_NET, NET_KEY
+from toyloops.engine.defaults import DATA_TO_NET, LOG_DIR, NET_KEY
 from toyloops.engine.entry import shipped_configs, with_shipped_configs  # noqa: F401 - re-exported for the commands
 from toyloops.engine.validation import one_line, unlinkable
 from toyloops.rules.errors import ConfigError, ToyloopsError
 from toyloops.rules.specs import load_checkpoint
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DEBUG_ENV = "TOYLOOPS_DEBUG"  # 1: every error keeps its traceback
 EVAL_FOLDER = "eval"  # a run's validate/test/predict folders: <run>/eval/<stage>_<k>
 FROZEN_ON_RESUME = ("seed_everything", "model", "data")  # what a resumed run cannot change
 PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines run
@@ -48,7 +45,8 @@ PRECISIONS = ("32", "32-true", "bf16-mixed", "16-mixed")  # what both engines ru
 PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Connection refused", "Broken pipe", "Timed out",
              "timed out")
 # Environment failures a user can act on; any other OSError is a bug and keeps its traceback.
-ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST}
+ACTIONABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST,
+                     errno.ENAMETOOLONG}
 
 
 @dataclass
@@ -137,10 +135,25 @@ def check_pass_through(extra: list[str], owned: Callable[[str], bool], what: str
 
 
 def check_folder_name(name: str) -> str:
-    """``--name``: one plain folder under logs/, not a path."""
+    """``--name``: one plain folder under logs/, not a path, whose name the filesystem takes."""
     if not name or "/" in name or name.startswith("."):
         raise ConfigError(f"--name={name!r}: expected a plain folder name")
+    check_name_length("--name", name, Path(LOG_DIR))
     return name
+
+
+def check_name_length(key: str, name: str, folder: Path, suffix: str = "") -> None:
+    """``name`` (given as ``key``), with ``suffix``, fits in one file name in ``folder`` (NAME_MAX)."""
+    limit = os.pathconf(nearest_existing(folder), "PC_NAME_MAX") - len(suffix.encode())
+    if len(name.encode()) > limit:
+        raise ConfigError(f"{key}: a name of {len(name.encode())} bytes is too long: at most {limit} bytes on this "
+                          "filesystem" + (f", so that <name>{suffix} fits" if suffix else ""))
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest parent that exists (``os.path.exists``: False for a name too long, no error)."""
+    path = path.absolute()
+    return next(p for p in (path, *path.parents) if os.path.exists(p))
 
 
 def run_name(config_files: list | None) -> str:
@@ -250,17 +263,23 @@ def check_precision(precision: object, accelerator: object) -> None:
                           "use 'bf16-mixed' or '32-true' (or --trainer.accelerator gpu on a GPU machine)")
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, creating nothing, if the log folder could not be made or written."""
-    path = folder.absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+def check_writable(folder: Path, what: str = "log folder") -> None:
+    """Fail now, creating nothing, if the folder could not be made or written, or its names and path are
+    too long for the filesystem (the path leaves room for one full-length file name within PATH_MAX)."""
+    path, existing = folder.absolute(), nearest_existing(folder)
     if not existing.is_dir():
-        raise ConfigError(f"log folder {str(folder)!r} cannot be created: {existing} is a file")
+        raise ConfigError(f"{what} {str(folder)!r} cannot be created: {existing} is a file")
+    for part in path.relative_to(existing).parts:
+        check_name_length(f"{what} {str(folder)!r}", part, existing)
+    room, most = os.pathconf(existing, "PC_NAME_MAX") + 1, os.pathconf(existing, "PC_PATH_MAX") - 1
+    if len(bytes(path)) + room > most:
+        raise ConfigError(f"{what} {str(folder)!r} of {len(bytes(path))} bytes is too long: at most "
+                          f"{most - room} bytes on this filesystem, so that a file name fits inside")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise ConfigError(f"log folder {str(folder)!r} is not writable ({err.strerror or err})") from None
+        raise ConfigError(f"{what} {str(folder)!r} is not writable ({err.strerror or err})") from None
 
 
 class Stopped(ToyloopsError):
@@ -367,14 +386,14 @@ def freeze_imports() -> None:
 
 def main(entry: Callable[[list[str] | None], object], args: list[str] | None = None,
          hint: Callable[[str], str] = lambda message: message) -> None:
-    """Run an entry point: a user's mistake ends in one line on stderr and exit code 1, SIGTERM or SIGINT in
-    one line and 143 or 130; a bug shows its traceback (``TOYLOOPS_DEBUG=1``: always). ``hint`` may add to a
-    parse error's message. Outside training a signal ends the run at once; while training, StopRequest
-    takes over and the engine saves a resume point first."""
+    """Run an entry point as docs/reliability.md promises: a user's mistake in one line and exit 1, SIGTERM or
+    SIGINT in one line and 143 or 130, a bug with its traceback; ``hint`` may add to a parse error's message."""
     previous = {sig: signal.signal(sig, _stop_before_training) for sig in STOP_SIGNALS}
     if args is None:  # the process's own command (train.py, python -m toyloops.engine.loop)
         freeze_imports()
     try:
+        if os.environ.get(DEBUG_ENV, "0") not in ("0", "1", ""):
+            raise ConfigError(f"{DEBUG_ENV}={os.environ[DEBUG_ENV]!r}: expected 1 (errors with their traceback) or 0")
         entry(args)
     except (KeyboardInterrupt, Interrupted, Stopped) as err:
         stopped = err if isinstance(err, Stopped) else Stopped(getattr(err, "signum", signal.SIGINT))
@@ -382,7 +401,7 @@ def main(entry: Callable[[list[str] | None], object], args: list[str] | None = N
         sys.exit(stopped.exit_code)
     except Exception as err:
         message = user_message(err, list(sys.argv[1:] if args is None else args), hint)
-        if message is None or os.environ.get("TOYLOOPS_DEBUG") == "1":
+        if message is None or os.environ.get(DEBUG_ENV) == "1":
             raise
         sys.exit(f"error: {message}")
     finally:

@@ -1,5 +1,6 @@
 """Every check a config passes before a run starts, written once for both engines: values the
-parser accepts but a run cannot use, config files, and jsonargparse's errors as one line.
+parser accepts but a run cannot use, config files, jsonargparse's errors as one line, and what of
+``L.Trainer`` and ``configure_optimizers`` the hand trainer implements.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 import yaml
 from torch import nn
@@ -21,6 +23,19 @@ from toyloops.rules.errors import ConfigError
 from toyloops.rules.specs import resolve
 
 MAX_CONFIG_BYTES, MAX_CONFIG_ALIASES = 1_000_000, 20  # 20 aliases expand a file 5**4 times at most
+TRAINER_DEFAULTS = {name: p.default for name, p in inspect.signature(L.Trainer).parameters.items()}
+# L.Trainer's arguments the hand trainer implements (first those a config's trainer: may set); others must keep their
+# default.
+CONFIG_KEYS = ("max_epochs", "precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "devices",
+               "check_val_every_n_epoch", "log_every_n_steps", "limit_train_batches", "limit_val_batches",
+               "limit_test_batches", "default_root_dir", "enable_progress_bar", "enable_model_summary", "callbacks")
+SUPPORTED_TRAINER_KEYS = (*CONFIG_KEYS, "limit_predict_batches", "enable_checkpointing", "num_sanity_val_steps",
+                          "logger", "profiler")
+# What the Trainer does with an argument left at None.
+NONE_MEANS = {"max_epochs": 1000, "precision": "32-true", "gradient_clip_algorithm": "norm", "log_every_n_steps": 50,
+              "limit_train_batches": 1.0, "limit_val_batches": 1.0, "limit_test_batches": 1.0,
+              "limit_predict_batches": 1.0, "enable_progress_bar": True, "enable_model_summary": True,
+              "enable_checkpointing": True, "num_sanity_val_steps": 2, "val_check_interval": 1.0}
 
 
 def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = True) -> None:
@@ -29,11 +44,9 @@ def check_net_fits_data(model: nn.Module, datamodule: object, linked: bool = Tru
     net = getattr(model, "net", None)
     for source, name in DATA_TO_NET if linked and isinstance(net, nn.Module) else ():
         if hasattr(datamodule, source) and name not in inspect.signature(type(net)).parameters:
-            raise ConfigError(
-                f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: the data "
-                f"provides {source} but the net takes no {name} (token sequences need toyloops.TransformerClassifier; "
-                "2-D points need LogisticRegression or MLP)"
-            )
+            raise ConfigError(f"model.net={type(model.net).__name__} does not fit data={type(datamodule).__name__}: "
+                              f"the data provides {source} but the net takes no {name} (token sequences need "
+                              "toyloops.TransformerClassifier; 2-D points need LogisticRegression or MLP)")
     model_classes, data_classes = getattr(model, "num_classes", None), getattr(datamodule, "num_classes", None)
     if not type(model).__module__.startswith("toyloops.") and None in (model_classes, data_classes):
         return  # a LightningModule of one's own, or its data, that does not say how many classes
@@ -111,8 +124,7 @@ def check_values(config: Any) -> None:
     monitor = (config.get("checkpoint") or {}).get("monitor")
     if monitor is not None and tags and monitor not in tags:
         raise ConfigError(f"checkpoint.monitor={monitor!r}: expected one of {', '.join(tags)}")
-    callbacks = trainer.get("callbacks") or []
-    for spec in callbacks if isinstance(callbacks, list) else [callbacks]:
+    for spec in as_list(trainer.get("callbacks")):
         if str(getattr(spec, "class_path", "")).endswith(".EarlyStopping") and tags:  # else Lightning fails an epoch in
             if spec.init_args.monitor not in tags:
                 raise ConfigError(f"trainer.callbacks.monitor={spec.init_args.monitor!r}: EarlyStopping can monitor "
@@ -146,10 +158,8 @@ def check_values(config: Any) -> None:
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:
-    """A config file (or inline YAML given as ``--config``; a sweep's ``--space``: ``flag``) is small,
-    UTF-8, with each key once, a few aliases and finite numbers. Checked before it is parsed: a
-    451-byte alias bomb expands to gigabytes.
-    """
+    """A config file (or inline YAML given as ``--config``; a sweep's ``--space``: ``flag``) is small, UTF-8, with
+    each key once, a few aliases and finite numbers: checked before it is parsed (an alias bomb takes gigabytes)."""
     path = Path(path)
     try:
         if path.exists() and not path.is_file():
@@ -192,10 +202,8 @@ def check_config_file(path: str | Path, flag: str = "--config") -> None:
 def one_line(message: str) -> str:
     """Condense jsonargparse's nested, multi-line errors to 'key.path: what was expected/given'."""
     line = _one_line(message)
-    nested = re.search(r"NestedArg\(key='([^']+)'", line)
-    if nested:  # all it says is that a class takes no such option
-        return f"{line.split(':')[0]}.{nested[1]}: no such option"
-    return line
+    nested = re.search(r"NestedArg\(key='([^']+)'", line)  # all it says: a class takes no such option
+    return f"{line.split(':')[0]}.{nested[1]}: no such option" if nested else line
 
 
 def _one_line(message: str) -> str:
@@ -213,3 +221,44 @@ def _one_line(message: str) -> str:
         detail = f"{' or '.join(expected) or lines[-1]}. {given}".strip()
     detail = re.sub(r"<class '([\w.]+)'>", r"\1", re.sub(r'Parser key "[^"]+":\s*', "", detail))
     return f"{'.'.join(dict.fromkeys(keys))}: {detail}"
+
+
+def trainer_arguments(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Every ``L.Trainer`` argument, ``kwargs`` over the defaults (None read as the Trainer reads it); one the
+    hand trainer does not implement, given other than its default, is refused in one line."""
+    for name, value in kwargs.items():
+        if name not in SUPPORTED_TRAINER_KEYS and value != TRAINER_DEFAULTS.get(name, ...):
+            raise ConfigError(f"trainer.{name}={value!r}: the hand trainer does not implement it; use L.Trainer")
+    arguments = {name: NONE_MEANS.get(name) if value is None else value
+                 for name, value in {**TRAINER_DEFAULTS, **kwargs}.items()}
+    if arguments["devices"] not in (1, "1", "auto"):
+        raise ConfigError(f"trainer.devices={arguments['devices']!r}: the hand trainer runs one process; use L.Trainer")
+    return arguments
+
+
+def as_list(value: Any) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
+
+
+def optimizer_and_scheduler(config: Any) -> tuple[torch.optim.Optimizer, dict[str, Any] | None]:
+    """What ``configure_optimizers`` returned, read as Lightning reads it: the optimizer, and the scheduler's
+    config with Lightning's defaults; what the hand trainer does not implement is refused in one line."""
+    if isinstance(config, list | tuple) and len(config) == 2 and all(isinstance(c, list | tuple) for c in config):
+        config = {"optimizer": config[0], "lr_scheduler": config[1]}  # ([optimizers], [schedulers])
+    config = config if isinstance(config, dict) else {"optimizer": config}
+    optimizers, schedulers = as_list(config["optimizer"]), as_list(config.get("lr_scheduler"))
+    scheduler = {"interval": "epoch", "frequency": 1, "strict": True, "monitor": None, **(
+        s if isinstance(s, dict) else {"scheduler": s})} if (s := next(iter(schedulers), None)) else None
+    lacking = (f"several optimizers ({len(optimizers)}) or schedulers ({len(schedulers)})"
+               if len(optimizers) != 1 or len(schedulers) > 1 else
+               "LBFGS (its step calls the model again)" if isinstance(optimizers[0], torch.optim.LBFGS) else
+               "lr_scheduler frequency != 1" if scheduler and scheduler["frequency"] != 1 else None)
+    if lacking:
+        raise ConfigError(f"configure_optimizers: {lacking} is not implemented by the hand trainer: use L.Trainer")
+    return optimizers[0], scheduler
+
+
+def num_batches(available: int, limit: int | float) -> int:
+    """``limit_*_batches``: a whole number above 1 counts batches, one from 0 to 1 (``1.0``: all) is a fraction."""
+    limit = int(limit) if isinstance(limit, float) and limit > 1 and limit.is_integer() else limit
+    return min(available, limit) if isinstance(limit, int) else int(available * limit)

@@ -14,10 +14,8 @@ from toyloops.rules.errors import ConfigError, check_positive, checked
 __all__ = ["BatchIterator", "split_indices"]
 
 
-def split_indices(
-    n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
-    fold: int | None = None, num_folds: int | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+def split_indices(n: int, val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+                  fold: int | None = None, num_folds: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Disjoint train/val/test index tensors drawn from one seeded permutation of range(n);
     ``test_fraction=0`` leaves the test split empty (the seeds' 80/20 train/val).
 
@@ -30,9 +28,7 @@ def split_indices(
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1) (0: no test split), got {test_fraction}")
     if val_fraction + test_fraction >= 1.0:
-        raise ConfigError(
-            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
-        )
+        raise ConfigError(f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}")
     if (fold is None) != (num_folds is None):
         raise ConfigError(f"data.fold={fold} and data.num_folds={num_folds}: give both (k-fold) or neither")
     if num_folds is not None and not (num_folds >= 2 and 0 <= fold < num_folds):
@@ -61,17 +57,8 @@ class BatchIterator:
     mid-epoch gets exactly the remaining batches.
     """
 
-    def __init__(
-        self,
-        x: Tensor,
-        y: Tensor,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1) -> None:
         checked(BatchIterator, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
                 world_size=world_size)
         check_positive("batch_size", batch_size)
@@ -82,10 +69,8 @@ class BatchIterator:
         if len(x) < world_size:
             raise ConfigError(f"{len(x)} samples cannot be shared by {world_size} processes")
         if drop_last and batch_size * world_size > len(x):  # would serve no batch at all
-            raise ConfigError(
-                f"batch_size={batch_size} with drop_last is larger than the {len(x)} samples of the split"
-                + (f" shared by {world_size} processes" if world_size > 1 else "")
-            )
+            raise ConfigError(f"batch_size={batch_size} with drop_last is larger than the {len(x)} samples of the "
+                              "split" + (f" shared by {world_size} processes" if world_size > 1 else ""))
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size

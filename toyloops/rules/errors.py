@@ -31,10 +31,8 @@ def check_finite(loss: torch.Tensor, step: int, epoch: int) -> float:
     """The loss as a number; :class:`NonFiniteLossError` for a NaN/Inf one, before it reaches the weights."""
     value = loss.item()  # one host sync a step, and a single op (a tensor check would be several)
     if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"loss is {value} at step {step} (epoch {epoch}); training stopped before that step's "
-            "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val)."
-        )
+        raise NonFiniteLossError(f"loss is {value} at step {step} (epoch {epoch}); training stopped before that step's "
+                                 "update. Lower the learning rate or clip gradients (trainer.gradient_clip_val).")
     return value
 
 

@@ -1,9 +1,6 @@
 """Nets, optimizers and schedulers as plain data (``class_path`` + ``init_args``), and the one rule for reading
-them back: a checkpoint is data, so nothing it names is imported or called unless it is allowed here.
-
-Allowed are toyloops' nets, the nets a project registers with :func:`allow_net` (the one place a project trusts
-its own code), and torch's optimizers and schedulers. Checkpoints are read with ``torch.load(..., weights_only=True)``:
-a pickle that names code is refused.
+them back: a checkpoint is data (``weights_only=True``), so nothing it names is imported or called unless allowed
+here: toyloops' nets, those a project registers with :func:`allow_net`, torch's optimizers and schedulers.
 """
 
 from __future__ import annotations

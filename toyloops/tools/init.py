@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import keyword
-import os
 import re
 import shlex
 import sys
@@ -48,11 +47,7 @@ def check_name(root: Path) -> None:
         raise ConfigError(f"project name {name!r} makes the package {package!r}, which Python cannot import: "
                           + ("it is a keyword" if package.isidentifier() else "it starts with a digit")
                           + "; choose another name")
-    parent = next(p for p in root.resolve().parents if p.exists())
-    longest = os.pathconf(parent, "PC_NAME_MAX") - len("..yaml.tmp")  # its config, as written: .<package>.yaml.tmp
-    if len(name.encode()) > longest:
-        raise ConfigError(f"project name of {len(name)} characters is too long for this filesystem: at most "
-                          f"{longest}, so that its config's file name fits")
+    runs.check_name_length("project name", name, root.resolve().parent, suffix=".yaml")  # its config: <package>.yaml
 
 
 def init(directory: str) -> Path:
@@ -65,7 +60,7 @@ def init(directory: str) -> Path:
     if importlib.util.find_spec(package) is not None:  # its own package would hide that one, or be hidden
         raise ConfigError(f"project name {name!r} makes the package {package!r}, which would clash with the "
                           f"installed module of that name: choose another name")
-    runs.check_writable(root)
+    runs.check_writable(root, "project folder")
     version = __version__ if __version__[0].isdigit() and "+" not in __version__ else "0.1"
     for source, target in FILES.items():
         text = (TEMPLATE / source).read_text().replace("{name}", name).replace("{package}", package) \

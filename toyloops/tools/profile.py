@@ -1,11 +1,8 @@
 """toyloops profile --config C [--engine lightning|loop|both] [--batch-sizes 1,8,64,512]
 
-Where a training step's time and memory go, in both engines (more in docs/performance.md): the step split into
-:data:`BUCKETS`, each timed through a public mechanism (forward hooks on the net, autograd hooks, torch's optimizer
-step hooks, and a Lightning ``Profiler`` both engines report to), next to the step without timers; samples/s,
-speed-up and scaling efficiency per batch size; one step's memory by part and its measured peak, per batch size.
-Writes ``profile.md`` (the tables, also printed), ``profile.png`` (a stacked bar per engine) and a TensorBoard
-event file with the same image into ``logs/<config>/profile_version_N/``. Timers and hooks only read clocks.
+Where a training step's time and memory go, in both engines (docs/performance.md): the step in :data:`BUCKETS`,
+each timed through a public mechanism (hooks on the net, autograd and optimizer steps, a Lightning ``Profiler``),
+samples/s per batch size, one step's memory; into ``logs/<config>/profile_version_N/``. Timers only read clocks.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """python -m toyloops.tools.scratch   (trains both NumPy models on blobs and checks their gradients)
 
-The bottom rung: logistic regression and a 2-layer ReLU MLP in NumPy, with forward and backward
-passes written by hand, mini-batch SGD, and a central finite-difference gradient checker. In
-float64 on the same batches it matches the PyTorch hand loop to ~1e-12 (``tests/test_scratch.py``).
-Weights are stored as the seeds store them, ``W`` of shape (in, out); ``nn.Linear`` keeps the
-transpose.
+The bottom rung: logistic regression and a 2-layer ReLU MLP in NumPy, forward and backward written by hand,
+mini-batch SGD and a finite-difference gradient check; it matches the hand loop in float64 (tests/test_scratch.py).
+``W`` is (in, out), the transpose of what ``nn.Linear`` keeps.
 """
 
 from __future__ import annotations
@@ -136,10 +134,8 @@ def minibatches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Ge
 
 
 def numerical_gradient(f: Callable[[], float], param: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences (f(p + eps) - f(p - eps)) / 2 eps for every entry of ``param``.
-
-    ``f`` is re-evaluated after each in-place nudge, so it can close over the array.
-    """
+    """Central differences (f(p + eps) - f(p - eps)) / 2 eps for every entry of ``param``; ``f`` is re-evaluated
+    after each in-place nudge, so it can close over the array."""
     grad = np.zeros_like(param)
     for i in np.ndindex(param.shape):
         original = param[i]
