@@ -27,8 +27,8 @@ from toyloops import __version__
 from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
 from toyloops.rules.errors import ConfigError
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "diff", "profile", "scratch", "configs", "export", "init",
-            "sweep", "seeds")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "diff", "profile", "scratch", "configs", "export",
+            "init", "sweep", "seeds")
 
 
 def list_configs() -> None:

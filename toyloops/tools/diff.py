@@ -190,7 +190,7 @@ def parse(argv: list[str]) -> dict[str, Any] | None:
             try:
                 options[name] = (int if name == "max_steps" else float)(value)
             except ValueError:
-                raise ConfigError(f"--{name}={value!r}: expected a {'whole ' * (name == 'max_steps')}number")
+                raise ConfigError(f"--{name}={value!r}: expected a {'whole ' * (name == 'max_steps')}number") from None
         elif name == "name":
             options["name"] = runs.check_folder_name(value)
         elif name in ("engine", "a.engine", "b.engine"):
