@@ -151,12 +151,19 @@ def rng_tensors() -> list[tuple[str, Tensor]]:
 def record_run(args: list[str], engine: str, max_steps: int,
                check: Callable[[int, Step], bool] | None = None) -> list[Step]:
     """Train ``args`` (a ``toyloops loop fit`` command line, without ``fit``) on ``engine`` for up to
-    ``max_steps`` steps and return each step's record. Both engines get the objects the same parser
-    builds from the same seed, and write nothing: no logger, no checkpoints."""
+    ``max_steps`` steps and return each step's record."""
+    recorder = Recorder(max_steps, check)
+    train(args, engine, recorder)
+    return recorder.steps
+
+
+def train(args: list[str], engine: str, callback: Callback) -> None:
+    """``args`` trained on ``engine`` with ``callback``, writing nothing (no logger, no checkpoints), until
+    the callback raises :class:`RecordingDone` or the run ends. Both engines get the objects the same
+    parser builds from the same seed."""
     cfg, objects = build(args)
     options = trainer_options(cfg)
-    recorder = Recorder(max_steps, check)
-    settings = {**options, "callbacks": [*options["callbacks"], recorder], "logger": False,
+    settings = {**options, "callbacks": [*options["callbacks"], callback], "logger": False,
                 "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     for name in ("lightning.pytorch", "lightning.fabric"):  # no banners between the report's lines
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -166,4 +173,3 @@ def record_run(args: list[str], engine: str, max_steps: int,
             trainer.fit(objects.model, datamodule=objects.data)
     except RecordingDone:
         pass
-    return recorder.steps
