@@ -4,8 +4,10 @@ What ``toyloops diff`` costs, as a multiple of a plain run of the same steps: fo
 engine, the wall time of one plain training of ``--steps`` steps (built by the same parser, no
 logger, no checkpoints, as a diff trains), of one recorded side (every stage of every step copied),
 and of a whole diff of the config against itself (two recorded sides and the comparison; nothing
-parts, so both sides run every step). Rounds interleave the variants, so machine noise hits each
-alike; prints the medians and the ratios to the plain run side by side.
+parts, so both sides run every step). Each figure includes building the run (data, model), as a
+command pays it. Rounds interleave the variants, so machine noise hits each alike; prints the median
+CPU time of this process (one torch thread: less disturbed than wall time on a shared machine) and
+the median wall time, each with its ratio to the plain run, side by side.
 """
 
 from __future__ import annotations
@@ -44,20 +46,22 @@ def main() -> None:
     variants = {"plain run": lambda args, engine: train(args, engine, StopAt(opts.steps)),
                 "one recorded side": lambda args, engine: record_run(args, engine, opts.steps),
                 "diff (two sides)": lambda args, engine: diff(args, engines=(engine, engine), max_steps=opts.steps)}
-    times: dict[tuple[str, str, str], list[float]] = {}
+    times: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for _ in range(opts.rounds):
         for name, args in CONFIGS.items():
             for engine in ("hand", "lightning"):
                 for variant, run in variants.items():
-                    started = time.perf_counter()
+                    cpu, wall = time.process_time(), time.perf_counter()
                     run(args, engine)
-                    times.setdefault((name, engine, variant), []).append(time.perf_counter() - started)
-    print(f"{opts.steps} steps, median of {opts.rounds} rounds, one torch thread; wall s (x plain run)\n")
+                    times.setdefault((name, engine, variant), []).append(
+                        (time.process_time() - cpu, time.perf_counter() - wall))
+    print(f"{opts.steps} steps, median of {opts.rounds} rounds, one torch thread; CPU s, wall s (x plain run)\n")
     print(f"| config | engine | {' | '.join(variants)} |\n|---|---|" + "---:|" * len(variants))
     for name in CONFIGS:
         for engine in ("hand", "lightning"):
-            plain = statistics.median(times[name, engine, "plain run"])
-            cells = [f"{(t := statistics.median(times[name, engine, v])):.2f} s ({t / plain:.1f}x)" for v in variants]
+            plain = [statistics.median(t[i] for t in times[name, engine, "plain run"]) for i in (0, 1)]
+            cells = [" / ".join(f"{(m := statistics.median(t[i] for t in times[name, engine, v])):.2f} s "
+                                f"({m / plain[i]:.1f}x)" for i in (0, 1)) for v in variants]
             print(f"| {name} | {engine} | {' | '.join(cells)} |")
 
 

@@ -74,3 +74,14 @@ class UserNetEdited(UserNet):
     def __init__(self, in_features: int = 2, num_classes: int = 2, hidden: int = 16) -> None:
         super().__init__(in_features, num_classes, hidden)
         self.act = nn.Softsign()
+
+
+class SharedLayerNet(UserNet):
+    """Calls one layer twice in a forward pass (weights shared across depth)."""
+
+    def __init__(self, in_features: int = 2, num_classes: int = 2, hidden: int = 16) -> None:
+        super().__init__(in_features, num_classes, hidden)
+        self.shared = nn.Linear(hidden, hidden)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.shared(self.act(self.shared(self.act(self.encoder(x))))))

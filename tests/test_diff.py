@@ -5,9 +5,11 @@ before it is undone, an edited net, a data module with a shuffle seed of its own
 tests/diff_modules.py, given by import path as a user gives theirs."""
 
 import json
+import re
+import shlex
 
 import pytest
-from conftest import CONFIGS
+from conftest import CONFIGS, ROOT
 from test_loop import CASES
 
 from toyloops.__main__ import main
@@ -87,6 +89,13 @@ def test_an_edit_to_a_users_net_names_the_edited_submodule():
     assert first(result) == (0, "forward", "net.act")  # net.encoder, before it, agrees
 
 
+def test_a_module_called_twice_in_a_step_is_recorded_twice_by_name():
+    steps = record_run([*BLOBS, "--model.net", "diff_modules.SharedLayerNet"], "hand", max_steps=1)
+    forward = [name for stage, name in steps[0] if stage == "forward"]
+    # in the order the calls end: the net itself after its layers
+    assert forward == ["net.encoder", "net.act", "net.shared", "net.act#2", "net.shared#2", "net.head", "net"]
+
+
 def test_keep_going_records_every_step_and_the_divergence_grows():
     result = diff(BLOBS, [*BLOBS, "--model.scheduler_interval", "step"], max_steps=8, keep_going=True)
     assert result.steps == (8, 8) and {d.step for d in result.differences} == set(range(1, 8))
@@ -147,3 +156,27 @@ def test_a_side_without_a_config_is_named(in_tmp):
     with pytest.raises(SystemExit) as stop:
         main(["diff", "--a.config", "blobs_mlp"])
     assert "side B has no config" in str(stop.value.code)
+
+
+# docs/diff.md: each ```bash line with the ```text block after it, its output (tests/test_docs.py leaves these to here)
+DOCUMENTED = re.findall(r"```bash\n(toyloops diff [^\n]+)\n```\n\n```text\n(.*?)```",
+                        (ROOT / "docs/diff.md").read_text(), flags=re.DOTALL)
+
+
+def masked(text):
+    """The output with its fractional numbers as ``#``: steps, stages, names and the layout stay."""
+    return re.sub(r"-?\d+\.\d+(e-?\d+)?", "#", text).strip()
+
+
+@pytest.mark.parametrize(("command", "shown"), DOCUMENTED, ids=[command for command, _ in DOCUMENTED])
+def test_each_diff_on_the_docs_page_prints_what_the_page_shows(command, shown, tmp_path, monkeypatch, capsys):
+    assert len(DOCUMENTED) == 3
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # laid out as a clone, as tests/test_docs.py runs lines
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(shlex.split(command)[1:])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    assert code == (PARTED if "first divergence" in shown else 0)
+    assert masked(capsys.readouterr().out) == masked(shown)

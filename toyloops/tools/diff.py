@@ -225,8 +225,8 @@ def report(result: DiffResult, folder: Path | None = None) -> str:
     """One screen: the two sides, the first divergence, a table of the divergent tensors."""
     tolerance = "bit-identical" if result.atol == result.rtol == 0 else f"atol {result.atol:g}, rtol {result.rtol:g}"
     lines = [label(result, "a"), label(result, "b"),
-             f"compared {len(result.per_step)} steps ({tolerance}), in the order a step computes them: "
-             + " > ".join(STAGES)]
+             f"compared {len(result.per_step)} steps ({tolerance}), in the order a step computes them:",
+             "  " + " > ".join(STAGES)]
     first = result.first
     if first is None:
         lines.append(f"no divergence: every tensor of {len(result.per_step)} steps "
@@ -267,8 +267,9 @@ def plot(result: DiffResult) -> bytes | None:
         if series:
             xs, ys = zip(*series, strict=True)
             axes.plot(xs, [min(max(y, floor), 1e12) for y in ys], marker="o", markersize=3, label=stage)
-    if result.first is not None:
-        axes.axvline(result.first.step, color="grey", linestyle=":", label=f"first: {result.first.name}")
+    if (first := result.first) is not None:
+        axes.axvline(first.step, color="grey", linestyle=":",
+                     label=f"first: step {first.step}, {first.stage} {first.name}")
     axes.set(yscale="log", xlabel="step", ylabel="max |A - B|  (0 drawn at 1e-12)",
              title="where the two runs part, stage by stage")
     axes.legend(fontsize=7, loc="upper left")

@@ -5,7 +5,7 @@ in the same order), and :func:`record_run`, which trains one side of a diff with
 A step's record holds, by stage, in the order the step computes them (:data:`STAGES`):
 
     batch         on_train_batch_start: the sample indices (a BatchIterator's) and each batch tensor
-    forward       forward hooks: each submodule's output, by qualified name, in the order they ran
+    forward       forward hooks: each submodule's output, by qualified name, in the order the calls end
     loss          on_before_backward: the loss backward starts from
     grad          on_after_backward: each parameter's gradient as backward left it (scaled under fp16)
     grad_to_step  on_before_optimizer_step: unscaled, not yet clipped (as Lightning defines the hook)
@@ -70,6 +70,7 @@ class Recorder(Callback):
         self.max_steps, self.check = max_steps, check
         self.steps: list[Step] = []
         self.current: Step | None = None  # the step being recorded; None outside a training step
+        self.calls: dict[str, int] = {}  # forward calls of each module in this step
         self.handles: list[Any] = []
         self.optimizer: Any = None
 
@@ -87,8 +88,8 @@ class Recorder(Callback):
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             if self.current is None:  # validation, or past max_steps
                 return
-            calls = sum(1 for stage, key in self.current if stage == "forward" and key.split("#")[0] == name)
-            for key, tensor in tensors(output, name if not calls else f"{name}#{calls + 1}"):
+            calls = self.calls[name] = self.calls.get(name, 0) + 1  # a module called twice: name, name#2
+            for key, tensor in tensors(output, name if calls == 1 else f"{name}#{calls}"):
                 self.current["forward", key] = copy(tensor)
         return hook
 
@@ -98,7 +99,7 @@ class Recorder(Callback):
                 self.current[stage, name] = copy(tensor)
 
     def on_train_batch_start(self, trainer: Any, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        self.current = {}
+        self.current, self.calls = {}, {}
         loader = trainer.train_dataloader
         if callable(getattr(loader, "indices", None)):  # a BatchIterator: which samples this batch holds
             self.add("batch", [("indices", loader.indices(loader.epoch).split(loader.batch_size)[batch_idx])])
