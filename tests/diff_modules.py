@@ -21,6 +21,15 @@ class ExtraDraw(Classifier):
         return super().model_step(batch, stage)
 
 
+class DrawAfter(Classifier):
+    """Draws one random number after its training step: no tensor of the step changes, the stream does."""
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = super().training_step(batch, batch_idx)
+        torch.rand(1)
+        return loss
+
+
 class ShuffleSeed(PointsDataModule):
     """Points whose training order is drawn from a seed of its own (the data and the split from ``seed``)."""
 

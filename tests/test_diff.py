@@ -13,7 +13,7 @@ from conftest import CONFIGS, ROOT
 from test_loop import CASES
 
 from toyloops.__main__ import main
-from toyloops.tools.diff import PARTED, diff
+from toyloops.tools.diff import PARTED, diff, parse
 from toyloops.tools.diff_record import STAGES, record_run
 
 BLOBS = ["--config", str(CONFIGS / "blobs_mlp.yaml")]
@@ -44,6 +44,12 @@ def test_one_extra_random_draw_before_the_forward_pass_parts_at_the_first_dropou
     result = diff(BLOBS, [*BLOBS, "--model", "diff_modules.ExtraDraw"], max_steps=5)
     assert first(result) == (0, "forward", "net.layers.2")
     assert result.first.b == 0.0 and result.first.a != 0.0  # dropped in B's mask, kept in A's
+
+
+def test_one_extra_random_draw_after_the_step_parts_at_the_torch_stream_and_nowhere_else():
+    result = diff(BLOBS, [*BLOBS, "--model", "diff_modules.DrawAfter"], max_steps=3)
+    assert first(result) == (0, "rng", "torch")
+    assert [(d.stage, d.name) for d in result.differences] == [("rng", "torch")]  # numpy and python untouched
 
 
 def test_another_shuffle_seed_parts_at_the_batch_indices_of_step_0():
@@ -94,6 +100,22 @@ def test_a_module_called_twice_in_a_step_is_recorded_twice_by_name():
     forward = [name for stage, name in steps[0] if stage == "forward"]
     # in the order the calls end: the net itself after its layers
     assert forward == ["net.encoder", "net.act", "net.shared", "net.act#2", "net.shared#2", "net.head", "net"]
+
+
+def test_a_side_that_runs_out_of_steps_first_parts_at_its_last_step():
+    result = diff(BLOBS, [*BLOBS, "--trainer.limit_train_batches=2", "--trainer.max_epochs=1"], max_steps=4)
+    assert first(result) == (2, "steps", "steps run") and result.steps == (4, 2)
+    assert result.first.note == "A ran 4 steps, B 2"
+
+
+def test_shared_settings_go_to_both_sides_and_a_sides_config_replaces_the_shared_one():
+    options = parse(["--config", "A.yaml", "--trainer.max_epochs", "3", "--b.config=B.yaml", "--b.config", "P.yaml",
+                     "--b.trainer.precision", "bf16-mixed", "--engine", "hand", "--a.engine", "lightning",
+                     "--continue", "--atol=0.5"])
+    assert options["a"] == ["--config", "A.yaml", "--trainer.max_epochs", "3"]
+    assert options["b"] == ["--config", "B.yaml", "--config", "P.yaml", "--trainer.max_epochs", "3",
+                            "--trainer.precision", "bf16-mixed"]
+    assert options["engines"] == ("lightning", "hand") and options["keep_going"] and options["atol"] == 0.5
 
 
 def test_keep_going_records_every_step_and_the_divergence_grows():
@@ -150,6 +172,18 @@ def test_a_mistake_is_one_line_and_exit_1_before_anything_trains(args, message, 
         main(["diff", "--config", "blobs_mlp", *args])
     assert stop.value.code == f"error: {message}" or message in str(stop.value.code)
     assert not (in_tmp / "logs").exists()
+
+
+def test_a_mistake_on_side_b_is_one_line_and_leaves_no_folder(in_tmp, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["diff", "--config", "blobs_mlp", "--b.trainer.precision", "16"])
+    assert stop.value.code.startswith("error: trainer.precision='16'")
+    assert not (in_tmp / "logs/diff/blobs_mlp").exists()
+
+
+def test_help_prints_the_options(capsys):
+    main(["diff", "--help"])
+    assert "--a.KEY V, --b.KEY V" in capsys.readouterr().out
 
 
 def test_a_side_without_a_config_is_named(in_tmp):

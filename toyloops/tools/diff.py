@@ -38,6 +38,7 @@ from torch import Tensor
 from toyloops.engine import runs
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR
+from toyloops.engine.loop_cli import build
 from toyloops.rules.errors import ConfigError
 from toyloops.tools.diff_record import ENGINES, STAGES, Step, record_run
 
@@ -141,6 +142,8 @@ def diff(a: Sequence[str], b: Sequence[str] | None = None, *, engines: tuple[str
         if not value >= 0:
             raise ConfigError(f"{name}={value}: expected a number >= 0")
     a, b = list(a), list(a if b is None else b)
+    if b != a:
+        build(b)  # B's mistakes said now, not after A has trained; its run builds it again, from the seed
     recorded_a = record_run(a, engines[0], max_steps)
     result = DiffResult({"engine": engines[0], "args": a}, {"engine": engines[1], "args": b}, atol, rtol, (0, 0))
 
