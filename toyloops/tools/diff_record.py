@@ -80,6 +80,9 @@ class Recorder(Callback):
                 self.handles.append(module.register_forward_hook(self.forward_hook(name)))
 
     def teardown(self, trainer: Any, pl_module: L.LightningModule, stage: str) -> None:
+        self.remove_hooks()
+
+    def remove_hooks(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles = []
@@ -154,7 +157,10 @@ def record_run(args: list[str], engine: str, max_steps: int,
     """Train ``args`` (a ``toyloops loop fit`` command line, without ``fit``) on ``engine`` for up to
     ``max_steps`` steps and return each step's record."""
     recorder = Recorder(max_steps, check)
-    train(args, engine, recorder)
+    try:
+        train(args, engine, recorder)
+    finally:  # Lightning skips the callbacks' teardown when a run ends in an exception, RecordingDone included
+        recorder.remove_hooks()
     return recorder.steps
 
 
