@@ -95,6 +95,13 @@ def test_an_edit_to_a_users_net_names_the_edited_submodule():
     assert first(result) == (0, "forward", "net.act")  # net.encoder, before it, agrees
 
 
+def test_a_layer_of_another_width_parts_at_its_output_shape():
+    net = [*BLOBS, "--model.net", "diff_modules.UserNet"]
+    result = diff(net, [*net, "--model.net.hidden", "17"], max_steps=2)
+    assert first(result) == (0, "forward", "net.encoder")
+    assert result.first.note == "shape (64, 16) vs (64, 17)" and result.first.a is None
+
+
 def test_a_module_called_twice_in_a_step_is_recorded_twice_by_name():
     steps = record_run([*BLOBS, "--model.net", "diff_modules.SharedLayerNet"], "hand", max_steps=1)
     forward = [name for stage, name in steps[0] if stage == "forward"]
