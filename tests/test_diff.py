@@ -163,8 +163,10 @@ def test_the_command_prints_writes_its_folder_and_exits_3_when_the_runs_part(in_
 
 
 def test_the_command_exits_0_when_the_engines_agree(in_tmp, capsys):
-    main(["diff", "--config", "blobs_mlp", "--a.engine", "lightning", "--b.engine", "hand", "--max_steps", "2"])
+    main(["diff", "--config", "blobs_mlp", "--a.engine", "lightning", "--b.engine", "hand", "--max_steps", "2",
+          "--name", "engines"])
     assert "no divergence: every tensor of 2 steps is bit-identical" in capsys.readouterr().out
+    assert json.loads((in_tmp / "logs/diff/engines/diff_0/diff.json").read_text())["first"] is None
 
 
 @pytest.mark.parametrize(("args", "message"), [
