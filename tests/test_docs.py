@@ -187,7 +187,9 @@ def documented_commands() -> list[tuple[str, str]]:
 COMMANDS = documented_commands()
 DDP_LINE = next(line for _, line in COMMANDS if "presets/ddp_cpu" in line)  # tests/test_reliability.py runs it
 TOUR_LINE = "toyloops tour"  # conftest.py's executed_tour runs it, once for the session's tour tests
-ELSEWHERE = (DDP_LINE, TOUR_LINE)
+# Lines another test runs: the DDP line, the tour line, and docs/diff.md's (tests/test_diff.py holds their output to
+# the page's).
+ELSEWHERE = {DDP_LINE, TOUR_LINE, *(line for where, line in COMMANDS if where == "docs/diff.md")}
 
 
 def test_the_tour_command_is_documented_as_the_suite_runs_it():

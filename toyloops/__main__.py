@@ -5,6 +5,7 @@ The command of an installed toyloops:
     toyloops fit|validate|test|predict ...   the LightningCLI (what train.py runs)
     toyloops loop fit|validate|test ...      the hand-written loop
     toyloops compare --config C ...          both engines, one table
+    toyloops diff --config C --b.KEY V ...   where two trainings part: first step, stage and tensor
     toyloops profile --config C [--engine both] [--batch-sizes 1,8,64,512]   where a step's time and memory go
     toyloops scratch                         the NumPy rung and its gradient check
     toyloops configs                         the shipped configs and their documented accuracy
@@ -27,8 +28,8 @@ from toyloops import __version__
 from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
 from toyloops.rules.errors import ConfigError
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
-            "sweep", "seeds", "tour")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "diff", "profile", "scratch", "configs", "export",
+            "init", "sweep", "seeds", "tour")
 
 
 def list_configs() -> None:
@@ -69,7 +70,7 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
-    elif command in ("compare", "profile", "init", "export", "sweep", "seeds", "tour"):  # toyloops.tools.<command>.main
+    elif command in ("compare", "diff", "profile", "init", "export", "sweep", "seeds", "tour"):  # tools.<command>.main
         extra = {"sweep": "sweep", "seeds": "sweep", "tour": "tour"}.get(command)
         try:
             tool = importlib.import_module(f"toyloops.tools.{command}")

@@ -99,6 +99,7 @@ class HandTrainer:
     early_stopping_callback = property(lambda self: next((c for c in self.callbacks if isinstance(c, EarlyStopping)),
                                                          None))
     log_dir = property(lambda self: getattr(self.logger, "log_dir", None) or self.default_root_dir)
+    train_dataloader = property(lambda self: getattr(self, "train_batches", None))  # what fit trains on
 
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,
             datamodule: L.LightningDataModule | None = None, ckpt_path: str | Path | None = None) -> None:
