@@ -12,6 +12,7 @@ The command of an installed toyloops:
     toyloops init DIR                        a new project of your own, built on toyloops
     toyloops sweep --config C --space S      an Optuna search (--trials N --workers K --storage URL)
     toyloops seeds --config C --n 10 [--vs D] [--kfold K]   one config over seeds or folds: mean, CI, paired test
+    toyloops doctor --config C [--engine lightning|hand]    the training recipe's checks: pass / warn / fail
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -27,7 +28,7 @@ from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, w
 from toyloops.rules.errors import ConfigError
 
 COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "profile", "scratch", "configs", "export", "init",
-            "sweep", "seeds")
+            "sweep", "seeds", "doctor")
 
 
 def list_configs() -> None:
@@ -68,7 +69,7 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
-    elif command in ("compare", "profile", "init", "export", "sweep", "seeds"):  # toyloops.tools.<command>.main
+    elif command in ("compare", "profile", "init", "export", "sweep", "seeds", "doctor"):  # toyloops.tools.<command>.main
         try:
             tool = importlib.import_module(f"toyloops.tools.{command}")
         except ImportError as err:
