@@ -69,7 +69,7 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
-    elif command in ("compare", "profile", "init", "export", "sweep", "seeds", "doctor"):  # toyloops.tools.<command>.main
+    elif command in ("compare", "profile", "init", "export", "sweep", "seeds", "doctor"):  # tools.<command>.main
         try:
             tool = importlib.import_module(f"toyloops.tools.{command}")
         except ImportError as err:

@@ -140,6 +140,13 @@ class Doctor:
             epoch += 1
         return batches
 
+    def raw_splits(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """The inputs of train, val and test as drawn, before the data module's ``transform`` (a ToyDataModule)."""
+        if not isinstance(self.data, ToyDataModule):
+            return None
+        x, _ = self.data.generate(self.data.n_samples, self.data.seed)
+        return tuple(x[index] for index in self.data.split)
+
     def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         if isinstance(self.data, ToyDataModule):
             return {name: split for name, split in self.data.splits.items() if len(split[1])}
@@ -166,7 +173,8 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     num_classes = int(getattr(doctor.data, "num_classes", 0) or int(y_train.max()) + 1) if classify else 0
     if classify:
         checks.append(dc.class_balance(splits, num_classes))
-    checks += [dc.disjoint_splits(splits), dc.train_only_statistics(splits)]
+    checks += [dc.disjoint_splits(splits), dc.train_only_statistics(copy.deepcopy(doctor.data).transform,
+                                                                    doctor.raw_splits())]
     if classify:
         checks.append(dc.batches_mix_classes(doctor.data.train_dataloader(), num_classes))
 
@@ -209,8 +217,8 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     flags, passes = [], []
     for _ in range(2):
         seen: dict[str, bool] = {}
-        hooks = [m.register_forward_pre_hook(lambda module, _, name=name: seen.update({name: module.training}))
-                 for name, m in model.named_modules() if isinstance(m, STATE_LAYERS)]
+        hooks = [m.register_forward_pre_hook(lambda module, _, name=name, seen=seen: seen.update(
+            {name: module.training})) for name, m in model.named_modules() if isinstance(m, STATE_LAYERS)]
         passes.append(doctor.validate(model))
         for hook in hooks:
             hook.remove()
@@ -303,7 +311,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         write_atomic(folder.path / "doctor.md", markdown.encode())
         write_atomic(folder.path / "doctor.json", json.dumps(
             {"config": [str(c) for c in args.config], "engine": args.engine,
-             "checks": [c._asdict() for c in checks]}, indent=1).encode())
+             "checks": [{"name": c.name, "status": c.status, "number": c.number, "detail": c.detail}
+                        for c in checks]}, indent=1).encode())
     except BaseException:
         folder.release(failed=True)
         raise

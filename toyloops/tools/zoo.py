@@ -77,11 +77,13 @@ class LossKeptAlive(Classifier):
 class ClipBeforeUnscale(Classifier):
     """Bug: gradients clipped while still multiplied by the loss scale, then unscaled: the clip binds at
     1/65536 of its threshold and training crawls. 16-mixed's GradScaler runs on a CUDA GPU only here, so
-    this module scales the loss by 2^16 itself, in fp32, and clips to norm 1 (the config's
-    ``gradient_clip_val`` is 0). Caught by doctor's ``update size`` and ``overfit one batch``."""
+    this module scales the gradients by 2^16 itself, in fp32, as backward of the scaled loss would, and
+    clips to norm 1 (the config's ``gradient_clip_val`` is 0). Caught by doctor's ``step gradient``."""
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return super().training_step(batch, batch_idx) * LOSS_SCALE
+    def on_after_backward(self) -> None:
+        for p in self.parameters():  # what backward of the loss times the scale gives, as under a GradScaler
+            if p.grad is not None:
+                p.grad *= LOSS_SCALE
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         nn.utils.clip_grad_norm_(self.parameters(), CLIP_VAL)  # the bug: before the division below
