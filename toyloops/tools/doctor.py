@@ -258,12 +258,12 @@ def line_plot(title: str, series: dict[str, tuple[list[float], list[float]]], lo
         if math.isfinite(marked) and marked > 0:
             px = to_px(marked, y0)[0]
             draw.line((px, top, px, height - bottom), fill=colour)
-            draw.text((px + 3, top + 3 + 14 * list(marks).index(name)), name, fill=colour)
+            draw.text((px + 3, top + 20 + 14 * list(marks).index(name)), name, fill=colour)
     for i, ((name, (xs, values)), colour) in enumerate(zip(series.items(), colours, strict=False)):
         line = [to_px(x, y) for x, y in zip(xs, values, strict=True) if math.isfinite(y)]
         if len(line) > 1:
             draw.line(line, fill=colour, width=2)
-        draw.text((width - right - 170, top + 6 + 14 * i), name, fill=colour)
+        draw.text((left + 6, top + 6 + 14 * i), name, fill=colour)
     return image
 
 
