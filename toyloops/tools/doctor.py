@@ -185,8 +185,8 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     expected = (math.log(num_classes), f"ln {num_classes}, uniform over the classes") if classify else (
         y_train.float().pow(2).mean().item(), "the targets' mean square (what predicting 0 scores)")
     checks += [dc.initial_loss(recorder.losses[0], *expected), dc.gradients_reach_parameters(recorder),
-               dc.live_activations(recorder), dc.step_gradient(recorder, 1e-2 if "bf16" in str(
-                   doctor.options.get("precision")) else 1e-4), dc.graph_freed(recorder)]
+               dc.live_activations(recorder), dc.step_gradient(recorder, 1e-4 if "32" in str(
+                   doctor.options.get("precision") or "32") else 1e-2), dc.graph_freed(recorder)]
     zeroed = doctor.fresh()
     doctor.train(zeroed, [(torch.zeros_like(x), y) for x, y in batches], dc.Recorder())
     val_batches = list(doctor.data.val_dataloader())

@@ -79,6 +79,8 @@ class Recorder(Callback):
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         self.batch, self.batch_idx, self.rng = batch, batch_idx, torch.get_rng_state()
+        self.device = pl_module.device
+        self.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         self.before = torch.cat([p.detach().flatten().clone() for p in pl_module.parameters()])
         if not self.losses:
             self.hooks = [module.register_forward_hook(self.activation_hook(name))
@@ -106,10 +108,13 @@ class Recorder(Callback):
     def batch_gradient(self, trainer: Any, pl_module: Any, named: list[tuple[str, Tensor]]) -> list[Tensor]:
         """The gradient of this step's batch alone, at the same weights and the same random draws (dropout),
         clipped as the trainer clips: what the optimizer should be handed."""
-        bf16 = "bf16" in str(getattr(trainer, "precision", ""))
-        with torch.random.fork_rng(devices=[]), torch.enable_grad(), (
-                torch.autocast("cpu", torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)):
+        precision, device = str(getattr(trainer, "precision", "")), self.device
+        dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if precision.startswith("16") else None
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.enable_grad(), \
+                torch.autocast(device.type, dtype, enabled=dtype is not None):
             torch.set_rng_state(self.rng)
+            if self.cuda_rng is not None:
+                torch.cuda.set_rng_state(self.cuda_rng, device)
             loss = loss_of(pl_module.training_step(self.batch, self.batch_idx))
             fresh = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         fresh = [torch.zeros_like(p) if g is None else g.detach() for (_, p), g in zip(named, fresh, strict=True)]
@@ -126,6 +131,8 @@ class Recorder(Callback):
         gradient stays in ``.grad`` until the next step zeroes it)."""
         handed = [p.grad if p.grad is not None else torch.zeros_like(p) for p in pl_module.parameters()
                   if p.requires_grad]
+        if not all(h.isfinite().all() for h in handed):
+            return 0.0  # a step a GradScaler skipped (fp16 overflow): nothing was applied
         scale = max((g.abs().max().item() for g in self.fresh), default=0.0) or 1.0
         return max(((h - f).abs().max().item() for h, f in zip(handed, self.fresh, strict=True)), default=0.0) / scale
 
