@@ -72,3 +72,14 @@ def test_the_bug_docs_doctor_md_shows_is_found_as_shown(in_tmp, capsys):
     out = capsys.readouterr().out
     shown = re.findall(r"^((?:PASS|WARN|FAIL) .*)$", page, flags=re.MULTILINE)
     assert shown and all(line in out for line in shown), out
+
+
+def test_a_users_own_module_and_data(in_tmp):
+    """A config naming a LightningModule and a LightningDataModule of the user's own (tests/doctor_own_project.py):
+    every check runs; train-only statistics cannot (its raw splits are unknown) and says so with a warning."""
+    (in_tmp / "xor.yaml").write_text("trainer:\n  max_epochs: 15\nmodel:\n  class_path: doctor_own_project.XorModule\n"
+                                     "data:\n  class_path: doctor_own_project.XorData\n")
+    checks = run(["--config", "xor.yaml", "--engine", "hand"])["checks"]
+    assert {name for name, c in checks.items() if c.status != "pass"} == {"train-only statistics"}
+    assert checks["train-only statistics"].status == "warn"
+    assert float(checks["baselines"].number.split()[-1]) > 0.9  # XOR learnt: val/acc

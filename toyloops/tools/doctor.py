@@ -173,8 +173,8 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     num_classes = int(getattr(doctor.data, "num_classes", 0) or int(y_train.max()) + 1) if classify else 0
     if classify:
         checks.append(dc.class_balance(splits, num_classes))
-    checks += [dc.disjoint_splits(splits), dc.train_only_statistics(copy.deepcopy(doctor.data).transform,
-                                                                    doctor.raw_splits())]
+    raw = doctor.raw_splits()
+    checks += [dc.disjoint_splits(splits), dc.train_only_statistics(raw and copy.deepcopy(doctor.data).transform, raw)]
     if classify:
         checks.append(dc.batches_mix_classes(doctor.data.train_dataloader(), num_classes))
 
