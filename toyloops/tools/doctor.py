@@ -107,18 +107,21 @@ class Doctor:
         torch.manual_seed(self.seed)
         return copy.deepcopy(self.pristine)
 
-    def trainer(self, callbacks: list, **settings: Any) -> Any:
+    def trainer(self, callbacks: list, full_run: bool = False, **settings: Any) -> Any:
+        """A trainer with the config's precision and clipping, quiet, writing nothing; ``full_run``: with the
+        config's batch limits and validation interval too (the short trainings choose their own batches)."""
         keep = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accelerator", "log_every_n_steps",
-                "limit_train_batches", "limit_val_batches", "check_val_every_n_epoch")
+                *(("limit_train_batches", "limit_val_batches", "check_val_every_n_epoch") if full_run else ()))
         options = {key: self.options[key] for key in keep if self.options.get(key) is not None}
         options.update({"max_epochs": 1, "devices": 1, "logger": False, "enable_checkpointing": False,
                         "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
                         "callbacks": callbacks, **settings})
         return (L.Trainer if self.args.engine == "lightning" else HandTrainer)(**options)
 
-    def train(self, model: L.LightningModule, batches: list, recorder: dc.Recorder) -> dc.Recorder:
-        """``fit`` on these batches, one epoch, no validation; a loss that turns NaN ends it (hand trainer)."""
-        with quiet(), contextlib.suppress(NonFiniteLossError):  # the lr range test runs into it on purpose
+    def train(self, model: L.LightningModule, batches: list, recorder: dc.Recorder, sweep: bool = False) -> dc.Recorder:
+        """``fit`` on these batches, one epoch, no validation. ``sweep``: the lr range test, which drives the loss
+        to NaN on purpose: the hand trainer's stop there ends the sweep (Lightning goes on, with NaN losses)."""
+        with quiet(), contextlib.suppress(*((NonFiniteLossError,) if sweep else ())):
             self.trainer([recorder], limit_val_batches=0).fit(model, train_dataloaders=Batches(batches))
         return recorder
 
@@ -204,7 +207,7 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     configured = recorder.lrs[0]
     low, high = LR_SWEEP
     lrs = [low * (high / low) ** (i / (args.lr_steps - 1)) for i in range(args.lr_steps)]
-    sweep = doctor.train(doctor.fresh(), doctor.train_batches(args.lr_steps), dc.Recorder(lrs))
+    sweep = doctor.train(doctor.fresh(), doctor.train_batches(args.lr_steps), dc.Recorder(lrs), sweep=True)
     check, span = dc.lr_range(sweep.lrs, sweep.losses, configured)
     checks.append(check)
     curves["lr range"] = {"lrs": sweep.lrs, "losses": sweep.losses, "configured": configured, **span}
@@ -212,7 +215,7 @@ def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
     model, full = doctor.fresh(), dc.Recorder()
     epochs = args.max_epochs or doctor.options.get("max_epochs") or 1
     with quiet():
-        doctor.trainer([full], max_epochs=epochs).fit(model, datamodule=doctor.data)
+        doctor.trainer([full], full_run=True, max_epochs=epochs).fit(model, datamodule=doctor.data)
     checks += [dc.update_size(full.update_ratios), dc.lr_schedule(full.lrs)]
     flags, passes = [], []
     for _ in range(2):
