@@ -25,6 +25,8 @@ CAUGHT = {
     "loss_kept_alive": ("graph freed", r"^[1-9]\d{2,} nodes held"),
     "sorted_unshuffled": ("batches mix classes", r"^1[0-9]/15 one-class batches"),
     "batch_mixing": ("batch independence", r"max leak 0\.0\d+"),
+    "dead_relu": ("live activations", r"^2 dead layers"),
+    "overconfident_init": ("loss at init", r"^4\.\d+ vs 1\.0986"),
 }
 HOOK_BUGS = ("no_zero_grad", "validate_in_train_mode", "loss_kept_alive", "clip_before_unscale")  # module hooks
 
@@ -35,7 +37,7 @@ def doctor(bug: str, engine: str) -> dict:
 
 def test_every_zoo_preset_has_its_check_and_page():
     presets = sorted(path.stem for path in (CONFIGS / "zoo").glob("*.yaml"))
-    assert presets == sorted(CAUGHT) and len(presets) >= 12
+    assert presets == sorted(CAUGHT) and len(presets) >= 14
     for bug, (check, _) in CAUGHT.items():
         page = (ROOT / "docs" / "zoo" / f"{bug}.md").read_text()
         assert f"`{check}`" in page, f"docs/zoo/{bug}.md does not name the check that catches it"

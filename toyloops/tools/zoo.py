@@ -8,6 +8,7 @@ in the hooks both engines call (Lightning's Trainer and the hand trainer), so ea
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,8 +18,9 @@ from toyloops.core.classifier import Classifier
 from toyloops.core.datamodules import PointsDataModule
 from toyloops.core.nets import MLP
 
-__all__ = ["BatchMixingMLP", "ClipBeforeUnscale", "LeakyValData", "LossKeptAlive", "NoZeroGrad", "ShuffledLabelsData",
-           "SoftmaxMLP", "SortedUnshuffledData", "StatsFromAllSplitsData", "ValidateInTrainMode"]
+__all__ = ["BatchMixingMLP", "ClipBeforeUnscale", "DeadReluMLP", "LeakyValData", "LossKeptAlive", "NoZeroGrad",
+           "OverconfidentMLP", "ShuffledLabelsData", "SoftmaxMLP", "SortedUnshuffledData", "StatsFromAllSplitsData",
+           "ValidateInTrainMode"]
 
 LOSS_SCALE = 2.0**16  # what a GradScaler starts at
 CLIP_VAL = 1.0  # ClipBeforeUnscale clips to this norm (blobs_mlp's gradient_clip_val)
@@ -102,6 +104,31 @@ class BatchMixingMLP(MLP):
         h = h.t().reshape(h.shape)  # (H, B) read as (B, H): features of different samples mixed
         out = rest(h)
         return out.squeeze(-1) if out.shape[-1] == 1 else out
+
+
+class DeadReluMLP(MLP):
+    """Bug: the first layer's biases start at -10 (a bad init, or a bias filled by mistake), so every ReLU of
+    the first hidden layer outputs 0 for every input and no gradient reaches that layer. Caught by doctor's
+    ``live activations`` and ``gradients``."""
+
+    def __init__(self, in_features: int = 2, num_classes: int = 2, hidden_sizes: Sequence[int] = (16,),
+                 activation: str = "relu", dropout: float = 0.0, binary_logits: int = 2) -> None:
+        """Args: :class:`~toyloops.core.nets.MLP`'s."""
+        super().__init__(in_features, num_classes, hidden_sizes, activation, dropout, binary_logits)
+        with torch.no_grad():
+            self.layers[0].bias.fill_(-10.0)  # the bug: biases at 0 (nn.Linear's init), or small
+
+
+class OverconfidentMLP(MLP):
+    """Bug: the output layer's weights 100 times too large at init, so the first predictions are confidently
+    wrong and the loss starts far above ln C (the "hockey stick"). Caught by doctor's ``loss at init``."""
+
+    def __init__(self, in_features: int = 2, num_classes: int = 2, hidden_sizes: Sequence[int] = (16,),
+                 activation: str = "relu", dropout: float = 0.0, binary_logits: int = 2) -> None:
+        """Args: :class:`~toyloops.core.nets.MLP`'s."""
+        super().__init__(in_features, num_classes, hidden_sizes, activation, dropout, binary_logits)
+        with torch.no_grad():
+            self.layers[-1].weight.mul_(100.0)  # the bug: keep the default init (or shrink the last layer's)
 
 
 class ShuffledLabelsData(PointsDataModule):
