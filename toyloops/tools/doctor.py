@@ -168,71 +168,86 @@ def val_loss(metrics: dict[str, float]) -> float:
 
 
 def examine(doctor: Doctor) -> tuple[list[dc.Check], dict[str, Any]]:
-    """Every check, in the order a step computes what it reads; and the curves the plots draw."""
-    args, checks, curves = doctor.args, [], {}
+    """Every check, in the order a step computes what it reads: the data, the net, a step, short trainings,
+    the config's own run; and the curves the plots draw."""
     splits = doctor.splits()
-    x_train, y_train = splits["train"]
-    classify = not y_train.is_floating_point()
-    num_classes = int(getattr(doctor.data, "num_classes", 0) or int(y_train.max()) + 1) if classify else 0
-    if classify:
-        checks.append(dc.class_balance(splits, num_classes))
-    raw = doctor.raw_splits()
-    checks += [dc.disjoint_splits(splits), dc.train_only_statistics(raw and copy.deepcopy(doctor.data).transform, raw)]
-    if classify:
-        checks.append(dc.batches_mix_classes(doctor.data.train_dataloader(), num_classes))
-
-    batches = doctor.train_batches(args.steps)
+    y_train = splits["train"][1]
+    classes = int(getattr(doctor.data, "num_classes", 0) or int(y_train.max()) + 1) if not y_train.is_floating_point() \
+        else 0
+    batches = doctor.train_batches(doctor.args.steps)
+    checks, curves = data_checks(doctor, splits, classes), {}
     checks.append(dc.batch_independence(doctor.fresh(), batches[0][0]))
+    checks += short_trainings(doctor, batches, splits, classes, curves)
+    checks += full_run(doctor, splits, classes, curves)
+    return checks, curves
+
+
+def data_checks(doctor: Doctor, splits: dict[str, tuple[Tensor, Tensor]], classes: int) -> list[dc.Check]:
+    raw = doctor.raw_splits()
+    statistics = dc.train_only_statistics(raw and copy.deepcopy(doctor.data).transform, raw)
+    if not classes:  # a regression: no classes to balance or mix
+        return [dc.disjoint_splits(splits), statistics]
+    return [dc.class_balance(splits, classes), dc.disjoint_splits(splits), statistics,
+            dc.batches_mix_classes(doctor.data.train_dataloader(), classes)]
+
+
+def short_trainings(doctor: Doctor, batches: list, splits: dict[str, tuple[Tensor, Tensor]], classes: int,
+                    curves: dict[str, Any]) -> list[dc.Check]:
+    """The first steps (loss, gradients, activations, graph), real against zeroed inputs, one batch overfit,
+    the lr range test: each on a fresh copy of the config's model, through the engine."""
+    args, y_train = doctor.args, splits["train"][1]
     real = doctor.fresh()
-    recorder = doctor.train(real, batches, dc.Recorder())
-    expected = (math.log(num_classes), f"ln {num_classes}, uniform over the classes") if classify else (
+    first = doctor.train(real, batches, dc.Recorder())
+    expected = (math.log(classes), f"ln {classes}, uniform over the classes") if classes else (
         y_train.float().pow(2).mean().item(), "the targets' mean square (what predicting 0 scores)")
-    checks += [dc.initial_loss(recorder.losses[0], *expected), dc.gradients_reach_parameters(recorder),
-               dc.live_activations(recorder), dc.step_gradient(recorder, 1e-4 if "32" in str(
-                   doctor.options.get("precision") or "32") else 1e-2), dc.graph_freed(recorder)]
+    tolerance = 1e-4 if "32" in str(doctor.options.get("precision") or "32") else 1e-2
+    checks = [dc.initial_loss(first.losses[0], *expected), dc.gradients_reach_parameters(first),
+              dc.live_activations(first), dc.step_gradient(first, tolerance), dc.graph_freed(first)]
+
     zeroed = doctor.fresh()
     doctor.train(zeroed, [(torch.zeros_like(x), y) for x, y in batches], dc.Recorder())
     val_batches = list(doctor.data.val_dataloader())
     real_loss = val_loss(doctor.validate(real, val_batches))
     zeroed_loss = val_loss(doctor.validate(zeroed, [(torch.zeros_like(x), y) for x, y in val_batches]))
     checks.append(dc.beats_zeroed_input(real_loss, zeroed_loss))
-    curves["short runs"] = {"real inputs": recorder.losses}
 
     one = doctor.fresh()
     overfit = doctor.train(one, [batches[0]] * args.overfit_steps, dc.Recorder())
-    last = val_loss(doctor.validate(one, [batches[0]]))
-    checks.append(dc.overfits_one_batch(overfit.losses[0], last, args.overfit_steps))
-    curves["overfit one batch"] = {"loss": overfit.losses}
+    checks.append(dc.overfits_one_batch(overfit.losses[0], val_loss(doctor.validate(one, [batches[0]])),
+                                        args.overfit_steps))
+    curves["overfit one batch"] = overfit.losses
 
-    configured = recorder.lrs[0]
     low, high = LR_SWEEP
     lrs = [low * (high / low) ** (i / (args.lr_steps - 1)) for i in range(args.lr_steps)]
     sweep = doctor.train(doctor.fresh(), doctor.train_batches(args.lr_steps), dc.Recorder(lrs), sweep=True)
-    check, span = dc.lr_range(sweep.lrs, sweep.losses, configured)
-    checks.append(check)
-    curves["lr range"] = {"lrs": sweep.lrs, "losses": sweep.losses, "configured": configured, **span}
+    check, span = dc.lr_range(sweep.lrs, sweep.losses, first.lrs[0])
+    curves["lr range"] = {"lrs": sweep.lrs, "losses": sweep.losses, "configured": first.lrs[0], **span}
+    return [*checks, check]
 
-    model, full = doctor.fresh(), dc.Recorder()
-    epochs = args.max_epochs or doctor.options.get("max_epochs") or 1
+
+def full_run(doctor: Doctor, splits: dict[str, tuple[Tensor, Tensor]], classes: int,
+             curves: dict[str, Any]) -> list[dc.Check]:
+    """The config's run (its epochs, or --max_epochs), then two validations of its weights, with pre-hooks on
+    the layers that compute differently in train mode."""
+    model, recorder = doctor.fresh(), dc.Recorder()
     with quiet():
-        doctor.trainer([full], full_run=True, max_epochs=epochs).fit(model, datamodule=doctor.data)
-    checks += [dc.update_size(full.update_ratios), dc.lr_schedule(full.lrs)]
-    flags, passes = [], []
+        doctor.trainer([recorder], full_run=True, max_epochs=doctor.args.max_epochs or doctor.options.get(
+            "max_epochs") or 1).fit(model, datamodule=doctor.data)
+    curves["full run"] = recorder.losses
+    passes, in_train = [], {}
     for _ in range(2):
-        seen: dict[str, bool] = {}
-        hooks = [m.register_forward_pre_hook(lambda module, _, name=name, seen=seen: seen.update(
-            {name: module.training})) for name, m in model.named_modules() if isinstance(m, STATE_LAYERS)]
+        hooks = [m.register_forward_pre_hook(lambda module, _, name=name: in_train.update({name: module.training}))
+                 for name, m in model.named_modules() if isinstance(m, STATE_LAYERS)]
         passes.append(doctor.validate(model))
         for hook in hooks:
             hook.remove()
-        flags = list(seen.values())
-    checks.append(dc.eval_mode(flags, [val_loss(p) for p in passes]))
-    metric = "val/acc" if classify else "val/loss"
+    metric = "val/acc" if classes else "val/loss"
+    y_val = splits["val"][1]
     rates = dict(getattr(doctor.data, "baselines", None) or {}) or (
-        {"majority": splits["val"][1].bincount().max().item() / len(splits["val"][1])} if classify else {})
-    checks.append(dc.baselines(passes[0].get(metric, math.nan), rates, metric))
-    curves["full run"] = {"loss": full.losses, "lr": full.lrs}
-    return checks, curves
+        {"majority": y_val.bincount().max().item() / len(y_val)} if classes else {})
+    return [dc.update_size(recorder.update_ratios), dc.lr_schedule(recorder.lrs),
+            dc.eval_mode(list(in_train.values()), [val_loss(p) for p in passes]),
+            dc.baselines(passes[0].get(metric, math.nan), rates, metric)]
 
 
 def line_plot(title: str, series: dict[str, tuple[list[float], list[float]]], log_x: bool = False,
@@ -278,8 +293,8 @@ def plots(curves: dict[str, Any]) -> dict[str, Image.Image]:
                                   marks={"configured lr": sweep["configured"], "falls fastest": sweep["fastest_low"],
                                          "blows up": sweep["diverges"]}),
         "curves.png": line_plot("training loss by step: one batch overfit, the config's run", {
-            "overfit one batch": (list(range(len(o := curves["overfit one batch"]["loss"]))), o),
-            "full run": (list(range(len(full["loss"]))), full["loss"])}),
+            "overfit one batch": (list(range(len(curves["overfit one batch"]))), curves["overfit one batch"]),
+            "full run": (list(range(len(full))), full)}),
     }
 
 

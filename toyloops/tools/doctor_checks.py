@@ -318,6 +318,8 @@ def eval_mode(flags: list[bool], losses: list[float]) -> Check:
 def baselines(score: float, rates: dict[str, float], metric: str) -> Check:
     """The run's final val score against its data's stated baselines."""
     shown = ", ".join(f"{k} {v:.4f}" for k, v in rates.items())
+    if not math.isfinite(score):
+        return Check("baselines", WARN, f"no {metric}", f"the run logs no {metric} to read against: {shown}")
     if metric == "val/acc":
         floor, bayes = rates.get("majority", rates.get("chance", 0.0)), rates.get("bayes")
         status = FAIL if score <= floor + 0.02 else WARN if bayes is not None and score < bayes - 0.05 else PASS
