@@ -8,8 +8,10 @@ import re
 import shlex
 
 import pytest
+import torch
 from conftest import ROOT, RUN_CONFIGS
 
+from toyloops.tools import doctor_checks as dc
 from toyloops.tools.doctor import main, run
 
 SLOW = {"majority_transformer", "parity_transformer"}  # a Transformer: 5-20 s each
@@ -83,3 +85,47 @@ def test_a_users_own_module_and_data(in_tmp):
     assert {name for name, c in checks.items() if c.status != "pass"} == {"train-only statistics"}
     assert checks["train-only statistics"].status == "warn"
     assert float(checks["baselines"].number.split()[-1]) > 0.9  # XOR learnt: val/acc
+
+
+def test_the_lr_schedule_check_counts_troughs():
+    """Cosine annealing over 10 epochs of 15 steps: stepped per epoch it falls once; per step it restarts."""
+    def lrs(per_step: bool) -> list[float]:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
+        seen = []
+        for step in range(150):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if per_step or step % 15 == 14:
+                scheduler.step()
+        return seen
+
+    assert dc.lr_schedule(lrs(per_step=False))[1:3] == ("pass", "0 troughs")
+    assert dc.lr_schedule(lrs(per_step=True))[1:3] == ("fail", "7 troughs")
+
+
+def test_the_lr_range_check_reads_where_the_loss_falls_and_blows_up():
+    lrs = [1e-4 * 10 ** (i / 10) for i in range(50)]  # 1e-4 .. ~8
+    losses = [1.0 if lr < 1e-2 else 0.1 if lr < 1.0 else 100.0 for lr in lrs]  # falls at 1e-2, blows up at 1
+    check, span = dc.lr_range(lrs, losses, configured=2.0)
+    assert check.status == "fail" and 1.0 <= span["diverges"] < 1.3
+    assert 1e-3 < span["fastest_low"] < 1e-2 < span["fastest_high"]
+    assert dc.lr_range(lrs, losses, configured=0.01)[0].status == "pass"
+
+
+def test_graph_nodes_counts_what_a_module_keeps_alive():
+    module = torch.nn.Linear(2, 1)
+    module.total = 0.0
+    for _ in range(3):
+        module.total = module.total + module(torch.ones(1, 2)).sum()
+    assert dc.graph_nodes(module) > 3
+    module.total = module.total.detach()
+    assert dc.graph_nodes(module) == 0
+
+
+def test_train_only_statistics_sees_a_transform_that_reads_other_splits():
+    train, val, test = torch.randn(50, 2), torch.randn(20, 2), torch.randn(20, 2)
+    own = lambda tr, va, te: tuple((t - tr.mean(0)) / tr.std(0) for t in (tr, va, te))  # noqa: E731
+    pooled = lambda tr, va, te: tuple((t - torch.cat([tr, va, te]).mean(0)) for t in (tr, va, te))  # noqa: E731
+    assert dc.train_only_statistics(own, (train, val, test)).status == "pass"
+    assert dc.train_only_statistics(pooled, (train, val, test)).status == "fail"
