@@ -10,6 +10,7 @@ import shlex
 import pytest
 import torch
 from conftest import ROOT, RUN_CONFIGS
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from toyloops.tools import doctor_checks as dc
 from toyloops.tools.doctor import main, run
@@ -42,8 +43,11 @@ def test_the_report_its_files_and_the_exit_code(in_tmp, capsys):
     out = capsys.readouterr().out
     assert "FAIL  splits disjoint" in out and "written to logs/blobs_mlp/doctor_version_1" in out
     folder = in_tmp / "logs/blobs_mlp/doctor_version_1"
-    assert sorted(p.name for p in folder.iterdir() if p.name != ".lock") == [
-        "curves.png", "doctor.json", "doctor.md", "lr_range.png"]
+    files = sorted(p.name for p in folder.iterdir() if p.name != ".lock")
+    assert files[:3] == ["curves.png", "doctor.json", "doctor.md"]
+    assert files[3].startswith("events.out.tfevents") and files[4:] == ["lr_range.png"]
+    tags = EventAccumulator(str(folder)).Reload().Tags()
+    assert sorted(tags["images"]) == ["doctor/curves", "doctor/lr_range"]
     record = json.loads((folder / "doctor.json").read_text())
     assert {c["name"]: c["status"] for c in record["checks"]}["splits disjoint"] == "fail"
     assert "| splits disjoint | fail | 300 shared samples |" in (folder / "doctor.md").read_text()

@@ -4,8 +4,9 @@ The training recipe's checks on one config (docs/doctor.md): the data (class bal
 train-only statistics, mixed batches), the model (batch independence, loss at init, gradients, live
 activations), and short trainings through the chosen engine (beats zeroed input, overfit one batch,
 step gradient, graph freed, lr range), then the config's own run (update size, lr schedule, eval mode,
-baselines). Each check prints one line, pass / warn / fail with its number; ``doctor.md``, ``doctor.json``
-and the plots go to ``logs/<config>/doctor_version_N/``. Exit code 1 when a check fails (a warning alone: 0).
+baselines). Each check prints one line, pass / warn / fail with its number; ``doctor.md``, ``doctor.json``,
+the plots and a TensorBoard event file with them go to ``logs/<config>/doctor_version_N/``. Exit code 1
+when a check fails (a warning alone: 0). Doctor runs in one process: a DDP preset is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
 
 from toyloops.core.datamodules import ToyDataModule
 from toyloops.engine import runs
@@ -322,11 +325,16 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         checks, curves = examine(doctor)
         text, markdown = report(title, checks)
         print(text, flush=True)
-        for file, image in plots(curves).items():
+        images = plots(curves)
+        for file, image in images.items():
             png = io.BytesIO()
             image.save(png, format="PNG")
             write_atomic(folder.path / file, png.getvalue())
         write_atomic(folder.path / "doctor.md", markdown.encode())
+        with SummaryWriter(str(folder.path)) as writer:  # beside the runs in `tensorboard --logdir logs`
+            for file, image in images.items():
+                writer.add_image(f"doctor/{Path(file).stem}", np.asarray(image), 0, dataformats="HWC")
+            writer.add_text("doctor/report", markdown, 0)
         write_atomic(folder.path / "doctor.json", json.dumps(
             {"config": [str(c) for c in args.config], "engine": args.engine,
              "checks": [{"name": c.name, "status": c.status, "number": c.number, "detail": c.detail}
