@@ -71,7 +71,7 @@ class LossKeptAlive(Classifier):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss_sum", float(self.total))
+        self.log("train/loss_sum", torch.as_tensor(self.total).detach().item())
         self.total = 0.0
         super().on_train_epoch_end()
 
