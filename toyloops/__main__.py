@@ -14,6 +14,7 @@ The command of an installed toyloops:
     toyloops sweep --config C --space S      an Optuna search (--trials N --workers K --storage URL)
     toyloops seeds --config C --n 10 [--vs D] [--kfold K]   one config over seeds or folds: mean, CI, paired test
     toyloops tour [--output tour.ipynb]      the notebook tour (docs/tour.py of a clone), executed
+    toyloops doctor --config C [--engine lightning|hand]    the training recipe's checks: pass / warn / fail
 
 ``--config`` takes a path or the name of a shipped config (``blobs_mlp``, ``presets/debug``).
 """
@@ -28,8 +29,8 @@ from toyloops import __version__
 from toyloops.engine.entry import shipped_configs, stop_quietly_until_started, with_shipped_configs
 from toyloops.rules.errors import ConfigError
 
-COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "diff", "profile", "scratch", "configs", "export",
-            "init", "sweep", "seeds", "tour")
+COMMANDS = ("fit", "validate", "test", "predict", "loop", "compare", "diff", "doctor", "profile", "scratch", "configs",
+            "export", "init", "sweep", "seeds", "tour")
 
 
 def list_configs() -> None:
@@ -70,7 +71,8 @@ def main(args: list[str] | None = None) -> None:
         scratch()
     elif command == "configs":
         list_configs()
-    elif command in ("compare", "diff", "profile", "init", "export", "sweep", "seeds", "tour"):  # tools.<command>.main
+    elif command in ("compare", "diff", "doctor", "profile", "init", "export", "sweep", "seeds", "tour"):
+        # toyloops.tools.<command>.main
         extra = {"sweep": "sweep", "seeds": "sweep", "tour": "tour"}.get(command)
         try:
             tool = importlib.import_module(f"toyloops.tools.{command}")
