@@ -17,6 +17,7 @@ import shlex
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -286,8 +287,9 @@ class Worker:
         def saved(epoch: int) -> None:  # the test hook: a kill once epoch's resume point is on disk
             if kill == f"{trial.number}:{epoch}":
                 os.kill(os.getpid(), signal.SIGKILL)
-            if kill == f"{trial.number}:{epoch}:coordinator":  # the coordinator dies; this worker dies with it
+            if kill == f"{trial.number}:{epoch}:coordinator":  # the coordinator dies; this worker waits to die with it
                 os.kill(os.getppid(), signal.SIGKILL)
+                threading.Event().wait()
 
         def record(epoch: int, values: dict[str, float]) -> None:
             history[str(epoch)] = values
@@ -415,7 +417,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             try:
                 worker.run(study)
             except ToyloopsError as err:  # every trial failing: still write what there is, then say so
-                if opts.worker_index or isinstance(err, NotLogged):
+                if opts.worker_index:
                     raise
                 failure = err
             finally:
