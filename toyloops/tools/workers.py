@@ -18,8 +18,7 @@ from toyloops.rules.errors import ConfigError
 # Set in each worker by its coordinator: the worker watches its stdin, a pipe only the coordinator holds open.
 COORDINATOR_ENV = "TOYLOOPS_SWEEP_COORDINATOR"
 MIB = 2**20
-# A worker's peak over this command's at the check: 473 and 450 MiB (Lightning, hand loop) against 432 MiB
-# (blobs_mlp, measured in docs/experiments.md), so 1.25 with some room.
+# A worker's peak memory over the command's at the check, with room: benchmarks/RESULTS.md measured 1.07-1.10.
 WORKER_GROWTH = 1.25
 
 
