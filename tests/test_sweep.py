@@ -414,9 +414,10 @@ def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):
 
 
 @pytest.mark.integration
-def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path):
+def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path, monkeypatch, capsys):
     """SIGTERM as the first trial's second checkpoint write starts: the trial stops, and the one line
-    names the sweep command that continues the study, not fit's --ckpt_path last."""
+    names the sweep command that continues the study, not fit's --ckpt_path last; that command
+    retries the stopped trial from the resume point its stop saved, in its folder."""
     space = write_space(tmp_path)
     args = ["sweep", "--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--name", "term", *SMALL]
     import toyloops.__main__
@@ -429,3 +430,9 @@ def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path):
     assert "--ckpt_path" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert last.startswith("stopped by SIGTERM") and last.endswith(
         f"to continue the sweep, run the same command again: toyloops {' '.join(args)}"), last
+    monkeypatch.chdir(tmp_path)
+    sweep.run(args[1:])
+    assert "trial 1 retries trial 0 from its last.ckpt" in capsys.readouterr().out
+    trials = check_study(journal_study(tmp_path, "term"), 2, tmp_path / "logs/sweeps/term")
+    assert trials[0].state == TrialState.FAIL and trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params and trials[1].state.is_finished()

@@ -68,6 +68,11 @@ def objectives(names: list[str] | None, directions: list[str] | None, config_goa
     return goals
 
 
+def monitor_args(opts: argparse.Namespace, goal: Objective) -> list[str]:
+    """With ``--objective``, the first objective is each trial's checkpoint monitor: its best checkpoint's score."""
+    return ["--checkpoint.monitor", goal.name, "--checkpoint.mode", goal.mode] if opts.objective else []
+
+
 def goals_record(goals: list[Objective]) -> list[Any]:
     """The objectives as the study records them (one: [name, mode], as sweeps recorded it before there were more)."""
     return list(goals[0]) if len(goals) == 1 else [list(goal) for goal in goals]

@@ -41,6 +41,7 @@ from toyloops.tools.study import (
     Objective,
     bind,
     goals_record,
+    monitor_args,
     objective,
     objectives,
     open_study,
@@ -195,7 +196,9 @@ class Worker:
     def __init__(self, opts: argparse.Namespace, folder: Path, space: dict[str, BaseDistribution],
                  base_args: list[str], goals: list[Objective]) -> None:
         self.opts, self.folder, self.space, self.base_args, self.goals = opts, folder, space, base_args, goals
-        self.goal = goals[0]
+        self.goal, self.current = goals[0], None  # the trial this worker runs
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry,
+                                                                      inherit_intermediate_values=True)
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._lock = self._turn = None
         if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
@@ -231,20 +234,27 @@ class Worker:
                     last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
                     raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
                 if finished + running < self.opts.trials:
-                    study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
+                    try:
+                        study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
+                    except Stopped:  # its run saved a resume point: queued again, the next command resumes it
+                        self.requeue(study)
+                        raise
                     continue
             finally:
                 self.take_turn(False)
             # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
             time.sleep(min(1.0, self.opts.heartbeat))
 
+    def requeue(self, study: optuna.Study) -> None:
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current), None)
+        if frozen is not None and frozen.state == TrialState.FAIL:
+            self.retry(study, frozen)
+
     def reap(self, study: optuna.Study) -> None:
         """Mark the trials of dead workers failed, and queue them again (Optuna's retry callback)."""
         if self.opts.storage:
             optuna.storages.fail_stale_trials(study)  # the heartbeat's rule
             return
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.opts.max_retry,
-                                                                 inherit_intermediate_values=True)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get("worker")  # None: its worker died before naming itself (see take_turn)
             if owner is None or (owner != self.name and not self.alive(owner)):
@@ -255,19 +265,13 @@ class Worker:
                 who = owner or "(it died before naming itself)"
                 print(f"sweep: trial {trial.number} lost its worker {who}: marked failed, queued again",
                       file=sys.stderr, flush=True)
-                retry(study, frozen)
+                self.retry(study, frozen)
 
     def alive(self, owner: str) -> bool:
         path = self.folder / "workers" / f"{owner}.lock"
         if not path.exists():
             return owner.rsplit("-", 1)[0] != socket.gethostname()  # another machine's: cannot tell, assume so
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        return workers.held(path)
 
     def objective(self, trial: optuna.Trial) -> float | list[float]:
         kill, seen = os.environ.get(KILL_ENV), []
@@ -275,6 +279,7 @@ class Worker:
             os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
         self.take_turn(False)
+        self.current = trial.number
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
         run_root, resume, seen = self.home(trial)
         args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root), *resume]
@@ -371,11 +376,6 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return opts, extra
 
 
-def monitor_args(opts: argparse.Namespace, goal: Objective) -> list[str]:
-    """With ``--objective``, the first objective is each trial's checkpoint monitor: its best checkpoint's score."""
-    return ["--checkpoint.monitor", goal.name, "--checkpoint.mode", goal.mode] if opts.objective else []
-
-
 def run(args: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if args is None else args)
     opts, extra = parse(args)
@@ -438,7 +438,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             raise failure
         return out
     except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
-        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
+        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed and "
+                      "queued again, to resume from its resume point); "
                       f"to continue the sweep, run the same command again: {command}") from None
 
 

@@ -4,6 +4,7 @@ fit in free memory, starting them, and each one's tie to the coordinator's life:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import signal
@@ -80,6 +81,17 @@ def check_workers(workers: int) -> None:
                           f"available, {free[1]}, / {each / MIB:.0f} MiB a worker: this command's peak memory with "
                           f"the config built, x {WORKER_GROWTH} for what training adds); use --workers {bound} or "
                           "fewer")
+
+
+def held(lock: Path) -> bool:
+    """Whether a live process holds this lock file (a worker's, for life: the OS frees it when the worker dies)."""
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def start(args: list[str], workers: int) -> list[subprocess.Popen]:
