@@ -1,12 +1,13 @@
-"""toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
+"""toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--objective val/loss --direction minimize]
 
-An Optuna search (TPE, median pruner) over any config keys by the config's objective (``checkpoint.monitor``
-and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal file ``logs/sweeps/<name>/study.journal``
-or an RDB ``--storage``) records its objective, config and space; the same command continues it. A dead worker's
-trial is failed and queued again by Optuna's ``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its
-free lock file (journal). The end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
+An Optuna search (TPE, random, grid or CMA-ES; median pruner) over any config keys by the config's objective
+(``checkpoint.monitor`` and ``checkpoint.mode``) or ``--objective``s (two or more: a Pareto front); each trial a
+TensorBoard run. The study (a journal file ``logs/sweeps/<name>/study.journal`` or an RDB ``--storage``) records its
+objectives, config and space; the same command continues it. A dead worker's trial is failed and queued again by
+Optuna's ``RetryHeartbeatStaleTrialCallback`` (on the heartbeat (RDB) or its free lock file (journal)), and the retry
+resumes from that trial's last.ckpt in its folder. The end: results.csv, best.yaml (or the Pareto front) and Optuna's
+plots (docs/experiments.md).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -274,7 +275,7 @@ class Worker:
         return workers.held(path)
 
     def objective(self, trial: optuna.Trial) -> float | list[float]:
-        kill, seen = os.environ.get(KILL_ENV), []
+        kill = os.environ.get(KILL_ENV)
         if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
             os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
