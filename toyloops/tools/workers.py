@@ -28,13 +28,16 @@ def check_one_process(trainer: Any) -> None:
     them by running the command line again): a trainer section that would is refused here, before any run."""
     from lightning.pytorch.accelerators import CUDAAccelerator
 
-    strategy = getattr(trainer.strategy, "class_path", trainer.strategy)
-    devices, accelerator = trainer.devices, str(trainer.accelerator)
-    if str(devices) in ("auto", "-1") or devices == -1:  # every device of the accelerator: more than one GPU?
-        gpus = accelerator in ("auto", "gpu", "cuda") and CUDAAccelerator.is_available()
-        devices = CUDAAccelerator.auto_device_count() if gpus else 1
-    count = len(devices) if isinstance(devices, list) else len(str(devices).strip(",").split(",")) if "," in str(
-        devices) else int(devices)
+    strategy, devices = getattr(trainer.strategy, "class_path", trainer.strategy), str(trainer.devices).strip()
+    if devices in ("auto", "-1"):  # every device of the accelerator: more than one GPU?
+        gpus = str(trainer.accelerator) in ("auto", "gpu", "cuda") and CUDAAccelerator.is_available()
+        count = CUDAAccelerator.auto_device_count() if gpus else 1
+    elif isinstance(trainer.devices, list):  # device indices
+        count = len(trainer.devices)
+    elif "," in devices:
+        count = len([index for index in devices.split(",") if index.strip()])
+    else:  # a number; anything else is Lightning's to refuse
+        count = int(devices) if devices.isdigit() else 1
     single = str(strategy).lower() in ("auto", "single_device") or str(strategy).endswith("SingleDeviceStrategy")
     if count > 1 or trainer.num_nodes > 1 or not single:
         raise ConfigError(f"trainer.strategy={strategy}, trainer.devices={trainer.devices}, trainer.num_nodes="
