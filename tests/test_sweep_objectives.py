@@ -152,5 +152,5 @@ def test_more_workers_than_free_memory_holds_are_refused_in_one_line(in_tmp):
     bound, available, each = (int(line.split(before)[1].split()[0]) for before in ("at most ", "(", "/ "))
     assert available // each - 1 <= bound <= available // each + 1  # the sum it shows (in whole MiB)
     assert ("MemAvailable in /proc/meminfo" in line or "memory.max" in line) and f"--workers {bound} or fewer" in line
-    assert 100 < each < 4096  # torch and Lightning: some hundred MiB
+    assert each > 100  # torch and Lightning: some hundred MiB (here this test process's, whatever ran in it)
     assert not (in_tmp / "logs/sweeps/m").exists()
