@@ -19,6 +19,7 @@ from conftest import run_cli
 from optuna.trial import TrialState
 
 from toyloops.tools import sweep
+from toyloops.tools.space import corners
 
 SMALL = ["--trainer.max_epochs", "2", "--data.init_args.n_samples", "300"]
 SPACE = {"model.optimizer.init_args.lr": {"type": "float", "low": 1.0e-3, "high": 0.1, "log": True},
@@ -50,8 +51,9 @@ def check_study(study: optuna.Study, trials: int, folder: Path) -> list[optuna.t
     finished = [t for t in all_trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == trials, [(t.number, t.state) for t in all_trials]
     assert [t.number for t in all_trials] == list(range(len(all_trials)))
-    for t in finished:
-        configs = list((folder / "trials" / f"{t.number:04d}").glob("logs/*/*version_*/config.yaml"))
+    for t in finished:  # a retry goes on in its first try's folder
+        home = t.system_attrs.get("failed_trial", t.number)
+        configs = list((folder / "trials" / f"{home:04d}").glob("logs/*/*version_*/config.yaml"))
         assert len(configs) == 1, (t.number, configs)
         config = yaml.safe_load(configs[0].read_text())
         lr = config["model"]["init_args"]["optimizer"]["init_args"]["lr"]
@@ -59,7 +61,8 @@ def check_study(study: optuna.Study, trials: int, folder: Path) -> list[optuna.t
         assert config["model"]["init_args"]["net"]["init_args"]["hidden_sizes"] == yaml.safe_load(
             t.params["model.net.init_args.hidden_sizes"])
         events = list(configs[0].parent.glob("events.out.tfevents.*"))
-        assert len(events) == 2, events  # the run's scalars, and its HParams entry beside them
+        # the run's scalars, and its HParams entry beside them (a resumed run adds its own)
+        assert len(events) == 2 or t.number != home, events
     rows = list(csv.DictReader((folder / "results.csv").open()))
     assert [int(r["number"]) for r in rows] == [t.number for t in all_trials]
     assert [r["state"] for r in rows] == [t.state.name for t in all_trials]
@@ -201,12 +204,13 @@ def test_a_bad_space_is_one_line_before_any_trial(in_tmp, space, message):
 
 def test_shipped_spaces_fit_their_configs():
     """Every shipped space parses and each of its corners builds with a config of its family."""
-    family = {"mlp": "blobs_mlp", "logistic": "blobs_logistic", "transformer": "majority_transformer"}
+    family = {"mlp": "blobs_mlp", "logistic": "blobs_logistic", "transformer": "majority_transformer",
+              "linear": "linear_regression"}
     shipped = sorted(p.stem for p in (Path(sweep.__file__).parent / "spaces").glob("*.yaml"))
     assert shipped == sorted(family)
     for name, config in family.items():
         space = sweep.read_space(name)
-        for params in sweep.corners(space):
+        for params in corners(space):
             sweep.check_args("lightning", ["--config", config, *sweep.as_args(params)])
 
 
@@ -404,15 +408,16 @@ def test_a_whole_last_record_without_its_newline_is_kept(in_tmp, capsys):
 def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):
     with pytest.raises(SystemExit) as stop:
         sweep.main(["--config", "blobs_mlp"])
-    line = "error: --space: required (a search space YAML: a path or logistic, mlp, transformer)"
+    line = "error: --space: required (a search space YAML: a path or linear, logistic, mlp, transformer)"
     assert str(stop.value.code) == line
     assert "usage" not in capsys.readouterr().err
 
 
 @pytest.mark.integration
-def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path):
+def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path, monkeypatch, capsys):
     """SIGTERM as the first trial's second checkpoint write starts: the trial stops, and the one line
-    names the sweep command that continues the study, not fit's --ckpt_path last."""
+    names the sweep command that continues the study, not fit's --ckpt_path last; that command
+    retries the stopped trial from the resume point its stop saved, in its folder."""
     space = write_space(tmp_path)
     args = ["sweep", "--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--name", "term", *SMALL]
     import toyloops.__main__
@@ -425,3 +430,9 @@ def test_sigterm_during_a_sweep_says_how_to_continue_it(tmp_path):
     assert "--ckpt_path" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]
     assert last.startswith("stopped by SIGTERM") and last.endswith(
         f"to continue the sweep, run the same command again: toyloops {' '.join(args)}"), last
+    monkeypatch.chdir(tmp_path)
+    sweep.run(args[1:])
+    assert "trial 1 retries trial 0 from its last.ckpt" in capsys.readouterr().out
+    trials = check_study(journal_study(tmp_path, "term"), 2, tmp_path / "logs/sweeps/term")
+    assert trials[0].state == TrialState.FAIL and trials[1].system_attrs["failed_trial"] == 0
+    assert trials[1].params == trials[0].params and trials[1].state.is_finished()

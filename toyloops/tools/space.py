@@ -1,12 +1,13 @@
 """A sweep's search space: a YAML file of config keys, each an Optuna distribution, checked as a
 config file is (size, aliases, UTF-8, numbers) and refused where it would choose where anything is
-written; its corners, which a sweep checks against the config before any trial."""
+written; its corners, checked against the config before any trial."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,27 @@ def corners(space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
     count = max([2] + [len(d.choices) for d in space.values() if isinstance(d, CategoricalDistribution)])
     return [{key: d.choices[i % len(d.choices)] if isinstance(d, CategoricalDistribution)
              else (d.low if i % 2 == 0 else d.high) for key, d in space.items()} for i in range(count)]
+
+
+def check_corners(name: str, space: dict[str, BaseDistribution], config: Any,
+                  build: Callable[[list[str]], Any]) -> None:
+    """``build`` (the sweep's config check) with each corner's ``--key value`` pairs, before any trial: a bad
+    key or value is one line; ``config`` (the parsed config without the space) names what a section takes."""
+    from toyloops.engine import runs
+
+    keys = {key.replace(".init_args", "") for key in runs.flat(config)}
+    for params in corners(space):
+        try:
+            build(as_args(params))
+        except Exception as err:
+            message = runs.user_message(err, [], lambda line: line)
+            if message is None:  # a bug: its traceback
+                raise
+            unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
+            if unknown:  # jsonargparse names an unknown key, but not what its section takes
+                parent = unknown.rpartition(".")[0]
+                known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
+                    ".init_args", "")] or ["no such section"]
+                message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
+            raise ConfigError(f"--space {name}: a trial's config is not valid with {json.dumps(params)}: "
+                              f"{message}") from None

@@ -1,24 +1,24 @@
-"""toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--trainer.max_epochs 5 ...]
+"""toyloops sweep --config blobs_mlp --space mlp --trials 20 --workers 2 [--objective val/loss --direction minimize]
 
-An Optuna search (TPE, median pruner) over any config keys by the config's objective (``checkpoint.monitor``
-and ``checkpoint.mode``); each trial a TensorBoard run. The study (a journal file ``logs/sweeps/<name>/study.journal``
-or an RDB ``--storage``) records its objective, config and space; the same command continues it. A dead worker's
-trial is failed and queued again by Optuna's ``RetryHeartbeatStaleTrialCallback``: on the heartbeat (RDB) or its
-free lock file (journal). The end: results.csv, best.yaml and Optuna's plots (docs/experiments.md).
+An Optuna search (TPE, random, grid or CMA-ES; median pruner) over any config keys by the config's objective
+(``checkpoint.monitor`` and ``checkpoint.mode``) or ``--objective``s (two or more: a Pareto front); each trial a
+TensorBoard run. The study (a journal file ``logs/sweeps/<name>/study.journal`` or an RDB ``--storage``) records its
+objectives, config and space; the same command continues it. A dead worker's trial is failed and queued again by
+Optuna's ``RetryHeartbeatStaleTrialCallback`` (on the heartbeat (RDB) or its free lock file (journal)), and the retry
+resumes from that trial's last.ckpt in its folder. The end: results.csv, best.yaml (or the Pareto front) and Optuna's
+plots (docs/experiments.md).
 """
-
 from __future__ import annotations
 
 import argparse
 import fcntl
 import json
-import math
 import os
 import shlex
 import signal
 import socket
-import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -27,22 +27,34 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import optuna
-import yaml
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
 from toyloops.engine import runs
-from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR, MONITOR
-from toyloops.engine.runs import Interrupted, Stopped, flat, write_table
+from toyloops.engine.runs import Interrupted, Stopped, flat
 from toyloops.rules.errors import ConfigError, ToyloopsError
-from toyloops.tools.space import OWNED_KEYS, WHERE, as_args, corners, read_space, shipped_spaces, suggest
-from toyloops.tools.study import Objective, bind, objective, open_study, plots
+from toyloops.tools import workers
+from toyloops.tools.space import OWNED_KEYS, WHERE, as_args, check_corners, read_space, shipped_spaces, suggest
+from toyloops.tools.study import (
+    PARAMS,
+    SAMPLERS,
+    Objective,
+    bind,
+    goals_record,
+    monitor_args,
+    objective,
+    objectives,
+    open_study,
+    recorded_goals,
+)
+from toyloops.tools.sweep_results import log_pruned_hparams, report
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-# Test hook: "T:E" makes trial number T's worker SIGKILL itself at the end of epoch E ("T:start": as the
-# trial starts), so the kill tests place a real kill without timing (a retry has another number).
+# Test hook: "T:E" makes trial number T's worker SIGKILL itself once epoch E's checkpoints are written ("T:start":
+# as the trial starts; "T:E:coordinator": it SIGKILLs its coordinator then), so the kill tests place a real kill
+# without timing (a retry has another number).
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 # Each trial runs quietly; a user's --key value after them wins.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -82,10 +94,26 @@ class FitResult(NamedTuple):
 
 
 def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
-            epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR) -> FitResult:
+            epoch_end: Callable[[int, float | None], None] | None = None, monitor: str = MONITOR,
+            watch: tuple[str, ...] = (), record: Callable[[int, dict[str, float]], None] | None = None,
+            saved: Callable[[int], None] | None = None) -> FitResult:
     """``fit`` in this process; with ``trial``, ``monitor`` is reported at each epoch end and the trial
-    pruned by the study's pruner. ``epoch_end(epoch, score)`` runs after the report, before a prune."""
+    pruned by the study's pruner. ``epoch_end(epoch, score)`` runs after the report, before a prune;
+    before both, ``record(epoch, values)`` gets the epoch's value of each name in ``watch`` (``params``:
+    the model's parameter count), a name the run does not log being one line. ``saved(epoch)`` runs once
+    that epoch's checkpoints are written (as the next epoch starts, in either engine)."""
     from lightning.pytorch.callbacks import Callback
+
+    def watched(trainer: Any, module: Any) -> dict[str, float]:
+        values = {}
+        for name in watch:
+            metric = trainer.callback_metrics.get(name)
+            value = sum(p.numel() for p in module.parameters()) if name == PARAMS else metric
+            if value is None:
+                raise NotLogged(f"--objective {name}: the run logs no {name} at its epoch ends (it logs: "
+                                f"{', '.join(sorted(trainer.callback_metrics))}, or use {PARAMS})")
+            values[name] = float(value)
+        return values
 
     def at_epoch_end(epoch: int, score: float | None) -> None:  # Optuna's pruning rule, in either engine
         prune = trial is not None and score is not None and (trial.report(score, step=epoch) or trial.should_prune())
@@ -95,8 +123,14 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
     class EpochEnd(Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
+            if saved and trainer.current_epoch > 0:
+                saved(trainer.current_epoch - 1)
+
         def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001 - Lightning's hook
             score = trainer.callback_metrics.get(monitor)
+            if not trainer.sanity_checking and record:
+                record(trainer.current_epoch, watched(trainer, pl_module))
             if not trainer.sanity_checking:
                 at_epoch_end(trainer.current_epoch, None if score is None else score.item())
 
@@ -144,6 +178,7 @@ def check_args(engine: str, args: list[str]) -> Any:
     class CheckOnly(ToyCLI):
         def _prepare_run(self, config) -> None:  # noqa: ANN001 - no run folder: nothing is written
             check_values(config)
+            workers.check_one_process(config.trainer)
             runs.check_precision(config.trainer.precision, config.trainer.accelerator)
 
         def instantiate_classes(self) -> None:
@@ -160,8 +195,11 @@ class Worker:
     """One worker process: runs trials until the study has ``trials`` finished ones."""
 
     def __init__(self, opts: argparse.Namespace, folder: Path, space: dict[str, BaseDistribution],
-                 base_args: list[str], goal: Objective) -> None:
-        self.opts, self.folder, self.space, self.base_args, self.goal = opts, folder, space, base_args, goal
+                 base_args: list[str], goals: list[Objective]) -> None:
+        self.opts, self.folder, self.space, self.base_args, self.goals = opts, folder, space, base_args, goals
+        self.goal, self.current = goals[0], None  # the trial this worker runs
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=opts.max_retry,
+                                                                      inherit_intermediate_values=True)
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self._lock = self._turn = None
         if not opts.storage:  # the journal: a lock file a live worker holds; the OS frees it when it dies
@@ -197,19 +235,27 @@ class Worker:
                     last = next(t.user_attrs["error"] for t in reversed(trials) if "error" in t.user_attrs)
                     raise ToyloopsError(f"{failed} trials failed (the last: {last}); narrow the space")
                 if finished + running < self.opts.trials:
-                    study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
+                    try:
+                        study.optimize(self.objective, n_trials=1, catch=(TrialFailed,))  # gives the turn back
+                    except Stopped:  # its run saved a resume point: queued again, the next command resumes it
+                        self.requeue(study)
+                        raise
                     continue
             finally:
                 self.take_turn(False)
             # The running trials may finish the study; a queued retry (WAITING) runs only if one fails.
             time.sleep(min(1.0, self.opts.heartbeat))
 
+    def requeue(self, study: optuna.Study) -> None:
+        frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == self.current), None)
+        if frozen is not None and frozen.state == TrialState.FAIL:
+            self.retry(study, frozen)
+
     def reap(self, study: optuna.Study) -> None:
         """Mark the trials of dead workers failed, and queue them again (Optuna's retry callback)."""
         if self.opts.storage:
             optuna.storages.fail_stale_trials(study)  # the heartbeat's rule
             return
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=self.opts.max_retry)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             owner = trial.user_attrs.get("worker")  # None: its worker died before naming itself (see take_turn)
             if owner is None or (owner != self.name and not self.alive(owner)):
@@ -220,43 +266,50 @@ class Worker:
                 who = owner or "(it died before naming itself)"
                 print(f"sweep: trial {trial.number} lost its worker {who}: marked failed, queued again",
                       file=sys.stderr, flush=True)
-                retry(study, frozen)
+                self.retry(study, frozen)
 
     def alive(self, owner: str) -> bool:
         path = self.folder / "workers" / f"{owner}.lock"
         if not path.exists():
             return owner.rsplit("-", 1)[0] != socket.gethostname()  # another machine's: cannot tell, assume so
-        with open(path, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return False
+        return workers.held(path)
 
-    def objective(self, trial: optuna.Trial) -> float:
-        kill, seen = os.environ.get(KILL_ENV), []
+    def objective(self, trial: optuna.Trial) -> float | list[float]:
+        kill = os.environ.get(KILL_ENV)
         if kill == f"{trial.number}:start":  # the test hook's other place: before the trial names its worker
             os.kill(os.getpid(), signal.SIGKILL)
         trial.set_user_attr("worker", self.name)
         self.take_turn(False)
+        self.current = trial.number
         params = {key: suggest(trial, key, dist) for key, dist in self.space.items()}
-        run_root = self.folder / "trials" / f"{trial.number:04d}"
-        args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root)]
+        run_root, resume, seen = self.home(trial)
+        args = [*self.base_args, *as_args(params), "--trainer.default_root_dir", str(run_root), *resume]
+        history = dict(trial.user_attrs.get("history", {}))  # a retry's: its first try's epochs
 
         def epoch_end(epoch: int, score: float | None) -> None:
             if score is not None:
                 seen.append(score)
+
+        def saved(epoch: int) -> None:  # the test hook: a kill once epoch's resume point is on disk
             if kill == f"{trial.number}:{epoch}":
                 os.kill(os.getpid(), signal.SIGKILL)
+            if kill == f"{trial.number}:{epoch}:coordinator":  # the coordinator dies; this worker waits to die with it
+                os.kill(os.getppid(), signal.SIGKILL)
+                threading.Event().wait()
+
+        def record(epoch: int, values: dict[str, float]) -> None:
+            history[str(epoch)] = values
+            trial.set_user_attr("history", history)
 
         print(f"sweep: trial {trial.number} {json.dumps(params)}", flush=True)
+        several = len(self.goals) > 1  # Optuna prunes one objective only
         try:
-            result = fit_run(self.opts.engine, args, trial, epoch_end, self.goal.name)
+            result = fit_run(self.opts.engine, args, None if several else trial, epoch_end, self.goal.name,
+                             tuple(g.name for g in self.goals) if several else (), record if several else None, saved)
         except optuna.TrialPruned:
             log_pruned_hparams(run_root, self.opts.engine, seen, self.goal)
             raise
-        except Stopped:
+        except (Stopped, NotLogged):
             raise
         except ToyloopsError as err:  # the trial's own error, as one line; the sweep goes on
             trial.set_user_attr("error", str(err))
@@ -266,64 +319,30 @@ class Worker:
             raise TrialFailed(str(err)) from err
         trial.set_user_attr("config", result.config_text)
         trial.set_user_attr("run_dir", str(result.run_dir))
-        return result.best
+        if not several:
+            return result.best
+        epochs = sorted(history, key=int)  # the others at the epoch of the first's best (its best checkpoint)
+        best = (max if self.goal.mode == "max" else min)(epochs, key=lambda e: history[e][self.goal.name])
+        return [result.best, *(history[best][goal.name] for goal in self.goals[1:])]
+
+    def home(self, trial: optuna.Trial) -> tuple[Path, list[str], list[float]]:
+        """The trial's folder, and what it resumes: a retry of a trial whose worker died goes on in that
+        trial's folder, from its last.ckpt (``--ckpt_path last``), with its reported epochs."""
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        first = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+        run_root = self.folder / "trials" / f"{trial.number if first is None else first:04d}"
+        if first is None or not any(run_root.glob("logs/*/*version_*/checkpoints/last.ckpt")):
+            return run_root, [], []
+        print(f"sweep: trial {trial.number} retries trial {first} from its last.ckpt ({run_root})", flush=True)
+        return run_root, ["--ckpt_path", "last"], [v for _, v in sorted(frozen.intermediate_values.items())]
+
+
+class NotLogged(ConfigError):
+    """An objective the runs do not log: every trial would fail alike, so the sweep ends."""
 
 
 class TrialFailed(Exception):
     """A trial's run failed with a user's error (not a stop: a stop ends the sweep)."""
-
-
-def log_pruned_hparams(run_root: Path, engine: str, scores: list[float], goal: Objective) -> None:
-    """A pruned run ends before its fit_end: register it in the HParams tab here, with its best so far."""
-    from toyloops.engine.dashboard import log_hparams
-
-    for config in run_root.glob("logs/*/*version_*/config.yaml"):
-        log_hparams(config.parent, engine, config.read_text(),
-                    {f"{goal.name}_best": (max if goal.mode == "max" else min)(scores, default=math.nan),
-                     "val/loss_final": math.nan}, max(len(scores) - 1, 0))
-
-
-def best_config(text: str) -> str:
-    """A trial's resolved config, made to run as a new run of its own (not in the trial's folder)."""
-    config = yaml.safe_load(text)
-    trainer = config.get("trainer") or {}
-    for key in ("default_root_dir", *(q[len("--trainer."):] for q in QUIET[::2])):
-        trainer.pop(key, None)  # the sweep's, not the trial's: defaults again
-    logger = trainer.get("logger")
-    if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
-        logger["init_args"].update(save_dir=LOG_DIR, name=None, version=None)
-    config.pop("ckpt_path", None)
-    return yaml.safe_dump(config, sort_keys=False)
-
-
-def report(study: optuna.Study, folder: Path, space: dict[str, BaseDistribution], goal: Objective) -> dict[str, Any]:
-    """results.csv, best.yaml, history.png and importance.png in ``folder``; the printed summary."""
-    trials = study.get_trials(deepcopy=False)
-    write_table(folder / "results.csv", [
-        ["number", "state", goal.name, *space, "epochs_reported", "duration_s", "retry_of", "worker"],
-        *([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}", *(t.params.get(k, "") for k in space),
-           len(t.intermediate_values), f"{t.duration.total_seconds():.2f}" if t.duration else "",
-           t.system_attrs.get("failed_trial", ""), t.user_attrs.get("worker", "")] for t in trials)])
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-    out: dict[str, Any] = {"counts": counts, "folder": folder}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    lines = [f"\n== toyloops sweep {study.study_name} ==",
-             "trials: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)]
-    if complete:
-        best = study.best_trial
-        out.update(best=best.value, best_number=best.number, best_params=best.params)
-        header = (f"# Best trial {best.number} of sweep {study.study_name!r}: best {goal} {best.value:.4f}\n"
-                  f"# params: {json.dumps(best.params)}\n# train it: toyloops fit --config best.yaml\n")
-        write_atomic(folder / "best.yaml", (header + best_config(best.user_attrs["config"])).encode())
-        lines += [f"best: trial {best.number}, {goal} {best.value:.4f}, {json.dumps(best.params)}",
-                  f"best config: {folder / 'best.yaml'}  (toyloops fit --config {folder / 'best.yaml'})"]
-        top = sorted(complete, key=lambda t: t.value, reverse=goal.mode == "max")[:5]
-        lines += ["top trials:"] + [f"  {t.number:4d}  {t.value:.4f}  {json.dumps(t.params)}" for t in top]
-        out["plots"] = plots(study, folder)
-    lines += [f"results: {folder / 'results.csv'}",
-              f"view: tensorboard --logdir {folder / 'trials'}   (HParams tab compares the trials)"]
-    print("\n".join(lines), flush=True)
-    return out
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -337,6 +356,12 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--heartbeat", type=float, default=10.0,
                         help="RDB heartbeat seconds; a trial silent for twice this is failed and retried")
     parser.add_argument("--max_retry", type=int, default=2, help="retries of a trial whose worker died")
+    parser.add_argument("--objective", action="append", help="a logged metric to optimise (default: the config's "
+                        f"checkpoint.monitor), or {PARAMS} (the parameter count); twice or more: the Pareto front")
+    parser.add_argument("--direction", action="append", choices=("minimize", "maximize"),
+                        help="one per --objective, in order (default: the config's checkpoint.mode; params: minimize)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                        help="tpe (default), random, grid (a discrete space) or cmaes (one objective)")
     parser.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)
     opts, extra = parser.parse_command(args, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial")
     for key, what in (("config", "a run config: a path or a shipped name"),
@@ -355,48 +380,41 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def run(args: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if args is None else args)
     opts, extra = parse(args)
+    if opts.worker_index:
+        workers.die_with_coordinator()
     command = "toyloops sweep " + shlex.join(args[:-2] if opts.worker_index else args)
     try:
         space = read_space(opts.space)
         base_args = run_args(opts.config, extra)
         folder = Path(LOG_DIR) / "sweeps" / opts.name
-        goal = record = None
+        goals = record = None
         if opts.worker_index == 0:  # the command: the config, alone and with each corner of the space, before any trial
             runs.check_writable(folder)
             config = check_args(opts.engine, base_args)
-            keys = {key.replace(".init_args", "") for key in flat(config)}
-            for params in corners(space):
-                try:
-                    check_args(opts.engine, [*base_args, *as_args(params)])
-                except Exception as err:
-                    message = runs.user_message(err, [], lambda line: line)
-                    if message is None:  # a bug: its traceback
-                        raise
-                    unknown = next((key for key in space if key.replace(".init_args", "") not in keys), None)
-                    if unknown:  # jsonargparse names an unknown key, but not what its section takes
-                        parent = unknown.rpartition(".")[0]
-                        known = [k.rpartition(".")[2] for k in sorted(keys) if k.rpartition(".")[0] == parent.replace(
-                            ".init_args", "")] or ["no such section"]
-                        message = f"{unknown}: no such key ({parent} takes: {', '.join(known)})"
-                    raise ConfigError(f"--space {opts.space}: a trial's config is not valid with {json.dumps(params)}: "
-                                      f"{message}") from None
-            goal = objective(config)
+            goals = objectives(opts.objective, opts.direction, objective(config))
+            if monitor_args(opts, goals[0]):
+                base_args += monitor_args(opts, goals[0])
+                config = check_args(opts.engine, base_args)
+            check_corners(opts.space, space, config, lambda params:
+                          check_args(opts.engine, [*base_args, *params]))
+            workers.check_workers(opts.workers)
             record = {"config": json.loads(json.dumps({k: v for k, v in flat(config).items() if k != "config"},
                                                       default=str)),
                       "space": {key: optuna.distributions.distribution_to_json(d) for key, d in space.items()},
-                      "objective": [goal.name, goal.mode]}
-        study = open_study(opts, folder, goal)
-        if goal is None:
-            goal = Objective(*study.user_attrs["objective"])
+                      "objective": goals_record(goals)}
+        study = open_study(opts, folder, goals, space)
+        if goals is None:
+            goals = recorded_goals(study.user_attrs["objective"])
+            base_args += monitor_args(opts, goals[0])
         else:
             bind(study, opts.name, record)
         folder.mkdir(parents=True, exist_ok=True)
         if opts.worker_index == 0:
-            print(f"sweep {opts.name}: {opts.trials} trials by {goal}, {opts.workers} worker(s), storage "
-                  f"{opts.storage or folder / 'study.journal'}", flush=True)
+            print(f"sweep {opts.name}: {opts.trials} trials by {', '.join(map(str, goals))} ({opts.sampler}), "
+                  f"{opts.workers} worker(s), storage {opts.storage or folder / 'study.journal'}", flush=True)
         failure = None
         if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
-            worker = Worker(opts, folder, space, base_args, goal)
+            worker = Worker(opts, folder, space, base_args, goals)
             try:
                 worker.run(study)
             except ToyloopsError as err:  # every trial failing: still write what there is, then say so
@@ -408,16 +426,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             if opts.worker_index:
                 return {}
         else:  # the command: K worker processes, then the report
-            children = [subprocess.Popen([sys.executable, "-m", "toyloops", "sweep", *args, "--worker_index", str(i)])
-                        for i in range(1, opts.workers + 1)]
-            try:
-                codes = [child.wait() for child in children]
-            except BaseException:  # stopped (SIGTERM, Ctrl-C): stop the workers too, as a stopped fit does
-                for child in (child for child in children if child.poll() is None):
-                    child.send_signal(signal.SIGTERM)
-                for child in children:
-                    child.wait()
-                raise
+            codes = workers.wait(workers.start(args, opts.workers))
             for index, code in ((i, c) for i, c in enumerate(codes, 1) if c):
                 print(f"sweep: worker {index} ended with exit code {code}; its trial, if any, was queued again",
                       file=sys.stderr, flush=True)
@@ -425,12 +434,13 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             if finished < opts.trials:
                 failure = ToyloopsError(f"the workers ended with {finished} of {opts.trials} trials finished (see "
                                         "their errors above); run the same command again to continue the study")
-        out = report(study, folder, space, goal)
+        out = report(study, folder, space, goals)
         if failure:
             raise failure
         return out
     except (Stopped, Interrupted, KeyboardInterrupt) as err:  # each trial is a fit, but a sweep resumes as a sweep
-        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed); "
+        raise Stopped(getattr(err, "signum", signal.SIGINT), where="during the sweep (its trial is marked failed and "
+                      "queued again, to resume from its resume point); "
                       f"to continue the sweep, run the same command again: {command}") from None
 
 
