@@ -20,6 +20,7 @@ from torch import Tensor
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
+from toyloops.engine.loggers import run_dir
 from toyloops.engine.runs import (
     EVAL_FOLDER,
     Stopped,
@@ -182,8 +183,7 @@ class RunSummary(Callback):
         last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
         best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
                      and c.best_model_score is not None), None)
-        # not trainer.log_dir: it broadcasts; without a logger the CLI puts the run in default_root_dir
-        log_dir = trainer.logger.log_dir if trainer.logger else trainer.default_root_dir
+        log_dir = run_dir(trainer)
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
                         and c.stopping_reason_message is not None), None)  # set when it stopped the run
         truth = getattr(trainer.datamodule, "compare_to_truth", None)  # the data's own word on the trained net
@@ -192,7 +192,8 @@ class RunSummary(Callback):
                       getattr(trainer.datamodule, "baselines", None),
                       (stopper.stopped_epoch, stopper.monitor) if stopper else None,
                       best.monitor if best else "val/acc", truth and truth(pl_module.net),
-                      tensorboard=trainer.logger is not None),
+                      tensorboard=isinstance(trainer.logger, TensorBoardLogger),
+                      logger=type(trainer.logger).__name__ if trainer.logger else "off"),
               flush=True)
 
     @rank_zero_only

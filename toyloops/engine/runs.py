@@ -309,9 +309,11 @@ def _stop_before_training(signum: int, frame: object) -> None:
 
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
-            monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
+            monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True,
+            logger: str = "off") -> str:
     """What a finished ``fit`` prints, in both engines: best score, baselines, where EarlyStopping ended it,
-    the data's ``report``, checkpoints, logs and how to view them (``tensorboard=False``: no events)."""
+    the data's ``report``, checkpoints, logs and how to view them (``tensorboard=False``: no events; ``logger``
+    the one there is)."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
     if baselines:  # accuracies: beside val/acc, or on a line of their own
         rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
@@ -323,7 +325,7 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
     view = f"tensorboard --logdir {shlex.quote(str(logs.parent))}"  # pasteable, spaces and all
     return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}"
-            + (f"\nview: {view}" if tensorboard else "\n(no TensorBoard events: trainer.logger is off)"))
+            + (f"\nview: {view}" if tensorboard else f"\n(no TensorBoard events: trainer.logger is {logger})"))
 
 
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:
