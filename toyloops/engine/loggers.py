@@ -91,7 +91,7 @@ def into_run_folder(spec: Any, folder: Path, version: int | str) -> None:
     if writes_run_folder(spec):
         init_args.version = version
     elif init_args.get("save_dir") == LOG_DIR:  # the template's default, carried over to the logger chosen
-        init_args.save_dir = str(folder)
+        init_args.save_dir = str(folder.absolute())  # W&B's service process resolves a relative one in its own cwd
 
 
 def run_dir(trainer: Any) -> str:

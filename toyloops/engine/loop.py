@@ -207,6 +207,7 @@ class HandTrainer:
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
         self.call("on_fit_start")
+        loop_logging.log_hyperparams(self)
         if self.num_sanity_val_steps and self.val_batches is not None:
             self.sanity_checking = True  # a few validation batches first; their scores are dropped
             self.evaluation_loop(model, "validation", self.val_batches, self.num_sanity_val_steps)
