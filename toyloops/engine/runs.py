@@ -103,10 +103,10 @@ def newest_last(log_dir: str = "logs") -> Path:
 
 
 def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
-    """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the config is the checkpoint's
-    run's ``config.yaml``; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
+    """``validate``/``test``/``predict``/``compare --ckpt_path P`` without ``--config``: the config is the
+    checkpoint's run's ``config.yaml``; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
     flags = [i for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")]
-    if not args or args[0] not in ("validate", "test", "predict") or config_files(args) or not flags:
+    if not args or args[0] not in ("validate", "test", "predict", "compare") or config_files(args) or not flags:
         return args
     i = flags[-1]
     value = args[i].partition("=")[2] if "=" in args[i] else (args[i + 1] if i + 1 < len(args) else "")
