@@ -3,6 +3,7 @@
 import re
 
 import pytest
+import yaml
 from conftest import CONFIGS
 
 from toyloops.engine.loop_cli import run
@@ -25,3 +26,26 @@ def test_the_hand_loop_refuses_callbacks_it_does_not_run(in_tmp):
     with pytest.raises(ConfigError, match="trainer.callbacks=lightning.pytorch.callbacks.LearningRateMonitor: the "
                                           "hand loop runs lightning.pytorch.callbacks.EarlyStopping only"):
         run(["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), "--trainer.callbacks+=LearningRateMonitor"])
+
+
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"
+
+
+@pytest.mark.parametrize(("early_stopping", "trainer", "message"), [
+    ({"monitor": "train/loss", "mode": "min"}, {}, r"monitor='train/loss'.*monitor train/loss_epoch"),
+    ({"monitor": "val/loss", "mode": "min", "check_on_train_epoch_end": True}, {"check_val_every_n_epoch": 2},
+     r"check_on_train_epoch_end=True: EarlyStopping on val/loss .* validation runs every 2 epochs"),
+])
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_early_stopping_without_a_value_at_each_epoch_end_is_one_line_before_training_in_both_engines(
+        in_tmp, engine, early_stopping, trainer, message):
+    """Lightning met these with a RuntimeError at the first epoch's end; now both engines refuse them first."""
+    from conftest import run_cli
+
+    config = in_tmp / "stop.yaml"
+    config.write_text(yaml.safe_dump({"trainer": {**trainer, "callbacks": [
+        {"class_path": EARLY_STOPPING, "init_args": early_stopping}]}}))
+    args = ["--config", str(CONFIGS / "circles_mlp.yaml"), "--data.n_samples=500", "--config", str(config)]
+    with pytest.raises(ConfigError, match=message):
+        run_cli("fit", *args) if engine == "lightning" else run(["fit", *args])
+    assert not (in_tmp / "logs").exists()  # before any run folder
