@@ -168,6 +168,22 @@ class LastCheckpoint(ModelCheckpoint):
             raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, Path(self.dirpath) / "last.ckpt")
 
 
+class EarlyStoppingCheck(Callback):
+    """Before the first step, in both engines: an EarlyStopping on ``train/loss`` when an epoch has fewer steps
+    than ``log_every_n_steps`` is one line. The template's modules write that step value on logging steps only,
+    so some epoch ends without one (Lightning: a RuntimeError at that epoch's end); ``train/loss_epoch``, the
+    epoch's mean, is there at every epoch's end."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps, every = trainer.num_training_batches, trainer.log_every_n_steps
+        for callback in trainer.callbacks:
+            if isinstance(callback, EarlyStopping) and callback.monitor == "train/loss" and steps < every:
+                raise ConfigError(f"trainer.callbacks.monitor='train/loss': an epoch here has {steps} steps and "
+                                  f"train/loss is written every {every} (trainer.log_every_n_steps), so some epoch "
+                                  f"ends without one for EarlyStopping; set log_every_n_steps <= {steps} or monitor "
+                                  "train/loss_epoch (the epoch's mean)")
+
+
 class RunSummary(Callback):
     """Logs the data's baselines when training starts, and prints where the run went at the end of
     ``fit``: best score next to those baselines, checkpoints, logs."""

@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from toyloops.engine import runs
 from toyloops.engine.callbacks import (
     DashboardCallback,
+    EarlyStoppingCheck,
     LastCheckpoint,
     PredictionWriter,
     ResumeState,
@@ -73,7 +74,8 @@ class ToyCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Always on, whatever trainer.callbacks a config lists (those are added to these).
         kwargs.setdefault("trainer_defaults", {
-            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()]})
+            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), EarlyStoppingCheck(), RunSummary(),
+                          PredictionWriter()]})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         given = list(sys.argv[1:] if args is None else args)
         self._subcommand = given[0] if run and given and given[0] in LightningCLI.subcommands() else None

@@ -119,6 +119,7 @@ class HandTrainer:
     checkpoint_callback = property(lambda self: next(iter(self.checkpoint_callbacks), None))
     early_stopping_callback = property(lambda self: next((c for c in self.callbacks if isinstance(c, EarlyStopping)),
                                                          None))
+    num_training_batches = property(lambda self: num_batches(len(self.train_batches), self.limit_train_batches))
     log_dir = property(lambda self: getattr(self.logger, "log_dir", None) or self.default_root_dir)
 
     def fit(self, model: L.LightningModule, train_dataloaders: Any = None, val_dataloaders: Any = None,

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import instantiate_class
 from lightning.pytorch.loggers import Logger
 
 from toyloops.engine import runs
-from toyloops.engine.callbacks import DashboardCallback, LastCheckpoint, RunSummary
+from toyloops.engine.callbacks import DashboardCallback, EarlyStoppingCheck, LastCheckpoint, RunSummary
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import (
     CHECKPOINT_DEFAULTS,
@@ -200,7 +200,7 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
             *options["callbacks"], ModelCheckpoint(str(checkpoints), "best", cfg.checkpoint.monitor,
                                                    mode=cfg.checkpoint.mode),
             LastCheckpoint(str(checkpoints), cfg.last_checkpoint.every_n_train_steps), objects.dashboard,
-            LearningRateMonitor(), RunSummary(), *callbacks]})
+            LearningRateMonitor(), EarlyStoppingCheck(), RunSummary(), *callbacks]})
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)
     best = trainer.checkpoint_callback.best_model_score
     return {**trainer.progress.callback_metrics, "best": None if best is None else best.item(),

@@ -147,15 +147,11 @@ def check_values(config: Any) -> None:
 
 
 def check_early_stopping(init_args: Any, trainer: Any) -> None:
-    """EarlyStopping settings under which an epoch end finds no value to compare (Lightning: a RuntimeError
-    mid-run), refused before training in both engines: ``train/loss``, a step value written every
-    ``log_every_n_steps`` steps (an epoch with fewer steps has none), and a ``val/`` tag checked at every
-    training epoch's end while validation runs only every few epochs."""
+    """EarlyStopping settings under which an epoch's end finds no value to compare (Lightning: a RuntimeError
+    mid-run), refused before anything is built in both engines: a ``val/`` tag checked at every training
+    epoch's end while validation runs only every few epochs. (A ``train/loss`` that an epoch too short
+    never writes: :class:`~toyloops.engine.callbacks.EarlyStoppingCheck`, once the epoch's length is known.)"""
     monitor, every = init_args.monitor, trainer.get("check_val_every_n_epoch") or 1
-    if monitor == "train/loss":
-        raise ConfigError("trainer.callbacks.monitor='train/loss': EarlyStopping needs a value at every epoch's end, "
-                          "and train/loss is written every trainer.log_every_n_steps steps only; monitor "
-                          "train/loss_epoch (its epoch mean)")
     if monitor.startswith("val/") and init_args.get("check_on_train_epoch_end") and every > 1:
         raise ConfigError(f"trainer.callbacks.check_on_train_epoch_end=True: EarlyStopping on {monitor} would check "
                           f"at every epoch's end, but validation runs every {every} epochs "
