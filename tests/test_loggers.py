@@ -83,6 +83,8 @@ def test_a_wandb_logger_offline_holds_the_same_metrics_in_both_engines(tmp_path,
         folder = tmp_path / engine / "logs/blobs_logistic" / version
         assert (folder / "config.yaml").is_file() and (folder / "checkpoints/last.ckpt").is_file()
         (run,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")  # W&B's files: in the run folder
+        config = yaml.safe_load((folder / "config.yaml").read_text())  # which, run again, makes a run folder anew
+        assert config["trainer"]["logger"]["init_args"]["save_dir"] == "logs"
         histories[engine] = wandb_history(run)
     loop, lightning = histories["loop"], histories["lightning"]
     assert len(loop) > 10 and {"train/loss", "val/acc", "lr-SGD"} <= {key for row in loop for key in row}

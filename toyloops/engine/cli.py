@@ -38,7 +38,7 @@ from toyloops.engine.defaults import (
     add_links,
     apply_thread_policy,
 )
-from toyloops.engine.loggers import into_run_folder, run_dir, runs_root, writes_run_folder
+from toyloops.engine.loggers import as_written, into_run_folder, run_dir, runs_root, writes_run_folder
 from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
 from toyloops.rules import ignore_library_warnings
 from toyloops.rules.errors import ConfigError
@@ -62,8 +62,9 @@ class RunConfig(SaveConfigCallback):
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        path = Path(run_dir(trainer)) / self.config_filename
-        write_atomic(path, self.parser.dump(self.config, skip_none=False).encode())
+        path, config = Path(run_dir(trainer)) / self.config_filename, self.config.clone()
+        as_written(config.trainer.logger, path.parent)  # reruns into a run folder of its own
+        write_atomic(path, self.parser.dump(config, skip_none=False).encode())
 
 
 class ToyCLI(LightningCLI):

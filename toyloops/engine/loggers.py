@@ -94,6 +94,15 @@ def into_run_folder(spec: Any, folder: Path, version: int | str) -> None:
         init_args.save_dir = str(folder.absolute())  # W&B's service process resolves a relative one in its own cwd
 
 
+def as_written(spec: Any, folder: Path) -> None:
+    """Undo :func:`into_run_folder` on a config about to be saved as the run's ``config.yaml``: a non-folder
+    logger's ``save_dir`` back to the template's ``logs`` (meaning "the run folder"), so that the config, run
+    again, writes into a run folder of its own and not into this one."""
+    init_args = getattr(spec, "init_args", None)
+    if init_args is not None and not writes_run_folder(spec) and init_args.get("save_dir") == str(folder.absolute()):
+        init_args.save_dir = LOG_DIR
+
+
 def run_dir(trainer: Any) -> str:
     """A running trainer's run folder: its TensorBoard or CSV logger's ``log_dir``, else ``default_root_dir``
     (where both command lines put the run without such a logger). Unlike ``trainer.log_dir``, no broadcast."""
