@@ -4,6 +4,8 @@ against a real tracking server started here; each run's logger holds the same me
 import contextlib
 import csv
 import json
+import os
+import signal
 import socket
 import struct
 import subprocess
@@ -122,12 +124,12 @@ def mlflow_server(tmp_path):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     server.wait(timeout=0.2)  # the poll's interval, ended at once by a server that dies
         yield uri
-    finally:
-        server.terminate()
+    finally:  # the server and the workers it started: its own process group, made for it above
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
             server.wait()
 
 
