@@ -83,3 +83,18 @@ def test_stored_sizes_are_checked_against_the_weights_before_any_net_is_built(tr
             (export.run(command[1:]) if command[0] == "export" else loop_cli.run(command))
     with pytest.raises(ConfigError, match=re.escape(message)):
         Classifier.load_from_checkpoint(in_tmp / "huge.ckpt")
+
+
+@pytest.mark.parametrize("engine", ["lightning", "loop"])
+def test_compare_with_the_checkpoint_alone_trains_its_runs_config_in_both_engines(trained, tmp_path, engine,
+                                                                                   monkeypatch, capsys):
+    from toyloops.tools import compare
+
+    run = trained(engine, "blobs_mlp", *BLOBS_SHORT).copy_to(tmp_path / "runs")
+    (empty := tmp_path / "empty").mkdir()
+    monkeypatch.chdir(empty)  # from an empty folder: the checkpoint's run folder holds the config
+    compare.main(["--ckpt_path", str(run.last)])
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines() if line.strip()}
+    steps = torch.load(run.last, weights_only=True)["global_step"]
+    assert int(rows["lightning"][-1]) == int(rows["loop"][-1]) == steps  # the run's config: its epochs and samples
+    assert "(bit-identical)" in rows["max"] and list(empty.iterdir()) == []  # nothing left here

@@ -20,6 +20,7 @@ from torch import Tensor
 from toyloops.engine.checkpoints import SECTION, save_checkpoint, toyloops_section
 from toyloops.engine.dashboard import Dashboard, log_graph, log_hparams
 from toyloops.engine.defaults import PROGRESS_BAR_MIN_INTERVAL_S, PROGRESS_BAR_REFRESH_RATE, keep_built_implementation
+from toyloops.engine.loggers import run_dir
 from toyloops.engine.runs import EVAL_FOLDER, Stopped, StopRequest, record_eval, summary, write_table
 from toyloops.engine.seeding import set_rng_state
 from toyloops.rules.errors import ConfigError, check_finite
@@ -132,6 +133,22 @@ class LastCheckpoint(ModelCheckpoint):
             raise Stopped(self.stop.signum or signal.SIGTERM, trainer.global_step, Path(self.dirpath) / "last.ckpt")
 
 
+class EarlyStoppingCheck(Callback):
+    """Before the first step, in both engines: an EarlyStopping on ``train/loss`` when an epoch has fewer steps
+    than ``log_every_n_steps`` is one line. The template's modules write that step value on logging steps only,
+    so some epoch ends without one (Lightning: a RuntimeError at that epoch's end); ``train/loss_epoch``, the
+    epoch's mean, is there at every epoch's end."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps, every = trainer.num_training_batches, trainer.log_every_n_steps
+        for callback in trainer.callbacks:
+            if isinstance(callback, EarlyStopping) and callback.monitor == "train/loss" and steps < every:
+                raise ConfigError(f"trainer.callbacks.monitor='train/loss': an epoch here has {steps} steps and "
+                                  f"train/loss is written every {every} (trainer.log_every_n_steps), so some epoch "
+                                  f"ends without one for EarlyStopping; set log_every_n_steps <= {steps} or monitor "
+                                  "train/loss_epoch (the epoch's mean)")
+
+
 class RunSummary(Callback):
     """Logs the data's baselines when training starts, and prints where the run went at the end of
     ``fit``: best score next to those baselines, checkpoints, logs."""
@@ -147,8 +164,7 @@ class RunSummary(Callback):
         last = next((c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint)), None)
         best = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)
                      and c.best_model_score is not None), None)
-        # not trainer.log_dir: it broadcasts; without a logger the CLI puts the run in default_root_dir
-        log_dir = trainer.logger.log_dir if trainer.logger else trainer.default_root_dir
+        log_dir = run_dir(trainer)
         stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)
                         and c.stopping_reason_message is not None), None)  # set when it stopped the run
         truth = getattr(trainer.datamodule, "compare_to_truth", None)  # the data's own word on the trained net
@@ -157,7 +173,8 @@ class RunSummary(Callback):
                       getattr(trainer.datamodule, "baselines", None),
                       (stopper.stopped_epoch, stopper.monitor) if stopper else None,
                       best.monitor if best else "val/acc", truth and truth(pl_module.net),
-                      tensorboard=trainer.logger is not None),
+                      tensorboard=isinstance(trainer.logger, TensorBoardLogger),
+                      logger=type(trainer.logger).__name__ if trainer.logger else "off"),
               flush=True)
 
     @rank_zero_only

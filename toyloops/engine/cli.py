@@ -13,28 +13,28 @@ from pathlib import Path
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_only
 
 from toyloops.engine import runs
 from toyloops.engine.callbacks import (
     DashboardCallback,
+    EarlyStoppingCheck,
     LastCheckpoint,
     PredictionWriter,
     ResumeState,
     RunSummary,
     StopOnNonFiniteLoss,
 )
-from toyloops.engine.checkpoints import check_resume, check_weights, upgraded
+from toyloops.engine.checkpoints import check_resume, check_weights, upgraded, write_atomic
 from toyloops.engine.defaults import (
+    CHECKPOINT_DEFAULTS,
     DEFAULT_MODEL,
-    LOG_DIR,
-    MONITOR,
-    MONITOR_MODE,
     TRAINER_DEFAULTS,
     add_links,
     apply_thread_policy,
 )
+from toyloops.engine.loggers import as_written, into_run_folder, run_dir, runs_root, writes_run_folder
 from toyloops.engine.validation import as_list, check_config_file, check_net_fits_data, check_values, links_into_net
 from toyloops.rules import ignore_library_warnings
 from toyloops.rules.errors import ConfigError
@@ -49,14 +49,30 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utiliti
     logging.getLogger(_name).addFilter(lambda record: "Tip:" not in record.getMessage())  # cloud adverts
 
 
+class RunConfig(SaveConfigCallback):
+    """The run's ``config.yaml``, into its run folder whatever the logger (:func:`~toyloops.engine.loggers.run_dir`):
+    Lightning's own callback writes into ``trainer.log_dir``, which a logger with no local files (MLflow on a
+    tracking server) does not have."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - SaveConfigCallback's
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        path, config = Path(run_dir(trainer)) / self.config_filename, self.config.clone()
+        as_written(config.trainer.logger, path.parent)  # reruns into a run folder of its own
+        write_atomic(path, self.parser.dump(config, skip_none=False).encode())
+
+
 class ToyCLI(LightningCLI):
     """``LightningCLI`` for :class:`Classifier` with any toyloops data module."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("save_config_callback", RunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # Always on, whatever trainer.callbacks a config lists (those are added to these).
         kwargs.setdefault("trainer_defaults", {
-            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), RunSummary(), PredictionWriter()]})
+            "callbacks": [ResumeState(), StopOnNonFiniteLoss(), EarlyStoppingCheck(), RunSummary(),
+                          PredictionWriter()]})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False, "allow_abbrev": False})
         given = list(sys.argv[1:] if args is None else args)
         self._subcommand = given[0] if run and given and given[0] in LightningCLI.subcommands() else None
@@ -86,11 +102,7 @@ class ToyCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(DashboardCallback, "dashboard")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.set_defaults({
-            "checkpoint.monitor": MONITOR, "checkpoint.mode": MONITOR_MODE, "checkpoint.filename": "best-{epoch:03d}",
-            **TRAINER_DEFAULTS, "model": DEFAULT_MODEL,
-            "trainer.logger": {"class_path": "toyloops.engine.loggers.TensorBoardLogger",  # flushed per epoch
-                               "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False}}})
+        parser.set_defaults({**CHECKPOINT_DEFAULTS, **TRAINER_DEFAULTS, "model": DEFAULT_MODEL})
         add_links(parser)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:  # noqa: ANN001 - as Lightning's
@@ -113,17 +125,9 @@ class ToyCLI(LightningCLI):
             raise ConfigError(f"{subcommand} needs --ckpt_path (a checkpoint of either engine, or 'last'); "
                               "without one it would score untrained weights")
         logger = config.trainer.logger
-        init_args = getattr(logger, "init_args", None) if logger else None
-        tensorboard = init_args is not None and "save_dir" in init_args
-        if tensorboard and init_args.get("sub_dir"):
-            raise ConfigError("trainer.logger.init_args.sub_dir is not supported: a run writes into its own folder")
+        folder_logger = writes_run_folder(logger)  # TensorBoard, CSV: logs/blobs_mlp/version_0/ is theirs
         root_dir = Path(config.trainer.get("default_root_dir") or ".")
-        if tensorboard and init_args.save_dir == LOG_DIR:
-            init_args.save_dir = str(root_dir / LOG_DIR)  # <default_root_dir>/logs, as the hand loop
-        name = (init_args.get("name") if tensorboard else None) or runs.run_name(config.get("config"))
-        if tensorboard:
-            init_args.name = name  # logs/blobs_mlp/version_0/...
-        root = Path(init_args.save_dir if tensorboard else root_dir / LOG_DIR) / name
+        root = runs_root(logger, root_dir, runs.run_name(config.get("config")))
         if config.get("ckpt_path"):
             if config.ckpt_path in ("best", "hpc", "registry"):
                 raise ConfigError(f"ckpt_path={config.ckpt_path!r} is not supported here: give a file path or 'last'")
@@ -154,16 +158,19 @@ class ToyCLI(LightningCLI):
             self.run_folder = runs.open_run(root, RUN_PREFIX, resume, checkpoint["global_step"] if resume else 0)
             if resume:
                 config.ckpt_path = str(upgraded(resume, self.run_folder.path))
-            if tensorboard:
-                init_args.version = self.run_folder.version  # a resumed run keeps writing where it left off
-            else:  # without the logger, config.yaml, checkpoints and predictions go into the run folder all the same
+            into_run_folder(logger, self.run_folder.path, self.run_folder.version)  # a resumed run: where it left off
+            if not folder_logger:  # config.yaml, checkpoints and predictions go into the run folder all the same
                 config.trainer.default_root_dir = str(self.run_folder.path)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:  # noqa: ANN003 - as Lightning's
         trainer = super().instantiate_trainer(**kwargs)
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         if not trainer.loggers:  # trainer.logger: false: the template's LR monitor has nothing to log to
-            config = self.config_init[self.subcommand] if self.subcommand else self.config_init
             trainer.callbacks[:] = [c for c in trainer.callbacks if c is not config.get("lr_monitor")]
+        logger = (self.config[self.subcommand] if self.subcommand else self.config).trainer.logger
+        if self.subcommand == "fit" and self.run_folder is not None and not writes_run_folder(logger):
+            for callback in trainer.checkpoint_callbacks:  # not <run>/<experiment>/<run id>/checkpoints
+                callback.dirpath = callback.dirpath or str(self.run_folder.path / "checkpoints")
         return trainer
 
     def instantiate_classes(self) -> None:

@@ -19,7 +19,13 @@ DEFAULT_MODEL = {"class_path": "toyloops.Classifier"}
 NET_KEY = "model.init_args.net.init_args"  # where the data's facts are linked into the net
 MONITOR, MONITOR_MODE = "val/acc", "max"
 # Template defaults for Lightning's own keys, set on both engines' parsers.
-TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10}
+TRAINER_DEFAULTS = {"seed_everything": 0, "trainer.log_every_n_steps": 10,
+                    # TensorBoard into the run folder (toyloops.engine.loggers: where any logger writes)
+                    "trainer.logger": {"class_path": "toyloops.engine.loggers.TensorBoardLogger",
+                                       "init_args": {"save_dir": LOG_DIR, "name": "", "default_hp_metric": False}}}
+# train.py's best checkpoint (the hand loop's is best.ckpt, the one key it does not follow: its files keep their name)
+CHECKPOINT_DEFAULTS = {"checkpoint.monitor": MONITOR, "checkpoint.mode": MONITOR_MODE,
+                       "checkpoint.filename": "best-{epoch:03d}"}
 # Defaults chosen by measurement (benchmarks/RESULTS.md, "Defaults"): the training progress bar
 # redraws at most twice a second and at each epoch's last batch (toyloops.engine.callbacks.ProgressBar);
 PROGRESS_BAR_MIN_INTERVAL_S = 0.5

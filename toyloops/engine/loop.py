@@ -98,6 +98,7 @@ class HandTrainer:
     checkpoint_callback = property(lambda self: next(iter(self.checkpoint_callbacks), None))
     early_stopping_callback = property(lambda self: next((c for c in self.callbacks if isinstance(c, EarlyStopping)),
                                                          None))
+    num_training_batches = property(lambda self: num_batches(len(self.train_batches), self.limit_train_batches))
     log_dir = property(lambda self: getattr(self.logger, "log_dir", None) or self.default_root_dir)
     train_dataloader = property(lambda self: getattr(self, "train_batches", None))  # what fit trains on
 
@@ -171,6 +172,7 @@ class HandTrainer:
     def fit_loop(self, model: L.LightningModule) -> None:
         """Epochs until ``max_epochs`` or a stop: train, validate, epoch end; the fit's hooks around them."""
         self.call("on_fit_start")
+        loop_logging.log_hyperparams(self)
         if self.num_sanity_val_steps and self.val_batches is not None:
             self.sanity_checking = True  # a few validation batches first; their scores are dropped
             self.evaluation_loop(model, "validation", self.val_batches, self.num_sanity_val_steps)

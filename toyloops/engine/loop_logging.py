@@ -82,6 +82,7 @@ def log_metrics(self: Any, metrics: dict[str, float], step: int | None = None, w
             step = self.global_step - 1 if self.state.fn == TrainerFn.FITTING else self.global_step
         for logger in self.loggers:
             logger.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
+            logger.save()
 
 
 def log_learning_rate(self: Any) -> None:
@@ -91,3 +92,20 @@ def log_learning_rate(self: Any) -> None:
         rates = {f"{name}/pg{i + 1}" if len(groups) > 1 else name: g["lr"] for i, g in enumerate(groups)}
         for logger in self.loggers:
             logger.log_metrics(rates, step=self.global_step)
+            logger.save()
+
+
+def log_hyperparams(self: Any) -> None:
+    """Lightning's ``_log_hyperparams`` at the start of a run: the module's and the data module's initial
+    hyperparameters, merged (``hparams_initial``: public, unlike their ``save_hyperparameters(logger=...)``
+    choice, which this therefore does not read), the graph, ``save``."""
+    if not self.loggers or not self.enable_autolog_hparams:
+        return
+    model, data = self.lightning_module, self.datamodule
+    hparams = {**model.hparams_initial, **(data.hparams_initial if data is not None else {})}
+    hparams = {key: value for key, value in hparams.items() if key != "_class_path"}  # LightningCLI's own
+    for logger in self.loggers:
+        if hparams:
+            logger.log_hyperparams(hparams)
+        logger.log_graph(model)
+        logger.save()

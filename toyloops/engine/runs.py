@@ -101,10 +101,10 @@ def newest_last(log_dir: str = "logs") -> Path:
 
 
 def with_run_config(args: list[str], log_dir: str = "logs") -> list[str]:
-    """``validate``/``test``/``predict --ckpt_path P`` without ``--config``: the config is the checkpoint's
-    run's ``config.yaml``; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
+    """``validate``/``test``/``predict``/``compare --ckpt_path P`` without ``--config``: the config is the
+    checkpoint's run's ``config.yaml``; ``last`` is then the newest ``last.ckpt`` of any run under ``log_dir``."""
     flags = [i for i, arg in enumerate(args) if arg == "--ckpt_path" or arg.startswith("--ckpt_path=")]
-    if not args or args[0] not in ("validate", "test", "predict") or config_files(args) or not flags:
+    if not args or args[0] not in ("validate", "test", "predict", "compare") or config_files(args) or not flags:
         return args
     i = flags[-1]
     value = args[i].partition("=")[2] if "=" in args[i] else (args[i + 1] if i + 1 < len(args) else "")
@@ -328,9 +328,11 @@ def _stop_before_training(signum: int, frame: object) -> None:
 
 def summary(title: str, best: float | None, best_checkpoint: object, last_checkpoint: object, logs: Path,
             baselines: dict[str, float] | None = None, stopped_early: tuple[int, str] | None = None,
-            monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True) -> str:
+            monitor: str = "val/acc", report: str | None = None, tensorboard: bool = True,
+            logger: str = "off") -> str:
     """What a finished ``fit`` prints, in both engines: best score, baselines, where EarlyStopping ended it,
-    the data's ``report``, checkpoints, logs and how to view them (``tensorboard=False``: no events)."""
+    the data's ``report``, checkpoints, logs and how to view them (``tensorboard=False``: no events; ``logger``
+    the one there is)."""
     score = f"{best:.4f}" if best is not None else "none (no validation ran)"
     if baselines:  # accuracies: beside val/acc, or on a line of their own
         rates = ", ".join(f"{'Bayes' if name == 'bayes' else name} {value:.4f}" for name, value in baselines.items())
@@ -342,7 +344,7 @@ def summary(title: str, best: float | None, best_checkpoint: object, last_checkp
     view = f"tensorboard --logdir {shlex.quote(str(logs.parent))}"  # pasteable, spaces and all
     return (f"\n== {title} ==\nbest {monitor}: {score}\nbest checkpoint: {best_checkpoint}\n"
             f"last checkpoint: {last_checkpoint}\nlogs: {logs}"
-            + (f"\nview: {view}" if tensorboard else "\n(no TensorBoard events: trainer.logger is off)"))
+            + (f"\nview: {view}" if tensorboard else f"\n(no TensorBoard events: trainer.logger is {logger})"))
 
 
 def user_message(err: BaseException, args: list[str], hint: Callable[[str], str]) -> str | None:

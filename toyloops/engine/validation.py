@@ -131,6 +131,7 @@ def check_values(config: Any) -> None:
                                   f"{', '.join(tags)}")
             if spec.init_args.mode not in ("min", "max"):
                 raise ConfigError(f"trainer.callbacks.mode={spec.init_args.mode!r}: expected min or max")
+            check_early_stopping(spec.init_args, trainer)
     every = (config.get("last_checkpoint") or {}).get("every_n_train_steps")
     if every is not None and every < 0:
         raise ConfigError(f"last_checkpoint.every_n_train_steps={every}: expected an int >= 1 (or 0/null: off)")
@@ -155,6 +156,18 @@ def check_values(config: Any) -> None:
                         else scheduler.step()
             except (ValueError, ZeroDivisionError, NotImplementedError) as err:
                 raise ConfigError(f"model.{kind}={spec['class_path']}: {str(err) or type(err).__name__}") from None
+
+
+def check_early_stopping(init_args: Any, trainer: Any) -> None:
+    """EarlyStopping settings under which an epoch's end finds no value to compare (Lightning: a RuntimeError
+    mid-run), refused before anything is built in both engines: a ``val/`` tag checked at every training
+    epoch's end while validation runs only every few epochs. (A ``train/loss`` that an epoch too short
+    never writes: :class:`~toyloops.engine.callbacks.EarlyStoppingCheck`, once the epoch's length is known.)"""
+    monitor, every = init_args.monitor, trainer.get("check_val_every_n_epoch") or 1
+    if monitor.startswith("val/") and init_args.get("check_on_train_epoch_end") and every > 1:
+        raise ConfigError(f"trainer.callbacks.check_on_train_epoch_end=True: EarlyStopping on {monitor} would check "
+                          f"at every epoch's end, but validation runs every {every} epochs "
+                          "(trainer.check_val_every_n_epoch); leave it unset (it then checks after each validation)")
 
 
 def check_config_file(path: str | Path, flag: str = "--config") -> None:

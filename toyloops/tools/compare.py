@@ -1,8 +1,10 @@
-"""python -m toyloops.tools.compare --config configs/blobs_mlp.yaml [more train.py/loop arguments]
+"""toyloops compare --config configs/blobs_mlp.yaml [more train.py/loop arguments]   (or --ckpt_path P|last)
 
 Trains one config with both engines, Lightning (``train.py``) and the hand loop
 (``toyloops.engine.loop``), in this process and in a temporary folder, then prints one table: final
 metrics per engine, the largest absolute weight difference, and time per training step.
+``--ckpt_path`` alone names the config as ``validate`` reads it: its run's ``config.yaml`` (``last``: the newest
+run's). Both engines train that config afresh: a run resumes only in the engine that wrote it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from contextlib import chdir, redirect_stdout
 from pathlib import Path
 
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from toyloops.engine.runs import Interrupted, Stopped, with_shipped_configs
+from toyloops.engine.checkpoints import write_atomic
+from toyloops.engine.runs import Interrupted, Stopped, with_run_config, with_shipped_configs
 from toyloops.engine.runs import main as run_main
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -73,11 +77,31 @@ def absolute_paths(args: list[str]) -> list[str]:
     return out
 
 
+def without_ckpt_path(args: list[str]) -> list[str]:
+    """``args`` less ``--ckpt_path P`` (its config already read by :func:`~toyloops.engine.runs.with_run_config`)."""
+    out, skip = [], False
+    for arg in args:
+        if not skip and arg != "--ckpt_path" and not arg.startswith("--ckpt_path="):
+            out.append(arg)
+        skip = arg == "--ckpt_path" and not skip
+    return out
+
+
 def table(args: list[str] | None = None) -> None:
     """Both engines on the same arguments, then one table (what ``toyloops compare`` prints)."""
-    args = absolute_paths(with_shipped_configs(list(sys.argv[1:] if args is None else args)))
+    given = with_shipped_configs(list(sys.argv[1:] if args is None else args))
+    args = with_run_config(["compare", *given])[1:]
+    run_config = Path(os.path.abspath(args[args.index("--config") + 1])) if args != given else None
+    args = absolute_paths(without_ckpt_path(args))
     try:
         with tempfile.TemporaryDirectory() as tmp, chdir(tmp), redirect_stdout(io.StringIO()):
+            if run_config is not None:  # a run's config.yaml holds its subcommand's keys: a fresh run's config here
+                config = yaml.safe_load(run_config.read_text())
+                for key in ("ckpt_path", "weights_only"):
+                    config.pop(key, None)
+                fresh = Path(tmp) / f"{run_config.parent.parent.name}.yaml"  # named after the run, as its runs are
+                write_atomic(fresh, yaml.safe_dump(config, sort_keys=False).encode())
+                args[args.index(str(run_config))] = str(fresh)
             runs = compare(args)  # each engine's own summary names folders in tmp, gone afterwards: not shown
             final = {name: {tag: series[-1][1] for tag, series in scalars(r["run_dir"]).items()}
                      for name, r in runs.items()}

@@ -38,7 +38,7 @@ from toyloops.engine.cli import ToyCLI
 from toyloops.engine.defaults import LOG_DIR, apply_thread_policy
 from toyloops.engine.loggers import TensorBoardLogger
 from toyloops.engine.loop import HandTrainer
-from toyloops.engine.loop_cli import build
+from toyloops.engine.loop_cli import build, trainer_options
 from toyloops.rules.errors import ConfigError
 
 BUCKETS = ("data gather", "host->device", "forward", "loss", "backward", "clip", "optimizer step", "scheduler",
@@ -156,7 +156,7 @@ def hand_trainer(args: list[str], run_dir: Path, profiler: Any = None) -> tuple[
     """The config's model and data, and a HandTrainer logging into ``run_dir`` (no checkpoints, no bars)."""
     cfg, objects = build(args)
     logger = TensorBoardLogger(str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False)
-    return (HandTrainer(**{**vars(cfg.trainer), "callbacks": [LearningRateMonitor()], "logger": logger,
+    return (HandTrainer(**{**trainer_options(cfg), "callbacks": [LearningRateMonitor()], "logger": logger,
                            "enable_progress_bar": False, "enable_model_summary": False, "profiler": profiler,
                            "num_sanity_val_steps": 0}), objects.model, objects.data)
 
