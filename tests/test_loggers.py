@@ -159,3 +159,19 @@ def test_an_mlflow_server_shows_a_run_of_each_engine_with_the_same_metrics_and_p
         assert [v for _, v in history["loop"]] == pytest.approx([v for _, v in history["lightning"]], rel=1e-6), key
     params = {engine: run.data.params for engine, run in found.items()}
     assert params["loop"] == params["lightning"] and params["loop"]["n_samples"] == "300"
+
+
+def test_a_sweeps_best_config_keeps_a_non_folder_loggers_arguments():
+    """best.yaml re-points TensorBoard and CSV at a new run folder; MLflow's arguments (it has no name or
+    version) are left as the trial had them, so the config still parses."""
+    from toyloops.tools.sweep_results import best_config
+
+    def logger_of(class_path, **init_args):
+        text = yaml.safe_dump({"trainer": {"logger": {"class_path": class_path, "init_args": init_args}}})
+        return yaml.safe_load(best_config(text))["trainer"]["logger"]["init_args"]
+
+    mlflow = logger_of("lightning.pytorch.loggers.MLFlowLogger", experiment_name="toy", tracking_uri="http://h:1")
+    assert mlflow == {"experiment_name": "toy", "tracking_uri": "http://h:1"}
+    tensorboard = logger_of("toyloops.engine.loggers.TensorBoardLogger", save_dir="logs/s/trial_0003", name="x",
+                            version=3)
+    assert tensorboard == {"save_dir": "logs", "name": None, "version": None}

@@ -41,7 +41,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
 def logger_class(spec: Any) -> type | None:
     """The class a ``trainer.logger`` config names (``class_path``), or None for ``true``/``false``/none."""
-    path = getattr(spec, "class_path", None)
+    path = spec.get("class_path") if isinstance(spec, dict) else getattr(spec, "class_path", None)
     if not isinstance(path, str):
         return None
     module, _, name = path.rpartition(".")

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from toyloops.engine.checkpoints import write_atomic
 from toyloops.engine.defaults import LOG_DIR
+from toyloops.engine.loggers import writes_run_folder
 from toyloops.engine.runs import write_table
 from toyloops.tools.study import PARAMS, Objective, plots
 
@@ -30,8 +31,8 @@ def best_config(text: str) -> str:
     for key in TRIAL_KEYS:
         trainer.pop(key, None)
     logger = trainer.get("logger")
-    if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict):
-        logger["init_args"].update(save_dir=LOG_DIR, name=None, version=None)
+    if isinstance(logger, dict) and isinstance(logger.get("init_args"), dict) and writes_run_folder(logger):
+        logger["init_args"].update(save_dir=LOG_DIR, name=None, version=None)  # MLflow's or W&B's are left as set
     config.pop("ckpt_path", None)
     return yaml.safe_dump(config, sort_keys=False)
 
