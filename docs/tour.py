@@ -16,9 +16,10 @@
 #
 # The whole story in order, with the code beside each picture: the toy sets, one run trained by
 # Lightning and by a loop written out in plain PyTorch (bit-identical weights), the same steps once
-# more in NumPy, a decision boundary taking shape, and what a single run cannot tell you (seeds,
-# sweeps). Every number shown is asserted in the cell that shows it, and the test suite runs this
-# notebook top to bottom (`tests/test_tour.py`), so it cannot drift from the code.
+# more in NumPy, a decision boundary taking shape, a bug from the zoo and the two tools that find it
+# (doctor, diff), and what a single run cannot tell you (seeds, sweeps). Every number shown is asserted
+# in the cell that shows it, and the test suite runs this notebook top to bottom (`tests/test_tour.py`),
+# so it cannot drift from the code.
 #
 # This page is `docs/tour.py`, a [jupytext](https://jupytext.readthedocs.io) notebook:
 # `toyloops tour` builds `tour.ipynb` from it, executed, to open in Jupyter (see
@@ -295,7 +296,84 @@ print(f"logistic regression: best val/acc {logistic_best:.3f}")
 assert f"{logistic_best:.3f}" == "0.675"
 
 # %% [markdown]
-# ## 5. What one run cannot tell you: seeds and sweeps
+# ## 5. A bug, and the tools that find it
+#
+# `configs/blobs_mlp.yaml` anneals its learning rate with `CosineAnnealingLR(T_max=10)`, meant as ten
+# epochs. The [bug zoo](zoo/scheduler_per_batch.md)'s `configs/zoo/scheduler_per_batch.yaml`, stacked on
+# it, sets `scheduler_interval: step`: the same schedule stepped after every batch. Nothing fails, and
+# the accuracy does not give it away. The lr curve does (TensorBoard's `lr-AdamW`, logged at every step
+# here): one slow decay over ten epochs against a saw that runs down and up every 20 batches.
+
+# %%
+BUG = ["--config", str(CONFIGS / "blobs_mlp.yaml"), "--config", str(CONFIGS / "zoo" / "scheduler_per_batch.yaml")]
+
+
+def fit_blobs(*args):
+    """``toyloops loop fit --config blobs_mlp ...``: its best val/acc and TensorBoard scalars."""
+    with quietly():
+        result = hand_loop(["fit", "--config", str(CONFIGS / "blobs_mlp.yaml"), *args, "--trainer.log_every_n_steps",
+                            "1", "--dashboard.boundary_every_n_epochs", "0"])
+    return result["best"], scalars(result["last_checkpoint"].parent.parent)
+
+
+blobs_runs = {"clean": fit_blobs(), "scheduler per batch": fit_blobs(*BUG[2:])}
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+for ax, tag in zip(axes, ("lr-AdamW", "train/loss"), strict=True):
+    for (name, (_, curves)), style in zip(blobs_runs.items(), ({"lw": 2}, {"lw": 1.5, "color": "tab:red"}),
+                                          strict=True):
+        steps, values = zip(*curves[tag], strict=True)
+        ax.plot(steps, values, label=name, drawstyle="steps-post" if tag == "lr-AdamW" else "default", **style)
+    ax.set_title(tag)
+    ax.set_xlabel("step")
+    ax.legend(loc="upper right", ncol=2)
+axes[0].set_ylim(top=0.0125)  # room for the legend above the saw's peaks
+plt.show()
+per_batch = blobs_runs["scheduler per batch"][1]["lr-AdamW"]
+zeros = [step for step, lr in per_batch if lr == 0]
+print("best val/acc: " + ", ".join(f"{name} {best:.4f}" for name, (best, _) in blobs_runs.items()))
+print(f"lr stepped per batch: 0 at steps {zeros} of {len(per_batch)}")
+assert [f"{best:.4f}" for best, _ in blobs_runs.values()] == ["0.9833", "0.9867"]
+assert zeros == list(range(10, 150, 20)) and len(per_batch) == 150
+
+# %% [markdown]
+# `toyloops doctor` runs the checks of Karpathy's training recipe on a config ([Doctor](doctor.md)):
+# here `toyloops doctor --config blobs_mlp --config zoo/scheduler_per_batch --engine hand`, from Python.
+# Sixteen checks pass; `lr schedule` counts the troughs of the run's lr, where it falls and then rises
+# again, and fails from two on.
+
+# %%
+from toyloops.tools import doctor
+
+with quietly() as printed:
+    examined = doctor.run([*BUG, "--engine", "hand"])
+lines = printed.getvalue().splitlines()
+print("\n".join(line for line in lines if line.startswith("FAIL") or line.endswith(" fail")))
+failed = [check for check in examined["checks"].values() if check.status == "fail"]
+assert [(check.name, check.number) for check in failed] == [("lr schedule", "7 troughs")]
+assert "16 pass, 0 warn, 1 fail" in lines
+
+# %% [markdown]
+# `toyloops diff` trains the clean config and the buggy one side by side and names the first step where
+# they part, and what parted first, in the order a step computes it ([Where two trainings
+# part](diff.md)); the command is `toyloops diff --config blobs_mlp --b.model.scheduler_interval step`.
+# Step 0 is bit-identical; at step 1 the learning rate parts before anything else: the clean run still
+# uses 0.01 (an epoch schedule waits for the epoch's end), the buggy one 0.01 · (1 + cos(π/10)) / 2.
+
+# %%
+import math
+
+from toyloops.tools.diff import diff
+from toyloops.tools.diff import report as diff_report
+
+parted = diff(BUG[:2], BUG, engines=("hand", "hand"), max_steps=5)
+print("\n".join(diff_report(parted).splitlines()[2:]))  # from "compared": the sides' lines name this machine's paths
+first = parted.first
+assert (first.step, first.stage, first.name) == (1, "lr", "group0")
+assert first.a == 0.01 and math.isclose(first.b, 0.01 * (1 + math.cos(math.pi / 10)) / 2, rel_tol=1e-12)
+assert parted.per_step[0] == dict.fromkeys(parted.per_step[0], 0.0)  # step 0: every stage bit-identical
+
+# %% [markdown]
+# ## 6. What one run cannot tell you: seeds and sweeps
 #
 # One run's accuracy depends on its seed. `toyloops seeds` trains a config over several seeds (the seed
 # moves the data, the split, the shuffles and the init together) and reports the mean with a 95%
@@ -355,12 +433,16 @@ assert sum(swept["counts"].values()) == 8 and swept["best"] > 0.535
 assert [plot.name for plot in swept["plots"]] == ["history.png", "importance.png"]
 
 # %% [markdown]
-# ## 6. Where to go next
+# ## 7. Where to go next
 #
 # - [Run configs](configs.md): every shipped config, its accuracy against chance and Bayes.
 # - [The same loop, three ways](engines.md): which line of `HandTrainer` does what the Trainer does.
 # - [Outputs and TensorBoard](outputs.md): the run folders and the dashboard these pictures came from.
 # - [Experiments](experiments.md): sweeps, seeds and k-fold in full.
+# - [Doctor](doctor.md): every check of the recipe, what it measures and when it fails; [the bug
+#   zoo](doctor.md#the-bug-zoo): fourteen classic bugs, each with its symptom and the check that catches it.
+# - [Where two trainings part](diff.md): `toyloops diff` on engines, precisions, configs and two versions
+#   of your code.
 # - [Using toyloops from another project](library.md): `toyloops init` starts a project of your own,
 #   with its net, LightningModule and data module to edit, and a passing test:
 

@@ -145,7 +145,7 @@ def test_the_site_renders_in_a_browser(executed_tour, tmp_path):
     assert failed == []
     assert title == "A tour (notebook) - toyloops"
     tour = [src for src, _ in images["tour/"] if "/tour_files/" in src]
-    assert len(tour) == 9 and [src for path in images for src, width in images[path] if width == 0] == []
+    assert len(tour) == 10 and [src for path in images for src, width in images[path] if width == 0] == []
     for name in SCREENSHOTS:
         png = (tmp_path / name).read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000  # a page drawn, not a blank one

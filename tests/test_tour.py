@@ -17,9 +17,10 @@ from toyloops.tools.tour import SOURCE
 
 SECTIONS = ["## 1. The toy sets", "## 2. The minimal pair: one run, two ways",
             "## 3. One rung lower: NumPy, gradients by hand", "## 4. The decision boundary taking shape",
-            "## 5. What one run cannot tell you: seeds and sweeps",
-            "## 6. Where to go next"]
-PLOTS = 9  # toy sets, token tasks, loss curves, differences, boundaries by epoch, MLP vs logistic, seeds, sweep x2
+            "## 5. A bug, and the tools that find it", "## 6. What one run cannot tell you: seeds and sweeps",
+            "## 7. Where to go next"]
+PLOTS = 10  # toy sets, token tasks, loss curves, differences, boundaries by epoch, MLP vs logistic, the bug's lr and
+# loss against the clean run's, seeds, sweep x2
 
 
 def test_the_tour_is_a_percent_notebook_in_the_issues_order():
@@ -56,6 +57,13 @@ def test_the_tour_runs_top_to_bottom_and_shows_its_numbers(executed_tour):
     assert len(numpy) == 4 and max(numpy) < 1e-10 and len(gradients) == 2 and max(gradients) < 1e-8
     # the boundary: the MLP separates the spirals, a line does not
     assert "MLP: best val/acc 1.000 (20 boundary images)" in text and "logistic regression: best val/acc 0.675" in text
+    # the bug (zoo/scheduler_per_batch): its lr saw, doctor's failing check, diff's first divergence
+    assert "best val/acc: clean 0.9833, scheduler per batch 0.9867\n" in text
+    assert "lr stepped per batch: 0 at steps [10, 30, 50, 70, 90, 110, 130] of 150\n" in text
+    assert re.search(r"^FAIL  lr schedule +7 troughs +over the run's 150 steps, lr 0\.01 -> 0\.000245$", text,
+                     flags=re.MULTILINE)
+    assert "\n16 pass, 0 warn, 1 fail\n" in text
+    assert "first divergence: step 1, lr, group0\n  max |A - B| 0.000245: A 0.01, B 0.00975528258\n" in text
     # seeds: mean and interval of each config, the paired difference and its p-value
     means = dict(re.findall(r"^(spirals_\w+): (\d\.\d{4}) ±", text, flags=re.MULTILINE))
     assert float(means["spirals_mlp"]) > 0.99 > float(means["spirals_small"])
