@@ -129,7 +129,7 @@ def test_seeds_kfold_runs_each_fold_once(in_tmp):
     out = seeds.run(["--config", "blobs_mlp", "--kfold", "3", *TINY])
     folder = in_tmp / "logs/seeds/blobs_mlp/blobs_mlp"
     for k in range(3):
-        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/version_0/config.yaml")).read_text())
+        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/loop_version_0/config.yaml")).read_text())
         assert (config["data"]["init_args"]["fold"], config["data"]["init_args"]["num_folds"]) == (k, 3)
     assert len(out["scores"]["blobs_mlp"]) == 3 and out["blobs_mlp"].n == 3
 

@@ -333,7 +333,14 @@ def fit_members(runs_args: dict[str, list[str]],
                 epoch_end: Callable[[Member, int, float | None], bool] | None = None) -> list[Member]:
     """Build one member per ``{label: loop-fit arguments}`` and train them as one ensemble; raises
     :class:`NotStackable` when they cannot stack (their new run folders removed again)."""
+    members: list[Member] = []
     with ExitStack() as stack:
-        members = [build_member(label, args, stack) for label, args in runs_args.items()]
-        Ensemble(members, epoch_end).fit()
+        try:
+            for label, args in runs_args.items():
+                members.append(build_member(label, args, stack))
+            Ensemble(members, epoch_end).fit()
+        except BaseException:
+            for m in members:  # no writer thread may write into a folder its release removes
+                m.trainer.logger.finalize("failed")
+            raise
         return members

@@ -1,4 +1,4 @@
-"""toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine loop] [--key value ...]
+"""toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine solo] [--key value ...]
 
 One config trained over N seeds (``seed_everything`` 0 .. N-1: data, split, shuffles and init) or the
 K folds of ``--kfold K``, in this process; each run's best score of the config's objective, their mean
@@ -6,6 +6,11 @@ K folds of ``--kfold K``, in this process; each run's best score of the config's
 splits on the same seeds (or folds) and compares them pairwise (paired t-test). Folds share their
 training data: a k-fold interval is a summary, not a guarantee. Runs log to
 ``logs/seeds/<name>/<config>/<seed_N|fold_K>/``, the table to ``results.csv`` there.
+
+``--engine ensemble`` (the default) trains each config's N runs at once as one ensemble
+(:mod:`~toyloops.tools.ensemble`), each run what its hand-loop run would be; a config that does not
+stack falls back to one run at a time in the hand loop, saying why. ``solo`` (the hand loop), ``loop`` and
+``lightning`` run one at a time.
 """
 
 from __future__ import annotations
@@ -18,17 +23,18 @@ from typing import Any
 from toyloops.engine import runs
 from toyloops.engine.defaults import LOG_DIR
 from toyloops.engine.runs import flat, write_table
-from toyloops.rules.errors import ConfigError
+from toyloops.rules.errors import ConfigError, NonFiniteLossError
 from toyloops.tools.stats import paired_t_test, summarize
-from toyloops.tools.sweep import CommandParser, Objective, check_args, fit_run, objective, run_args
+from toyloops.tools.sweep import ENGINES, CommandParser, Objective, check_args, fit_run, objective, run_args
 
 OWNED_KEYS = ("seed_everything", "trainer.default_root_dir", "data.init_args.fold", "data.init_args.num_folds")
 LOADING = ("batch_size", "eval_batch_size", "drop_last")  # data settings that leave the data and splits alone
+SOLO = "loop"  # the engine --engine solo and the ensemble's fallback run: the hand loop, which each member equals
 
 
 def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = CommandParser("toyloops seeds", "One config over N seeds (or K folds); any --key value goes to every run.",
-                           "folder logs/seeds/<name>", required=True)
+                           "folder logs/seeds/<name>", engines=("ensemble", "solo", *ENGINES), required=True)
     parser.add_argument("--vs", default=None, help="a second config, compared on the same seeds/folds")
     parser.add_argument("--n", type=int, default=None, help="number of seeds (default 10)")
     parser.add_argument("--first_seed", type=int, default=0)
@@ -60,16 +66,39 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         vs = runs.run_name([opts.vs])
         arms[f"vs {vs}" if vs in arms else vs] = [opts.vs]
     args_of = {arm: run_args(configs, extra) for arm, configs in arms.items()}
-    goal = comparable(opts, {arm: check_args(opts.engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
+    engine = SOLO if opts.engine in ("solo", "ensemble") else opts.engine
+    goal = comparable(opts, {arm: check_args(engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
     scores: dict[str, list[float]] = {arm: [] for arm in arms}
-    for unit, unit_args in units:
-        for arm in arms:
-            root = folder / arm.replace(" ", "_") / unit
-            best = fit_run(opts.engine, [*args_of[arm], *unit_args, "--trainer.default_root_dir", str(root)],
-                           monitor=goal.name).best
-            scores[arm].append(best)
+    unit_args = {arm: {unit: [*args_of[arm], *given, "--trainer.default_root_dir",
+                              str(folder / arm.replace(" ", "_") / unit)] for unit, given in units} for arm in arms}
+    for arm in arms:
+        if opts.engine == "ensemble" and (found := ensemble_scores(unit_args[arm], goal)) is not None:
+            scores[arm] = found
+            continue
+        for unit, args in unit_args[arm].items():
+            scores[arm].append(best := fit_run(engine, args, monitor=goal.name).best)
             print(f"seeds: {arm} {unit}: best {goal} {best:.4f}", flush=True)
     return report(folder, [u for u, _ in units], scores, goal)
+
+
+def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective) -> list[float] | None:
+    """The units' best scores, trained as one ensemble; None (after one line saying why) if they do not stack."""
+    from toyloops.tools import ensemble
+
+    try:
+        members = ensemble.fit_members(unit_args)
+    except ensemble.NotStackable as why:
+        print(f"seeds: one run at a time ({SOLO} engine): {why}", flush=True)
+        return None
+    scores = []
+    for m in members:
+        if m.failed:  # as the solo run would: the command ends with the run's own error
+            raise NonFiniteLossError(f"{m.label}: {m.failed}")
+        if m.best is None:
+            raise ConfigError(f"{m.folder}: the run logged no {goal.name} (check trainer.limit_val_batches)")
+        scores.append(m.best)
+        print(f"seeds: {m.label}: best {goal} {m.best:.4f} (ensemble of {len(members)})", flush=True)
+    return scores
 
 
 def comparable(opts: argparse.Namespace, configs: dict[str, Any]) -> Objective:

@@ -55,10 +55,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 class CommandParser(argparse.ArgumentParser):
     """What sweep and seeds share: their argparse settings, ``--config``, ``--engine`` and ``--name``."""
 
-    def __init__(self, prog: str, description: str, name: str, **config: Any) -> None:
+    def __init__(self, prog: str, description: str, name: str, engines: tuple[str, ...] = ENGINES,
+                 **config: Any) -> None:
         super().__init__(prog=prog, description=description, allow_abbrev=False, exit_on_error=False)
         self.add_argument("--config", action="append", help="a run config (path or shipped name)", **config)
-        self.add_argument("--engine", choices=ENGINES, default="lightning")
+        self.add_argument("--engine", choices=engines, default=engines[0])
         self.add_argument("--name", default=None, help=name)
 
     def parse_command(self, args: list[str], owned: Callable[[str], bool], what: str) -> tuple[Any, list[str]]:
