@@ -147,23 +147,25 @@ def clip_gradients(grads: list[Tensor], value: float, algorithm: str) -> None:
 
 class StackedOptimizer:
     """One update of every member's parameters: ``torch.optim``'s single-tensor SGD, Adam or AdamW with
-    each member's learning rate and weight decay (per parameter group) read from its own optimizer."""
+    each member's learning rate, weight decay (and SGD momentum) read, per parameter, from its own
+    optimizer's parameter groups (members may group their parameters differently: ``decay_biases``)."""
 
     def __init__(self, params: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimizer],
                  names: Sequence[str], member_params: Sequence[dict[str, Tensor]]) -> None:
         self.params, self.optimizers = list(params), list(optimizers)
         self.kind = type(optimizers[0]).__name__
-        # which parameter group holds each parameter (the same in every member: one config)
-        group_of = {id(p): g for g, group in enumerate(optimizers[0].param_groups) for p in group["params"]}
-        self.groups = [group_of[id(member_params[0][name])] for name in names]
+        self.groups = []  # per member: the group holding each stacked parameter
+        for opt, own in zip(optimizers, member_params, strict=True):
+            group_of = {id(p): g for g, group in enumerate(opt.param_groups) for p in group["params"]}
+            self.groups.append([group_of[id(own[name])] for name in names])
         self.settings = self.shared_settings()
         self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
         self.step_count = 0
         self.read_rates()
 
     def shared_settings(self) -> dict[str, Any]:
-        keys = {"SGD": ("momentum", "dampening", "nesterov"), "Adam": ("betas", "eps"), "AdamW": ("betas", "eps")}
-        settings = {k: self.optimizers[0].param_groups[0][k] for k in keys[self.kind]}
+        keys = {"SGD": ("dampening", "nesterov"), "Adam": ("betas", "eps"), "AdamW": ("betas", "eps")}[self.kind]
+        settings = {k: self.optimizers[0].param_groups[0][k] for k in keys}
         for opt in self.optimizers:
             for group in opt.param_groups:
                 if any(group.get(flag) for flag in ("amsgrad", "maximize", "differentiable")):
@@ -172,39 +174,45 @@ class StackedOptimizer:
                     raise ValueError(f"the members' {self.kind} differ in {', '.join(settings)}")
         return settings
 
+    def per_parameter(self, key: str) -> Tensor:
+        """(M, parameters): each member's group value of ``key`` for each stacked parameter, in float64."""
+        return torch.tensor([[opt.param_groups[g][key] for g in groups]
+                             for opt, groups in zip(self.optimizers, self.groups, strict=True)], dtype=torch.float64)
+
     def read_rates(self) -> None:
-        """Learning rate and weight decay, (M, groups): after a scheduler step, read again."""
-        self.lr = torch.tensor([[g["lr"] for g in opt.param_groups] for opt in self.optimizers], dtype=torch.float64)
-        self.wd = torch.tensor([[g["weight_decay"] for g in opt.param_groups] for opt in self.optimizers],
-                               dtype=torch.float64)
+        """Learning rate, weight decay and momentum: after a scheduler step, read again."""
+        self.lr, self.wd = self.per_parameter("lr"), self.per_parameter("weight_decay")
+        self.momentum = self.per_parameter("momentum") if self.kind == "SGD" else None
 
     def keep(self, members: Tensor, params: Sequence[Tensor]) -> None:
         self.params = list(params)
         self.optimizers = [self.optimizers[m] for m in members.tolist()]
+        self.groups = [self.groups[m] for m in members.tolist()]
         self.state = [{k: v[members] for k, v in state.items()} for state in self.state]
         self.read_rates()
 
     @torch.no_grad()
     def step(self) -> None:
         self.step_count += 1
-        for p, g_index, state in zip(self.params, self.groups, self.state, strict=True):
+        for j, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
             shape = (-1, *[1] * (p.ndim - 1))
-            lr, wd = self.lr[:, g_index].view(shape), self.wd[:, g_index].view(shape)  # float64, as Python's floats
-            grad = p.grad
+            lr, wd = self.lr[:, j].view(shape), self.wd[:, j].view(shape)  # float64, as Python's floats
             if self.kind == "SGD":
-                self.sgd(p, grad, lr, wd, state)
+                self.sgd(p, p.grad, lr, wd, self.momentum[:, j].view(shape), state)
             else:
-                self.adam(p, grad, lr, wd, state)
+                self.adam(p, p.grad, lr, wd, state)
 
-    def sgd(self, p: Tensor, grad: Tensor, lr: Tensor, wd: Tensor, state: dict[str, Tensor]) -> None:
-        momentum, dampening, nesterov = (self.settings[k] for k in ("momentum", "dampening", "nesterov"))
+    def sgd(self, p: Tensor, grad: Tensor, lr: Tensor, wd: Tensor, momentum: Tensor, state: dict[str, Tensor]) -> None:
+        dampening, nesterov = self.settings["dampening"], self.settings["nesterov"]
         grad = grad + p * wd.to(p.dtype)
-        if momentum:
+        if bool((momentum > 0).any()):  # a member without momentum keeps buffer = its gradient: the same step
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = grad.clone()
             else:
-                state["momentum_buffer"].mul_(momentum).add_(grad, alpha=1 - dampening)
-            grad = grad + momentum * state["momentum_buffer"] if nesterov else state["momentum_buffer"]
+                kept = torch.where(momentum > 0, 1 - dampening, 1.0).to(p.dtype)  # torch damps only with momentum
+                state["momentum_buffer"].mul_(momentum.to(p.dtype)).add_(grad * kept)
+            buffer = state["momentum_buffer"]
+            grad = grad + momentum.to(p.dtype) * buffer if nesterov else buffer
         p.sub_(lr.to(p.dtype) * grad)
 
     def adam(self, p: Tensor, grad: Tensor, lr: Tensor, wd: Tensor, state: dict[str, Tensor]) -> None:
@@ -225,10 +233,10 @@ class StackedOptimizer:
     def member_state(self, m: int, optimizer: torch.optim.Optimizer, member_params: dict[str, Tensor],
                      names: Sequence[str]) -> None:
         """Member ``m``'s optimizer state into its own ``optimizer`` (for its checkpoint), as torch keeps it."""
-        for name, state in zip(names, self.state, strict=True):
+        for j, (name, state) in enumerate(zip(names, self.state, strict=True)):
             own = {k: v[m].clone() for k, v in state.items()}
             if self.kind != "SGD":
                 own["step"] = torch.tensor(float(self.step_count))
-            elif "momentum_buffer" not in own:
+            elif self.momentum[m, j] == 0:
                 own["momentum_buffer"] = None
             optimizer.state[member_params[name]] = own

@@ -1,0 +1,135 @@
+"""The ensemble trainer: each member ends where its solo hand-loop run ends (weights within 1e-5 in
+float32, the same best score at 4 decimals), writes a normal run folder, and the stacked optimizer
+update is torch.optim's, member by member."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from toyloops.engine import loop_cli
+from toyloops.tools import ensemble, seeds
+from toyloops.tools.stacked import StackedOptimizer
+from toyloops.tools.sweep import QUIET
+
+SMALL = ["--data.init_args.n_samples", "300"]
+NO_DROPOUT = ["--model.net.init_args.dropout", "0.0"]
+
+
+def runs_of(config: str, per_member: list[list[str]], *extra: str) -> dict[str, list[str]]:
+    return {f"m{i}": ["--config", config, *QUIET, *SMALL, "--trainer.default_root_dir", f"m{i}", *extra, *own]
+            for i, own in enumerate(per_member)}
+
+
+def assert_members_equal_solo(runs: dict[str, list[str]], tolerance: float = 1e-5) -> list[ensemble.Member]:
+    members = ensemble.fit_members(runs)
+    for m, args in zip(members, runs.values(), strict=True):
+        solo_args = [a if a != m.label else f"solo_{m.label}" for a in args]
+        solo = loop_cli.run(["fit", *solo_args])
+        ours = torch.load(m.folder / "checkpoints/last.ckpt", weights_only=True)
+        theirs = torch.load(solo["last_checkpoint"], weights_only=True)
+        assert ours["global_step"] == theirs["global_step"] and ours["epoch"] == theirs["epoch"]
+        assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+        for name, value in theirs["state_dict"].items():
+            assert (ours["state_dict"][name].float() - value.float()).abs().max().item() <= tolerance, name
+        assert round(m.best, 4) == round(solo["best"], 4)
+        assert m.failed is None
+    return members
+
+
+def test_seeds_equal_their_solo_runs_fp32(in_tmp):
+    assert_members_equal_solo(runs_of("blobs_mlp", [["--seed_everything", str(s)] for s in range(3)],
+                                      "--trainer.max_epochs", "3", *NO_DROPOUT))
+
+
+def test_dropout_draws_each_members_own_stream(in_tmp):
+    """Per-member mask streams: with dropout 0.1 and 0.3 the members still end at their solo runs."""
+    per_member = [["--seed_everything", "0"], ["--seed_everything", "1", "--model.net.init_args.dropout", "0.3"]]
+    assert_members_equal_solo(runs_of("blobs_mlp", per_member, "--trainer.max_epochs", "2"))
+
+
+def test_bf16_members_equal_their_solo_runs(in_tmp):
+    assert_members_equal_solo(runs_of("blobs_mlp", [["--seed_everything", str(s)] for s in range(2)],
+                                      "--trainer.max_epochs", "2", "--config", "presets/bf16", *NO_DROPOUT))
+
+
+def test_per_member_hyperparameters_clipping_and_a_step_scheduler(in_tmp):
+    """lr, weight decay, label smoothing and class weights differ per member; a clip small enough to
+    bind; StepLR stepped every optimizer step; weight decay kept off biases."""
+    per_member = [["--model.optimizer.init_args.lr", "0.02", "--model.init_args.label_smoothing", "0.1"],
+                  ["--model.optimizer.init_args.weight_decay", "0.3", "--model.init_args.class_weights", "[1, 2, 3]"],
+                  ["--model.optimizer.init_args.lr", "0.005", "--model.init_args.decay_biases", "false"]]
+    assert_members_equal_solo(runs_of(
+        "blobs_mlp", per_member, "--trainer.max_epochs", "2", "--trainer.gradient_clip_val", "0.05", *NO_DROPOUT,
+        "--model.scheduler", "torch.optim.lr_scheduler.StepLR", "--model.scheduler.init_args.step_size", "4",
+        "--model.init_args.scheduler_interval", "step"))
+
+
+def test_sgd_one_logit_and_regression_members_equal_their_solo_runs(in_tmp):
+    assert_members_equal_solo(runs_of("blobs_logistic", [["--seed_everything", "0"], [
+        "--seed_everything", "1", "--model.optimizer.init_args.momentum", "0.9",
+        "--model.init_args.label_smoothing", "0.2"]], "--trainer.max_epochs", "2"))
+    assert_members_equal_solo(runs_of("linear_regression", [["--seed_everything", "0"], [
+        "--model.optimizer.init_args.lr", "0.01"]], "--trainer.max_epochs", "2"))
+
+
+def test_early_stopping_stops_each_member_as_its_solo_run(in_tmp):
+    """One member stops early (a patience of 1 on a tiny lr), the other trains on: each as its solo run."""
+    members = assert_members_equal_solo(runs_of(
+        "circles_mlp", [["--model.optimizer.init_args.lr", "1e-5"], ["--model.optimizer.init_args.lr", "0.01"]],
+        "--trainer.max_epochs", "6", "--config", "presets/early_stopping",
+        "--trainer.callbacks.init_args.patience", "1", "--trainer.callbacks.init_args.min_delta", "0.01"))
+    assert members[0].trainer.should_stop and members[0].trainer.global_step < members[1].trainer.global_step
+
+
+def test_a_members_checkpoint_validates_as_a_normal_run(in_tmp):
+    members = ensemble.fit_members(runs_of("blobs_mlp", [[], ["--seed_everything", "1"]], "--trainer.max_epochs", "1"))
+    last = members[1].folder / "checkpoints/last.ckpt"
+    out = subprocess.run([sys.executable, "-m", "toyloops", "validate", "--config", "blobs_mlp", *SMALL,
+                          "--seed_everything", "1", "--ckpt_path", str(last)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    logged = members[1].trainer.progress.callback_metrics["val/acc"]
+    assert f"{logged:.4f}" in out.stdout  # the validation run scores what the member logged
+    events = list(members[1].folder.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and (members[1].folder / "config.yaml").is_file()
+
+
+def test_the_transformer_and_other_optimizers_fall_back_in_one_line(in_tmp, capsys):
+    out = seeds.run(["--config", "majority_transformer", "--n", "2", "--trainer.max_epochs", "1",
+                     "--data.init_args.n_samples", "200"])
+    assert "seeds: one run at a time (loop engine): TransformerClassifier does not stack" in capsys.readouterr().out
+    assert len(out["scores"]["majority_transformer"]) == 2
+
+
+def test_seeds_ensemble_matches_solo_seeds(in_tmp):
+    args = ["--config", "blobs_mlp", "--n", "3", "--trainer.max_epochs", "2", *SMALL]
+    together = seeds.run([*args, "--name", "together"])
+    alone = seeds.run([*args, "--name", "alone", "--engine", "solo"])
+    assert [round(s, 4) for s in together["scores"]["blobs_mlp"]] == [round(s, 4) for s in alone["scores"]["blobs_mlp"]]
+
+
+@pytest.mark.parametrize(("kind", "settings"), [
+    ("SGD", {"momentum": 0.9, "weight_decay": 0.01}), ("SGD", {"dampening": 0.3}),
+    ("SGD", {"momentum": 0.5, "nesterov": True, "dampening": 0.0}),
+    ("Adam", {"weight_decay": 0.01}), ("AdamW", {"weight_decay": 0.1, "betas": (0.8, 0.9)})])
+def test_the_stacked_update_is_torch_optims_per_member(kind, settings):
+    torch.manual_seed(0)
+    rates = [1e-3, 3e-2, 0.1]
+    params = [torch.randn(4, 3) for _ in rates]
+    grads = [[torch.randn(4, 3) for _ in rates] for _ in range(5)]
+    solo = [torch.nn.Parameter(p.clone()) for p in params]
+    optimizers = [getattr(torch.optim, kind)([p], lr=lr, foreach=False, **settings)
+                  for p, lr in zip(solo, rates, strict=True)]
+    stacked = torch.nn.Parameter(torch.stack(params))
+    update = StackedOptimizer([stacked], optimizers, ["w"], [{"w": p} for p in solo])
+    for step in grads:
+        stacked.grad = torch.stack(step)
+        update.step()
+        for p, g, optimizer in zip(solo, step, optimizers, strict=True):
+            p.grad = g.clone()
+            optimizer.step()
+    for m, p in enumerate(solo):
+        torch.testing.assert_close(stacked[m].detach(), p.detach(), rtol=0, atol=1e-6)
