@@ -1,11 +1,12 @@
 """toyloops seeds --config blobs_mlp --n 10 [--vs configs/other.yaml] [--kfold 5] [--engine solo] [--key value ...]
 
 One config trained over N seeds (``seed_everything`` 0 .. N-1: data, split, shuffles and init) or the
-K folds of ``--kfold K``, in this process; each run's best score of the config's objective, their mean
-± std and 95% interval (Student t). ``--vs`` runs a second config of the same objective, data and
-splits on the same seeds (or folds) and compares them pairwise (paired t-test). Folds share their
-training data: a k-fold interval is a summary, not a guarantee. Runs log to
-``logs/seeds/<name>/<config>/<seed_N|fold_K>/``, the table to ``results.csv`` there.
+K folds of ``--kfold K`` (with ``--n N``: the K folds of each of N seeds), in this process; each run's
+best score of the config's objective, their mean ± std and 95% interval (Student t). ``--vs`` runs a
+second config of the same objective, data and splits on the same seeds (or folds) and compares them
+pairwise (paired t-test). Folds share their training data: a k-fold interval is a summary, not a
+guarantee. Runs log to
+``logs/seeds/<name>/<config>/<seed_N|fold_K|fold_K_seed_N>/``, the table to ``results.csv`` there.
 
 ``--engine ensemble`` (the default) trains each config's N runs at once as one ensemble
 (:mod:`~toyloops.tools.ensemble`), each run what its hand-loop run would be; a config that does not
@@ -38,10 +39,10 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--vs", default=None, help="a second config, compared on the same seeds/folds")
     parser.add_argument("--n", type=int, default=None, help="number of seeds (default 10)")
     parser.add_argument("--first_seed", type=int, default=0)
-    parser.add_argument("--kfold", type=int, default=None, help="K folds of the train+val data instead of seeds")
+    parser.add_argument("--kfold", type=int, default=None,
+                        help="K folds of the train+val data (of the config's seed; with --n, of each of N seeds)")
     opts, extra = parser.parse_command(args, lambda key: key in OWNED_KEYS, "run")
-    if opts.kfold is not None and opts.n is not None:
-        raise ConfigError("--n and --kfold: give one (k-fold runs the config's seed once per fold)")
+    opts.repeats = opts.n  # --kfold K --n N: the K folds of each of N seeds (repeated k-fold)
     if opts.kfold is not None and opts.kfold < 2:
         raise ConfigError(f"--kfold={opts.kfold}: expected an int >= 2")
     opts.n = 10 if opts.n is None else opts.n
@@ -58,9 +59,11 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     opts, extra = parse(list(sys.argv[1:] if args is None else args))
     folder = Path(LOG_DIR) / "seeds" / opts.name
     runs.check_writable(folder)
-    units = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
-             for k in range(opts.kfold)] if opts.kfold else \
-        [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
+    seeds = [(f"seed_{s}", ["--seed_everything", str(s)]) for s in range(opts.first_seed, opts.first_seed + opts.n)]
+    folds = [(f"fold_{k}", ["--data.init_args.num_folds", str(opts.kfold), "--data.init_args.fold", str(k)])
+             for k in range(opts.kfold or 0)]
+    units = seeds if not folds else folds if opts.repeats is None else [
+        (f"{fold}_{seed}", [*seed_args, *fold_args]) for seed, seed_args in seeds for fold, fold_args in folds]
     arms = {runs.run_name(opts.config): opts.config}
     if opts.vs:
         vs = runs.run_name([opts.vs])
@@ -122,7 +125,8 @@ def report(folder: Path, units: list[str], scores: dict[str, list[float]], goal:
     write_table(folder / "results.csv", [["run", *arms, *(["difference"] if pair else [])], *(
         [unit, *(f"{scores[arm][i]:.6f}" for arm in arms),
          *([f"{scores[arms[0]][i] - scores[arms[1]][i]:.6f}"] if pair else [])] for i, unit in enumerate(units))])
-    lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {units[0].split('_')[0]}s =="]  # seeds or folds
+    kind = f"{units[0].split('_')[0]}s" if units[0].count("_") == 1 else "fold x seed runs"  # seeds or folds
+    lines = [f"\n== toyloops seeds: best {goal} over {len(units)} {kind} =="]
     out: dict[str, Any] = {"scores": scores}
     for arm in arms:
         s = out[arm] = summarize(scores[arm])
