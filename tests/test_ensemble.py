@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from toyloops.engine import loop_cli
 from toyloops.tools import ensemble, seeds
@@ -29,6 +30,7 @@ def assert_members_equal_solo(runs: dict[str, list[str]], tolerance: float = 1e-
     for m, args in zip(members, runs.values(), strict=True):
         solo_args = [a if a != m.label else f"solo_{m.label}" for a in args]
         solo = loop_cli.run(["fit", *solo_args])
+        solo["run_dir"] = solo["last_checkpoint"].parent.parent
         ours = torch.load(m.folder / "checkpoints/last.ckpt", weights_only=True)
         theirs = torch.load(solo["last_checkpoint"], weights_only=True)
         assert ours["global_step"] == theirs["global_step"] and ours["epoch"] == theirs["epoch"]
@@ -37,6 +39,10 @@ def assert_members_equal_solo(runs: dict[str, list[str]], tolerance: float = 1e-
             assert (ours["state_dict"][name].float() - value.float()).abs().max().item() <= tolerance, name
         assert round(m.best, 4) == round(solo["best"], 4)
         assert m.failed is None
+        configs = [yaml.safe_load((folder / "config.yaml").read_text()) for folder in (m.folder, solo["run_dir"])]
+        for config in configs:
+            config["trainer"].pop("default_root_dir")
+        assert configs[0] == configs[1]  # the member's config is its solo run's, parsed or copied
     return members
 
 

@@ -12,14 +12,18 @@ books (logging, schedulers, checkpoints), so those rules stay in one place.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
@@ -27,11 +31,13 @@ from torch import Tensor
 from toyloops.core.classifier import Classifier
 from toyloops.core.module import is_log_step
 from toyloops.core.regressor import Regressor
+from toyloops.engine import checkpoints as ckpt
 from toyloops.engine import loop_cli, runs
 from toyloops.engine.callbacks import LastCheckpoint, RunSummary
-from toyloops.engine.defaults import LOG_DIR
+from toyloops.engine.defaults import LOG_DIR, PARSE_LINKS
 from toyloops.engine.loggers import TensorBoardLogger
 from toyloops.engine.loop import HandTrainer, num_batches
+from toyloops.engine.validation import check_values
 from toyloops.rules.errors import ConfigError, NonFiniteLossError, check_finite
 from toyloops.tools.stacked import OPTIMIZERS, StackedNet, StackedOptimizer, clip_gradients, member_losses
 from toyloops.tools.stacked import why_not_stackable as net_not_stackable
@@ -46,7 +52,7 @@ class NotStackable(ConfigError):
     """These runs cannot train as one ensemble (the message says why); run them one at a time."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Member:
     """One run of the ensemble: its config, its module and data as its solo run builds them, and the
     ``HandTrainer`` that keeps its books."""
@@ -59,6 +65,7 @@ class Member:
     generator: torch.Generator  # the global RNG's state after its solo set-up: its dropout masks
     folder: Path
     failed: str | None = None
+    pending: dict[Path, dict[str, Any]] = field(default_factory=dict)  # checkpoints written when it ends
 
     @property
     def best(self) -> float | None:
@@ -70,19 +77,81 @@ class Member:
         return self.trainer.should_stop or self.failed is not None
 
 
-def build_member(label: str, args: list[str], stack: ExitStack) -> Member:
-    """Member ``label`` from its ``loop fit`` arguments: built (seeded, instantiated), its run folder
-    claimed and its ``config.yaml`` written, its trainer attached: all as ``toyloops loop fit`` does."""
+def build_members(runs_args: dict[str, list[str]], stack: ExitStack) -> list[Member]:
+    """One member per ``{label: loop-fit arguments}``, each built as ``toyloops loop fit`` builds it: the
+    first parsed and checked in full; the others, where their arguments change only values of the first's
+    keys (seed, fold, learning rate, ...) and keep their types, share its parse (a copy with those values)."""
     parser = loop_cli.build_parser()
-    cfg, objects = loop_cli.build(runs.with_shipped_configs(args), parser)
+    (first_label, first_args), *others = runs_args.items()
+    cfg, objects = loop_cli.build(runs.with_shipped_configs(first_args), parser)
+    text = parser.dump(cfg)
+    members = [attach(first_label, cfg, objects, text, stack)]
+    for label, args in others:
+        changed = changed_values(cfg, first_args, args)
+        if changed is None:
+            own = loop_cli.build(runs.with_shipped_configs(args), parser)[0]
+            own_text = parser.dump(own)
+        else:
+            own, own_text = copy.deepcopy(cfg), yaml.safe_load(text)
+            for key, value in changed.items():
+                own[key] = value
+                *parents, last = key.split(".")
+                node = reduce(lambda node, part: node[part], parents, own_text)
+                if last in node:  # a parse-time link's target is not dumped
+                    node[last] = value
+            check_values(own)
+            own_text = yaml.safe_dump(own_text, sort_keys=False)
+        members.append(attach(label, own, loop_cli.instantiate(own, parser), own_text, stack))
+    return members
+
+
+def changed_values(cfg: Any, first: list[str], args: list[str]) -> dict[str, Any] | None:
+    """``{config key: value}`` where ``args`` differ from ``first`` only in the values of the same
+    ``--key value`` pairs (outside ``trainer:``, its folder aside), each of the type ``cfg`` holds; else None."""
+    if len(args) != len(first) or [a for a in args if a.startswith("--")] != [a for a in first if a.startswith("--")]:
+        return None
+    changed = {}
+    for i, (ours, theirs) in enumerate(zip(args, first, strict=True)):
+        if ours == theirs:
+            continue
+        flag = args[i - 1] if i else ""
+        key = config_key(cfg, flag[2:]) if flag.startswith("--") and flag != "--config" else None
+        if key is None or (key.startswith("trainer.") and key != "trainer.default_root_dir"):
+            return None
+        value, held = yaml.safe_load(ours), cfg[key]
+        value = float(value) if isinstance(held, float) and type(value) is int else value
+        if type(value) is not type(held):
+            return None
+        changed[key] = value
+        changed.update({target: value for source, target in PARSE_LINKS if source == key})  # as parsing links them
+    return changed
+
+
+def config_key(cfg: Any, key: str) -> str | None:
+    """The parsed config's key for a command-line key (which may leave out ``init_args``), or None."""
+    path, node = [], cfg
+    for part in key.split("."):
+        if isinstance(node, Namespace) and part in node:
+            path.append(part)
+        elif isinstance(node, Namespace) and isinstance(node.get("init_args"), Namespace) and part in node.init_args:
+            path += ["init_args", part]
+        else:
+            return None
+        node = cfg[".".join(path)]
+    return ".".join(path)
+
+
+def attach(label: str, cfg: Any, objects: Any, config_text: str, stack: ExitStack) -> Member:
+    """A built member's run folder claimed and its ``config.yaml`` written, its trainer attached to
+    its module and data: what ``toyloops loop fit`` does before its first step."""
     model, data, options = objects.model, objects.data, loop_cli.trainer_options(cfg)
     root = Path(options["default_root_dir"] or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
-    folder = stack.enter_context(loop_cli.held(runs.open_run(root, loop_cli.RUN_PREFIX), parser.dump(cfg)))
+    folder = stack.enter_context(loop_cli.held(runs.open_run(root, loop_cli.RUN_PREFIX), config_text))
     logger = TensorBoardLogger(save_dir=str(folder.parent), name="", version=folder.name, default_hp_metric=False)
     checkpoints = str(folder / "checkpoints")
     trainer = HandTrainer(**{**options, "logger": logger, "callbacks": [
         *options["callbacks"], ModelCheckpoint(checkpoints, "best", cfg.checkpoint.monitor, mode=cfg.checkpoint.mode),
-        LastCheckpoint(checkpoints), LearningRateMonitor()]})
+        LearningRateMonitor()]})  # LastCheckpoint joins at the member's end: its one last.ckpt
     stack.enter_context(trainer.attached(model, data, TrainerFn.FITTING))
     trainer.train_batches, trainer.val_batches = data.train_dataloader(), data.val_dataloader()
     trainer.configure_optimizers(model)
@@ -167,8 +236,7 @@ class Ensemble:
                     val = self.validate()
                 self.end_epoch(epoch, val)
                 epoch += 1
-        for m in self.members:
-            m.trainer.logger.finalize("success")
+        self.drop(list(self.members))
         return all_members
 
     def train_epoch(self, epoch: int) -> None:
@@ -297,7 +365,7 @@ class Ensemble:
     def stoppers(m: Member) -> list[EarlyStopping]:
         return [c for c in m.trainer.callbacks if isinstance(c, EarlyStopping)]
 
-    def save(self, i: int, m: Member, val_metrics: dict[str, float]) -> None:
+    def save(self, i: int, m: Member, val_metrics: dict[str, float] | None) -> None:
         """Member ``i``'s weights and optimizer state into its own module and optimizer, then its trainer's
         checkpoint rule; the toyloops section's RNG is the member's own stream (a resume draws on from there)."""
         params = dict(m.model.net.named_parameters())
@@ -307,17 +375,30 @@ class Ensemble:
         self.optimizer.member_state(i, m.trainer.optimizer, params, self.net.names)
         held = torch.get_rng_state()
         torch.set_rng_state(m.generator.get_state())
-        try:
-            m.trainer.model_checkpoint(val_metrics)
+        try:  # held in memory until the member ends: a file a save costs more than a step of all members
+            m.trainer.model_checkpoint(val_metrics, save=lambda checkpoint, path: m.pending.__setitem__(
+                path, copy.deepcopy(checkpoint)))
         finally:
             torch.set_rng_state(held)
 
+    def finish(self, i: int, m: Member) -> None:
+        """Member ``i`` has ended: its last.ckpt (unless it failed, as a solo run's would be the epoch's before)
+        and the best it held, written; its TensorBoard run closed."""
+        if m.failed is None:
+            m.trainer.callbacks.append(LastCheckpoint(str(m.folder / "checkpoints")))
+            self.save(i, m, None)
+        for path, checkpoint in m.pending.items():
+            ckpt.save_checkpoint(checkpoint, path)
+        m.pending.clear()
+        m.trainer.logger.finalize("success" if m.failed is None else "failed")
+
     def drop(self, ended: list[Member]) -> None:
-        """The members that ended leave the stack; their runs are finished."""
+        """The members that ended leave the stack, their runs finished."""
         if not ended:
             return
-        for m in ended:
-            m.trainer.logger.finalize("success" if m.failed is None else "failed")
+        for i, m in enumerate(self.members):
+            if m in ended:
+                self.finish(i, m)
         keep = torch.tensor([i for i, m in enumerate(self.members) if m not in ended], dtype=torch.long)
         self.members = [m for m in self.members if m not in ended]
         if not self.members:
@@ -336,8 +417,7 @@ def fit_members(runs_args: dict[str, list[str]],
     members: list[Member] = []
     with ExitStack() as stack:
         try:
-            for label, args in runs_args.items():
-                members.append(build_member(label, args, stack))
+            members += build_members(runs_args, stack)
             Ensemble(members, epoch_end).fit()
         except BaseException:
             for m in members:  # no writer thread may write into a folder its release removes
