@@ -31,12 +31,13 @@ def assert_members_equal_solo(runs: dict[str, list[str]], tolerance: float = 1e-
         solo_args = [a if a != m.label else f"solo_{m.label}" for a in args]
         solo = loop_cli.run(["fit", *solo_args])
         solo["run_dir"] = solo["last_checkpoint"].parent.parent
-        ours = torch.load(m.folder / "checkpoints/last.ckpt", weights_only=True)
-        theirs = torch.load(solo["last_checkpoint"], weights_only=True)
-        assert ours["global_step"] == theirs["global_step"] and ours["epoch"] == theirs["epoch"]
-        assert ours["state_dict"].keys() == theirs["state_dict"].keys()
-        for name, value in theirs["state_dict"].items():
-            assert (ours["state_dict"][name].float() - value.float()).abs().max().item() <= tolerance, name
+        for kind in ("last", "best"):  # the best as it was at its epoch, held until the member ended
+            ours = torch.load(m.folder / f"checkpoints/{kind}.ckpt", weights_only=True)
+            theirs = torch.load(solo[f"{kind}_checkpoint"], weights_only=True)
+            assert ours["global_step"] == theirs["global_step"] and ours["epoch"] == theirs["epoch"]
+            assert ours["state_dict"].keys() == theirs["state_dict"].keys()
+            for name, value in theirs["state_dict"].items():
+                assert (ours["state_dict"][name].float() - value.float()).abs().max().item() <= tolerance, name
         assert round(m.best, 4) == round(solo["best"], 4)
         assert m.failed is None
         configs = [yaml.safe_load((folder / "config.yaml").read_text()) for folder in (m.folder, solo["run_dir"])]

@@ -376,8 +376,8 @@ class Ensemble:
         held = torch.get_rng_state()
         torch.set_rng_state(m.generator.get_state())
         try:  # held in memory until the member ends: a file a save costs more than a step of all members
-            m.trainer.model_checkpoint(val_metrics, save=lambda checkpoint, path: m.pending.__setitem__(
-                path, copy.deepcopy(checkpoint)))
+            m.trainer.model_checkpoint(val_metrics, save=lambda checkpoint, path: m.pending.__setitem__(path, held_copy(
+                checkpoint)))
         finally:
             torch.set_rng_state(held)
 
@@ -408,6 +408,13 @@ class Ensemble:
         self.x, self.y, self.val_x, self.val_y = self.x[keep], self.y[keep], self.val_x[keep], self.val_y[keep]
         self.smoothing = self.smoothing[keep]
         self.weights = None if self.weights is None else self.weights[keep]
+
+
+def held_copy(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint to hold until it is written: its weights copied, as the next epoch's writes into the
+    module's parameters; everything else in it is built afresh by each dump (the optimizer's state tensors
+    too: :meth:`StackedOptimizer.member_state` puts new ones in every time)."""
+    return {**checkpoint, "state_dict": {name: value.clone() for name, value in checkpoint["state_dict"].items()}}
 
 
 def fit_members(runs_args: dict[str, list[str]],
