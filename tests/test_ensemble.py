@@ -130,13 +130,13 @@ def test_the_stacked_update_is_torch_optims_per_member(kind, settings):
     solo = [torch.nn.Parameter(p.clone()) for p in params]
     optimizers = [getattr(torch.optim, kind)([p], lr=lr, foreach=False, **settings)
                   for p, lr in zip(solo, rates, strict=True)]
-    stacked = torch.nn.Parameter(torch.stack(params))
-    update = StackedOptimizer([stacked], optimizers, ["w"], [{"w": p} for p in solo])
+    stacked = torch.nn.Parameter(torch.stack(params).flatten(1))  # (members, all weights), as StackedNet.flat
+    update = StackedOptimizer(stacked, [12], optimizers, ["w"], [{"w": p} for p in solo])
     for step in grads:
-        stacked.grad = torch.stack(step)
+        stacked.grad = torch.stack(step).flatten(1)
         update.step()
         for p, g, optimizer in zip(solo, step, optimizers, strict=True):
             p.grad = g.clone()
             optimizer.step()
     for m, p in enumerate(solo):
-        torch.testing.assert_close(stacked[m].detach(), p.detach(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(stacked[m].detach().view(4, 3), p.detach(), rtol=0, atol=1e-6)

@@ -201,7 +201,8 @@ def test_a_bad_space_is_one_line_before_any_trial(in_tmp, space, message):
 
 def test_shipped_spaces_fit_their_configs():
     """Every shipped space parses and each of its corners builds with a config of its family."""
-    family = {"mlp": "blobs_mlp", "logistic": "blobs_logistic", "transformer": "majority_transformer"}
+    family = {"mlp": "blobs_mlp", "logistic": "blobs_logistic", "transformer": "majority_transformer",
+              "rates": "blobs_mlp"}
     shipped = sorted(p.stem for p in (Path(sweep.__file__).parent / "spaces").glob("*.yaml"))
     assert shipped == sorted(family)
     for name, config in family.items():

@@ -209,7 +209,7 @@ class Ensemble:
         self.monitor = first.trainer.checkpoint_callback.monitor
         self.net = StackedNet([m.model.net for m in members], [m.generator for m in members])
         try:
-            self.optimizer = StackedOptimizer(list(self.net.stacked), [m.trainer.optimizer for m in members],
+            self.optimizer = StackedOptimizer(self.net.flat, self.net.sizes, [m.trainer.optimizer for m in members],
                                               self.net.names, [dict(m.model.net.named_parameters()) for m in members])
         except ValueError as err:
             raise NotStackable(str(err)) from None
@@ -273,22 +273,24 @@ class Ensemble:
             if log_now and per_step:  # LearningRateMonitor, per step
                 for m in self.members:
                     m.trainer.log_learning_rate()
-            for p in self.net.stacked:
-                p.grad = None
+            self.net.flat.grad = None
             losses.sum().backward()  # each member's gradient is its own loss's: the members share no weight
             detached = losses.detach().double()
             sums += detached * y.shape[1]
             hits += self.hits(output.detach(), y)
             count += y.shape[1]
             if t.gradient_clip_val:
-                clip_gradients([p.grad for p in self.net.stacked], t.gradient_clip_val, t.gradient_clip_algorithm)
+                clip_gradients(self.net.flat.grad, t.gradient_clip_val, t.gradient_clip_algorithm)
             self.optimizer.step()
-            for m, loss in zip(self.members, detached.tolist(), strict=True):
-                m.trainer.update_lr_schedulers("step")
-                if batch_idx + 1 < n_batches:
-                    m.trainer.update_lr_schedulers("step", plateau=True)
+            last = batch_idx + 1 == n_batches
+            for m, loss in zip(self.members, detached.tolist() if log_now or last else self.members, strict=True):
+                if per_step:
+                    m.trainer.update_lr_schedulers("step")
+                    if not last:
+                        m.trainer.update_lr_schedulers("step", plateau=True)
                 m.trainer.progress.global_step += 1
-                m.trainer.log_metrics({"train/loss": loss}, step=step, write=log_now)
+                if log_now or last:  # the loss a solo run keeps in callback_metrics is its latest: this one
+                    m.trainer.log_metrics({"train/loss": loss}, step=step, write=log_now)
             if per_step:
                 self.optimizer.read_rates()
         for m in self.members:
@@ -372,7 +374,7 @@ class Ensemble:
         with torch.no_grad():
             for name, value in self.net.member_state(i).items():
                 params[name].copy_(value)
-        self.optimizer.member_state(i, m.trainer.optimizer, params, self.net.names)
+        self.optimizer.member_state(i, m.trainer.optimizer, params, self.net.names, self.net.sizes)
         held = torch.get_rng_state()
         torch.set_rng_state(m.generator.get_state())
         try:  # held in memory until the member ends: a file a save costs more than a step of all members
@@ -404,7 +406,7 @@ class Ensemble:
         if not self.members:
             return
         self.net.keep(keep)
-        self.optimizer.keep(keep, list(self.net.stacked))
+        self.optimizer.keep(keep, self.net.flat)
         self.x, self.y, self.val_x, self.val_y = self.x[keep], self.y[keep], self.val_x[keep], self.val_y[keep]
         self.smoothing = self.smoothing[keep]
         self.weights = None if self.weights is None else self.weights[keep]

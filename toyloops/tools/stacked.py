@@ -39,36 +39,44 @@ def why_not_stackable(nets: Sequence[nn.Module]) -> str | None:
 
 
 class StackedNet(nn.Module):
-    """N copies of one net as stacked parameters (M, *shape): Linear layers by ``torch.baddbmm``, the
-    activation as the net's own module, Dropout with a rate and a random stream per member."""
+    """N copies of one net as one parameter ``flat`` (M, all weights), each weight a view (M, *shape) of
+    it: Linear layers by ``torch.baddbmm``, the activation as the net's own module, Dropout with a rate
+    and a random stream per member. One flat tensor makes the clip and the update a few ops a step."""
 
     def __init__(self, nets: Sequence[nn.Module], generators: Sequence[torch.Generator]) -> None:
         super().__init__()
-        self.names = [name for name, _ in nets[0].named_parameters()]
-        self.stacked = nn.ParameterList(
-            [torch.stack([dict(net.named_parameters())[name].detach() for net in nets]) for name in self.names])
+        first = dict(nets[0].named_parameters())
+        self.names = list(first)
+        self.shapes = [first[name].shape for name in self.names]
+        self.sizes = [first[name].numel() for name in self.names]
+        self.flat = nn.Parameter(torch.cat([torch.stack([dict(net.named_parameters())[name].detach().flatten()
+                                                         for net in nets]) for name in self.names], dim=1))
         self.plan: list[tuple[str, Any]] = []  # ("linear", (weight index, bias index or None)) / ("apply", module)
         index = {name: i for i, name in enumerate(self.names)}
         rates: list[list[float]] = []
         for prefix, module in nets[0].named_modules():
             if isinstance(module, nn.Linear):
-                bias = index.get(f"{prefix}.bias")
-                self.plan.append(("linear", (index[f"{prefix}.weight"], bias)))
+                self.plan.append(("linear", (index[f"{prefix}.weight"], index.get(f"{prefix}.bias"))))
             elif isinstance(module, nn.Dropout):
                 self.plan.append(("dropout", len(rates)))
                 rates.append([dict(net.named_modules())[prefix].p for net in nets])
             elif not list(module.children()):
                 self.plan.append(("apply", module))
-        self.rates = [torch.tensor(r) for r in rates]  # (M,) per Dropout layer
+        self.rates = [torch.tensor(r, dtype=torch.float64) for r in rates]  # (M,) per Dropout layer
         self.generators = list(generators)
-        self.squeeze = nets[0](torch.zeros(1, self.stacked[0].shape[-1])).ndim == 1  # one logit / one output
+        self.squeeze = nets[0](torch.zeros(1, self.shapes[0][-1])).ndim == 1  # one logit / one output
+
+    def weights(self) -> list[Tensor]:
+        """Each weight as a view (M, *shape) of ``flat``."""
+        return [part.view(-1, *shape) for part, shape in zip(self.flat.split(self.sizes, dim=1), self.shapes,
+                                                                strict=True)]
 
     def forward(self, x: Tensor) -> Tensor:
         """(M, B, F) -> (M, B, C), or (M, B) where the solo net returns (B,)."""
-        h = x
+        h, weights = x, self.weights()
         for kind, what in self.plan:
             if kind == "linear":
-                weight, bias = (self.stacked[i] if i is not None else None for i in what)
+                weight, bias = (weights[i] if i is not None else None for i in what)
                 h = torch.bmm(h, weight.transpose(1, 2)) if bias is None else \
                     torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))  # h @ W^T + b, per member
             elif kind == "dropout":
@@ -78,27 +86,23 @@ class StackedNet(nn.Module):
         return h.squeeze(-1) if self.squeeze else h
 
     def dropout(self, h: Tensor, rates: Tensor) -> Tensor:
-        """F.dropout's mask, member by member: bernoulli(1 - p) / (1 - p) drawn from the member's stream
-        in the shape the solo net draws it, so each member's masks are its solo run's."""
+        """F.dropout's mask, member by member: bernoulli(1 - p) drawn from the member's stream in the shape
+        the solo net draws it (so each member's masks are its solo run's), then divided by (1 - p)."""
         if not self.training or not bool((rates > 0).any()):
             return h
-        noise = []
+        noise = torch.ones_like(h)
         for m, p in enumerate(rates.tolist()):
-            if p == 0.0:
-                noise.append(torch.ones(h.shape[1:], dtype=h.dtype))
-            else:  # as at::native::dropout: an empty tensor's bernoulli_(1 - p), divided by (1 - p)
-                noise.append(torch.empty(h.shape[1:], dtype=h.dtype).bernoulli_(1 - p, generator=self.generators[m])
-                             .div_(1 - p))
-        return h * torch.stack(noise)
+            if p > 0.0:  # as at::native::dropout: an empty tensor's bernoulli_(1 - p) (a leading slice: contiguous)
+                noise[m].bernoulli_(1 - p, generator=self.generators[m])
+        return h * noise.div_((1 - rates).to(h.dtype).view(-1, 1, 1))
 
     def member_state(self, m: int) -> dict[str, Tensor]:
         """Member ``m``'s weights under the solo net's parameter names."""
-        return {name: p[m] for name, p in zip(self.names, self.stacked, strict=True)}
+        return {name: weight[m] for name, weight in zip(self.names, self.weights(), strict=True)}
 
     def keep(self, members: Tensor) -> None:
-        """Only these members stay (the rest stopped): every stacked tensor indexed by them."""
-        for i, p in enumerate(self.stacked):
-            self.stacked[i] = nn.Parameter(p.detach()[members])
+        """Only these members stay (the rest ended): every stacked tensor indexed by them."""
+        self.flat = nn.Parameter(self.flat.detach()[members])
         self.rates = [r[members] for r in self.rates]
         self.generators = [self.generators[m] for m in members.tolist()]
 
@@ -132,34 +136,32 @@ def member_losses(output: Tensor, y: Tensor, task: str, smoothing: Tensor, weigh
     return per_sample.sum(-1) / w_y.sum(-1)
 
 
-def clip_gradients(grads: list[Tensor], value: float, algorithm: str) -> None:
-    """``clip_grad_norm_`` / ``clip_grad_value_`` per member: each member's norm over all its gradients."""
+def clip_gradients(grad: Tensor, value: float, algorithm: str) -> None:
+    """``clip_grad_norm_`` / ``clip_grad_value_`` per member, on the flat gradient (M, all weights): each
+    member's norm over all its gradients (the norm of all, where torch takes the norm of each tensor's)."""
     if algorithm == "value":
-        for g in grads:
-            g.clamp_(-value, value)
+        grad.clamp_(-value, value)
         return
-    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], dim=1)  # (M, params)
-    total = torch.linalg.vector_norm(norms, dim=1)
-    scale = torch.clamp(value / (total + 1e-6), max=1.0)
-    for g in grads:
-        g.mul_(scale.view(-1, *[1] * (g.ndim - 1)))
+    total = torch.linalg.vector_norm(grad, dim=1, keepdim=True)
+    grad.mul_(torch.clamp(value / (total + 1e-6), max=1.0))
 
 
 class StackedOptimizer:
-    """One update of every member's parameters: ``torch.optim``'s single-tensor SGD, Adam or AdamW with
-    each member's learning rate, weight decay (and SGD momentum) read, per parameter, from its own
-    optimizer's parameter groups (members may group their parameters differently: ``decay_biases``)."""
+    """One update of every member's weights, on the flat parameter: ``torch.optim``'s single-tensor SGD,
+    Adam or AdamW with each member's learning rate, weight decay (and SGD momentum) read, per weight,
+    from its own optimizer's parameter groups (members may group their weights apart: ``decay_biases``)."""
 
-    def __init__(self, params: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimizer],
+    def __init__(self, flat: Tensor, sizes: Sequence[int], optimizers: Sequence[torch.optim.Optimizer],
                  names: Sequence[str], member_params: Sequence[dict[str, Tensor]]) -> None:
-        self.params, self.optimizers = list(params), list(optimizers)
+        self.flat, self.optimizers = flat, list(optimizers)
         self.kind = type(optimizers[0]).__name__
-        self.groups = []  # per member: the group holding each stacked parameter
+        self.columns = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))  # weight of each column
+        self.groups = []  # per member: the group holding each weight
         for opt, own in zip(optimizers, member_params, strict=True):
             group_of = {id(p): g for g, group in enumerate(opt.param_groups) for p in group["params"]}
             self.groups.append([group_of[id(own[name])] for name in names])
         self.settings = self.shared_settings()
-        self.state: list[dict[str, Tensor]] = [{} for _ in self.params]
+        self.state: dict[str, Tensor] = {}
         self.step_count = 0
         self.read_rates()
 
@@ -174,69 +176,76 @@ class StackedOptimizer:
                     raise ValueError(f"the members' {self.kind} differ in {', '.join(settings)}")
         return settings
 
-    def per_parameter(self, key: str) -> Tensor:
-        """(M, parameters): each member's group value of ``key`` for each stacked parameter, in float64."""
-        return torch.tensor([[opt.param_groups[g][key] for g in groups]
-                             for opt, groups in zip(self.optimizers, self.groups, strict=True)], dtype=torch.float64)
+    def per_column(self, key: str) -> Tensor:
+        """(M, all weights): each member's group value of ``key`` for each column, in float64."""
+        per_weight = torch.tensor([[opt.param_groups[g][key] for g in groups] for opt, groups in zip(
+            self.optimizers, self.groups, strict=True)], dtype=torch.float64)
+        return per_weight[:, self.columns]
 
     def read_rates(self) -> None:
         """Learning rate, weight decay and momentum: after a scheduler step, read again."""
-        self.lr, self.wd = self.per_parameter("lr"), self.per_parameter("weight_decay")
-        self.momentum = self.per_parameter("momentum") if self.kind == "SGD" else None
+        self.lr, self.wd = self.per_column("lr"), self.per_column("weight_decay")
+        dtype = self.flat.dtype
+        if self.kind == "SGD":
+            self.momentum = self.per_column("momentum")
+            self.uses_momentum = bool((self.momentum > 0).any())
+            self.kept = torch.where(self.momentum > 0, 1 - self.settings["dampening"], 1.0).to(dtype)
+            self.momentum = self.momentum.to(dtype)
+        self.decay = (1 - self.lr * self.wd).to(dtype) if self.kind == "AdamW" else self.wd.to(dtype)
 
-    def keep(self, members: Tensor, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
+    def keep(self, members: Tensor, flat: Tensor) -> None:
+        self.flat = flat
         self.optimizers = [self.optimizers[m] for m in members.tolist()]
         self.groups = [self.groups[m] for m in members.tolist()]
-        self.state = [{k: v[members] for k, v in state.items()} for state in self.state]
+        self.state = {k: v[members] for k, v in self.state.items()}
         self.read_rates()
 
     @torch.no_grad()
     def step(self) -> None:
         self.step_count += 1
-        for j, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
-            shape = (-1, *[1] * (p.ndim - 1))
-            lr, wd = self.lr[:, j].view(shape), self.wd[:, j].view(shape)  # float64, as Python's floats
-            if self.kind == "SGD":
-                self.sgd(p, p.grad, lr, wd, self.momentum[:, j].view(shape), state)
-            else:
-                self.adam(p, p.grad, lr, wd, state)
-
-    def sgd(self, p: Tensor, grad: Tensor, lr: Tensor, wd: Tensor, momentum: Tensor, state: dict[str, Tensor]) -> None:
-        dampening, nesterov = self.settings["dampening"], self.settings["nesterov"]
-        grad = grad + p * wd.to(p.dtype)
-        if bool((momentum > 0).any()):  # a member without momentum keeps buffer = its gradient: the same step
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = grad.clone()
-            else:
-                kept = torch.where(momentum > 0, 1 - dampening, 1.0).to(p.dtype)  # torch damps only with momentum
-                state["momentum_buffer"].mul_(momentum.to(p.dtype)).add_(grad * kept)
-            buffer = state["momentum_buffer"]
-            grad = grad + momentum.to(p.dtype) * buffer if nesterov else buffer
-        p.sub_(lr.to(p.dtype) * grad)
-
-    def adam(self, p: Tensor, grad: Tensor, lr: Tensor, wd: Tensor, state: dict[str, Tensor]) -> None:
-        (beta1, beta2), eps = self.settings["betas"], self.settings["eps"]
-        if not state:
-            state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
-        if self.kind == "AdamW":
-            p.mul_((1 - lr * wd).to(p.dtype))
+        p, grad = self.flat, self.flat.grad
+        if self.kind == "SGD":
+            self.sgd(p, grad)
         else:
-            grad = grad + p * wd.to(p.dtype)
-        state["exp_avg"].lerp_(grad, 1 - beta1)
-        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            self.adam(p, grad)
+
+    def sgd(self, p: Tensor, grad: Tensor) -> None:
+        grad = grad + p * self.decay  # + wd * p
+        if self.uses_momentum:  # a member without momentum keeps buffer = its gradient: the same step
+            if "momentum_buffer" not in self.state:
+                self.state["momentum_buffer"] = grad.clone()
+            else:  # torch damps only with momentum
+                self.state["momentum_buffer"].mul_(self.momentum).add_(grad * self.kept)
+            buffer = self.state["momentum_buffer"]
+            grad = grad + self.momentum * buffer if self.settings["nesterov"] else buffer
+        p.sub_(self.lr.to(p.dtype) * grad)
+
+    def adam(self, p: Tensor, grad: Tensor) -> None:
+        (beta1, beta2), eps = self.settings["betas"], self.settings["eps"]
+        if not self.state:
+            self.state["exp_avg"], self.state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+        if self.kind == "AdamW":
+            p.mul_(self.decay)  # 1 - lr * wd
+        else:
+            grad = grad + p * self.decay  # + wd * p
+        self.state["exp_avg"].lerp_(grad, 1 - beta1)
+        self.state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
         bias_correction1 = 1 - beta1 ** self.step_count
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.step_count)
-        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
-        p.sub_((lr / bias_correction1).to(p.dtype) * state["exp_avg"] / denom)  # addcdiv's value * t1 / t2
+        denom = (self.state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
+        p.sub_((self.lr / bias_correction1).to(p.dtype) * self.state["exp_avg"] / denom)  # addcdiv: value * t1 / t2
 
     def member_state(self, m: int, optimizer: torch.optim.Optimizer, member_params: dict[str, Tensor],
-                     names: Sequence[str]) -> None:
+                     names: Sequence[str], sizes: Sequence[int]) -> None:
         """Member ``m``'s optimizer state into its own ``optimizer`` (for its checkpoint), as torch keeps it."""
-        for j, (name, state) in enumerate(zip(names, self.state, strict=True)):
-            own = {k: v[m].clone() for k, v in state.items()}
+        parts = {k: v[m].split(list(sizes)) for k, v in self.state.items()}
+        start = 0
+        for j, (name, size) in enumerate(zip(names, sizes, strict=True)):
+            param = member_params[name]
+            own = {k: v[j].view_as(param).clone() for k, v in parts.items()}
             if self.kind != "SGD":
                 own["step"] = torch.tensor(float(self.step_count))
-            elif self.momentum[m, j] == 0:
+            elif self.momentum[m, start] == 0:
                 own["momentum_buffer"] = None
-            optimizer.state[member_params[name]] = own
+            optimizer.state[param] = own
+            start += size

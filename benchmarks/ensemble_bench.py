@@ -1,0 +1,134 @@
+"""python benchmarks/ensemble_bench.py [--rounds 3] [--trials 32] [--skip_sweep]
+
+The ensemble trainer against one run at a time, all ratios measured in this one run (so under the
+same load; the machine is shared, so run it more than once and read the spread):
+
+1. Training steps: one ensemble step of N blobs_mlp members (as shipped: dropout 0.1, clip 1.0, AdamW,
+   cosine; and with dropout 0) against N steps of the solo hand trainer, N = 16 and 64; the median of
+   ``--rounds`` epochs of 60 steps each, per step. Target: >= 6x (16) and >= 10x (64) throughput.
+2. ``toyloops seeds --config blobs_mlp --n 32`` and ``--kfold 5 --n 4``, each a fresh process, against
+   one ``toyloops loop fit --config blobs_mlp``; each minus the import floor (a process importing what
+   they import, training nothing); the fastest of ``--rounds``. Target: <= 3x one run's time.
+3. A ``--trials``-trial sweep of blobs_mlp over the ``rates`` space (lr, weight decay): ``--population``
+   = trials (one ensemble) against one trial at a time (``--engine loop``, the run the members equal),
+   once each; with both best values. Target: >= 5x faster, best value within the noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+STEPS_DATA = ["--data.init_args.n_samples", "6400", "--trainer.max_epochs", "1"]  # 3840 train: 60 steps of 64
+IMPORTS = "import toyloops.engine.loop_cli, toyloops.tools.seeds, toyloops.tools.ensemble, toyloops.tools.sweep"
+
+
+def step_times(members: int, extra: list[str], rounds: int) -> tuple[float, float]:
+    """(solo hand-trainer step, ensemble step of ``members``), median seconds over ``rounds`` epochs."""
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from toyloops.engine import loop_cli
+    from toyloops.engine.loop import HandTrainer
+    from toyloops.tools import ensemble
+
+    args = ["--config", "blobs_mlp", *QUIET, *STEPS_DATA, *extra]
+    cfg, objects = loop_cli.build(args)
+    trainer = HandTrainer(**{**loop_cli.trainer_options(cfg), "logger": False, "enable_checkpointing": False})
+    solo = []
+    with trainer.attached(objects.model, objects.data, TrainerFn.FITTING):
+        trainer.train_batches = objects.data.train_dataloader()
+        trainer.configure_optimizers(objects.model)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            trainer.training_epoch_loop(objects.model)  # the hand trainer's epoch: its steps and their books
+            solo.append((time.perf_counter() - start) / len(trainer.train_batches))
+    together = []
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        runs_args = {f"m{i}": [*args, "--seed_everything", str(i), "--trainer.default_root_dir", folder]
+                     for i in range(members)}
+        group = ensemble.Ensemble(ensemble.build_members(runs_args, stack))
+        for epoch in range(rounds):
+            start = time.perf_counter()
+            group.train_epoch(epoch)
+            together.append((time.perf_counter() - start) / len(group.members[0].trainer.train_batches))
+        for m in group.members:
+            m.trainer.logger.finalize("success")
+    return statistics.median(solo), statistics.median(together)
+
+
+def timed(args: list[str], folder: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, cwd=folder, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def fastest(args: list[str], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as folder:
+            times.append(timed(args, Path(folder)))
+    return min(times)
+
+
+def sweep_best(args: list[str]) -> tuple[float, float]:
+    """Wall seconds of a sweep command and its best value (from its results.csv)."""
+    import csv
+
+    with tempfile.TemporaryDirectory() as folder:
+        seconds = timed(args, Path(folder))
+        rows = list(csv.DictReader(next(Path(folder).glob("logs/sweeps/*/results.csv")).open()))
+        return seconds, max(float(r["val/acc"]) for r in rows if r["val/acc"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=32)
+    parser.add_argument("--skip_sweep", action="store_true")
+    opts = parser.parse_args()
+    toyloops = [sys.executable, "-m", "toyloops"]
+    rows = []
+
+    for extra, what in (([], "as shipped (dropout 0.1, clip 1.0)"), (["--model.net.init_args.dropout", "0"],
+                                                                      "dropout 0")):
+        for members, target in ((16, 6.0), (64, 10.0)):
+            solo, together = step_times(members, extra, opts.rounds)
+            ratio = members * solo / together
+            rows.append((f"one step of {members} MLP members, {what}",
+                         f"{together * 1e3:.2f} ms vs {members} x {solo * 1e3:.2f} ms", ratio, f">= {target:g}x",
+                         ratio >= target))
+
+    floor = fastest([sys.executable, "-c", IMPORTS], opts.rounds)
+    one = fastest([*toyloops, "loop", "fit", "--config", "blobs_mlp", *QUIET], opts.rounds) - floor
+    for args, what in ((["--n", "32"], "--n 32 (32 runs)"),
+                       (["--kfold", "5", "--n", "4"], "--kfold 5 --n 4 (20 runs)")):
+        seconds = fastest([*toyloops, "seeds", "--config", "blobs_mlp", *args], opts.rounds) - floor
+        rows.append((f"`toyloops seeds --config blobs_mlp {what}` vs one `loop fit`",
+                     f"{seconds:.1f} s vs {one:.1f} s (floor {floor:.1f} s)", seconds / one, "<= 3x",
+                     seconds / one <= 3))
+
+    if not opts.skip_sweep:
+        sweep = [*toyloops, "sweep", "--config", "blobs_mlp", "--space", "rates", "--trials", str(opts.trials)]
+        alone, alone_best = sweep_best([*sweep, "--engine", "loop"])
+        together, together_best = sweep_best([*sweep, "--population", str(opts.trials)])
+        rows.append((f"{opts.trials}-trial lr/wd sweep: `--population {opts.trials}` vs one trial at a time (loop)",
+                     f"{together:.1f} s vs {alone:.1f} s; best val/acc {together_best:.4f} vs {alone_best:.4f}",
+                     alone / together, ">= 5x", alone / together >= 5))
+
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end, torch threads "
+          f"{os.environ.get('TOYLOOPS_THREADS', '1')}\n")
+    print("| measured | times | ratio | target | |\n|---|---|---|---|---|")
+    for what, times, ratio, target, met in rows:
+        print(f"| {what} | {times} | {ratio:.2f}x | {target} | {'met' if met else 'MISSED'} |")
+
+
+if __name__ == "__main__":
+    main()
