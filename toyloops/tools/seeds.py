@@ -70,22 +70,26 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         arms[f"vs {vs}" if vs in arms else vs] = [opts.vs]
     args_of = {arm: run_args(configs, extra) for arm, configs in arms.items()}
     engine = SOLO if opts.engine in ("solo", "ensemble") else opts.engine
-    goal = comparable(opts, {arm: check_args(engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
+    # One ensemble: its first member's parse checks the config (a second parse would cost a run's share).
+    goal = None if opts.engine == "ensemble" and not opts.vs else comparable(
+        opts, {arm: check_args(engine, [*args, *units[0][1]]) for arm, args in args_of.items()})
     scores: dict[str, list[float]] = {arm: [] for arm in arms}
     unit_args = {arm: {unit: [*args_of[arm], *given, "--trainer.default_root_dir",
                               str(folder / arm.replace(" ", "_") / unit)] for unit, given in units} for arm in arms}
     for arm in arms:
         if opts.engine == "ensemble" and (found := ensemble_scores(unit_args[arm], goal)) is not None:
-            scores[arm] = found
+            scores[arm], goal = found
             continue
+        goal = goal or comparable(opts, {arm: check_args(engine, [*args_of[arm], *units[0][1]])})
         for unit, args in unit_args[arm].items():
             scores[arm].append(best := fit_run(engine, args, monitor=goal.name).best)
             print(f"seeds: {arm} {unit}: best {goal} {best:.4f}", flush=True)
     return report(folder, [u for u, _ in units], scores, goal)
 
 
-def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective) -> list[float] | None:
-    """The units' best scores, trained as one ensemble; None (after one line saying why) if they do not stack."""
+def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective | None) -> tuple[list[float], Objective] | None:
+    """The units' best scores (and the objective, if not given), trained as one ensemble; None (after one
+    line saying why) if they do not stack."""
     from toyloops.tools import ensemble
 
     try:
@@ -93,7 +97,7 @@ def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective) -> list[fl
     except ensemble.NotStackable as why:
         print(f"seeds: one run at a time ({SOLO} engine): {why}", flush=True)
         return None
-    scores = []
+    scores, goal = [], goal or objective(members[0].cfg)
     for m in members:
         if m.failed:  # as the solo run would: the command ends with the run's own error
             raise NonFiniteLossError(f"{m.label}: {m.failed}")
@@ -101,7 +105,7 @@ def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective) -> list[fl
             raise ConfigError(f"{m.folder}: the run logged no {goal.name} (check trainer.limit_val_batches)")
         scores.append(m.best)
         print(f"seeds: {m.label}: best {goal} {m.best:.4f} (ensemble of {len(members)})", flush=True)
-    return scores
+    return scores, goal
 
 
 def comparable(opts: argparse.Namespace, configs: dict[str, Any]) -> Objective:
