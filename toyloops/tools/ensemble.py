@@ -13,6 +13,7 @@ books (logging, schedulers, checkpoints), so those rules stay in one place.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -227,19 +228,22 @@ class Ensemble:
         """Train until every member has ended (max_epochs, early stopping, a prune or a non-finite loss)."""
         all_members = list(self.members)
         epoch = 0
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=SCHEDULER_ORDER_WARNING)
-            while self.members and epoch < self.t.max_epochs:
-                self.train_epoch(epoch)
-                val = {}
-                if (epoch + 1) % self.t.check_val_every_n_epoch == 0 and self.t.limit_val_batches != 0:
-                    val = self.validate()
-                self.end_epoch(epoch, val)
-                epoch += 1
+        while self.members and epoch < self.t.max_epochs:
+            self.train_epoch(epoch)
+            val = {}
+            if (epoch + 1) % self.t.check_val_every_n_epoch == 0 and self.t.limit_val_batches != 0:
+                val = self.validate()
+            self.end_epoch(epoch, val)
+            epoch += 1
         self.drop(list(self.members))
         return all_members
 
     def train_epoch(self, epoch: int) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=SCHEDULER_ORDER_WARNING)
+            self.train_steps(epoch)
+
+    def train_steps(self, epoch: int) -> None:
         t = self.t
         scheduler = self.members[0].trainer.scheduler
         per_step = scheduler is not None and scheduler["interval"] == "step"
@@ -249,8 +253,7 @@ class Ensemble:
         iterator = self.members[0].trainer.train_batches
         size, n_batches = iterator.batch_size, num_batches(len(iterator), t.limit_train_batches)
         order = torch.stack([m.trainer.train_batches.indices(epoch) for m in self.members])  # each member's own order
-        sums = torch.zeros(len(self.members), dtype=torch.float64)
-        hits, count = torch.zeros(len(self.members), dtype=torch.float64), 0
+        sums, hits, count = torch.zeros(len(self.members)), torch.zeros(len(self.members)), 0  # float32 sums
         self.net.train()
         for batch_idx in range(n_batches):
             while True:  # once, or again without members whose loss was not finite
@@ -261,8 +264,8 @@ class Ensemble:
                 with t.autocast():
                     output = self.net(x)
                     losses = member_losses(output, y, self.task, self.smoothing, self.weights)
-                finite = torch.isfinite(losses.detach())
-                if bool(finite.all()):
+                total = losses.sum()
+                if math.isfinite(total.item()):  # one sync a step, as the solo run's check_finite
                     break
                 keep = self.fail_nonfinite(losses.detach(), epoch)
                 if not self.members:
@@ -274,10 +277,10 @@ class Ensemble:
                 for m in self.members:
                     m.trainer.log_learning_rate()
             self.net.flat.grad = None
-            losses.sum().backward()  # each member's gradient is its own loss's: the members share no weight
-            detached = losses.detach().double()
-            sums += detached * y.shape[1]
-            hits += self.hits(output.detach(), y)
+            total.backward()  # each member's gradient is its own loss's: the members share no weight
+            detached = losses.detach()
+            sums.add_(detached, alpha=y.shape[1])
+            hits.add_(self.hits(output.detach(), y))
             count += y.shape[1]
             if t.gradient_clip_val:
                 clip_gradients(self.net.flat.grad, t.gradient_clip_val, t.gradient_clip_algorithm)
@@ -318,9 +321,9 @@ class Ensemble:
     def hits(self, output: Tensor, y: Tensor) -> Tensor:
         """Per member: correct predictions (classification) or the summed absolute error (regression)."""
         if self.task == "regression":
-            return (output.float() - y).abs().sum(-1).double()
+            return (output.float() - y).abs().sum(-1)
         predicted = output.argmax(-1) if output.ndim == 3 else (output > 0).long()
-        return (predicted == y).sum(-1).double()
+        return (predicted == y).sum(-1).float()
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
@@ -336,7 +339,7 @@ class Ensemble:
                 output = self.net(x)
                 losses = member_losses(output, y, self.task, self.smoothing, self.weights)
             sums += losses.float().double() * y.shape[1]
-            hits += self.hits(output, y)
+            hits += self.hits(output, y).double()
             count += y.shape[1]
         self.net.train()
         tag = "val/acc" if self.task == "classification" else "val/mae"
@@ -345,6 +348,11 @@ class Ensemble:
     def end_epoch(self, epoch: int, val: list[dict[str, float]]) -> None:
         """Per member, what the hand trainer does after validation and at the epoch's end: log, early stopping,
         schedulers, checkpoints; then the members that ended leave the stack."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=SCHEDULER_ORDER_WARNING)
+            self.end_members_epoch(epoch, val)
+
+    def end_members_epoch(self, epoch: int, val: list[dict[str, float]]) -> None:
         for i, m in enumerate(self.members):
             trainer, metrics = m.trainer, val[i] if val else {}
             if metrics:

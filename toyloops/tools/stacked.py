@@ -192,6 +192,7 @@ class StackedOptimizer:
             self.kept = torch.where(self.momentum > 0, 1 - self.settings["dampening"], 1.0).to(dtype)
             self.momentum = self.momentum.to(dtype)
         self.decay = (1 - self.lr * self.wd).to(dtype) if self.kind == "AdamW" else self.wd.to(dtype)
+        self.rate = self.lr.to(dtype)
 
     def keep(self, members: Tensor, flat: Tensor) -> None:
         self.flat = flat
@@ -218,7 +219,7 @@ class StackedOptimizer:
                 self.state["momentum_buffer"].mul_(self.momentum).add_(grad * self.kept)
             buffer = self.state["momentum_buffer"]
             grad = grad + self.momentum * buffer if self.settings["nesterov"] else buffer
-        p.sub_(self.lr.to(p.dtype) * grad)
+        p.sub_(self.rate * grad)
 
     def adam(self, p: Tensor, grad: Tensor) -> None:
         (beta1, beta2), eps = self.settings["betas"], self.settings["eps"]
@@ -233,7 +234,7 @@ class StackedOptimizer:
         bias_correction1 = 1 - beta1 ** self.step_count
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.step_count)
         denom = (self.state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(eps)
-        p.sub_((self.lr / bias_correction1).to(p.dtype) * self.state["exp_avg"] / denom)  # addcdiv: value * t1 / t2
+        p.sub_(self.rate * (1 / bias_correction1) * self.state["exp_avg"] / denom)  # addcdiv: lr / bc1 * t1 / t2
 
     def member_state(self, m: int, optimizer: torch.optim.Optimizer, member_params: dict[str, Tensor],
                      names: Sequence[str], sizes: Sequence[int]) -> None:
