@@ -83,6 +83,15 @@ def test_sgd_one_logit_and_regression_members_equal_their_solo_runs(in_tmp):
         "--model.optimizer.init_args.lr", "0.01"]], "--trainer.max_epochs", "2"))
 
 
+def test_reduce_lr_on_plateau_reads_each_members_own_val_loss(in_tmp):
+    members = assert_members_equal_solo(runs_of("blobs_logistic", [["--seed_everything", "0"], [
+        "--model.optimizer.init_args.lr", "0.5"]], "--trainer.max_epochs", "4",
+        "--model.scheduler", "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "--model.scheduler.init_args.patience", "0", "--model.scheduler.init_args.factor", "0.5",
+        "--model.scheduler.init_args.mode", "max"))  # a falling val/loss counts as no improvement: it fires
+    assert [m.trainer.optimizer.param_groups[0]["lr"] for m in members] == [0.1 / 8, 0.5 / 8]  # halved after epochs 2-4
+
+
 def test_early_stopping_stops_each_member_as_its_solo_run(in_tmp):
     """One member stops early (a patience of 1 on a tiny lr), the other trains on: each as its solo run."""
     members = assert_members_equal_solo(runs_of(

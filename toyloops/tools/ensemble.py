@@ -258,7 +258,7 @@ class Ensemble:
         for batch_idx in range(n_batches):
             while True:  # once, or again without members whose loss was not finite
                 idx = order[:, batch_idx * size:(batch_idx + 1) * size]
-                rows = (idx + torch.arange(len(self.members)).unsqueeze(1) * self.x.shape[1]).flatten()
+                rows = (idx + self.row_offsets()).flatten()
                 x = self.x.flatten(0, 1).index_select(0, rows).view(*idx.shape, *self.x.shape[2:])
                 y = self.y.flatten(0, 1).index_select(0, rows).view(idx.shape)
                 with t.autocast():
@@ -303,6 +303,12 @@ class Ensemble:
         tag = "train/acc" if self.task == "classification" else "train/mae"
         self.train_metrics = [{"train/loss_epoch": s / count, tag: h / count}
                               for s, h in zip(sums.tolist(), hits.tolist(), strict=True)]
+
+    def row_offsets(self) -> Tensor:
+        """(M, 1): where each member's samples start in the flattened (M * N, ...) data."""
+        if getattr(self, "offsets", None) is None or len(self.offsets) != len(self.members):
+            self.offsets = torch.arange(len(self.members)).unsqueeze(1) * self.x.shape[1]
+        return self.offsets
 
     def fail_nonfinite(self, losses: Tensor, epoch: int) -> Tensor:
         """The members whose loss is NaN/Inf fail as their solo runs would (before that step's update);

@@ -63,6 +63,7 @@ class StackedNet(nn.Module):
             elif not list(module.children()):
                 self.plan.append(("apply", module))
         self.rates = [torch.tensor(r, dtype=torch.float64) for r in rates]  # (M,) per Dropout layer
+        self.dropping = [bool((r > 0).any()) for r in self.rates]
         self.generators = list(generators)
         self.squeeze = nets[0](torch.zeros(1, self.shapes[0][-1])).ndim == 1  # one logit / one output
 
@@ -80,17 +81,17 @@ class StackedNet(nn.Module):
                 h = torch.bmm(h, weight.transpose(1, 2)) if bias is None else \
                     torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))  # h @ W^T + b, per member
             elif kind == "dropout":
-                h = self.dropout(h, self.rates[what])
+                h = self.dropout(h, what)
             else:
                 h = what(h)
         return h.squeeze(-1) if self.squeeze else h
 
-    def dropout(self, h: Tensor, rates: Tensor) -> Tensor:
+    def dropout(self, h: Tensor, layer: int) -> Tensor:
         """F.dropout's mask, member by member: bernoulli(1 - p) drawn from the member's stream in the shape
         the solo net draws it (so each member's masks are its solo run's), then divided by (1 - p)."""
-        if not self.training or not bool((rates > 0).any()):
+        if not self.training or not self.dropping[layer]:
             return h
-        noise = torch.ones_like(h)
+        rates, noise = self.rates[layer], torch.ones_like(h)
         for m, p in enumerate(rates.tolist()):
             if p > 0.0:  # as at::native::dropout: an empty tensor's bernoulli_(1 - p) (a leading slice: contiguous)
                 noise[m].bernoulli_(1 - p, generator=self.generators[m])
@@ -104,6 +105,7 @@ class StackedNet(nn.Module):
         """Only these members stay (the rest ended): every stacked tensor indexed by them."""
         self.flat = nn.Parameter(self.flat.detach()[members])
         self.rates = [r[members] for r in self.rates]
+        self.dropping = [bool((r > 0).any()) for r in self.rates]
         self.generators = [self.generators[m] for m in members.tolist()]
 
 
