@@ -405,7 +405,7 @@ def test_a_whole_last_record_without_its_newline_is_kept(in_tmp, capsys):
 def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):
     with pytest.raises(SystemExit) as stop:
         sweep.main(["--config", "blobs_mlp"])
-    line = "error: --space: required (a search space YAML: a path or logistic, mlp, transformer)"
+    line = "error: --space: required (a search space YAML: a path or logistic, mlp, rates, transformer)"
     assert str(stop.value.code) == line
     assert "usage" not in capsys.readouterr().err
 
