@@ -113,6 +113,24 @@ def test_a_members_checkpoint_validates_as_a_normal_run(in_tmp, monkeypatch, cap
     assert len(events) == 1 and (members[1].folder / "config.yaml").is_file()
 
 
+def test_each_member_logs_its_solo_runs_scalars(in_tmp):
+    """One TensorBoard run per member, with its solo run's scalar tags at the same steps and values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["--config", "blobs_mlp", *QUIET, *SMALL, "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "2"]
+    (member,) = ensemble.fit_members({"m": [*args, "--trainer.default_root_dir", "m"]})
+    solo = loop_cli.run(["fit", *args, "--trainer.default_root_dir", "solo"])
+    ours, theirs = (EventAccumulator(str(folder)).Reload() for folder in (member.folder,
+                                                                          solo["last_checkpoint"].parent.parent))
+    tags = set(theirs.Tags()["scalars"])
+    assert tags >= {"train/loss", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "lr-AdamW", "epoch",
+                    "baseline/chance", "val/acc_best", "val/loss_final"}  # the last two: the HParams entry's
+    assert set(ours.Tags()["scalars"]) == tags
+    for tag in tags:
+        assert [(e.step, round(e.value, 4)) for e in ours.Scalars(tag)] == \
+            [(e.step, round(e.value, 4)) for e in theirs.Scalars(tag)], tag
+
+
 def test_the_transformer_falls_back_in_one_line(in_tmp, capsys):
     out = seeds.run(["--config", "majority_transformer", "--n", "2", "--trainer.max_epochs", "1",
                      "--data.init_args.n_samples", "200"])

@@ -27,6 +27,7 @@ from toyloops.core.module import is_log_step
 from toyloops.core.regressor import Regressor
 from toyloops.engine import checkpoints as ckpt
 from toyloops.engine.callbacks import LastCheckpoint
+from toyloops.engine.dashboard import log_hparams
 from toyloops.engine.loop import num_batches
 from toyloops.rules.errors import NonFiniteLossError, check_finite
 from toyloops.tools.members import Member, NotStackable, build_members
@@ -276,13 +277,18 @@ class Ensemble:
 
     def finish(self, i: int, m: Member) -> None:
         """Member ``i`` has ended: its last.ckpt (unless it failed, as a solo run's would be the epoch's before)
-        and the best it held, written; its TensorBoard run closed."""
+        and the best it held, written; its HParams entry (as the dashboard's at a fit's end); its TensorBoard
+        run closed."""
         if m.failed is None:
             m.trainer.callbacks.append(LastCheckpoint(str(m.folder / "checkpoints")))
             self.save(i, m, None)
         for path, checkpoint in m.pending.items():
             ckpt.save_checkpoint(checkpoint, path)
         m.pending.clear()
+        if m.failed is None and m.best is not None:
+            final_loss = m.trainer.progress.callback_metrics.get("val/loss", math.nan)
+            log_hparams(m.folder, "ensemble", (m.folder / "config.yaml").read_text(),
+                        {f"{self.monitor}_best": m.best, "val/loss_final": final_loss}, m.trainer.global_step - 1)
         m.trainer.logger.finalize("success" if m.failed is None else "failed")
 
     def drop(self, ended: list[Member]) -> None:
