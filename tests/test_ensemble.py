@@ -138,6 +138,13 @@ def test_the_transformer_falls_back_in_one_line(in_tmp, capsys):
     assert len(out["scores"]["majority_transformer"]) == 2
 
 
+def test_seeds_vs_trains_each_arm_as_an_ensemble(in_tmp, capsys):
+    same_data = ["--data.init_args.centers", "[[-1.5, -1.0], [1.2, 1.3], [1.5, -2.0]]", "--data.init_args.n_samples",
+                 "300", "--trainer.max_epochs", "2"]
+    out = seeds.run(["--config", "blobs_mlp", "--vs", "blobs_logistic", "--n", "2", *same_data])
+    assert capsys.readouterr().out.count("(ensemble of 2)") == 4 and out["difference"].n == 2
+
+
 def test_seeds_ensemble_matches_solo_seeds(in_tmp):
     args = ["--config", "blobs_mlp", "--n", "3", "--trainer.max_epochs", "2", *SMALL]
     together = seeds.run([*args, "--name", "together"])
