@@ -77,7 +77,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     unit_args = {arm: {unit: [*args_of[arm], *given, "--trainer.default_root_dir",
                               str(folder / arm.replace(" ", "_") / unit)] for unit, given in units} for arm in arms}
     for arm in arms:
-        if opts.engine == "ensemble" and (found := ensemble_scores(unit_args[arm], goal)) is not None:
+        if opts.engine == "ensemble" and (found := ensemble_scores(arm, unit_args[arm], goal)) is not None:
             scores[arm], goal = found
             continue
         goal = goal or comparable(opts, {arm: check_args(engine, [*args_of[arm], *units[0][1]])})
@@ -87,7 +87,8 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
     return report(folder, [u for u, _ in units], scores, goal)
 
 
-def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective | None) -> tuple[list[float], Objective] | None:
+def ensemble_scores(arm: str, unit_args: dict[str, list[str]],
+                    goal: Objective | None) -> tuple[list[float], Objective] | None:
     """The units' best scores (and the objective, if not given), trained as one ensemble; None (after one
     line saying why) if they do not stack."""
     from toyloops.tools import ensemble
@@ -100,11 +101,11 @@ def ensemble_scores(unit_args: dict[str, list[str]], goal: Objective | None) -> 
     scores, goal = [], goal or objective(members[0].cfg)
     for m in members:
         if m.failed:  # as the solo run would: the command ends with the run's own error
-            raise NonFiniteLossError(f"{m.label}: {m.failed}")
+            raise NonFiniteLossError(f"{arm} {m.label}: {m.failed}")
         if m.best is None:
             raise ConfigError(f"{m.folder}: the run logged no {goal.name} (check trainer.limit_val_batches)")
         scores.append(m.best)
-        print(f"seeds: {m.label}: best {goal} {m.best:.4f} (ensemble of {len(members)})", flush=True)
+        print(f"seeds: {arm} {m.label}: best {goal} {m.best:.4f} (ensemble of {len(members)})", flush=True)
     return scores, goal
 
 
