@@ -100,6 +100,19 @@ def test_early_stopping_stops_each_member_as_its_solo_run(in_tmp):
     assert members[0].trainer.should_stop and members[0].trainer.global_step < members[1].trainer.global_step
 
 
+def test_a_member_whose_loss_goes_nan_fails_alone(in_tmp):
+    """As its solo run would, the member fails before that step's update (its error kept); the other
+    member trains on to its solo run's weights."""
+    runs = runs_of("blobs_mlp", [["--model.optimizer.init_args.lr", "1e30"], []], "--trainer.max_epochs", "2",
+                   *NO_DROPOUT)
+    members = ensemble.fit_members(runs)
+    assert members[0].failed.startswith("loss is nan at step") and members[1].failed is None
+    solo = loop_cli.run(["fit", *[a if a != "m1" else "solo" for a in runs["m1"]]])
+    ours = torch.load(members[1].folder / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    theirs = torch.load(solo["last_checkpoint"], weights_only=True)["state_dict"]
+    assert all((ours[k] - v).abs().max() <= 1e-5 for k, v in theirs.items())
+
+
 def test_a_members_checkpoint_validates_as_a_normal_run(in_tmp, monkeypatch, capsys):
     from toyloops.__main__ import main
 

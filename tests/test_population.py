@@ -72,3 +72,14 @@ def test_a_space_or_config_that_does_not_stack_sweeps_one_trial_at_a_time(in_tmp
     printed = capsys.readouterr().out
     assert f"sweep: one trial at a time: {why}" in printed
     assert out["counts"]["complete"] == 1
+
+
+def test_a_population_whose_trials_all_go_nan_ends_in_one_line(in_tmp, capfd):
+    space = write_space(in_tmp, {"model.optimizer.init_args.lr": {"type": "float", "low": 1e30, "high": 1e35}})
+    with pytest.raises(SystemExit) as stop:
+        sweep.main(["--config", "blobs_mlp", "--space", str(space), "--trials", "2", "--population", "2",
+                    "--name", "nan", *SMALL])
+    line = str(stop.value.code)
+    assert line.startswith("error: 2 trials failed (the last: loss is nan") and "\n" not in line, line
+    rows = list(csv.DictReader((in_tmp / "logs/sweeps/nan/results.csv").open()))
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"]

@@ -108,6 +108,8 @@ class Ensemble:
         epoch = 0
         while self.members and epoch < self.t.max_epochs:
             self.train_epoch(epoch)
+            if not self.members:  # every member's loss went non-finite
+                break
             val = {}
             if (epoch + 1) % self.t.check_val_every_n_epoch == 0 and self.t.limit_val_batches != 0:
                 val = self.validate()
