@@ -122,8 +122,8 @@ def test_a_members_checkpoint_validates_as_a_normal_run(in_tmp, monkeypatch, cap
     main(["validate", "--config", "blobs_mlp", *SMALL, "--seed_everything", "1", "--ckpt_path", str(last)])
     logged = members[1].trainer.progress.callback_metrics["val/acc"]
     assert f"{logged:.4f}" in capsys.readouterr().out  # `toyloops validate` scores what the member logged
-    events = list(members[1].folder.glob("events.out.tfevents.*"))
-    assert len(events) == 1 and (members[1].folder / "config.yaml").is_file()
+    events = sorted(path.suffix for path in members[1].folder.glob("events.out.tfevents.*"))
+    assert len(events) == 2 and events[1] == ".hparams" and (members[1].folder / "config.yaml").is_file()
 
 
 def test_each_member_logs_its_solo_runs_scalars(in_tmp):
