@@ -82,6 +82,12 @@ def test_sgd_one_logit_and_regression_members_equal_their_solo_runs(in_tmp):
         "--model.optimizer.init_args.lr", "0.01"]], "--trainer.max_epochs", "2"))
 
 
+def test_clipping_by_value_per_member(in_tmp):
+    assert_members_equal_solo(runs_of("blobs_logistic", [["--seed_everything", "0"], ["--seed_everything", "1"]],
+                                      "--trainer.max_epochs", "2", "--trainer.gradient_clip_val", "0.01",
+                                      "--trainer.gradient_clip_algorithm", "value"))
+
+
 def test_reduce_lr_on_plateau_reads_each_members_own_val_loss(in_tmp):
     members = assert_members_equal_solo(runs_of("blobs_logistic", [["--seed_everything", "0"], [
         "--model.optimizer.init_args.lr", "0.5"]], "--trainer.max_epochs", "4",
