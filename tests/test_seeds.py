@@ -129,14 +129,23 @@ def test_seeds_kfold_runs_each_fold_once(in_tmp):
     out = seeds.run(["--config", "blobs_mlp", "--kfold", "3", *TINY])
     folder = in_tmp / "logs/seeds/blobs_mlp/blobs_mlp"
     for k in range(3):
-        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/version_0/config.yaml")).read_text())
+        config = yaml.safe_load(next((folder / f"fold_{k}").glob("logs/*/loop_version_0/config.yaml")).read_text())
         assert (config["data"]["init_args"]["fold"], config["data"]["init_args"]["num_folds"]) == (k, 3)
     assert len(out["scores"]["blobs_mlp"]) == 3 and out["blobs_mlp"].n == 3
 
 
+def test_seeds_kfold_with_n_runs_each_fold_of_each_seed(in_tmp, capsys):
+    out = seeds.run(["--config", "blobs_mlp", "--kfold", "2", "--n", "2", *TINY])
+    folder = in_tmp / "logs/seeds/blobs_mlp/blobs_mlp"
+    for seed in range(2):
+        for k in range(2):
+            config = yaml.safe_load(next((folder / f"fold_{k}_seed_{seed}").glob("logs/*/*/config.yaml")).read_text())
+            assert (config["seed_everything"], config["data"]["init_args"]["fold"]) == (seed, k)
+    assert out["blobs_mlp"].n == 4 and "over 4 fold x seed runs" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--n", "1"], "--n=1: a confidence interval needs at least 2 seeds"),
-    (["--kfold", "3", "--n", "4"], "--n and --kfold: give one"),
     (["--kfold", "1"], "--kfold=1: expected an int >= 2"),
     (["--seed_everything", "3"], "--seed_everything: toyloops seeds sets this itself"),
 ])

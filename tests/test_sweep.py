@@ -205,7 +205,7 @@ def test_a_bad_space_is_one_line_before_any_trial(in_tmp, space, message):
 def test_shipped_spaces_fit_their_configs():
     """Every shipped space parses and each of its corners builds with a config of its family."""
     family = {"mlp": "blobs_mlp", "logistic": "blobs_logistic", "transformer": "majority_transformer",
-              "linear": "linear_regression"}
+              "linear": "linear_regression", "rates": "blobs_mlp"}
     shipped = sorted(p.stem for p in (Path(sweep.__file__).parent / "spaces").glob("*.yaml"))
     assert shipped == sorted(family)
     for name, config in family.items():
@@ -408,7 +408,7 @@ def test_a_whole_last_record_without_its_newline_is_kept(in_tmp, capsys):
 def test_a_missing_sweep_argument_is_one_line(in_tmp, capsys):
     with pytest.raises(SystemExit) as stop:
         sweep.main(["--config", "blobs_mlp"])
-    line = "error: --space: required (a search space YAML: a path or linear, logistic, mlp, transformer)"
+    line = "error: --space: required (a search space YAML: a path or linear, logistic, mlp, rates, transformer)"
     assert str(stop.value.code) == line
     assert "usage" not in capsys.readouterr().err
 

@@ -44,9 +44,13 @@ DATA_TO_NET = (
 )
 
 
+PARSE_LINKS = (("seed_everything", "data.init_args.seed"),)  # one seed drives everything (set when parsed)
+
+
 def add_links(parser, net_key: str = NET_KEY) -> None:  # noqa: ANN001 - a jsonargparse parser
     """Link the seed and the data's facts into the net, as both engines do."""
-    parser.link_arguments("seed_everything", "data.init_args.seed")  # one seed drives everything
+    for source, target in PARSE_LINKS:
+        parser.link_arguments(source, target)
     for source, target in DATA_TO_NET:
         parser.link_arguments(f"data.{source}", f"{net_key}.{target}", apply_on="instantiate")
 

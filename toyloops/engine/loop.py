@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from itertools import islice
@@ -306,9 +307,11 @@ class HandTrainer:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in self.progress.callback_metrics.items() if "/" in k)
             print(f"epoch {epoch:3d}  {shown}", flush=True)
 
-    def model_checkpoint(self, val_metrics: dict[str, float] | None) -> None:
+    def model_checkpoint(self, val_metrics: dict[str, float] | None,
+                         save: Callable[[dict[str, Any], Path], None] = ckpt.save_checkpoint) -> None:
         """Each ModelCheckpoint's rule: without a monitor, the latest state (``val_metrics`` None: a
-        mid-epoch save, these only); with one, the best (by this epoch's validation, for val/ tags)."""
+        mid-epoch save, these only); with one, the best (by this epoch's validation, for val/ tags).
+        ``save(checkpoint, path)`` writes a file (the ensemble holds its members' until they end)."""
         saving = []  # (the new file, the one it replaces); without a monitor first: the resume point
         for callback in sorted(self.checkpoint_callbacks if self.enable_checkpointing else [],
                                key=lambda callback: callback.monitor is not None):
@@ -326,7 +329,7 @@ class HandTrainer:
             flush_loggers(self)  # what was logged so far reaches the files before the checkpoint does
             checkpoint = self.dump_checkpoint()
             for path, previous in saving:
-                ckpt.save_checkpoint(checkpoint, path)
+                save(checkpoint, path)
                 if previous and Path(previous) != path and Path(previous).parent == path.parent:
                     Path(previous).unlink(missing_ok=True)  # save_top_k=1: the file it replaces, in its folder
 

@@ -123,11 +123,16 @@ def build(args: list[str], parser: ArgumentParser | None = None) -> tuple[Any, A
         if "does not implement it" not in str(err):
             raise
         raise ConfigError(f"{err}  (hand-loop trainer keys: {', '.join(SUPPORTED_TRAINER_KEYS)})") from None
-    seed_everything(cfg.seed_everything)  # before any object is built: init draws from it
+    return cfg, instantiate(cfg, parser)
+
+
+def instantiate(cfg: Any, parser: ArgumentParser) -> Any:
+    """A parsed config's objects: seeded first (init draws from it), the net fitted to the data."""
+    seed_everything(cfg.seed_everything)
     with links_into_net():
         objects = parser.instantiate(cfg)
     check_net_fits_data(objects.model, objects.data)
-    return cfg, objects
+    return objects
 
 
 def trainer_options(cfg: Any) -> dict[str, Any]:

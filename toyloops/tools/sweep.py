@@ -67,10 +67,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 class CommandParser(argparse.ArgumentParser):
     """What sweep and seeds share: their argparse settings, ``--config``, ``--engine`` and ``--name``."""
 
-    def __init__(self, prog: str, description: str, name: str, **config: Any) -> None:
+    def __init__(self, prog: str, description: str, name: str, engines: tuple[str, ...] = ENGINES,
+                 **config: Any) -> None:
         super().__init__(prog=prog, description=description, allow_abbrev=False, exit_on_error=False)
         self.add_argument("--config", action="append", help="a run config (path or shipped name)", **config)
-        self.add_argument("--engine", choices=ENGINES, default="lightning")
+        self.add_argument("--engine", choices=engines, default=engines[0])
         self.add_argument("--name", default=None, help=name)
 
     def parse_command(self, args: list[str], owned: Callable[[str], bool], what: str) -> tuple[Any, list[str]]:
@@ -363,6 +364,8 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe",
                         help="tpe (default), random, grid (a discrete space) or cmaes (one objective)")
     parser.add_argument("--worker_index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--population", type=int, default=1,
+                        help="trials asked together and trained as one ensemble (per-member hyperparameters only)")
     opts, extra = parser.parse_command(args, lambda key: key in OWNED_KEYS or bool(WHERE.search(key)), "trial")
     for key, what in (("config", "a run config: a path or a shipped name"),
                       ("space", f"a search space YAML: a path or {', '.join(shipped_spaces())}")):
@@ -373,6 +376,8 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
+    if opts.population < 1 or (opts.population > 1 and opts.workers > 1):
+        raise ConfigError(f"--population={opts.population}: expected an int >= 1, with --workers 1 (one ensemble)")
     opts.name = runs.check_folder_name(opts.name or f"{runs.run_name(opts.config)}-{Path(opts.space).stem}")
     return opts, extra
 
@@ -416,7 +421,10 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         if opts.worker_index or opts.workers == 1:  # a worker: trials, one after another, in this process
             worker = Worker(opts, folder, space, base_args, goals)
             try:
-                worker.run(study)
+                from toyloops.tools import population  # --population K: trials K at a time, as ensembles
+
+                if not population.run(opts, folder, space, base_args, goal, config, study, worker.name):
+                    worker.run(study)
             except ToyloopsError as err:  # every trial failing: still write what there is, then say so
                 if opts.worker_index:
                     raise
