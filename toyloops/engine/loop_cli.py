@@ -154,6 +154,12 @@ def run_logger(cfg: Any, folder: Path) -> Logger | bool:
     return instantiate_class((), spec) if hasattr(spec, "class_path") else spec
 
 
+def run_root(cfg: Any) -> Path:
+    """The folder a run's version folders go into (:func:`~toyloops.engine.loggers.runs_root`), the logger's
+    settings written to match."""
+    return runs_root(cfg.trainer.logger, Path(cfg.trainer.default_root_dir or "."), runs.run_name(cfg.get("config")))
+
+
 @contextmanager
 def held(folder: runs.RunFolder, config: str):  # noqa: ANN201 - a context manager
     """The folder's path, its ``config.yaml`` written; released after the block (removed if it fails: ``release``)."""
@@ -177,10 +183,10 @@ def run(args: list[str] | None = None, callbacks: tuple[Callback, ...] = ()) -> 
         raise ConfigError(f"first argument must be fit, validate or test, got {args[0] if args else 'nothing'!r}")
     stage, (cfg, objects) = args[0], build(args[1:], parser)
     model, datamodule, options = objects.model, objects.data, trainer_options(cfg)
-    root = runs_root(cfg.trainer.logger, Path(options["default_root_dir"] or "."), runs.run_name(cfg.get("config")))
+    config = parser.dump(cfg)  # as given: run again, it makes a run folder of its own beside this one
+    root = run_root(cfg)
     ckpt = runs.resolve_ckpt(cfg.ckpt_path, root, RUN_PREFIX) if cfg.ckpt_path else None
     checkpoint = read_checkpoint(ckpt) if ckpt else None  # a bad file fails before any folder exists
-    config = parser.dump(cfg)
 
     if stage != "fit":
         if checkpoint is None:

@@ -19,7 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from toyloops.engine import loop_cli, runs
 from toyloops.engine.callbacks import RunSummary
-from toyloops.engine.defaults import LOG_DIR, PARSE_LINKS
+from toyloops.engine.defaults import PARSE_LINKS
 from toyloops.engine.loggers import TensorBoardLogger
 from toyloops.engine.loop import HandTrainer
 from toyloops.engine.validation import check_values
@@ -123,7 +123,7 @@ def attach(label: str, cfg: Any, objects: Any, config_text: str, stack: ExitStac
     """A built member's run folder claimed and its ``config.yaml`` written, its trainer attached to
     its module and data: what ``toyloops loop fit`` does before its first step."""
     model, data, options = objects.model, objects.data, loop_cli.trainer_options(cfg)
-    root = Path(options["default_root_dir"] or ".") / LOG_DIR / runs.run_name(cfg.get("config"))
+    root = loop_cli.run_root(copy.deepcopy(cfg))  # as a solo run's (the copy: other members copy this cfg)
     folder = stack.enter_context(loop_cli.held(runs.open_run(root, loop_cli.RUN_PREFIX), config_text))
     logger = TensorBoardLogger(save_dir=str(folder.parent), name="", version=folder.name, default_hp_metric=False)
     checkpoints = str(folder / "checkpoints")

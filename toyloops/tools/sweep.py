@@ -376,8 +376,9 @@ def parse(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
             raise ConfigError(f"--{key}={getattr(opts, key)}: expected an int >= {0 if key == 'max_retry' else 1}")
     if not opts.heartbeat > 0:
         raise ConfigError(f"--heartbeat={opts.heartbeat}: expected seconds > 0")
-    if opts.population < 1 or (opts.population > 1 and opts.workers > 1):
-        raise ConfigError(f"--population={opts.population}: expected an int >= 1, with --workers 1 (one ensemble)")
+    if opts.population < 1 or (opts.population > 1 and (opts.workers > 1 or len(opts.objective or ()) > 1)):
+        raise ConfigError(f"--population={opts.population}: expected an int >= 1, with --workers 1 and one "
+                          "--objective (one ensemble, ranked by one number)")
     opts.name = runs.check_folder_name(opts.name or f"{runs.run_name(opts.config)}-{Path(opts.space).stem}")
     return opts, extra
 
@@ -392,7 +393,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
         space = read_space(opts.space)
         base_args = run_args(opts.config, extra)
         folder = Path(LOG_DIR) / "sweeps" / opts.name
-        goals = record = None
+        goals = record = config = None
         if opts.worker_index == 0:  # the command: the config, alone and with each corner of the space, before any trial
             runs.check_writable(folder)
             config = check_args(opts.engine, base_args)
@@ -423,7 +424,7 @@ def run(args: list[str] | None = None) -> dict[str, Any]:
             try:
                 from toyloops.tools import population  # --population K: trials K at a time, as ensembles
 
-                if not population.run(opts, folder, space, base_args, goal, config, study, worker.name):
+                if not population.run(opts, folder, space, base_args, goals[0], config, study, worker.name):
                     worker.run(study)
             except ToyloopsError as err:  # every trial failing: still write what there is, then say so
                 if opts.worker_index:
