@@ -33,3 +33,26 @@ def test_documented_paths_raise_no_warning_the_user_did_not_cause(tmp_path):
         assert done.returncode == 0, f"{name}: {done.stderr[-2000:]}"
         assert "Warning" not in done.stderr, f"{name}: {done.stderr[-2000:]}"
         assert "val/acc" in done.stdout  # it trained and reported
+
+
+TOOLS = """
+from toyloops.tools import diff, doctor, profile, seeds, sweep
+
+ONE_EPOCH = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar=false"]
+sweep.run(["--config", "blobs_mlp", "--space", "mlp", "--trials", "3", *ONE_EPOCH])  # batch 128: epochs of 8 steps
+seeds.run(["--config", "blobs_mlp", "--n", "2", *ONE_EPOCH])
+profile.run(["--config", "blobs_mlp", "--engine", "both"])
+assert not doctor.run(["--config", "blobs_mlp"])["failed"]
+assert diff.run(["--config", "blobs_mlp", "--b.engine", "lightning", "--max_steps", "5"]).first is None
+print("tools: quiet")
+"""
+
+
+@pytest.mark.integration
+def test_the_experiment_tools_raise_no_warning_the_user_did_not_cause(tmp_path):
+    """sweep (a space that picks a batch size), seeds on the ensemble, profile, doctor and diff, in one
+    process under ``-W error``. The profiler's ``USDT`` lines are torch's own C++ log, not a warning."""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", TOOLS], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("tools: quiet")

@@ -152,6 +152,9 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=ARGS_WARNING)
+            # a space that chooses the batch size makes some trials' epochs shorter than the logging interval:
+            # their train/loss is logged less often, which the sweep's ranking (a val metric) does not read
+            warnings.filterwarnings("ignore", message=".*smaller than the logging interval")
             cli = SweepCLI(["fit", *args])
         best = next((c.best_model_score.item() for c in cli.trainer.checkpoint_callbacks
                      if not isinstance(c, LastCheckpoint) and c.best_model_score is not None), None)
@@ -184,7 +187,7 @@ def check_args(engine: str, args: list[str]) -> Any:
 
         def instantiate_classes(self) -> None:
             with links_into_net():
-                objects = self.parser.instantiate_classes(self.config)
+                objects = self.parser.instantiate(self.config)
             check_net_fits_data(objects.model, objects.data)
 
     with warnings.catch_warnings():
