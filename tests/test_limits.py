@@ -84,3 +84,19 @@ def test_an_environment_value_out_of_range_is_one_line_naming_it(variable, value
 def test_the_values_allowed_run(variable, value, in_tmp, monkeypatch):
     monkeypatch.setenv(variable, value)
     assert loop_cli.run(["fit", "--config", "blobs_mlp", *BLOBS_SHORT, "--trainer.max_epochs=1"])
+
+
+@pytest.mark.parametrize("command", [["validate", "--config", "blobs_mlp"],
+                                     ["loop", "validate", "--config", "blobs_mlp"], ["export"]],
+                         ids=["validate", "loop-validate", "export"])
+def test_a_checkpoint_path_that_is_a_pipe_is_one_line_not_a_hang(command, tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: the path's kind is checked first."""
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.ckpt")
+    done = subprocess.run([sys.executable, "-m", "toyloops", *command, "--ckpt_path", "pipe.ckpt"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # a hang fails here instead of blocking CI
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == ("error: ckpt_path='pipe.ckpt' is not a regular file (a pipe, "
+                                                    "socket or device): expected a checkpoint file")

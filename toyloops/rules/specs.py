@@ -9,6 +9,7 @@ import functools
 import importlib
 import importlib.util
 import io
+import os
 import pickle
 import re
 import sys
@@ -147,6 +148,9 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Any checkpoint as plain data; a missing, truncated or hostile file is a ConfigError naming it."""
+    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # opening a pipe would block
+        raise ConfigError(f"ckpt_path={str(path)!r} is not a regular file (a pipe, socket or device): expected a "
+                          "checkpoint file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
