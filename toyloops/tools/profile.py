@@ -13,6 +13,7 @@ import io
 import itertools
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -227,8 +228,8 @@ def memory(args: list[str]) -> dict[str, float]:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         logging.getLogger("torch.profiler").setLevel(logging.ERROR)
-        with redirect_stderr(io.StringIO()), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                                                    profile_memory=True) as prof:
+        with without_kineto_lines(), redirect_stderr(io.StringIO()), torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             step()
         allocations = sorted((e.time_range.start, e.cpu_memory_usage) for e in prof.events() if e.cpu_parent is None)
         peak = max([0, *itertools.accumulate(allocated for _, allocated in allocations)])
@@ -238,6 +239,28 @@ def memory(args: list[str]) -> dict[str, float]:
              "optimizer state": state, "batch": batch}
     return {**{part: sum(t.numel() * t.element_size() for t in tensors) for part, tensors in parts.items()},
             "activations": sum(saved.values()), "peak": peak}
+
+
+@contextmanager
+def without_kineto_lines() -> Iterator[None]:
+    """torch's Kineto writes ``USDT:`` trace lines straight to file descriptor 2 as a CPU profile starts and
+    stops, and its allocator a warning that blocks allocated before the profile have no size (the parameters:
+    expected, as the step is measured above them); C++ logging, no Python switch. fd 2 goes to a temporary
+    file for the block, and every other line written there is passed on to stderr after it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            lines = held.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if not line.startswith("USDT:") and
+                                     "allocated before the profiling started" not in line))
 
 
 def chart(results: dict[str, Measured], title: str) -> Any:
