@@ -36,10 +36,13 @@ def test_documented_paths_raise_no_warning_the_user_did_not_cause(tmp_path):
 
 
 TOOLS = """
+from pathlib import Path
+
 from toyloops.tools import diff, doctor, profile, seeds, sweep
 
 ONE_EPOCH = ["--trainer.max_epochs", "1", "--trainer.enable_progress_bar=false"]
-sweep.run(["--config", "blobs_mlp", "--space", "mlp", "--trials", "3", *ONE_EPOCH])  # batch 128: epochs of 8 steps
+Path("space.yaml").write_text("data.init_args.batch_size: {type: categorical, choices: [128]}")  # 8 steps an epoch
+sweep.run(["--config", "blobs_mlp", "--space", "space.yaml", "--trials", "1", *ONE_EPOCH])
 seeds.run(["--config", "blobs_mlp", "--n", "2", *ONE_EPOCH])
 profile.run(["--config", "blobs_mlp", "--engine", "both"])
 assert not doctor.run(["--config", "blobs_mlp"])["failed"]

@@ -148,7 +148,8 @@ def build_optimizer(factory: OptimizerCallable, params: Iterable, fused: bool = 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Any checkpoint as plain data; a missing, truncated or hostile file is a ConfigError naming it."""
-    if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):  # opening a pipe would block
+    if isinstance(path, str | os.PathLike) and os.path.exists(path) and not os.path.isdir(path) \
+            and not os.path.isfile(path):  # a pipe's open would block; a file object is read as given
         raise ConfigError(f"ckpt_path={str(path)!r} is not a regular file (a pipe, socket or device): expected a "
                           "checkpoint file")
     try:
