@@ -49,6 +49,7 @@ from toyloops.tools.study import (
     recorded_goals,
 )
 from toyloops.tools.sweep_results import log_pruned_hparams, report
+from toyloops.tools.workers import check_args  # seeds checks its runs' configs as a sweep does
 
 ENGINES = ("lightning", "loop")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,8 +59,6 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 KILL_ENV = "TOYLOOPS_SWEEP_TEST_SIGKILL"
 # Each trial runs quietly; a user's --key value after them wins.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-# Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
-ARGS_WARNING = "LightningCLI's args parameter is intended"
 # RetryHeartbeatStaleTrialCallback, fail_stale_trials and the plots are marked experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -151,7 +150,7 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
                 return trainer
 
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=ARGS_WARNING)
+            warnings.filterwarnings("ignore", message=workers.ARGS_WARNING)
             # a space that chooses the batch size makes some trials' epochs shorter than the logging interval:
             # their train/loss is logged less often, which the sweep's ranking (a val metric) does not read
             warnings.filterwarnings("ignore", message=".*smaller than the logging interval")
@@ -162,37 +161,6 @@ def fit_run(engine: str, args: list[str], trial: optuna.Trial | None = None,
     if best is None:
         raise ConfigError(f"{run_dir}: the run logged no {monitor} (check trainer.limit_val_batches)")
     return FitResult(best, run_dir, (run_dir / "config.yaml").read_text())
-
-
-def check_args(engine: str, args: list[str]) -> Any:
-    """Parse and build (no training, no run folder) a config with these arguments, and return it
-    parsed: an unknown key or a value the config cannot take is a one-line error here, before any run."""
-    from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
-
-    args = runs.with_shipped_configs(args)
-    for path in runs.config_files(args):
-        check_config_file(path)
-    if engine == "loop":
-        from toyloops.engine.loop_cli import build
-
-        return build(args)[0]
-
-    from toyloops.engine.cli import ToyCLI
-
-    class CheckOnly(ToyCLI):
-        def _prepare_run(self, config) -> None:  # noqa: ANN001 - no run folder: nothing is written
-            check_values(config)
-            workers.check_one_process(config.trainer)
-            runs.check_precision(config.trainer.precision, config.trainer.accelerator)
-
-        def instantiate_classes(self) -> None:
-            with links_into_net():
-                objects = self.parser.instantiate(self.config)
-            check_net_fits_data(objects.model, objects.data)
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=ARGS_WARNING)
-        return CheckOnly(args, run=False).config
 
 
 class Worker:

@@ -1,6 +1,7 @@
 """The processes of sweep and seeds: each run trains inside the command's process or a worker's, never
 DDP's own; a sweep's worker processes, seen from its coordinator (the ``toyloops sweep`` command): how many
-fit in free memory, starting them, and each one's tie to the coordinator's life: a worker dies with it."""
+fit in free memory, starting them, and each one's tie to the coordinator's life: a worker dies with it. And
+the check every run's config passes before any process is given it (``check_args``)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
+from toyloops.engine import runs
 from toyloops.rules.errors import ConfigError
+
+# Trials hand LightningCLI their arguments from Python while sys.argv holds the sweep's own.
+ARGS_WARNING = "LightningCLI's args parameter is intended"
 
 # Set in each worker by its coordinator: the worker watches its stdin, a pipe only the coordinator holds open.
 COORDINATOR_ENV = "TOYLOOPS_SWEEP_COORDINATOR"
@@ -134,3 +140,34 @@ def die_with_coordinator() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="die-with-coordinator", daemon=True).start()
+
+
+def check_args(engine: str, args: list[str]) -> Any:
+    """Parse and build (no training, no run folder) a config with these arguments, and return it
+    parsed: an unknown key or a value the config cannot take is a one-line error here, before any run."""
+    from toyloops.engine.validation import check_config_file, check_net_fits_data, check_values, links_into_net
+
+    args = runs.with_shipped_configs(args)
+    for path in runs.config_files(args):
+        check_config_file(path)
+    if engine == "loop":
+        from toyloops.engine.loop_cli import build
+
+        return build(args)[0]
+
+    from toyloops.engine.cli import ToyCLI
+
+    class CheckOnly(ToyCLI):
+        def _prepare_run(self, config) -> None:  # noqa: ANN001 - no run folder: nothing is written
+            check_values(config)
+            check_one_process(config.trainer)
+            runs.check_precision(config.trainer.precision, config.trainer.accelerator)
+
+        def instantiate_classes(self) -> None:
+            with links_into_net():
+                objects = self.parser.instantiate(self.config)
+            check_net_fits_data(objects.model, objects.data)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=ARGS_WARNING)
+        return CheckOnly(args, run=False).config
